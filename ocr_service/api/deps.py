@@ -1,0 +1,30 @@
+"""Typed dependencies: the routes ask for what they need, tests build their own app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ocr_service.ocr import OcrService
+from ocr_service.pool import WorkerPool
+from ocr_service.settings import Settings
+from ocr_service.store import ModelStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ModelStore
+    pool: WorkerPool
+    ocr: OcrService
+    startup_error: str | None = None
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

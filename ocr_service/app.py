@@ -1,0 +1,91 @@
+"""create_app(settings) → the OCR service's FastAPI app. Models load in the background at start."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from ocr_service.api import health, ocr
+from ocr_service.api.deps import Services
+from ocr_service.documents import PageLimits
+from ocr_service.errors import install_error_handlers
+from ocr_service.fetch import DocumentFetcher, FetchPolicy
+from ocr_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ocr_service.ocr import OcrService
+from ocr_service.pool import Admission, WorkerPool
+from ocr_service.settings import Settings
+from ocr_service.store import ModelStore
+
+log = logging.getLogger(__name__)
+
+# Multipart framing around an upload is small; this slack keeps a file of exactly the
+# document limit from being refused by the body cap.
+_MULTIPART_SLACK = 64 * 1024
+
+
+def build_services(settings: Settings) -> Services:
+    store = ModelStore(settings.models_dir, settings.default_model)
+    workers = settings.worker_count
+    pool = WorkerPool(
+        workers=workers,
+        threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+        segmentation_model=settings.segmentation_model,
+        log_level=settings.log_level,
+        log_json=settings.log_json,
+    )
+    fetcher = DocumentFetcher(
+        FetchPolicy(
+            allowed_hosts=frozenset(settings.allowed_pdf_hosts),
+            allow_private_addresses=settings.allow_private_addresses,
+            max_bytes=settings.max_document_bytes,
+            timeout_s=settings.fetch_timeout_s,
+            max_redirects=settings.fetch_max_redirects,
+        )
+    )
+    service = OcrService(
+        limits=PageLimits(settings.max_pages, settings.max_page_pixels, settings.pdf_dpi),
+        max_document_bytes=settings.max_document_bytes,
+        store=store,
+        pool=pool,
+        fetcher=fetcher,
+        admission=Admission(workers + settings.queue_size, settings.retry_after_s),
+    )
+    return Services(settings=settings, store=store, pool=pool, ocr=service)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    settings.check_memory_budget()
+    services = build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async def load() -> None:
+            try:
+                await asyncio.to_thread(services.pool.start)
+            except Exception as exc:
+                services.startup_error = f"The OCR workers failed to start: {exc}"
+                log.exception("the OCR workers failed to start")
+
+        loader = asyncio.create_task(load())
+        try:
+            yield
+        finally:
+            if not loader.done():
+                await loader
+            await asyncio.to_thread(services.pool.shutdown)
+            services.ocr.close()
+
+    app = FastAPI(title="Familienarchiv OCR service", version="0.1.0", lifespan=lifespan)
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(ocr.router)
+    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: settings.max_document_bytes + _MULTIPART_SLACK)
+    app.add_middleware(RequestIdMiddleware)
+    return app

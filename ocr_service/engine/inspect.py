@@ -1,0 +1,117 @@
+"""What a model file is: its kind, line type, alphabet and input height, read from its metadata."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger(__name__)
+
+ModelKind = Literal["recognition", "segmentation"]
+LineType = Literal["baselines", "bbox"]
+
+# kraken's own formats that carry no pickle: CoreML (protobuf) and safetensors.
+SAFETENSORS_SUFFIX = ".safetensors"
+COREML_SUFFIX = ".mlmodel"
+MODEL_SUFFIXES = (SAFETENSORS_SUFFIX, COREML_SUFFIX)
+
+
+class ModelFileError(Exception):
+    """The file is not a model kraken can use."""
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    kind: ModelKind
+    line_type: LineType | None
+    alphabet: str | None
+    input_height: int | None
+    accuracy: float | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def alphabet_size(self) -> int | None:
+        return None if self.alphabet is None else len(self.alphabet)
+
+
+def _codec_alphabet(net: Any) -> str | None:
+    codec = getattr(net, "codec", None)
+    c2l = getattr(codec, "c2l", None)
+    if not c2l:
+        raw = net.user_metadata.get("codec") if hasattr(net, "user_metadata") else None
+        if isinstance(raw, str):
+            try:
+                c2l = json.loads(raw)
+            except ValueError:
+                c2l = None
+    if not c2l:
+        return None
+    return "".join(sorted(k for k in c2l if isinstance(k, str)))
+
+
+def _accuracy(meta: dict[str, Any]) -> float | None:
+    history = meta.get("accuracy")
+    if isinstance(history, list) and history:
+        last = history[-1]
+        if isinstance(last, (list, tuple)) and len(last) == 2:
+            try:
+                return float(last[1])
+            except (TypeError, ValueError):
+                return None
+    metrics = meta.get("metrics")
+    if isinstance(metrics, list) and metrics:
+        last = metrics[-1]
+        if isinstance(last, (list, tuple)) and len(last) == 2 and isinstance(last[1], dict):
+            value = last[1].get("val_accuracy")
+            if isinstance(value, (int, float)):
+                return float(value)
+    return None
+
+
+def read_model_facts(path: Path) -> ModelFacts:
+    """Load ``path`` with kraken and describe it; raises :class:`ModelFileError` if it is no model.
+
+    Only ``.mlmodel`` and ``.safetensors`` are read: neither format can carry code.
+    """
+    from kraken.models import load_models
+
+    if path.suffix not in MODEL_SUFFIXES:
+        raise ModelFileError(f"{path.name} is not a CoreML or safetensors model file")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            nets = load_models(path)
+        except (ValueError, KeyError, TypeError, RuntimeError, OSError, AttributeError, IndexError) as exc:
+            raise ModelFileError(f"kraken cannot load {path.name}: {exc}") from exc
+    if not nets:
+        raise ModelFileError(f"{path.name} contains no model")
+    recognition = [n for n in nets if "recognition" in n.model_type]
+    segmentation = [n for n in nets if "segmentation" in n.model_type]
+    if recognition:
+        net = recognition[0]
+        kind: ModelKind = "recognition"
+        line_type: LineType | None = "bbox" if net.seg_type == "bbox" else "baselines"
+        alphabet = _codec_alphabet(net)
+    elif segmentation:
+        net = segmentation[0]
+        kind = "segmentation"
+        line_type = None
+        alphabet = None
+    else:
+        raise ModelFileError(f"{path.name} is neither a recognition nor a segmentation model")
+    shape = getattr(net, "input", None)
+    # kraken orders the input shape (batch, channels, height, width)
+    height = int(shape[2]) if isinstance(shape, (tuple, list)) and len(shape) == 4 and shape[2] else None
+    meta = dict(getattr(net, "user_metadata", {}) or {})
+    return ModelFacts(
+        kind=kind,
+        line_type=line_type,
+        alphabet=alphabet,
+        input_height=height,
+        accuracy=_accuracy(meta),
+        metadata={k: meta[k] for k in ("vgsl", "hyper_params") if k in meta},
+    )

@@ -1,0 +1,178 @@
+"""The read path: a document (bytes or URL) in, pages of recognised lines out, page by page.
+
+``OcrService.start`` does every check that can fail on bad input *before* any result is
+sent (so even ``/ocr/stream`` answers a 4xx for a corrupt file); ``OcrRun.events`` then
+yields each page as soon as it is done while the next pages are already in the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ocr_service.documents import Document, PageLimits
+from ocr_service.engine.pipeline import PageResult, RecognitionModelRef
+from ocr_service.errors import AppError, ErrorCode
+from ocr_service.fetch import DocumentFetcher
+from ocr_service.pool import Admission, WorkerPool
+from ocr_service.store import ModelStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NO_MODEL_NOTICE = (
+    "No recognition model is installed or chosen as default: lines were found but not read. "
+    "Install a model (POST /models) or name one in the request."
+)
+
+
+@dataclass(frozen=True)
+class OcrInput:
+    data: bytes | None = None
+    url: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class PageStarted:
+    page: int
+    pages: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class PageDone:
+    page: int
+    result: PageResult
+
+
+class OcrRun:
+    """One admitted document on its way through the pool; always ``close()`` it."""
+
+    def __init__(
+        self,
+        document: Document,
+        model: RecognitionModelRef | None,
+        pool: WorkerPool,
+        on_thread: Callable[..., Any],
+        release: Callable[[], None],
+    ) -> None:
+        self.document = document
+        self.model = model
+        self.pages = document.page_count
+        self._pool = pool
+        self._on_thread = on_thread
+        self._release = release
+        self._closed = False
+        self.started = time.perf_counter()
+
+    @property
+    def model_name(self) -> str | None:
+        return self.model.name if self.model else None
+
+    async def events(self) -> AsyncIterator[PageStarted | PageDone]:
+        # Keep as many pages in flight as there are workers: enough to keep every core busy,
+        # few enough that a 200-page PDF never sits in memory as images.
+        window = max(1, self._pool.workers)
+        in_flight: deque[tuple[int, int, int, asyncio.Task[PageResult]]] = deque()
+        next_page = 0
+
+        async def submit(index: int) -> None:
+            image = await self._on_thread(self.document.page, index)
+            task = asyncio.create_task(self._pool.process_page(image, self.model))
+            in_flight.append((index, image.width, image.height, task))
+
+        try:
+            while next_page < self.pages and len(in_flight) < window:
+                await submit(next_page)
+                next_page += 1
+            while in_flight:
+                index, width, height, task = in_flight[0]
+                yield PageStarted(index + 1, self.pages, width, height)
+                result = await task
+                in_flight.popleft()
+                if next_page < self.pages:
+                    await submit(next_page)
+                    next_page += 1
+                yield PageDone(index + 1, result)
+        finally:
+            for *_, task in in_flight:
+                task.cancel()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._release()
+            # pdfium objects are closed on the documents thread, like every other use of them.
+            self._on_thread(self.document.close)
+
+
+class OcrService:
+    def __init__(
+        self,
+        *,
+        limits: PageLimits,
+        max_document_bytes: int,
+        store: ModelStore,
+        pool: WorkerPool,
+        fetcher: DocumentFetcher,
+        admission: Admission,
+    ) -> None:
+        self.limits = limits
+        self.max_document_bytes = max_document_bytes
+        self.store = store
+        self.pool = pool
+        self.fetcher = fetcher
+        self.admission = admission
+        # pdfium is not thread-safe: every document operation runs on this one thread.
+        self._documents_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="documents")
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        return asyncio.get_running_loop().run_in_executor(self._documents_thread, fn, *args)
+
+    async def start(self, request: OcrInput) -> OcrRun:
+        if not self.pool.ready:
+            raise AppError(
+                ErrorCode.MODELS_NOT_READY,
+                "The OCR service is still loading its models; please try again shortly.",
+                headers={"Retry-After": "10"},
+            )
+        model = self.store.recognition_model(request.model)
+        self.admission.enter()
+        try:
+            if request.url is not None:
+                data = await self.fetcher.fetch(request.url)
+            else:
+                assert request.data is not None
+                data = request.data
+            if len(data) > self.max_document_bytes:
+                raise AppError(
+                    ErrorCode.DOCUMENT_TOO_LARGE,
+                    f"The document is larger than the limit of {self.max_document_bytes / 1024 / 1024:g} MB.",
+                )
+            document = await self._on_thread(Document, data, self.limits)
+            try:
+                await self._on_thread(document.check_all_pages)
+            except AppError:
+                await self._on_thread(document.close)
+                raise
+        except BaseException:
+            self.admission.leave()
+            raise
+        log.info(
+            "OCR of a %s document with %d page(s), model %s",
+            document.kind,
+            document.page_count,
+            model.name if model else None,
+        )
+        return OcrRun(document, model, self.pool, self._on_thread, self.admission.leave)
+
+    def close(self) -> None:
+        self._documents_thread.shutdown(wait=False, cancel_futures=True)

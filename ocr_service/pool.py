@@ -1,0 +1,206 @@
+"""The bounded pool of kraken worker processes, and admission control in front of it.
+
+Processes, not threads: most of a page's time is blla's single-threaded Python/scipy
+post-processing, which holds the GIL. Each worker loads its own copy of the models and
+runs torch with ``cores // workers`` threads so workers never oversubscribe the cores
+(kraken #528). Pages of one document and of several documents overlap in the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from ocr_service.engine.pipeline import (
+    ModelLoadError,
+    PageEngine,
+    PageResult,
+    RecognitionModelRef,
+    WrongModelKindError,
+)
+from ocr_service.errors import AppError, ErrorCode
+from ocr_service.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+_engine: PageEngine | None = None
+
+
+class PageFailedError(Exception):
+    """kraken failed on a page in a way we did not foresee; the worker logged the traceback."""
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    pid: int
+    segmentation_model: str
+    threads: int
+
+
+def _init_worker(segmentation_model: str | None, threads: int, log_level: str, log_json: bool) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    configure_logging(log_level, log_json)
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
+    global _engine
+    _engine = PageEngine(Path(segmentation_model) if segmentation_model else None)
+    log.info("OCR worker %d ready (%d thread(s))", os.getpid(), threads)
+
+
+def _describe_worker(linger_s: float) -> WorkerInfo:
+    assert _engine is not None
+    import time
+
+    import torch
+
+    # Lingering a moment lets the other idle workers take the other describe calls.
+    time.sleep(linger_s)
+
+    return WorkerInfo(os.getpid(), str(_engine.segmentation_model_path), torch.get_num_threads())
+
+
+def _process_page(image: Image.Image, model: RecognitionModelRef | None) -> PageResult:
+    assert _engine is not None
+    try:
+        return _engine.process(image, model)
+    except (WrongModelKindError, ModelLoadError):
+        raise
+    except Exception as exc:
+        log.exception("kraken failed on a page")
+        raise PageFailedError(f"{type(exc).__name__}: {exc}") from None
+
+
+class WorkerPool:
+    """A process pool that loads the models once per worker and survives a dead worker."""
+
+    def __init__(
+        self,
+        workers: int,
+        threads_per_worker: int,
+        segmentation_model: Path | None,
+        log_level: str = "INFO",
+        log_json: bool = False,
+    ) -> None:
+        self.workers = workers
+        self.threads_per_worker = threads_per_worker
+        self.segmentation_model = segmentation_model
+        self._log = (log_level, log_json)
+        self._executor: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self.ready = False
+        self._closing = False
+        self.info: list[WorkerInfo] = []
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        # spawn, never fork: forking a process that has started threads (uvicorn, torch) deadlocks.
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(
+                str(self.segmentation_model) if self.segmentation_model else None,
+                self.threads_per_worker,
+                *self._log,
+            ),
+        )
+
+    def start(self) -> list[WorkerInfo]:
+        """Start every worker and wait until each has loaded its models (blocking)."""
+        with self._lock:
+            self._executor = self._new_executor()
+            executor = self._executor
+        # Submitting as many describe calls as workers makes the executor start all of them;
+        # ready means every worker has answered once, i.e. has loaded its models.
+        seen: dict[int, WorkerInfo] = {}
+        for _ in range(20):
+            futures = [executor.submit(_describe_worker, 0.3) for _ in range(self.workers - len(seen))]
+            for future in futures:
+                info = future.result()
+                seen[info.pid] = info
+            if len(seen) >= self.workers:
+                break
+        self.info = list(seen.values())
+        self.ready = True
+        log.info("OCR pool ready: %d worker(s), segmentation model %s", self.workers, self.info[0].segmentation_model)
+        return self.info
+
+    def _submit(self, image: Image.Image, model: RecognitionModelRef | None) -> Future[PageResult]:
+        with self._lock:
+            if self._executor is None:
+                raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.")
+            try:
+                return self._executor.submit(_process_page, image, model)
+            except BrokenProcessPool:
+                self._restart_locked()
+                return self._executor.submit(_process_page, image, model)
+
+    def _restart_locked(self) -> None:
+        if self._closing:
+            return
+        log.error("an OCR worker died; restarting the worker pool")
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor = self._new_executor()
+
+    async def process_page(self, image: Image.Image, model: RecognitionModelRef | None) -> PageResult:
+        future = self._submit(image, model)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BrokenProcessPool as exc:
+            if self._closing:
+                raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR service is shutting down.") from exc
+            with self._lock:
+                self._restart_locked()
+            raise AppError(
+                ErrorCode.OCR_FAILED,
+                "An OCR worker stopped while reading this page (perhaps out of memory); please try again.",
+            ) from exc
+        except WrongModelKindError as exc:
+            raise AppError(ErrorCode.WRONG_MODEL_KIND, f"{exc}; choose a recognition model.") from exc
+        except ModelLoadError as exc:
+            raise AppError(ErrorCode.UNKNOWN_MODEL, str(exc)) from exc
+        except PageFailedError as exc:
+            raise AppError(ErrorCode.OCR_FAILED, f"OCR failed on this page: {exc}") from exc
+
+    def shutdown(self) -> None:
+        self.ready = False
+        self._closing = True
+        with self._lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+
+
+class Admission:
+    """At most ``limit`` documents in the service at once; the next one is told to come back."""
+
+    def __init__(self, limit: int, retry_after_s: int) -> None:
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.active = 0
+
+    def enter(self) -> None:
+        if self.active >= self.limit:
+            raise AppError(
+                ErrorCode.SERVICE_BUSY,
+                f"The OCR service is busy with {self.active} documents; please try again shortly.",
+                headers={"Retry-After": str(self.retry_after_s)},
+            )
+        self.active += 1
+
+    def leave(self) -> None:
+        self.active -= 1

@@ -1,0 +1,332 @@
+"""The model store: one directory of model files, their descriptions, backups and the default.
+
+Layout (flat, so an operator can see and copy models with ``ls`` and ``cp``)::
+
+    OCR_MODELS_DIR/
+      <name>.safetensors | <name>.mlmodel   the current version of each model
+      .meta/<name>.json                      kind, line type, source, version, scores
+      .backups/<name>/v<version>-<time><ext> earlier versions (at most 3 per model)
+      .state.json                            the chosen default recognition model
+      .store.lock                            serialises changes across processes
+
+The packaged segmentation model (``blla``) lives in the kraken wheel and is listed, never copied.
+Every change is written to a temporary file and moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from ocr_service.engine.inspect import MODEL_SUFFIXES, ModelFacts
+from ocr_service.engine.pipeline import RecognitionModelRef, packaged_segmentation_model
+from ocr_service.errors import AppError, ErrorCode
+from ocr_service.settings import MODEL_NAME_PATTERN
+
+log = logging.getLogger(__name__)
+
+PACKAGED_SEGMENTATION = "blla"
+MAX_BACKUPS = 3
+Source = Literal["packaged", "trained", "uploaded", "downloaded", "local"]
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    kind: str | None
+    line_type: str | None
+    source: Source
+    version: int
+    created: str
+    size: int
+    alphabet_size: int | None = None
+    input_height: int | None = None
+    accuracy: float | None = None
+    cer: float | None = None
+    file: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def public(self, default: str | None) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "lineType": self.line_type,
+            "source": self.source,
+            "version": self.version,
+            "created": self.created,
+            "size": self.size,
+            "alphabetSize": self.alphabet_size,
+            "inputHeight": self.input_height,
+            "accuracy": self.accuracy,
+            "cer": self.cer,
+            "default": self.name == default,
+        }
+
+
+def check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not MODEL_NAME_PATTERN.match(name):
+        raise AppError(
+            ErrorCode.INVALID_MODEL_NAME,
+            "A model name may contain only lowercase letters, digits and '-' (at most 64 characters), "
+            "and must start and end with a letter or digit.",
+        )
+    return name
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ModelStore:
+    def __init__(self, root: Path, default_model: str | None = None) -> None:
+        self.root = root
+        self._configured_default = default_model
+        self._meta_dir = root / ".meta"
+        self._backup_dir = root / ".backups"
+        for directory in (root, self._meta_dir, self._backup_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    # --- locking -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self.root / ".store.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- lookup --------------------------------------------------------------------------
+    def file_of(self, name: str) -> Path | None:
+        """The current file of model ``name``; safetensors wins if both formats lie there."""
+        check_model_name(name)
+        for suffix in MODEL_SUFFIXES:
+            candidate = self.root / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def names(self) -> list[str]:
+        found = {p.stem for p in self.root.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES}
+        return sorted(n for n in found if MODEL_NAME_PATTERN.match(n))
+
+    def _meta(self, name: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self._meta_dir / f"{name}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def entry(self, name: str) -> ModelEntry:
+        if name == PACKAGED_SEGMENTATION and self.file_of(name) is None:
+            return self._packaged_entry()
+        path = self.file_of(name)
+        if path is None:
+            raise AppError(ErrorCode.MODEL_NOT_FOUND, f"There is no model named '{name}'.")
+        stat = path.stat()
+        meta = self._meta(name) or {}
+        fresh = meta.get("fileMtimeNs") == stat.st_mtime_ns and meta.get("size") == stat.st_size
+        if not fresh:
+            # Put there by hand (or replaced by hand): we know only what the file says.
+            meta = {"source": "local", "version": meta.get("version", 1)}
+        return ModelEntry(
+            name=name,
+            kind=meta.get("kind"),
+            line_type=meta.get("lineType"),
+            source=meta.get("source", "local"),
+            version=int(meta.get("version", 1)),
+            created=meta.get("created") or datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds"),
+            size=stat.st_size,
+            alphabet_size=meta.get("alphabetSize"),
+            input_height=meta.get("inputHeight"),
+            accuracy=meta.get("accuracy"),
+            cer=meta.get("cer"),
+            file=path.name,
+            extra=meta.get("extra", {}),
+        )
+
+    def _packaged_entry(self) -> ModelEntry:
+        path = packaged_segmentation_model()
+        stat = path.stat()
+        return ModelEntry(
+            name=PACKAGED_SEGMENTATION,
+            kind="segmentation",
+            line_type=None,
+            source="packaged",
+            version=1,
+            created=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds"),
+            size=stat.st_size,
+            input_height=1800,
+            file=str(path),
+        )
+
+    def entries(self) -> list[ModelEntry]:
+        names = self.names()
+        result = [self.entry(n) for n in names]
+        if PACKAGED_SEGMENTATION not in names:
+            result.insert(0, self._packaged_entry())
+        return result
+
+    # --- the default ---------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / ".state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def default_model(self) -> str | None:
+        """The chosen default (through the API, kept on disk) wins over ``OCR_DEFAULT_MODEL``."""
+        chosen = self._state().get("defaultModel")
+        return chosen if isinstance(chosen, str) else self._configured_default
+
+    def set_default(self, name: str | None) -> None:
+        with self.locked():
+            state = self._state()
+            state["defaultModel"] = name
+            _write_json(self.root / ".state.json", state)
+
+    def recognition_model(self, name: str | None) -> RecognitionModelRef | None:
+        """The model ``/ocr`` should read with: the named one, else the default, else none."""
+        if name is None:
+            name = self.default_model
+            if name is None or self.file_of(name) is None:
+                if name is not None:
+                    log.warning("the default model '%s' is not in the store; reading without a model", name)
+                return None
+        else:
+            try:
+                check_model_name(name)
+            except AppError as exc:
+                raise AppError(ErrorCode.UNKNOWN_MODEL, f"There is no model named '{name}'.") from exc
+        if name == PACKAGED_SEGMENTATION:
+            raise AppError(ErrorCode.WRONG_MODEL_KIND, f"'{name}' is a segmentation model; choose a recognition model.")
+        path = self.file_of(name)
+        if path is None:
+            raise AppError(
+                ErrorCode.UNKNOWN_MODEL,
+                f"There is no model named '{name}'. Installed: {', '.join(self.names()) or 'none'}.",
+            )
+        meta = self._meta(name)
+        if meta and meta.get("kind") == "segmentation":
+            raise AppError(ErrorCode.WRONG_MODEL_KIND, f"'{name}' is a segmentation model; choose a recognition model.")
+        stat = path.stat()
+        return RecognitionModelRef(name=name, path=str(path), version=(stat.st_mtime_ns, stat.st_size))
+
+    # --- changes -------------------------------------------------------------------------
+    def install(
+        self,
+        source_file: Path,
+        name: str,
+        facts: ModelFacts,
+        *,
+        source: Source,
+        replace: bool,
+        extra: dict[str, Any] | None = None,
+        scores: dict[str, float | None] | None = None,
+    ) -> ModelEntry:
+        """Install a validated model file atomically; the old version becomes a backup."""
+        check_model_name(name)
+        if name == PACKAGED_SEGMENTATION:
+            raise AppError(ErrorCode.MODEL_PROTECTED, f"'{name}' is the packaged segmentation model's name.")
+        suffix = source_file.suffix
+        if suffix not in MODEL_SUFFIXES:
+            raise AppError(ErrorCode.INVALID_MODEL, "Only .safetensors and .mlmodel files can be installed.")
+        with self.locked():
+            current = self.file_of(name)
+            old_meta = self._meta(name) or {}
+            if current is not None and not replace:
+                raise AppError(
+                    ErrorCode.MODEL_EXISTS,
+                    f"A model named '{name}' exists already; send replace=true to install a new version.",
+                )
+            version = int(old_meta.get("version", 0)) + 1 if current is not None else 1
+            target = self.root / f"{name}{suffix}"
+            staged = self.root / f".{name}{suffix}.incoming"
+            shutil.copyfile(source_file, staged)
+            if current is not None:
+                self._back_up(name, current, int(old_meta.get("version", version - 1)))
+            os.replace(staged, target)
+            if current is not None and current != target:
+                current.unlink(missing_ok=True)  # the other format's file of the old version
+            stat = target.stat()
+            accuracy = (scores or {}).get("accuracy", facts.accuracy)
+            cer = (scores or {}).get("cer")
+            if cer is None and accuracy is not None:
+                cer = round(1 - accuracy, 6)
+            meta = {
+                "kind": facts.kind,
+                "lineType": facts.line_type,
+                "source": source,
+                "version": version,
+                "created": _now(),
+                "size": stat.st_size,
+                "fileMtimeNs": stat.st_mtime_ns,
+                "alphabetSize": facts.alphabet_size,
+                "inputHeight": facts.input_height,
+                "accuracy": accuracy,
+                "cer": cer,
+                "extra": extra or {},
+            }
+            _write_json(self._meta_dir / f"{name}.json", meta)
+        log.info("installed model %s version %d (%s, %s)", name, version, facts.kind, source)
+        return self.entry(name)
+
+    def _back_up(self, name: str, current: Path, version: int) -> None:
+        folder = self._backup_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        os.replace(current, folder / f"v{version}-{stamp}{current.suffix}")
+        meta = self._meta_dir / f"{name}.json"
+        if meta.exists():
+            shutil.copyfile(meta, folder / f"v{version}-{stamp}.json")
+        backups = sorted(
+            (p for p in folder.iterdir() if p.suffix in MODEL_SUFFIXES), key=lambda p: p.stat().st_mtime_ns
+        )
+        for stale in backups[:-MAX_BACKUPS]:
+            stale.unlink(missing_ok=True)
+            stale.with_suffix(".json").unlink(missing_ok=True)
+
+    def backups(self, name: str) -> list[Path]:
+        folder = self._backup_dir / check_model_name(name)
+        if not folder.is_dir():
+            return []
+        return sorted((p for p in folder.iterdir() if p.suffix in MODEL_SUFFIXES), key=lambda p: p.stat().st_mtime_ns)
+
+    def remove(self, name: str, in_use: set[str] | None = None) -> None:
+        check_model_name(name)
+        if name == PACKAGED_SEGMENTATION:
+            raise AppError(ErrorCode.MODEL_PROTECTED, "The packaged segmentation model cannot be removed.")
+        with self.locked():
+            path = self.file_of(name)
+            if path is None:
+                raise AppError(ErrorCode.MODEL_NOT_FOUND, f"There is no model named '{name}'.")
+            if name == self.default_model:
+                raise AppError(
+                    ErrorCode.MODEL_IS_DEFAULT,
+                    f"'{name}' is the default model; choose another default before removing it.",
+                )
+            if in_use and name in in_use:
+                raise AppError(ErrorCode.MODEL_IN_USE, f"'{name}' is used by a running training job.")
+            path.unlink()
+            (self._meta_dir / f"{name}.json").unlink(missing_ok=True)
+        log.info("removed model %s", name)
+
+
+def describe(entry: ModelEntry) -> dict[str, Any]:
+    return asdict(entry)

@@ -1,0 +1,119 @@
+"""Generated test documents: text rendered onto pages and line strips with PIL.
+
+Nothing is downloaded; the same seed gives the same pages, so tests and benchmarks
+are repeatable.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+_DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+
+WORDS = (
+    "Liebe Mutter lieber Vater ich schreibe euch aus dem Feld es geht mir gut "
+    "das Wetter ist kalt und wir warten auf Post von zu Hause Gruss an alle "
+    "Schwester Bruder Onkel Tante Haus Garten Brief Karte Sonntag Kirche Dorf "
+    "Stadt Arbeit Ernte Winter Sommer Fruehling Herbst morgen heute gestern"
+).split()
+
+
+@cache
+def font(size: int) -> ImageFont.FreeTypeFont:
+    if _DEJAVU.exists():
+        return ImageFont.truetype(str(_DEJAVU), size)
+    return ImageFont.load_default(size=size)
+
+
+def sentence(rng: random.Random, words: int = 6) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+@dataclass(frozen=True)
+class RenderedLine:
+    text: str
+    baseline: list[tuple[int, int]]
+    polygon: list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    image: Image.Image
+    lines: list[RenderedLine]
+
+
+def render_page(
+    texts: Sequence[str],
+    *,
+    width: int = 1200,
+    height: int = 900,
+    font_size: int = 40,
+    margin: int = 80,
+    line_gap: float = 2.0,
+) -> RenderedPage:
+    """A white page with one line of black text per entry, and where each line lies."""
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    face = font(font_size)
+    ascent, descent = face.getmetrics()
+    y = margin
+    lines = []
+    for text in texts:
+        draw.text((margin, y), text, font=face, fill="black")
+        x0, _, x1, _ = draw.textbbox((margin, y), text, font=face)
+        base_y = y + ascent
+        lines.append(
+            RenderedLine(
+                text=text,
+                baseline=[(x0, base_y), (x1, base_y)],
+                polygon=[(x0, y), (x1, y), (x1, base_y + descent), (x0, base_y + descent)],
+            )
+        )
+        y += int(font_size * line_gap)
+        if y + font_size > height - margin:
+            raise ValueError("too many lines for this page size")
+    return RenderedPage(image=image, lines=lines)
+
+
+def render_line(text: str, *, font_size: int = 40, pad: int = 8) -> Image.Image:
+    """A line strip cropped around its text, as kraken cuts a bbox line out of a page."""
+    face = font(font_size)
+    ascent, descent = face.getmetrics()
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    x0, _, x1, _ = probe.textbbox((0, 0), text, font=face)
+    image = Image.new("L", (x1 - x0 + 2 * pad, ascent + descent + 2 * pad), 255)
+    ImageDraw.Draw(image).text((pad - x0, pad), text, font=face, fill=0)
+    return image
+
+
+def page_texts(seed: int, lines: int, words: int = 6) -> list[str]:
+    rng = random.Random(seed)
+    return [sentence(rng, words) for _ in range(lines)]
+
+
+def to_png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def to_pdf(pages: Sequence[Image.Image], dpi: int = 150) -> bytes:
+    """A multi-page PDF whose pages are the given images at the given resolution."""
+    buffer = io.BytesIO()
+    first, *rest = [p.convert("RGB") for p in pages]
+    first.save(buffer, format="PDF", save_all=True, append_images=rest, resolution=dpi)
+    return buffer.getvalue()
+
+
+def to_tiff(pages: Sequence[Image.Image]) -> bytes:
+    buffer = io.BytesIO()
+    first, *rest = pages
+    first.save(buffer, format="TIFF", save_all=True, append_images=list(rest), compression="tiff_lzw")
+    return buffer.getvalue()
