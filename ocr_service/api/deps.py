@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,6 +21,9 @@ class Services:
     pool: WorkerPool
     ocr: OcrService
     startup_error: str | None = None
+    # Names of models a running training job reads or writes (set by the training side),
+    # so that model management never removes a model from under a job.
+    models_in_use: Callable[[], set[str]] = field(default=set)
 
 
 def get_services(request: Request) -> Services:
