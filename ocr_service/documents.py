@@ -92,6 +92,9 @@ class Document:
         try:
             self._pdf = pdfium.PdfDocument(self._data)
         except pdfium.PdfiumError as exc:
+            # pdfium refuses a PDF whose page tree is empty, reporting "success" as the reason.
+            if "PDFium: Success" in str(exc):
+                raise AppError(ErrorCode.EMPTY_DOCUMENT, "The PDF has no pages.") from exc
             if "password" in str(exc).lower():
                 raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is password-protected.") from exc
             raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is damaged and cannot be read.") from exc
@@ -128,7 +131,10 @@ class Document:
         if pixels > self.limits.max_page_pixels:
             # Rendering is ours to size, so an oversized page (a plan, a poster) is rendered
             # at the largest resolution the limit allows instead of being refused.
-            scale *= math.sqrt(self.limits.max_page_pixels / pixels) * 0.999
+            scale *= math.sqrt(self.limits.max_page_pixels / pixels)
+            # pdfium rounds each side up; shrink until the rounded size fits.
+            while math.ceil(width_pt * scale) * math.ceil(height_pt * scale) > self.limits.max_page_pixels:
+                scale *= 0.995
             log.info("page %d rendered at %.0f dpi to stay within the pixel limit", index + 1, scale * 72)
         try:
             bitmap = page.render(scale=scale, grayscale=False)

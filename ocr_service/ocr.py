@@ -16,6 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from PIL import Image
+
 from ocr_service.documents import Document, PageLimits
 from ocr_service.engine.pipeline import PageResult, RecognitionModelRef
 from ocr_service.errors import AppError, ErrorCode
@@ -63,6 +65,7 @@ class OcrRun:
         pool: WorkerPool,
         on_thread: Callable[..., Any],
         release: Callable[[], None],
+        first_page: Image.Image | None = None,
     ) -> None:
         self.document = document
         self.model = model
@@ -70,6 +73,7 @@ class OcrRun:
         self._pool = pool
         self._on_thread = on_thread
         self._release = release
+        self._first_page = first_page
         self._closed = False
         self.started = time.perf_counter()
 
@@ -77,34 +81,48 @@ class OcrRun:
     def model_name(self) -> str | None:
         return self.model.name if self.model else None
 
+    async def _render(self, index: int) -> Image.Image:
+        if index == 0 and self._first_page is not None:
+            first, self._first_page = self._first_page, None
+            return first
+        rendered: Image.Image = await self._on_thread(self.document.page, index)
+        return rendered
+
+    async def _read(self, rendering: asyncio.Task[Image.Image]) -> PageResult:
+        return await self._pool.process_page(await rendering, self.model)
+
     async def events(self) -> AsyncIterator[PageStarted | PageDone]:
+        """Pages in order; a page that fails (even to render) fails only when its turn comes."""
         # Keep as many pages in flight as there are workers: enough to keep every core busy,
         # few enough that a 200-page PDF never sits in memory as images.
         window = max(1, self._pool.workers)
-        in_flight: deque[tuple[int, int, int, asyncio.Task[PageResult]]] = deque()
+        in_flight: deque[tuple[int, asyncio.Task[Image.Image], asyncio.Task[PageResult]]] = deque()
         next_page = 0
 
-        async def submit(index: int) -> None:
-            image = await self._on_thread(self.document.page, index)
-            task = asyncio.create_task(self._pool.process_page(image, self.model))
-            in_flight.append((index, image.width, image.height, task))
+        def submit() -> None:
+            nonlocal next_page
+            rendering = asyncio.create_task(self._render(next_page))
+            in_flight.append((next_page, rendering, asyncio.create_task(self._read(rendering))))
+            next_page += 1
 
         try:
             while next_page < self.pages and len(in_flight) < window:
-                await submit(next_page)
-                next_page += 1
+                submit()
             while in_flight:
-                index, width, height, task = in_flight[0]
-                yield PageStarted(index + 1, self.pages, width, height)
-                result = await task
+                index, rendering, reading = in_flight[0]
+                image = await rendering
+                yield PageStarted(index + 1, self.pages, image.width, image.height)
+                result = await reading
                 in_flight.popleft()
                 if next_page < self.pages:
-                    await submit(next_page)
-                    next_page += 1
+                    submit()
                 yield PageDone(index + 1, result)
         finally:
-            for *_, task in in_flight:
-                task.cancel()
+            for _, rendering, reading in in_flight:
+                rendering.cancel()
+                reading.cancel()
+            # Collect what the cancelled tasks raised, so nothing is reported as never retrieved.
+            await asyncio.gather(*(t for _, r, p in in_flight for t in (r, p)), return_exceptions=True)
 
     def close(self) -> None:
         if not self._closed:
@@ -160,6 +178,9 @@ class OcrService:
             document = await self._on_thread(Document, data, self.limits)
             try:
                 await self._on_thread(document.check_all_pages)
+                # Decoding the first page now turns a damaged single image into a 4xx
+                # before any response is sent, instead of an error event in a 200 stream.
+                first_page = await self._on_thread(document.page, 0)
             except AppError:
                 await self._on_thread(document.close)
                 raise
@@ -172,7 +193,7 @@ class OcrService:
             document.page_count,
             model.name if model else None,
         )
-        return OcrRun(document, model, self.pool, self._on_thread, self.admission.leave)
+        return OcrRun(document, model, self.pool, self._on_thread, self.admission.leave, first_page)
 
     def close(self) -> None:
         self._documents_thread.shutdown(wait=False, cancel_futures=True)

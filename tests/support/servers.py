@@ -104,7 +104,12 @@ def start_file_server(routes: dict[str, Handler]) -> FileServer:
         def log_message(self, *args: Any) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    class _Server(ThreadingHTTPServer):
+        def handle_error(self, request: Any, client_address: Any) -> None:
+            # A client that hangs up early (the fetcher's size or time limit) is expected here.
+            pass
+
+    httpd = _Server(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     return FileServer(routes=routes, httpd=httpd, thread=thread, hits=hits)
