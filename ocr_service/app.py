@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ocr_service.api import health, ocr
+from ocr_service.api import training as training_api
 from ocr_service.api.deps import Services
 from ocr_service.documents import PageLimits
 from ocr_service.errors import install_error_handlers
@@ -20,6 +21,7 @@ from ocr_service.ocr import OcrService
 from ocr_service.pool import Admission, WorkerPool
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
+from ocr_service.training.service import TrainingService
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,10 @@ def build_services(settings: Settings) -> Services:
         fetcher=fetcher,
         admission=Admission(workers + settings.queue_size, settings.retry_after_s),
     )
-    return Services(settings=settings, store=store, pool=pool, ocr=service)
+    services = Services(settings=settings, store=store, pool=pool, ocr=service)
+    services.training = TrainingService(settings, store)
+    services.models_in_use = services.training.models_in_use
+    return services
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -73,9 +78,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.exception("the OCR workers failed to start")
 
         loader = asyncio.create_task(load())
+        if services.training is not None:
+            # Jobs a previous process left QUEUED/RUNNING are reported FAILED ("interrupted").
+            await asyncio.to_thread(services.training.start)
         try:
             yield
         finally:
+            if services.training is not None:
+                await asyncio.to_thread(services.training.shutdown)
             if not loader.done():
                 await loader
             await asyncio.to_thread(services.pool.shutdown)
@@ -86,6 +96,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(ocr.router)
-    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: settings.max_document_bytes + _MULTIPART_SLACK)
+    app.include_router(training_api.router)
+
+    def body_limit(path: str) -> int:
+        if path in ("/train", "/segtrain"):
+            return settings.training_max_upload_bytes + _MULTIPART_SLACK
+        return settings.max_document_bytes + _MULTIPART_SLACK
+
+    app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -72,6 +72,26 @@ class Settings(BaseSettings):
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None
+    # Training jobs (POST /train, /segtrain): one directory per job with its state (JSON),
+    # the unpacked data, checkpoints and the trainer's log.
+    training_dir: Path = Path("data/training")
+    # Training jobs that may run at once; one more is refused with 409 TRAINING_BUSY.
+    training_max_jobs: int = Field(1, ge=1)
+    # Bounds on an uploaded training ZIP: its size, its entries, and its unpacked size.
+    training_max_upload_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+    training_max_entries: int = Field(20_000, gt=0)
+    training_max_unpacked_bytes: int = Field(4 * 1024 * 1024 * 1024, gt=0)
+    # torch threads of the trainer process; None = half the cores, so OCR keeps the rest.
+    training_threads: int | None = Field(None, gt=0)
+    # Epochs when a request names none, and the most a request may ask for.
+    training_default_epochs: int = Field(50, gt=0)
+    training_max_epochs: int = Field(200, gt=0)
+    # A trainer that reports nothing (no batch, no epoch) for this long is killed: job FAILED.
+    training_stall_timeout_s: float = Field(900.0, gt=0)
+    # Input height of segmentation training. blla's 1800 px needs ~6.6 GB to train; 800 px
+    # stays under 3 GB. A base model of another height cannot be fine-tuned (kraken ignores
+    # the spec's height when loading weights), so such runs start from scratch at this height.
+    segtrain_height: int = Field(800, ge=64, le=4000)
 
     @field_validator("allowed_pdf_hosts", mode="before")
     @classmethod
@@ -116,7 +136,14 @@ class Settings(BaseSettings):
             if not seg.resolve().is_relative_to(self.models_dir):
                 raise ValueError(f"OCR_SEGMENTATION_MODEL must lie inside the model store {self.models_dir}, got {seg}")
             self.segmentation_model = seg.resolve()
+        self.training_dir = self.training_dir.expanduser().resolve()
+        if self.training_max_epochs < self.training_default_epochs:
+            raise ValueError("OCR_TRAINING_MAX_EPOCHS must not be below OCR_TRAINING_DEFAULT_EPOCHS")
         return self
+
+    @property
+    def training_thread_count(self) -> int:
+        return self.training_threads or max(1, (os.cpu_count() or 1) // 2)
 
     @property
     def effective_memory_limit_mb(self) -> int:

@@ -12,6 +12,7 @@ from ocr_service.ocr import OcrService
 from ocr_service.pool import WorkerPool
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
+from ocr_service.training.service import TrainingService
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Services:
     # Names of models a running training job reads or writes (set by the training side),
     # so that model management never removes a model from under a job.
     models_in_use: Callable[[], set[str]] = field(default=set)
+    # Training jobs (POST /train, /segtrain); None where an app is built without them.
+    training: TrainingService | None = None
 
 
 def get_services(request: Request) -> Services:

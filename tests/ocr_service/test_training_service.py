@@ -1,0 +1,293 @@
+"""The training service's supervision with stand-in trainer processes (no kraken, seconds each).
+
+Each stand-in is a real child process doing what a trainer can do: learn, learn nothing,
+write a broken model, crash, die of SIGKILL (as the OOM killer does) or hang.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ocr_service.engine.inspect import ModelFacts
+from ocr_service.engine.validate import validate_model_file
+from ocr_service.errors import AppError, ErrorCode
+from ocr_service.store import ModelStore
+from ocr_service.training.jobs import Job, JobStatus, JobStore
+from ocr_service.training.service import TrainingRequest, TrainingService
+from tests.conftest import make_settings
+from tests.support.training_data import line_set, make_zip
+
+STAND_IN = r"""
+import json, os, shutil, signal, sys, time
+job, mode, model_source = sys.argv[1], sys.argv[2], sys.argv[3]
+def emit(event):
+    with open(os.path.join(job, "progress.jsonl"), "a") as f:
+        f.write(json.dumps(event) + "\n")
+emit({"type": "started", "pid": os.getpid()})
+if mode == "crash":
+    print("RuntimeError: the stand-in trainer broke", file=sys.stderr)
+    sys.exit(1)
+if mode == "oom":
+    os.kill(os.getpid(), signal.SIGKILL)
+if mode == "hang":
+    time.sleep(600)
+score = 0.0 if mode == "zero" else 0.8
+emit({"type": "epoch", "epoch": 1, "score": score, "loss": 0.5})
+model = os.path.join(job, "model.safetensors")
+if mode == "garbage":
+    with open(model, "wb") as f:
+        f.write(b"this is not a model")
+else:
+    shutil.copyfile(model_source, model)
+with open(os.path.join(job, "result.json"), "w") as f:
+    json.dump({"error": None, "modelFile": model, "bestScore": score, "bestEpoch": 1}, f)
+"""
+
+RECOGNITION = ModelFacts(kind="recognition", line_type="bbox", alphabet="abc", input_height=32)
+DATA = make_zip(line_set(10))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self.lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += seconds
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    """What the stand-in trainer "trains"; the service's validator is faked where it must pass."""
+    path = tmp_path / "source" / "trained.safetensors"
+    path.parent.mkdir()
+    path.write_bytes(b"weights of a model the stand-in trainer pretends to have trained")
+    return path
+
+
+def stand_in(mode: str, model: Path) -> Callable[[Path], list[str]]:
+    return lambda job_dir: [sys.executable, "-c", STAND_IN, str(job_dir), mode, str(model)]
+
+
+def make_service(
+    tmp_path: Path,
+    mode: str,
+    model: Path,
+    *,
+    validate: Callable[[Path], ModelFacts] | None = None,
+    clock: FakeClock | None = None,
+    **overrides: object,
+) -> TrainingService:
+    settings = make_settings(tmp_path / "models", training_dir=tmp_path / "training", **overrides)
+    store = ModelStore(settings.models_dir)
+    return TrainingService(
+        settings,
+        store,
+        trainer_command=stand_in(mode, model),
+        clock=clock or time.monotonic,
+        poll_interval_s=0.05,
+        validate=validate or (lambda path: RECOGNITION),
+    )
+
+
+def wait_finished(service: TrainingService, job_id: str, bound_s: float = 120) -> Job:
+    deadline = time.monotonic() + bound_s
+    while time.monotonic() < deadline:
+        job = service.get(job_id)
+        if job.status.finished:
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish: {service.get(job_id).public()}")
+
+
+def wait_running(service: TrainingService, job_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while service.get(job_id).status != JobStatus.RUNNING:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+
+
+def submit(service: TrainingService, name: str = "writer-anna", **kwargs: object) -> Job:
+    return service.submit(TrainingRequest(kind="recognition", model_name=name, **kwargs), io.BytesIO(DATA))  # type: ignore[arg-type]
+
+
+def test_a_run_that_learned_installs_its_model(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "learn", model_file)
+    job = wait_finished(service, submit(service).job_id)
+    assert job.status == JobStatus.DONE, job.error
+    assert (job.accuracy, job.cer, job.model_version) == (0.8, 0.2, 1)
+    assert service.store.file_of("writer-anna") is not None
+    entry = service.store.entry("writer-anna")
+    assert (entry.source, entry.accuracy, entry.cer) == ("trained", 0.8, 0.2)
+    # once the job has let go of its models, the heavy working files are gone; state and log stay
+    deadline = time.monotonic() + 30
+    while service.models_in_use():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    job_dir = service.jobs.dir_of(job.job_id)
+    assert not (job_dir / "data").exists() and not (job_dir / "model.safetensors").exists()
+    assert (job_dir / "job.json").exists()
+
+
+def test_each_run_backs_up_the_previous_version_keeping_three(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "learn", model_file)
+    for version in range(1, 6):
+        job = wait_finished(service, submit(service).job_id)
+        assert (job.status, job.model_version) == (JobStatus.DONE, version)
+    assert len(service.store.backups("writer-anna")) == 3
+    assert service.store.entry("writer-anna").version == 5
+
+
+def test_a_run_that_learned_nothing_installs_nothing(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "zero", model_file)
+    job = wait_finished(service, submit(service).job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "did not converge" in job.error
+    assert service.store.file_of("writer-anna") is None
+
+
+def test_a_model_that_fails_to_load_is_never_installed(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "garbage", model_file, validate=validate_model_file)
+    job = wait_finished(service, submit(service).job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "cannot be loaded" in job.error
+    assert service.store.names() == []
+
+
+def test_a_failed_run_leaves_the_installed_model_alone(tmp_path: Path, model_file: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(model_file, models / "writer-anna.safetensors")
+    before = (models / "writer-anna.safetensors").read_bytes()
+    service = make_service(tmp_path, "garbage", model_file, validate=validate_model_file)
+    job = wait_finished(service, submit(service).job_id)
+    assert job.status == JobStatus.FAILED
+    assert (models / "writer-anna.safetensors").read_bytes() == before
+    assert service.store.backups("writer-anna") == []
+
+
+def test_a_crashing_trainer_fails_the_job_with_its_reason(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "crash", model_file)
+    job = wait_finished(service, submit(service).job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "exit code 1" in job.error and "stand-in trainer broke" in job.error
+
+
+def test_a_trainer_killed_like_by_the_oom_killer_fails_the_job(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "oom", model_file)
+    job = wait_finished(service, submit(service).job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "SIGKILL" in job.error and "memory" in job.error
+
+
+def test_the_watchdog_kills_a_trainer_that_stopped_reporting(tmp_path: Path, model_file: Path) -> None:
+    clock = FakeClock()
+    service = make_service(tmp_path, "hang", model_file, clock=clock, training_stall_timeout_s=300)
+    job_id = submit(service).job_id
+    wait_running(service, job_id)
+    pid = service.get(job_id).trainer_pid
+    assert pid is not None
+    time.sleep(0.3)  # the stand-in's "started" line has been read; now it says nothing more
+    clock.advance(301)
+    job = wait_finished(service, job_id)
+    assert job.status == JobStatus.FAILED
+    assert job.error is not None and "stopped reporting" in job.error
+    assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return False
+
+
+def test_a_running_job_can_be_cancelled(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "hang", model_file)
+    job_id = submit(service).job_id
+    wait_running(service, job_id)
+    pid = service.get(job_id).trainer_pid
+    assert pid is not None
+    job = service.cancel(job_id)
+    assert job.status == JobStatus.CANCELLED
+    assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    assert service.store.names() == []
+    with pytest.raises(AppError) as caught:
+        service.cancel(job_id)
+    assert caught.value.code == ErrorCode.JOB_FINISHED
+
+
+def test_a_second_job_while_one_runs_is_refused(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "hang", model_file)
+    first = submit(service)
+    with pytest.raises(AppError) as caught:
+        submit(service, name="writer-bert")
+    assert caught.value.code == ErrorCode.TRAINING_BUSY
+    assert service.models_in_use() == {"writer-anna"}
+    service.cancel(first.job_id)
+    assert service.models_in_use() == set()
+
+
+def test_the_number_of_jobs_at_once_is_configurable(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "hang", model_file, training_max_jobs=2)
+    first, second = submit(service), submit(service, name="writer-bert")
+    with pytest.raises(AppError):
+        submit(service, name="writer-carl")
+    service.shutdown()
+    for job_id in (first.job_id, second.job_id):
+        job = service.get(job_id)
+        assert job.status == JobStatus.FAILED and job.error is not None and "interrupted" in job.error
+
+
+def test_jobs_left_running_by_a_previous_process_are_reported_failed(tmp_path: Path, model_file: Path) -> None:
+    jobs = JobStore(tmp_path / "training")
+    left = Job(job_id="b" * 32, kind="segmentation", model_name="seg", base_model=None, status=JobStatus.RUNNING)
+    queued = Job(job_id="c" * 32, kind="recognition", model_name="rec", base_model=None)
+    done = Job(job_id="d" * 32, kind="recognition", model_name="rec", base_model=None, status=JobStatus.DONE)
+    for job in (left, queued, done):
+        jobs.save(job)
+    service = make_service(tmp_path, "learn", model_file)
+    service.start()
+    for job_id in (left.job_id, queued.job_id):
+        job = service.get(job_id)
+        assert job.status == JobStatus.FAILED and job.error is not None and "interrupted" in job.error
+    assert service.get(done.job_id).status == JobStatus.DONE
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "code"),
+    [
+        ({"model_name": "Bad Name"}, ErrorCode.INVALID_MODEL_NAME),
+        ({"model_name": "blla"}, ErrorCode.INVALID_MODEL_NAME),
+        ({"base_model": "../../etc/passwd"}, ErrorCode.INVALID_MODEL_NAME),
+        ({"base_model": "nobody"}, ErrorCode.UNKNOWN_MODEL),
+        ({"base_model": "blla"}, ErrorCode.WRONG_MODEL_KIND),
+        ({"epochs": 0}, ErrorCode.INVALID_REQUEST),
+        ({"epochs": 100_000}, ErrorCode.INVALID_REQUEST),
+        ({"spec": "import os"}, ErrorCode.INVALID_REQUEST),
+        ({"learning_rate": 5.0}, ErrorCode.INVALID_REQUEST),
+    ],
+)
+def test_bad_requests_are_refused_before_anything_is_unpacked(
+    tmp_path: Path, model_file: Path, request_kwargs: dict[str, object], code: ErrorCode
+) -> None:
+    service = make_service(tmp_path, "learn", model_file)
+    values: dict[str, object] = {"kind": "recognition", "model_name": "writer-anna", **request_kwargs}
+    with pytest.raises(AppError) as caught:
+        service.submit(TrainingRequest(**values), io.BytesIO(DATA))  # type: ignore[arg-type]
+    assert caught.value.code == code
+    assert os.listdir(tmp_path / "training") == []
