@@ -1,0 +1,130 @@
+"""The kraken engine without HTTP: line types, degenerate lines, the segmentation model's repair."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kraken.containers import BaselineLine, Segmentation
+
+from ocr_service.engine.pipeline import (
+    PageEngine,
+    RecognitionModelRef,
+    Recognizer,
+    load_segmentation_model,
+    packaged_segmentation_model,
+)
+from tests.support.synthetic import page_texts, render_page
+
+
+class _Record:
+    def __init__(self, text: str) -> None:
+        self.prediction = text
+        self.confidences = [0.5, 1.0]
+
+
+class _RecordingTask:
+    """Stands in for kraken's recogniser and notes which kind of lines it was given."""
+
+    def __init__(self) -> None:
+        self.fed: list[Segmentation] = []
+
+    def predict(self, image: Any, segmentation: Segmentation, config: Any) -> list[_Record]:
+        self.fed.append(segmentation)
+        return [_Record(f"line {i}") for i, _ in enumerate(segmentation.lines)]
+
+
+def recorder(line_type: str) -> Recognizer:
+    recognizer = Recognizer.__new__(Recognizer)
+    recognizer.ref = RecognitionModelRef("fake", "/nowhere", (0, 0))
+    recognizer.task = _RecordingTask()
+    recognizer.line_type = line_type
+    return recognizer
+
+
+class _FixedSegmenter:
+    def __init__(self, segmentation: Segmentation) -> None:
+        self.segmentation = segmentation
+
+    def predict(self, image: Any, config: Any) -> Segmentation:
+        return self.segmentation
+
+
+def line(id_: str, baseline: list[list[int]]) -> BaselineLine:
+    return BaselineLine(id=id_, baseline=baseline, boundary=[[10, 10], [200, 10], [200, 40], [10, 40]])
+
+
+@pytest.fixture(scope="module")
+def engine() -> PageEngine:
+    return PageEngine(None)
+
+
+def engine_with(engine: PageEngine, segmentation: Segmentation, recognizer: Recognizer) -> PageEngine:
+    engine.segmenter = _FixedSegmenter(segmentation)
+    engine._recognizers.clear()
+    engine._recognizers["fake"] = recognizer
+    return engine
+
+
+SEGMENTATION = Segmentation(
+    type="baselines",
+    imagename="page",
+    text_direction="horizontal-lr",
+    script_detection=False,
+    lines=[line("a", [[10, 30], [200, 30]]), line("b", [[10, 80], [200, 80]])],
+)
+
+
+@pytest.mark.parametrize(("line_type", "fed_type"), [("bbox", "bbox"), ("baselines", "baselines")])
+def test_each_model_is_fed_the_line_type_it_was_trained_on(engine: PageEngine, line_type: str, fed_type: str) -> None:
+    recognizer = recorder(line_type)
+    page = render_page(page_texts(1, 2), width=300, height=200, font_size=20, margin=10).image
+    result = engine_with(engine, SEGMENTATION, recognizer).process(page, recognizer.ref)
+    [fed] = recognizer.task.fed
+    assert fed.type == fed_type
+    assert [ln.text for ln in result.lines] == ["line 0", "line 1"]
+    assert result.lines[0].confidence == 0.75
+
+
+def test_a_single_point_baseline_is_dropped_before_recognition(engine: PageEngine) -> None:
+    degenerate = Segmentation(
+        type="baselines",
+        imagename="page",
+        text_direction="horizontal-lr",
+        script_detection=False,
+        lines=[line("a", [[10, 30], [200, 30]]), line("b", [[50, 80]]), line("c", [[10, 120], [200, 120]])],
+    )
+    recognizer = recorder("baselines")
+    page = render_page(page_texts(1, 2), width=300, height=200, font_size=20, margin=10).image
+    result = engine_with(engine, degenerate, recognizer).process(page, recognizer.ref)
+    assert result.dropped_lines == 1
+    assert len(recognizer.task.fed[0].lines) == 2
+    assert [ln.index for ln in result.lines] == [0, 1]
+
+
+def test_a_missing_segmentation_model_is_restored_from_the_wheel(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    configured = tmp_path / "models" / "seg.mlmodel"
+    with caplog.at_level(logging.WARNING):
+        _, used = load_segmentation_model(configured)
+    assert used == configured
+    assert configured.read_bytes() == packaged_segmentation_model().read_bytes()
+    assert "missing" in caplog.text
+
+
+def test_an_unloadable_segmentation_model_is_moved_aside_and_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    configured = tmp_path / "seg.mlmodel"
+    configured.write_bytes(b"this is not a model")
+    with caplog.at_level(logging.WARNING):
+        _, used = load_segmentation_model(configured)
+    assert used == configured
+    assert configured.read_bytes() == packaged_segmentation_model().read_bytes()
+    [aside] = tmp_path.glob("seg.mlmodel.unloadable-*")
+    assert aside.read_bytes() == b"this is not a model"
+    assert "cannot be loaded" in caplog.text
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
