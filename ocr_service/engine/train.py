@@ -138,9 +138,11 @@ def _trainer(plan: TrainingPlan, emit: Callable[[Event], None], **extra: Any) ->
         accelerator="cpu",
         devices=1,
         precision="32-true",
-        # kraken's trainer defaults are 5/100 epochs: both are set explicitly.
+        # kraken's trainer defaults are 5/100 epochs: both are set explicitly. min_epochs stays 1
+        # so that a NaN loss can stop a fixed-length run at once (Lightning holds should_stop
+        # back until min_epochs); a fixed run has no early-stopping callback to end it sooner.
         max_epochs=plan.epochs,
-        min_epochs=1 if plan.early_stopping else plan.epochs,
+        min_epochs=1,
         enable_progress_bar=False,
         enable_summary=False,
         callbacks=[_checkpoint_callback(plan.output_dir), _progress_callback(emit, plan.heartbeat_s)],
@@ -156,7 +158,7 @@ def _common_config(plan: TrainingPlan) -> dict[str, Any]:
         "checkpoint_path": plan.output_dir,
         "quit": "early" if plan.early_stopping else "fixed",
         "lag": plan.lag,
-        "min_epochs": 1 if plan.early_stopping else plan.epochs,
+        "min_epochs": 1,
     }
     if plan.learning_rate is not None:
         values["lrate"] = plan.learning_rate

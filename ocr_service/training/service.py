@@ -267,6 +267,8 @@ class TrainingService:
         with self._lock:
             names: set[str] = set()
             for run in self._runs.values():
+                if run.job.status.finished:
+                    continue
                 names.add(run.job.model_name)
                 if run.job.base_model:
                     names.add(run.job.base_model)
@@ -335,8 +337,10 @@ class TrainingService:
     def submit(self, request: TrainingRequest, upload: BinaryIO) -> Job:
         self._check_request(request)
         with self._lock:
-            if len(self._runs) >= self.settings.training_max_jobs:
-                running = ", ".join(sorted(self._runs))
+            # A run whose job has its final state is only tidying up: it no longer counts.
+            active = sorted(job_id for job_id, run in self._runs.items() if not run.job.status.finished)
+            if len(active) >= self.settings.training_max_jobs:
+                running = ", ".join(active)
                 raise AppError(
                     ErrorCode.TRAINING_BUSY,
                     f"A training job is running already ({running}); wait until it ends or cancel it.",
@@ -410,11 +414,6 @@ class TrainingService:
             log.exception("training job %s failed inside the service", job.job_id)
             self._finish(job, JobStatus.FAILED, f"the training service failed: {type(exc).__name__}: {exc}")
         finally:
-            if run.process is not None and run.process.poll() is None:
-                _kill_group(run.process)
-            for heavy in (job_dir / DATA_DIR, job_dir / runner.OUTPUT_DIR):
-                shutil.rmtree(heavy, ignore_errors=True)
-            (job_dir / runner.MODEL_FILE).unlink(missing_ok=True)
             with self._lock:
                 self._runs.pop(job.job_id, None)
 
@@ -660,11 +659,23 @@ class TrainingService:
         self.jobs.save(snapshot)
 
     def _finish(self, job: Job, status: JobStatus, error: str | None) -> None:
+        """Publish the job's final state; its trainer is stopped, its working files removed and its slot
+        freed first, so a client that sees the final state can start the next job at once."""
+        with self._lock:
+            run = self._runs.get(job.job_id)
+        if run is not None and run.process is not None and run.process.poll() is None:
+            _kill_group(run.process)
+        job_dir = self.jobs.dir_of(job.job_id)
+        for heavy in (job_dir / DATA_DIR, job_dir / runner.OUTPUT_DIR):
+            shutil.rmtree(heavy, ignore_errors=True)
+        (job_dir / runner.MODEL_FILE).unlink(missing_ok=True)
         with self._lock:
             job.status = status
             job.error = error
             job.finished = now_iso()
         self._save(job)
+        with self._lock:
+            self._runs.pop(job.job_id, None)
         level = logging.INFO if status == JobStatus.DONE else logging.WARNING
         log.log(level, "training job %s %s%s", job.job_id, status.value, f": {error}" if error else "")
 
