@@ -12,6 +12,11 @@ from ocr_service.settings import Settings
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "models":
+        # `python -m ocr_service models …`: manage the model store, start no server
+        from ocr_service.cli import main as models_main
+
+        return models_main(argv[1:])
     try:
         settings = Settings()
         settings.check_memory_budget()

@@ -11,12 +11,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from ocr_service.api import health, ocr
+from ocr_service.api import models as models_api
 from ocr_service.api import training as training_api
 from ocr_service.api.deps import Services
 from ocr_service.documents import PageLimits
+from ocr_service.engine.validate import validate_model_file
 from ocr_service.errors import install_error_handlers
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
 from ocr_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ocr_service.models_admin import ModelAdmin
 from ocr_service.ocr import OcrService
 from ocr_service.pool import Admission, WorkerPool
 from ocr_service.settings import Settings
@@ -31,7 +34,8 @@ _MULTIPART_SLACK = 64 * 1024
 
 
 def build_services(settings: Settings) -> Services:
-    store = ModelStore(settings.models_dir, settings.default_model)
+    # A model file an operator drops into the store is described once, in a child process.
+    store = ModelStore(settings.models_dir, settings.default_model, inspect=validate_model_file)
     workers = settings.worker_count
     pool = WorkerPool(
         workers=workers,
@@ -93,12 +97,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Familienarchiv OCR service", version="0.1.0", lifespan=lifespan)
     app.state.services = services
+    # models_in_use is read through services on every call: the training side sets it later.
+    app.state.model_admin = ModelAdmin.from_settings(settings, services.store, lambda: services.models_in_use())
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(ocr.router)
+    app.include_router(models_api.router)
     app.include_router(training_api.router)
 
     def body_limit(path: str) -> int:
+        # Model uploads have their own bound (OCR_MAX_MODEL_BYTES); the other bodies carry documents.
+        if path == "/models":
+            return settings.max_model_bytes + _MULTIPART_SLACK
         if path in ("/train", "/segtrain"):
             return settings.training_max_upload_bytes + _MULTIPART_SLACK
         return settings.max_document_bytes + _MULTIPART_SLACK

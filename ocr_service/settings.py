@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # the spec's height when loading weights), so such runs start from scratch at this height.
     segtrain_height: int = Field(800, ge=64, le=4000)
 
+    # model management (POST /models, `python -m ocr_service models`): the largest model file
+    # accepted. Public kraken models are 5–50 MB; the bound keeps an upload from filling the disk.
+    max_model_bytes: int = Field(500 * 1024 * 1024, gt=0)
+    # How long loading a candidate model (in a child process) may take before it is refused.
+    model_validation_timeout_s: float = Field(120.0, gt=0)
+
     @field_validator("allowed_pdf_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:

@@ -6,11 +6,14 @@ Layout (flat, so an operator can see and copy models with ``ls`` and ``cp``)::
       <name>.safetensors | <name>.mlmodel   the current version of each model
       .meta/<name>.json                      kind, line type, source, version, scores
       .backups/<name>/v<version>-<time><ext> earlier versions (at most 3 per model)
+      .staging/                              uploads and downloads while they are checked
       .state.json                            the chosen default recognition model
       .store.lock                            serialises changes across processes
 
 The packaged segmentation model (``blla``) lives in the kraken wheel and is listed, never copied.
 Every change is written to a temporary file and moved into place with ``os.replace``.
+A model file an operator copies in by hand is inspected once (in a child process) and its
+facts are cached in ``.meta/<name>.json`` keyed by the file's mtime and size.
 """
 
 from __future__ import annotations
@@ -22,13 +25,13 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ocr_service.engine.inspect import MODEL_SUFFIXES, ModelFacts
+from ocr_service.engine.inspect import MODEL_SUFFIXES, ModelFacts, ModelFileError
 from ocr_service.engine.pipeline import RecognitionModelRef, packaged_segmentation_model
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.settings import MODEL_NAME_PATTERN
@@ -37,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PACKAGED_SEGMENTATION = "blla"
 MAX_BACKUPS = 3
+# A staging file this old belongs to an upload whose process died; it is swept away.
+STALE_STAGING_S = 24 * 3600
 Source = Literal["packaged", "trained", "uploaded", "downloaded", "local"]
 
 
@@ -55,6 +60,8 @@ class ModelEntry:
     cer: float | None = None
     file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Why a hand-placed file cannot be used (it was inspected and refused); None if it can.
+    problem: str | None = None
 
     def public(self, default: str | None) -> dict[str, Any]:
         return {
@@ -70,6 +77,8 @@ class ModelEntry:
             "accuracy": self.accuracy,
             "cer": self.cer,
             "default": self.name == default,
+            "doi": self.extra.get("doi"),
+            "problem": self.problem,
         }
 
 
@@ -94,13 +103,33 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class ModelStore:
-    def __init__(self, root: Path, default_model: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        default_model: str | None = None,
+        *,
+        inspect: Callable[[Path], ModelFacts] | None = None,
+    ) -> None:
+        """``inspect`` describes a model file nobody installed through the store (see :meth:`entry`)."""
         self.root = root
         self._configured_default = default_model
+        self._inspect = inspect
         self._meta_dir = root / ".meta"
         self._backup_dir = root / ".backups"
-        for directory in (root, self._meta_dir, self._backup_dir):
+        self.staging_dir = root / ".staging"
+        for directory in (root, self._meta_dir, self._backup_dir, self.staging_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        self._sweep_staging()
+
+    def _sweep_staging(self) -> None:
+        cutoff = time.time() - STALE_STAGING_S
+        for leftover in self.staging_dir.iterdir():
+            with contextlib.suppress(OSError):
+                if leftover.lstat().st_mtime < cutoff:
+                    if leftover.is_dir() and not leftover.is_symlink():
+                        shutil.rmtree(leftover, ignore_errors=True)
+                    else:
+                        leftover.unlink()
 
     # --- locking -------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -140,10 +169,9 @@ class ModelStore:
             raise AppError(ErrorCode.MODEL_NOT_FOUND, f"There is no model named '{name}'.")
         stat = path.stat()
         meta = self._meta(name) or {}
-        fresh = meta.get("fileMtimeNs") == stat.st_mtime_ns and meta.get("size") == stat.st_size
-        if not fresh:
+        if not _describes(meta, stat):
             # Put there by hand (or replaced by hand): we know only what the file says.
-            meta = {"source": "local", "version": meta.get("version", 1)}
+            meta = self._describe_local(name, path, stat, meta)
         return ModelEntry(
             name=name,
             kind=meta.get("kind"),
@@ -158,7 +186,34 @@ class ModelStore:
             cer=meta.get("cer"),
             file=path.name,
             extra=meta.get("extra", {}),
+            problem=meta.get("problem"),
         )
+
+    def _describe_local(self, name: str, path: Path, stat: os.stat_result, old: dict[str, Any]) -> dict[str, Any]:
+        """Inspect a hand-placed file once and cache what it is, keyed by its mtime and size."""
+        version = int(old.get("version", 0)) + 1 if old else 1
+        meta: dict[str, Any] = {"source": "local", "version": version}
+        if self._inspect is None:
+            return meta
+        try:
+            facts = self._inspect(path)
+        except ModelFileError as exc:
+            log.warning("model file %s cannot be used: %s", path.name, exc)
+            meta["problem"] = str(exc)
+        else:
+            meta.update(_facts_meta(facts))
+        meta.update(
+            created=datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(timespec="seconds"),
+            size=stat.st_size,
+            fileMtimeNs=stat.st_mtime_ns,
+        )
+        with self.locked():
+            # Inspection ran unlocked (it takes seconds); cache only if nobody installed or
+            # replaced the file meanwhile, or we would overwrite the installer's description.
+            current = self.file_of(name)
+            if current == path and _same_file_state(path.stat(), stat) and not _describes(self._meta(name) or {}, stat):
+                _write_json(self._meta_dir / f"{name}.json", meta)
+        return meta
 
     def _packaged_entry(self) -> ModelEntry:
         path = packaged_segmentation_model()
@@ -223,9 +278,11 @@ class ModelStore:
                 f"There is no model named '{name}'. Installed: {', '.join(self.names()) or 'none'}.",
             )
         meta = self._meta(name)
+        stat = path.stat()
+        if meta and _describes(meta, stat) and meta.get("problem"):
+            raise AppError(ErrorCode.INVALID_MODEL, f"The model file of '{name}' cannot be used: {meta['problem']}")
         if meta and meta.get("kind") == "segmentation":
             raise AppError(ErrorCode.WRONG_MODEL_KIND, f"'{name}' is a segmentation model; choose a recognition model.")
-        stat = path.stat()
         return RecognitionModelRef(name=name, path=str(path), version=(stat.st_mtime_ns, stat.st_size))
 
     # --- changes -------------------------------------------------------------------------
@@ -239,8 +296,14 @@ class ModelStore:
         replace: bool,
         extra: dict[str, Any] | None = None,
         scores: dict[str, float | None] | None = None,
+        move: bool = False,
     ) -> ModelEntry:
-        """Install a validated model file atomically; the old version becomes a backup."""
+        """Install a validated model file atomically; the old version becomes a backup.
+
+        ``move=True`` moves ``source_file`` (it must lie in this store, e.g. in ``staging_dir``)
+        instead of copying it. The name keeps pointing at a complete file throughout: the
+        old version is linked into the backups before the new one replaces it.
+        """
         check_model_name(name)
         if name == PACKAGED_SEGMENTATION:
             raise AppError(ErrorCode.MODEL_PROTECTED, f"'{name}' is the packaged segmentation model's name.")
@@ -258,7 +321,10 @@ class ModelStore:
             version = int(old_meta.get("version", 0)) + 1 if current is not None else 1
             target = self.root / f"{name}{suffix}"
             staged = self.root / f".{name}{suffix}.incoming"
-            shutil.copyfile(source_file, staged)
+            if move:
+                os.replace(source_file, staged)
+            else:
+                shutil.copyfile(source_file, staged)
             if current is not None:
                 self._back_up(name, current, int(old_meta.get("version", version - 1)))
             os.replace(staged, target)
@@ -270,15 +336,12 @@ class ModelStore:
             if cer is None and accuracy is not None:
                 cer = round(1 - accuracy, 6)
             meta = {
-                "kind": facts.kind,
-                "lineType": facts.line_type,
+                **_facts_meta(facts),
                 "source": source,
                 "version": version,
                 "created": _now(),
                 "size": stat.st_size,
                 "fileMtimeNs": stat.st_mtime_ns,
-                "alphabetSize": facts.alphabet_size,
-                "inputHeight": facts.input_height,
                 "accuracy": accuracy,
                 "cer": cer,
                 "extra": extra or {},
@@ -291,7 +354,12 @@ class ModelStore:
         folder = self._backup_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        os.replace(current, folder / f"v{version}-{stamp}{current.suffix}")
+        backup = folder / f"v{version}-{stamp}{current.suffix}"
+        # A hard link, not a move: the current file stays in place until the new one replaces it.
+        try:
+            os.link(current, backup)
+        except OSError:
+            shutil.copy2(current, backup)
         meta = self._meta_dir / f"{name}.json"
         if meta.exists():
             shutil.copyfile(meta, folder / f"v{version}-{stamp}.json")
@@ -308,10 +376,17 @@ class ModelStore:
             return []
         return sorted((p for p in folder.iterdir() if p.suffix in MODEL_SUFFIXES), key=lambda p: p.stat().st_mtime_ns)
 
-    def remove(self, name: str, in_use: set[str] | None = None) -> None:
+    def remove(self, name: str, in_use: set[str] | None = None, protected: frozenset[str] = frozenset()) -> None:
+        """Remove the current version of ``name``; its backups stay in ``.backups/<name>``."""
         check_model_name(name)
         if name == PACKAGED_SEGMENTATION:
             raise AppError(ErrorCode.MODEL_PROTECTED, "The packaged segmentation model cannot be removed.")
+        if name in protected:
+            raise AppError(
+                ErrorCode.MODEL_PROTECTED,
+                f"'{name}' is the segmentation model the OCR workers use (OCR_SEGMENTATION_MODEL); "
+                "it cannot be removed.",
+            )
         with self.locked():
             path = self.file_of(name)
             if path is None:
@@ -326,6 +401,25 @@ class ModelStore:
             path.unlink()
             (self._meta_dir / f"{name}.json").unlink(missing_ok=True)
         log.info("removed model %s", name)
+
+
+def _facts_meta(facts: ModelFacts) -> dict[str, Any]:
+    return {
+        "kind": facts.kind,
+        "lineType": facts.line_type,
+        "alphabetSize": facts.alphabet_size,
+        "inputHeight": facts.input_height,
+        "accuracy": facts.accuracy,
+    }
+
+
+def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_mtime_ns == b.st_mtime_ns and a.st_size == b.st_size
+
+
+def _describes(meta: dict[str, Any], stat: os.stat_result) -> bool:
+    """Whether ``meta`` was written for the file as it is now (same mtime and size)."""
+    return meta.get("fileMtimeNs") == stat.st_mtime_ns and meta.get("size") == stat.st_size
 
 
 def describe(entry: ModelEntry) -> dict[str, Any]:

@@ -1,0 +1,285 @@
+"""/models over real HTTP with real kraken: upload, list, choose the default, replace, remove,
+and what the next /ocr reads with — one service for the module (each start loads kraken twice).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import struct
+from collections.abc import Iterator
+from difflib import SequenceMatcher
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ocr_service.app import create_app
+from ocr_service.cli import main as models_cli
+from ocr_service.engine.pipeline import packaged_segmentation_model
+from tests.conftest import make_settings
+from tests.ocr_service.test_models_cli import converted_to_coreml
+from tests.support.servers import RunningApp, start_app
+from tests.support.synthetic import page_texts, render_page, to_png
+
+TOKEN = "models-test-token"
+AUTH = {"X-Training-Token": TOKEN}
+# The packaged segmentation model (about 5 MB) must fit; a little more must not.
+MAX_MODEL_BYTES = 6 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    settings = make_settings(
+        tmp_path_factory.mktemp("models-api"), training_token=TOKEN, max_model_bytes=MAX_MODEL_BYTES
+    )
+    running = start_app(create_app(settings))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def store_dir(service: RunningApp) -> Path:
+    path: Path = service.app.state.services.settings.models_dir
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(service: RunningApp) -> Iterator[httpx.Client]:
+    with service.client() as http:
+        yield http
+
+
+def swapped_codec(model: Path, target: Path, a: str = "a", b: str = "e") -> Path:
+    """The same weights with two letters' labels swapped: it reads ``a`` where the original reads ``e``."""
+    data = model.read_bytes()
+    (header_len,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + header_len])
+    meta = json.loads(header["__metadata__"]["kraken_meta"])
+    for model_meta in meta.values():
+        codec = model_meta["codec"]
+        codec[a], codec[b] = codec[b], codec[a]
+    header["__metadata__"]["kraken_meta"] = json.dumps(meta)
+    raw = json.dumps(header).encode()
+    target.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + header_len :])
+    return target
+
+
+def upload(
+    client: httpx.Client,
+    data: bytes,
+    name: str,
+    *,
+    filename: str = "model.safetensors",
+    headers: dict[str, str] | None = None,
+    **fields: str,
+) -> httpx.Response:
+    return client.post(
+        "/models",
+        files={"file": (filename, data, "application/octet-stream")},
+        data={"name": name, **fields},
+        headers=AUTH if headers is None else headers,
+    )
+
+
+def store_files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".store.lock"}
+
+
+def model_names(client: httpx.Client) -> list[str]:
+    response = client.get("/models")
+    assert response.status_code == 200, response.text
+    return [m["name"] for m in response.json()["models"]]
+
+
+def ocr_rows(client: httpx.Client, png: bytes, model: str | None = None) -> tuple[str | None, list[str]]:
+    data = {"model": model} if model else {}
+    response = client.post("/ocr", files={"file": ("page.png", png, "image/png")}, data=data)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    lines = sorted(body["pages"][0]["lines"], key=lambda ln: (ln["baseline"][0][1], ln["baseline"][0][0]))
+    return body["model"], [ln["text"] for ln in lines]
+
+
+def test_an_uploaded_model_is_installed_listed_and_described(
+    client: httpx.Client, store_dir: Path, tiny_model: Path
+) -> None:
+    # the client's file name says CoreML; the bytes say safetensors, and the bytes win
+    response = upload(client, tiny_model.read_bytes(), "tiny-upload", filename="../../evil.mlmodel")
+    assert response.status_code == 201, response.text
+    described = response.json()
+    assert described["name"] == "tiny-upload"
+    assert described["kind"] == "recognition"
+    assert described["lineType"] == "bbox"
+    assert described["source"] == "uploaded"
+    assert described["version"] == 1
+    assert described["alphabetSize"] == 38
+    assert described["inputHeight"] == 32
+    assert described["size"] == tiny_model.stat().st_size
+    assert (store_dir / "tiny-upload.safetensors").read_bytes() == tiny_model.read_bytes()
+    assert not list(store_dir.rglob("evil*"))
+    assert not list((store_dir / ".staging").iterdir())
+
+    listing = client.get("/models").json()
+    by_name = {m["name"]: m for m in listing["models"]}
+    assert by_name["tiny-upload"] == described
+    assert by_name["blla"]["kind"] == "segmentation"
+    assert by_name["blla"]["source"] == "packaged"
+    assert client.get("/models/tiny-upload").json() == described
+    missing = client.get("/models/nothing-here")
+    assert (missing.status_code, missing.json()["code"]) == (404, "MODEL_NOT_FOUND")
+
+
+def test_a_segmentation_model_is_installed_but_cannot_be_the_default(client: httpx.Client) -> None:
+    response = upload(client, packaged_segmentation_model().read_bytes(), "my-segmenter", filename="x.mlmodel")
+    assert response.status_code == 201, response.text
+    assert (response.json()["kind"], response.json()["lineType"]) == ("segmentation", None)
+    refused = client.put("/models/default", json={"name": "my-segmenter"}, headers=AUTH)
+    assert (refused.status_code, refused.json()["code"]) == (422, "WRONG_MODEL_KIND")
+    unknown = client.put("/models/default", json={"name": "nothing-here"}, headers=AUTH)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "MODEL_NOT_FOUND")
+    assert client.get("/models").json()["default"] is None
+
+
+def _torch_checkpoint() -> bytes:
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.zeros(4)}}, buffer)
+    return buffer.getvalue()
+
+
+REFUSALS: list[Any] = [
+    # (data, name, filename, extra fields, headers, status, code)
+    (b"garbage " * 64, "garbage", "model.mlmodel", {}, None, 422, "INVALID_MODEL"),
+    (pickle.dumps({"w": [0.0] * 64}, protocol=4), "pickled", "model.safetensors", {}, None, 422, "INVALID_MODEL"),
+    (_torch_checkpoint, "checkpoint", "model.ckpt", {}, None, 422, "INVALID_MODEL"),
+    (b"", "empty", "model.mlmodel", {}, None, 422, "INVALID_MODEL"),
+    (b"\x00" * (MAX_MODEL_BYTES + 1), "oversized", "model.mlmodel", {}, None, 413, "MODEL_TOO_LARGE"),
+    (b"\x00" * (MAX_MODEL_BYTES + 512 * 1024), "way-oversized", "m.mlmodel", {}, None, 413, "REQUEST_TOO_LARGE"),
+    (b"\x08\x04", "../escape", "m.mlmodel", {}, None, 422, "INVALID_MODEL_NAME"),
+    (b"\x08\x04", "a/b", "m.mlmodel", {}, None, 422, "INVALID_MODEL_NAME"),
+    (b"\x08\x04", "blla", "m.mlmodel", {}, None, 409, "MODEL_PROTECTED"),
+    (b"\x08\x04", "wrong-token", "m.mlmodel", {}, {"X-Training-Token": "guess"}, 401, "UNAUTHORIZED"),
+    (b"\x08\x04", "no-token", "m.mlmodel", {}, {}, 401, "UNAUTHORIZED"),
+    (b"\x08\x04", "bad-flag", "m.mlmodel", {"replace": "maybe"}, None, 422, "INVALID_REQUEST"),
+]
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "filename", "fields", "headers", "status", "code"),
+    REFUSALS,
+    ids=[
+        "garbage-mlmodel",
+        "pickle-as-safetensors",
+        "torch-ckpt",
+        "empty",
+        "oversized",
+        "way-oversized",
+        "dotdot-name",
+        "slash-name",
+        "packaged-name",
+        "wrong-token",
+        "missing-token",
+        "bad-flag",
+    ],
+)
+def test_a_refused_upload_installs_nothing_and_leaves_the_store_as_it_was(
+    client: httpx.Client,
+    store_dir: Path,
+    data: Any,
+    name: str,
+    filename: str,
+    fields: dict[str, str],
+    headers: dict[str, str] | None,
+    status: int,
+    code: str,
+) -> None:
+    payload = data() if callable(data) else data
+    before = store_files(store_dir)
+    names_before = model_names(client)
+    response = upload(client, payload, name, filename=filename, headers=headers, **fields)
+    assert (response.status_code, response.json()["code"]) == (status, code), response.text
+    assert response.json()["message"]
+    assert store_files(store_dir) == before
+    assert model_names(client) == names_before
+
+
+def test_the_packaged_model_cannot_be_removed_and_changes_need_the_token(client: httpx.Client) -> None:
+    protected = client.delete("/models/blla", headers=AUTH)
+    assert (protected.status_code, protected.json()["code"]) == (409, "MODEL_PROTECTED")
+    for response in (
+        client.delete("/models/tiny-upload"),
+        client.put("/models/default", json={"name": "tiny-upload"}, headers={"X-Training-Token": "nope"}),
+    ):
+        assert (response.status_code, response.json()["code"]) == (401, "UNAUTHORIZED")
+    assert "tiny-upload" in model_names(client)
+    missing = client.delete("/models/nothing-here", headers=AUTH)
+    assert (missing.status_code, missing.json()["code"]) == (404, "MODEL_NOT_FOUND")
+
+
+def test_a_model_file_dropped_into_the_store_is_described_and_cached(
+    client: httpx.Client, store_dir: Path, tiny_model: Path
+) -> None:
+    shutil.copyfile(tiny_model, store_dir / "dropped.safetensors")
+    described = client.get("/models/dropped").json()
+    assert (described["source"], described["kind"], described["lineType"]) == ("local", "recognition", "bbox")
+    meta = json.loads((store_dir / ".meta" / "dropped.json").read_text())
+    assert meta["fileMtimeNs"] == (store_dir / "dropped.safetensors").stat().st_mtime_ns
+    assert meta["kind"] == "recognition"
+
+
+def test_install_default_replace_and_remove_change_what_the_next_ocr_reads_with(
+    service: RunningApp, client: httpx.Client, store_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    texts = page_texts(3, 3, 5)
+    png = to_png(render_page(texts, width=800, height=600, font_size=36).image)
+
+    # The operator installs the CoreML copy of the tiny model with the CLI while the service
+    # runs; the admin uploads the safetensors original. Both hold the same weights.
+    settings = service.app.state.services.settings
+    coreml = converted_to_coreml(tiny_model)
+    assert models_cli(["install", str(coreml), "--name", "kurrent-cli"], settings=settings) == 0
+    from_cli = client.get("/models/kurrent-cli").json()
+    assert (from_cli["kind"], from_cli["lineType"], from_cli["source"]) == ("recognition", "bbox", "uploaded")
+    installed = upload(client, tiny_model.read_bytes(), "kurrent")
+    assert installed.status_code == 201, installed.text
+    model, first = ocr_rows(client, png, "kurrent-cli")
+    assert model == "kurrent-cli"
+    read = " ".join(first)
+    assert SequenceMatcher(None, read, " ".join(texts)).ratio() > 0.8, (read, texts)
+    assert sum(read.count(c) for c in "ae") > 3, read  # the page holds letters the swap below changes
+
+    chosen = client.put("/models/default", json={"name": "kurrent"}, headers=AUTH)
+    assert (chosen.status_code, chosen.json()) == (200, {"name": "kurrent"})
+    assert client.get("/models/kurrent").json()["default"] is True
+
+    # a new version under the same name: only with replace=true, and the old one is kept
+    swapped = swapped_codec(tiny_model, tmp_path / "swapped.safetensors")
+    before = store_files(store_dir)
+    exists = upload(client, swapped.read_bytes(), "kurrent")
+    assert (exists.status_code, exists.json()["code"]) == (409, "MODEL_EXISTS")
+    assert store_files(store_dir) == before
+    replaced = upload(client, swapped.read_bytes(), "kurrent", replace="true")
+    assert replaced.status_code == 201, replaced.text
+    assert replaced.json()["version"] == 2
+    [backup] = (store_dir / ".backups" / "kurrent").glob("v1-*.safetensors")
+    assert backup.read_bytes() == tiny_model.read_bytes()
+    # ...and the workers read with the new version at once, without a restart
+    model, second = ocr_rows(client, png)  # no model named: the default
+    assert model == "kurrent"
+    assert second == [line.translate(str.maketrans("ae", "ea")) for line in first]
+
+    refused = client.delete("/models/kurrent", headers=AUTH)
+    assert (refused.status_code, refused.json()["code"]) == (409, "MODEL_IS_DEFAULT")
+    assert client.put("/models/default", json={"name": None}, headers=AUTH).json() == {"name": None}
+    removed = client.delete("/models/kurrent", headers=AUTH)
+    assert removed.status_code == 204, removed.text
+    assert "kurrent" not in model_names(client)
+    assert not (store_dir / "kurrent.safetensors").exists()
+    gone = client.post("/ocr", files={"file": ("page.png", png, "image/png")}, data={"model": "kurrent"})
+    assert (gone.status_code, gone.json()["code"]) == (422, "UNKNOWN_MODEL")
