@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,7 +38,7 @@ def build_services(settings: Settings) -> Services:
     workers = settings.worker_count
     pool = WorkerPool(
         workers=workers,
-        threads_per_worker=max(1, (os.cpu_count() or 1) // workers),
+        threads_per_worker=settings.worker_threads,
         segmentation_model=settings.segmentation_model,
         log_level=settings.log_level,
         log_json=settings.log_json,

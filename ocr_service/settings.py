@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     # worker pool
     memory_limit_mb: int | None = Field(None, gt=0)
     workers: int | None = Field(None, gt=0)
+    threads_per_worker: int | None = Field(None, gt=0)
     queue_size: int = Field(8, ge=0)
     retry_after_s: int = Field(10, gt=0)
     page_timeout_s: float = Field(600.0, gt=0)
@@ -167,6 +168,13 @@ class Settings(BaseSettings):
             return self.workers
         fit = (self.effective_memory_limit_mb - SERVICE_BASE_MEMORY_MB) // WORKER_MEMORY_MB
         return max(1, min(os.cpu_count() or 1, fit))
+
+    @property
+    def worker_threads(self) -> int:
+        """torch threads per worker: cores shared out, so workers never oversubscribe them (kraken #528)."""
+        if self.threads_per_worker is not None:
+            return self.threads_per_worker
+        return max(1, (os.cpu_count() or 1) // self.worker_count)
 
     def check_memory_budget(self) -> None:
         need = SERVICE_BASE_MEMORY_MB + self.worker_count * WORKER_MEMORY_MB

@@ -25,7 +25,8 @@ def health(services: ServicesDep) -> JSONResponse:
             "threadsPerWorker": pool.threads_per_worker,
             "segmentationModel": pool.info[0].segmentation_model if pool.info else None,
             "defaultModel": store.default_model,
-            "recognitionModels": [e.name for e in store.entries() if e.kind != "segmentation"],
+            # Names only: describing a model dropped in by hand loads it, too slow for a probe.
+            "models": store.names(),
             "queue": {"active": services.ocr.admission.active, "limit": services.ocr.admission.limit},
         }
     )

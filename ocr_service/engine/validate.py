@@ -47,7 +47,8 @@ def _main(argv: list[str]) -> int:
     try:
         facts = read_model_facts(Path(argv[0]))
     except ModelFileError as exc:
-        print(str(exc))
+        # One line: the parent reads the last line of the child's output as the reason.
+        print(" ".join(str(exc).split()))
         return 3
     print(json.dumps(dataclasses.asdict(facts)))
     return 0

@@ -82,7 +82,7 @@ def test_health_reports_the_loaded_models(shared_service: RunningApp) -> None:
     assert body["status"] == "ok"
     assert body["workers"] == 2
     assert body["segmentationModel"].endswith("blla.mlmodel")
-    assert "tiny" in body["recognitionModels"]
+    assert "tiny" in body["models"]
 
 
 def test_health_is_503_until_the_models_are_loaded(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
