@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     threads_per_worker: int | None = Field(None, gt=0)
     queue_size: int = Field(8, ge=0)
     retry_after_s: int = Field(10, gt=0)
-    page_timeout_s: float = Field(600.0, gt=0)
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None
