@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -420,7 +420,3 @@ def _same_file_state(a: os.stat_result, b: os.stat_result) -> bool:
 def _describes(meta: dict[str, Any], stat: os.stat_result) -> bool:
     """Whether ``meta`` was written for the file as it is now (same mtime and size)."""
     return meta.get("fileMtimeNs") == stat.st_mtime_ns and meta.get("size") == stat.st_size
-
-
-def describe(entry: ModelEntry) -> dict[str, Any]:
-    return asdict(entry)

@@ -44,7 +44,12 @@ def post_zip(
     client: httpx.Client, path: str, data: bytes, headers: dict[str, str] | None = None, **fields: Any
 ) -> httpx.Response:
     form = {k: str(v) for k, v in fields.items()}
-    return client.post(path, files={"file": ("data.zip", data, "application/zip")}, data=form, headers=AUTH if headers is None else headers)
+    return client.post(
+        path,
+        files={"file": ("data.zip", data, "application/zip")},
+        data=form,
+        headers=AUTH if headers is None else headers,
+    )
 
 
 def wait_for(
