@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +74,6 @@ class OcrRun:
         self._release = release
         self._first_page = first_page
         self._closed = False
-        self.started = time.perf_counter()
 
     @property
     def model_name(self) -> str | None:

@@ -162,6 +162,8 @@ def _common_config(plan: TrainingPlan) -> dict[str, Any]:
     }
     if plan.learning_rate is not None:
         values["lrate"] = plan.learning_rate
+    if plan.spec:
+        values["spec"] = plan.spec
     return values
 
 
@@ -184,8 +186,6 @@ def _fit_recognition(plan: TrainingPlan, emit: Callable[[Event], None]) -> None:
     from kraken.train import VGSLRecognitionDataModule, VGSLRecognitionModel
 
     config = _common_config(plan)
-    if plan.spec:
-        config["spec"] = plan.spec
     # 'union' grows the codec when the data has characters the base lacks; 'add'/'both' crash in 7.1.1.
     model_config = VGSLRecognitionTrainingConfig(resize="union", **config)
     data_config = VGSLRecognitionTrainingDataConfig(
@@ -210,8 +210,6 @@ def _fit_segmentation(plan: TrainingPlan, emit: Callable[[Event], None]) -> None
     from kraken.train import BLLASegmentationDataModule, BLLASegmentationModel
 
     config = _common_config(plan)
-    if plan.spec:
-        config["spec"] = plan.spec
     model_config = BLLASegmentationTrainingConfig(resize="union", **config)
     data_config = BLLASegmentationTrainingDataConfig(
         training_data=plan.training_files,

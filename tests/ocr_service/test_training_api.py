@@ -145,15 +145,22 @@ def test_unknown_jobs_are_not_found_and_interrupted_jobs_are_failed(
     assert "interrupted" in body["error"]
 
 
+def service_with_tiny_base(
+    tmp_path: Path, service_factory: ServiceFactory, tiny_model: Path
+) -> tuple[Settings, RunningApp]:
+    """A training service whose store holds the tiny test model as ``tiny``, a base to fine-tune."""
+    settings = training_settings(tmp_path)
+    settings.models_dir.mkdir(parents=True)
+    shutil.copyfile(tiny_model, settings.models_dir / "tiny.safetensors")
+    return settings, service_factory(settings, wait_healthy=False)
+
+
 # --- real recognition training --------------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_writer_model_is_fine_tuned_with_a_grown_alphabet(
     tmp_path: Path, service_factory: ServiceFactory, tiny_model: Path
 ) -> None:
-    settings = training_settings(tmp_path)
-    settings.models_dir.mkdir(parents=True)
-    shutil.copyfile(tiny_model, settings.models_dir / "tiny.safetensors")
-    running = service_factory(settings, wait_healthy=False)
+    settings, running = service_with_tiny_base(tmp_path, service_factory, tiny_model)
     data = make_zip(line_set(30, extra_texts=NEW_CHARACTER_LINES))
     with running.client() as client:
         response = post_zip(client, "/train", data, modelName="writer-anna-mueller", baseModel="tiny", epochs=2)
@@ -191,10 +198,7 @@ def test_a_writer_model_is_fine_tuned_with_a_grown_alphabet(
 def test_a_running_job_reports_each_epoch_and_can_be_cancelled(
     tmp_path: Path, service_factory: ServiceFactory, tiny_model: Path
 ) -> None:
-    settings = training_settings(tmp_path)
-    settings.models_dir.mkdir(parents=True)
-    shutil.copyfile(tiny_model, settings.models_dir / "tiny.safetensors")
-    running = service_factory(settings, wait_healthy=False)
+    settings, running = service_with_tiny_base(tmp_path, service_factory, tiny_model)
     with running.client() as client:
         response = post_zip(
             client, "/train", make_zip(line_set(30)), modelName="writer-bert", baseModel="tiny", epochs=50
