@@ -34,7 +34,12 @@ _MULTIPART_SLACK = 64 * 1024
 
 def build_services(settings: Settings) -> Services:
     # A model file an operator drops into the store is described once, in a child process.
-    store = ModelStore(settings.models_dir, settings.default_model, inspect=validate_model_file)
+    store = ModelStore(
+        settings.models_dir,
+        settings.default_model,
+        segmentation_model=settings.segmentation_model,
+        inspect=validate_model_file,
+    )
     workers = settings.worker_count
     pool = WorkerPool(
         workers=workers,

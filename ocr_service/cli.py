@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     install.add_argument("--replace", action="store_true", help="replace a model of the same name (kept as backup)")
     default = commands.add_parser("default", help="choose the default recognition model")
     default.add_argument("name")
+    segmentation = commands.add_parser(
+        "segmentation",
+        help="choose the segmentation model OCR finds lines with",
+        description="The running service uses the chosen segmentation model from its next page on. "
+        "--reset goes back to OCR_SEGMENTATION_MODEL (or the packaged model, blla).",
+    )
+    which = segmentation.add_mutually_exclusive_group(required=True)
+    which.add_argument("name", nargs="?")
+    which.add_argument("--reset", action="store_true", help="go back to OCR_SEGMENTATION_MODEL or blla")
     remove = commands.add_parser("remove", help="remove a model (its backups stay in .backups/)")
     remove.add_argument("name")
     return parser
@@ -84,7 +93,12 @@ def main(
     except (ValidationError, ValueError) as exc:
         print(f"The settings (OCR_*) are not valid:\n{exc}", file=err)
         return EXIT_USAGE
-    store = ModelStore(settings.models_dir, settings.default_model, inspect=validate_model_file)
+    store = ModelStore(
+        settings.models_dir,
+        settings.default_model,
+        segmentation_model=settings.segmentation_model,
+        inspect=validate_model_file,
+    )
     admin = ModelAdmin.from_settings(settings, store, models_in_training(settings))
     try:
         return _run(args, admin, repository or KrakenRepository(), out, err)
@@ -133,6 +147,10 @@ def _run(args: argparse.Namespace, admin: ModelAdmin, repository: ModelRepositor
         admin.set_default(args.name)
         print(f"'{args.name}' is now the default recognition model.", file=out)
         return EXIT_OK
+    if args.command == "segmentation":
+        chosen = admin.set_segmentation(None if args.reset else args.name)
+        print(f"OCR now finds lines with the segmentation model '{chosen['name']}'.", file=out)
+        return EXIT_OK
     if args.command == "remove":
         admin.remove(args.name)
         print(f"Removed '{args.name}'.", file=out)
@@ -171,7 +189,7 @@ def _summary(m: dict[str, Any]) -> str:
 
 
 def _print_table(entries: list[dict[str, Any]], out: TextIO) -> None:
-    header = ("NAME", "KIND", "LINE TYPE", "SOURCE", "VERSION", "SIZE", "ACCURACY", "DEFAULT")
+    header = ("NAME", "KIND", "LINE TYPE", "SOURCE", "VERSION", "SIZE", "ACCURACY", "USED BY OCR")
     rows = [header]
     for m in entries:
         accuracy = f"{m['accuracy']:.3f}" if isinstance(m.get("accuracy"), (int, float)) else "-"
@@ -184,7 +202,7 @@ def _print_table(entries: list[dict[str, Any]], out: TextIO) -> None:
                 str(m["version"]),
                 f"{m['size'] / 1024 / 1024:.1f} MB",
                 accuracy,
-                "yes" if m["default"] else "",
+                "default" if m["default"] else "segmentation" if m["segmentation"] else "",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]

@@ -298,13 +298,11 @@ class ModelAdmin:
         max_bytes: int,
         validate: Callable[[Path], ModelFacts] = validate_model_file,
         models_in_use: Callable[[], set[str]] = set,
-        protected: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.max_bytes = max_bytes
         self._validate = validate
         self._models_in_use = models_in_use
-        self._protected = protected
         # Loading a model costs a child process with torch (1–2 GB): one at a time, so a
         # burst of uploads cannot take the machine's memory from the OCR workers.
         self._validating = threading.Lock()
@@ -313,26 +311,22 @@ class ModelAdmin:
     def from_settings(
         cls, settings: Settings, store: ModelStore, models_in_use: Callable[[], set[str]] = set
     ) -> ModelAdmin:
-        protected: set[str] = set()
-        seg = settings.segmentation_model
-        if seg is not None and seg.parent == store.root:
-            protected.add(seg.stem)
         timeout = settings.model_validation_timeout_s
         return cls(
             store,
             max_bytes=settings.max_model_bytes,
             validate=lambda path: validate_model_file(path, timeout_s=timeout),
             models_in_use=models_in_use,
-            protected=frozenset(protected),
         )
 
     # --- reading -------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
-        default = self.store.default_model
-        return [entry.public(default) for entry in self.store.entries()]
+        default, segmentation = self.store.default_model, self.store.segmentation_name
+        return [entry.public(default, segmentation) for entry in self.store.entries()]
 
     def describe(self, name: str) -> dict[str, Any]:
-        return self.store.entry(self._known_name(name)).public(self.store.default_model)
+        entry = self.store.entry(self._known_name(name))
+        return entry.public(self.store.default_model, self.store.segmentation_name)
 
     def _known_name(self, name: str) -> str:
         try:
@@ -459,6 +453,21 @@ class ModelAdmin:
         log.info("default recognition model is now %s", name or "(OCR_DEFAULT_MODEL)")
         return {"name": self.store.default_model}
 
+    def set_segmentation(self, name: str | None) -> dict[str, Any]:
+        """Choose the segmentation model of ``/ocr``; ``None`` goes back to ``OCR_SEGMENTATION_MODEL``
+        (or the packaged model). The workers load it with the next page: no restart."""
+        if name is not None:
+            entry = self.store.entry(self._known_name(name))
+            if entry.problem:
+                raise AppError(ErrorCode.INVALID_MODEL, f"'{name}' cannot be used: {entry.problem}.")
+            if entry.kind != "segmentation":
+                what = f"a {entry.kind} model" if entry.kind else "a model of unknown kind"
+                raise AppError(ErrorCode.WRONG_MODEL_KIND, f"'{name}' is {what}, not a segmentation model.")
+        self.store.set_segmentation(name)
+        current = self.store.segmentation_name
+        log.info("segmentation model of OCR is now %s", current)
+        return {"name": current, "chosen": self.store.chosen_segmentation}
+
     def remove(self, name: str) -> None:
         name = self._known_name(name)
-        self.store.remove(name, in_use=self._models_in_use(), protected=self._protected)
+        self.store.remove(name, in_use=self._models_in_use())

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from ocr_service.documents import Document, PageLimits
-from ocr_service.engine.pipeline import PageResult, RecognitionModelRef
+from ocr_service.engine.pipeline import ModelRef, PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
 from ocr_service.pool import Admission, WorkerPool
@@ -60,7 +60,8 @@ class OcrRun:
     def __init__(
         self,
         document: Document,
-        model: RecognitionModelRef | None,
+        model: ModelRef | None,
+        segmentation_model: ModelRef,
         pool: WorkerPool,
         on_thread: Callable[..., Any],
         release: Callable[[], None],
@@ -68,6 +69,7 @@ class OcrRun:
     ) -> None:
         self.document = document
         self.model = model
+        self.segmentation_model = segmentation_model
         self.pages = document.page_count
         self._pool = pool
         self._on_thread = on_thread
@@ -87,7 +89,7 @@ class OcrRun:
         return rendered
 
     async def _read(self, rendering: asyncio.Task[Image.Image]) -> PageResult:
-        return await self._pool.process_page(await rendering, self.model)
+        return await self._pool.process_page(await rendering, self.model, self.segmentation_model)
 
     async def events(self) -> AsyncIterator[PageStarted | PageDone]:
         """Pages in order; a page that fails (even to render) fails only when its turn comes."""
@@ -161,6 +163,8 @@ class OcrService:
                 headers={"Retry-After": "10"},
             )
         model = self.store.recognition_model(request.model)
+        # Resolved once per document: every page is cut into lines by the same model.
+        segmentation_model = self.store.segmentation_model()
         self.admission.enter()
         try:
             if request.url is not None:
@@ -186,12 +190,13 @@ class OcrService:
             self.admission.leave()
             raise
         log.info(
-            "OCR of a %s document with %d page(s), model %s",
+            "OCR of a %s document with %d page(s), model %s, segmentation model %s",
             document.kind,
             document.page_count,
             model.name if model else None,
+            segmentation_model.name,
         )
-        return OcrRun(document, model, self.pool, self._on_thread, self.admission.leave, first_page)
+        return OcrRun(document, model, segmentation_model, self.pool, self._on_thread, self.admission.leave, first_page)
 
     def close(self) -> None:
         self._documents_thread.shutdown(wait=False, cancel_futures=True)

@@ -22,9 +22,10 @@ from PIL import Image
 
 from ocr_service.engine.pipeline import (
     ModelLoadError,
+    ModelRef,
     PageEngine,
     PageResult,
-    RecognitionModelRef,
+    SegmentationModelError,
     WrongModelKindError,
 )
 from ocr_service.errors import AppError, ErrorCode
@@ -70,11 +71,11 @@ def _describe_worker(linger_s: float) -> WorkerInfo:
     return WorkerInfo(os.getpid(), str(_engine.segmentation_model_path), torch.get_num_threads())
 
 
-def _process_page(image: Image.Image, model: RecognitionModelRef | None) -> PageResult:
+def _process_page(image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None) -> PageResult:
     assert _engine is not None
     try:
-        return _engine.process(image, model)
-    except (WrongModelKindError, ModelLoadError):
+        return _engine.process(image, model, segmentation_model)
+    except (WrongModelKindError, ModelLoadError, SegmentationModelError):
         raise
     except Exception as exc:
         log.exception("kraken failed on a page")
@@ -135,15 +136,17 @@ class WorkerPool:
         log.info("OCR pool ready: %d worker(s), segmentation model %s", self.workers, self.info[0].segmentation_model)
         return self.info
 
-    def _submit(self, image: Image.Image, model: RecognitionModelRef | None) -> Future[PageResult]:
+    def _submit(
+        self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None
+    ) -> Future[PageResult]:
         with self._lock:
             if self._executor is None:
                 raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.")
             try:
-                return self._executor.submit(_process_page, image, model)
+                return self._executor.submit(_process_page, image, model, segmentation_model)
             except BrokenProcessPool:
                 self._restart_locked()
-                return self._executor.submit(_process_page, image, model)
+                return self._executor.submit(_process_page, image, model, segmentation_model)
 
     def _restart_locked(self) -> None:
         if self._closing:
@@ -153,8 +156,11 @@ class WorkerPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
         self._executor = self._new_executor()
 
-    async def process_page(self, image: Image.Image, model: RecognitionModelRef | None) -> PageResult:
-        future = self._submit(image, model)
+    async def process_page(
+        self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
+    ) -> PageResult:
+        """Read one page; ``segmentation_model`` None means the one the workers loaded at start."""
+        future = self._submit(image, model, segmentation_model)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -173,6 +179,11 @@ class WorkerPool:
             raise AppError(ErrorCode.WRONG_MODEL_KIND, f"{exc}; choose a recognition model.") from exc
         except ModelLoadError as exc:
             raise AppError(ErrorCode.UNKNOWN_MODEL, str(exc)) from exc
+        except SegmentationModelError as exc:
+            raise AppError(
+                ErrorCode.SEGMENTATION_MODEL_UNUSABLE,
+                f"OCR cannot run: {exc}. An admin must choose another segmentation model (PUT /models/segmentation).",
+            ) from exc
         except PageFailedError as exc:
             raise AppError(ErrorCode.OCR_FAILED, f"OCR failed on this page: {exc}") from exc
 

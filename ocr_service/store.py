@@ -7,7 +7,7 @@ Layout (flat, so an operator can see and copy models with ``ls`` and ``cp``)::
       .meta/<name>.json                      kind, line type, source, version, scores
       .backups/<name>/v<version>-<time><ext> earlier versions (at most 3 per model)
       .staging/                              uploads and downloads while they are checked
-      .state.json                            the chosen default recognition model
+      .state.json                            the chosen default recognition and segmentation models
       .store.lock                            serialises changes across processes
 
 The packaged segmentation model (``blla``) lives in the kraken wheel and is listed, never copied.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ocr_service.engine.inspect import MODEL_SUFFIXES, ModelFacts, ModelFileError
-from ocr_service.engine.pipeline import RecognitionModelRef, packaged_segmentation_model
+from ocr_service.engine.pipeline import ModelRef, packaged_segmentation_model
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.settings import MODEL_NAME_PATTERN
 
@@ -63,7 +63,7 @@ class ModelEntry:
     # Why a hand-placed file cannot be used (it was inspected and refused); None if it can.
     problem: str | None = None
 
-    def public(self, default: str | None) -> dict[str, Any]:
+    def public(self, default: str | None, segmentation: str | None = None) -> dict[str, Any]:
         return {
             "name": self.name,
             "kind": self.kind,
@@ -77,6 +77,8 @@ class ModelEntry:
             "accuracy": self.accuracy,
             "cer": self.cer,
             "default": self.name == default,
+            # the segmentation model /ocr finds lines with
+            "segmentation": self.name == segmentation,
             "doi": self.extra.get("doi"),
             "problem": self.problem,
         }
@@ -108,11 +110,15 @@ class ModelStore:
         root: Path,
         default_model: str | None = None,
         *,
+        segmentation_model: Path | None = None,
         inspect: Callable[[Path], ModelFacts] | None = None,
     ) -> None:
-        """``inspect`` describes a model file nobody installed through the store (see :meth:`entry`)."""
+        """``default_model`` and ``segmentation_model`` are the operator's settings (``OCR_DEFAULT_MODEL``,
+        ``OCR_SEGMENTATION_MODEL``), used until an admin chooses otherwise through the store.
+        ``inspect`` describes a model file nobody installed through the store (see :meth:`entry`)."""
         self.root = root
         self._configured_default = default_model
+        self.configured_segmentation = segmentation_model
         self._inspect = inspect
         self._meta_dir = root / ".meta"
         self._backup_dir = root / ".backups"
@@ -251,12 +257,67 @@ class ModelStore:
         return chosen if isinstance(chosen, str) else self._configured_default
 
     def set_default(self, name: str | None) -> None:
+        self._set_state("defaultModel", name)
+
+    def _set_state(self, key: str, name: str | None) -> None:
         with self.locked():
+            if name is not None and self.file_of(name) is None and name != PACKAGED_SEGMENTATION:
+                raise AppError(ErrorCode.MODEL_NOT_FOUND, f"There is no model named '{name}'.")
             state = self._state()
-            state["defaultModel"] = name
+            state[key] = name
             _write_json(self.root / ".state.json", state)
 
-    def recognition_model(self, name: str | None) -> RecognitionModelRef | None:
+    # --- the segmentation model ------------------------------------------------------------
+    @property
+    def chosen_segmentation(self) -> str | None:
+        chosen = self._state().get("segmentationModel")
+        return chosen if isinstance(chosen, str) else None
+
+    def set_segmentation(self, name: str | None) -> None:
+        """Choose the segmentation model of ``/ocr``; None goes back to ``OCR_SEGMENTATION_MODEL``."""
+        self._set_state("segmentationModel", name)
+
+    @property
+    def segmentation_name(self) -> str:
+        """The name of the segmentation model ``/ocr`` uses now (see :meth:`segmentation_model`)."""
+        return self.segmentation_model(check=False).name
+
+    def segmentation_model(self, *, check: bool = True) -> ModelRef:
+        """The segmentation model ``/ocr`` should use now, with its file's version.
+
+        The admin's choice wins, then ``OCR_SEGMENTATION_MODEL``, then the packaged model.
+        Workers compare the version with what they have loaded, so a segmentation model that
+        is chosen, or trained again under its name, is used by the next page without a restart.
+        With ``check``, a chosen model the store knows to be unusable is an error, not a
+        silent fallback.
+        """
+        chosen = self.chosen_segmentation
+        if chosen is not None:
+            path = self.file_of(chosen) if MODEL_NAME_PATTERN.match(chosen) else None
+            if path is not None:
+                meta = self._meta(chosen)
+                if check and meta and _describes(meta, path.stat()):
+                    problem = meta.get("problem") or (
+                        f"it is a {meta['kind']} model" if meta.get("kind") not in (None, "segmentation") else None
+                    )
+                    if problem:
+                        raise AppError(
+                            ErrorCode.SEGMENTATION_MODEL_UNUSABLE,
+                            f"OCR cannot run: the chosen segmentation model '{chosen}' cannot be used ({problem}). "
+                            "An admin must choose another segmentation model (PUT /models/segmentation).",
+                        )
+                return ModelRef.of_file(chosen, path)
+            if chosen == PACKAGED_SEGMENTATION:
+                return ModelRef.of_file(PACKAGED_SEGMENTATION, packaged_segmentation_model())
+            log.warning("the chosen segmentation model '%s' is not in the store; using the configured one", chosen)
+        configured = self.configured_segmentation
+        if configured is not None:
+            if configured.is_file():
+                return ModelRef.of_file(configured.stem, configured)
+            log.warning("OCR_SEGMENTATION_MODEL %s is missing; using the packaged segmentation model", configured)
+        return ModelRef.of_file(PACKAGED_SEGMENTATION, packaged_segmentation_model())
+
+    def recognition_model(self, name: str | None) -> ModelRef | None:
         """The model ``/ocr`` should read with: the named one, else the default, else none."""
         if name is None:
             name = self.default_model
@@ -278,12 +339,12 @@ class ModelStore:
                 f"There is no model named '{name}'. Installed: {', '.join(self.names()) or 'none'}.",
             )
         meta = self._meta(name)
-        stat = path.stat()
-        if meta and _describes(meta, stat) and meta.get("problem"):
+        ref = ModelRef.of_file(name, path)
+        if meta and _describes(meta, path.stat()) and meta.get("problem"):
             raise AppError(ErrorCode.INVALID_MODEL, f"The model file of '{name}' cannot be used: {meta['problem']}")
         if meta and meta.get("kind") == "segmentation":
             raise AppError(ErrorCode.WRONG_MODEL_KIND, f"'{name}' is a segmentation model; choose a recognition model.")
-        return RecognitionModelRef(name=name, path=str(path), version=(stat.st_mtime_ns, stat.st_size))
+        return ref
 
     # --- changes -------------------------------------------------------------------------
     def install(
@@ -376,12 +437,13 @@ class ModelStore:
             return []
         return sorted((p for p in folder.iterdir() if p.suffix in MODEL_SUFFIXES), key=lambda p: p.stat().st_mtime_ns)
 
-    def remove(self, name: str, in_use: set[str] | None = None, protected: frozenset[str] = frozenset()) -> None:
+    def remove(self, name: str, in_use: set[str] | None = None) -> None:
         """Remove the current version of ``name``; its backups stay in ``.backups/<name>``."""
         check_model_name(name)
         if name == PACKAGED_SEGMENTATION:
             raise AppError(ErrorCode.MODEL_PROTECTED, "The packaged segmentation model cannot be removed.")
-        if name in protected:
+        configured = self.configured_segmentation
+        if configured is not None and configured.parent == self.root and configured.stem == name:
             raise AppError(
                 ErrorCode.MODEL_PROTECTED,
                 f"'{name}' is the segmentation model the OCR workers use (OCR_SEGMENTATION_MODEL); "
@@ -395,6 +457,12 @@ class ModelStore:
                 raise AppError(
                     ErrorCode.MODEL_IS_DEFAULT,
                     f"'{name}' is the default model; choose another default before removing it.",
+                )
+            if name == self.chosen_segmentation:
+                raise AppError(
+                    ErrorCode.MODEL_IS_DEFAULT,
+                    f"'{name}' is the segmentation model OCR uses; choose another one (PUT /models/segmentation) "
+                    "before removing it.",
                 )
             if in_use and name in in_use:
                 raise AppError(ErrorCode.MODEL_IN_USE, f"'{name}' is used by a running training job.")

@@ -23,7 +23,7 @@ def health(services: ServicesDep) -> JSONResponse:
             "status": "ok",
             "workers": pool.workers,
             "threadsPerWorker": pool.threads_per_worker,
-            "segmentationModel": pool.info[0].segmentation_model if pool.info else None,
+            "segmentationModel": store.segmentation_name,
             "defaultModel": store.default_model,
             # Names only: describing a model dropped in by hand loads it, too slow for a probe.
             "models": store.names(),

@@ -1,4 +1,7 @@
-"""/models: list, describe, upload, choose the default, remove. Changes need the training token."""
+"""/models: list, describe, upload, choose the default and the segmentation model, remove.
+
+Changes need the training token.
+"""
 
 from __future__ import annotations
 
@@ -150,7 +153,11 @@ def _flag(fields: dict[str, str], key: str) -> bool:
 @router.get("/models")
 def list_models(admin: ModelAdminDep) -> dict[str, Any]:
     # A plain `def`: describing a model file dropped in by hand loads it once (seconds).
-    return {"models": admin.entries(), "default": admin.store.default_model}
+    return {
+        "models": admin.entries(),
+        "default": admin.store.default_model,
+        "segmentationModel": admin.store.segmentation_name,
+    }
 
 
 @router.get("/models/{name}")
@@ -179,6 +186,17 @@ class DefaultModelRequest(BaseModel):
 @router.put("/models/default")
 def set_default_model(body: DefaultModelRequest, admin: ModelAdminDep, _: TrainingTokenDep) -> dict[str, Any]:
     return admin.set_default(body.name)
+
+
+class SegmentationModelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(..., max_length=64)
+
+
+@router.put("/models/segmentation")
+def set_segmentation_model(body: SegmentationModelRequest, admin: ModelAdminDep, _: TrainingTokenDep) -> dict[str, Any]:
+    """The segmentation model /ocr finds lines with; null goes back to OCR_SEGMENTATION_MODEL."""
+    return admin.set_segmentation(body.name)
 
 
 @router.delete("/models/{name}", status_code=204)

@@ -79,7 +79,8 @@ def line_json(line: Line) -> dict[str, Any]:
 
 
 def _summary(run: OcrRun) -> dict[str, Any]:
-    summary: dict[str, Any] = {"model": run.model_name}
+    # Which models made this text: the backend keeps it with the lines it stores.
+    summary: dict[str, Any] = {"model": run.model_name, "segmentationModel": run.segmentation_model.name}
     if run.model is None:
         summary["notice"] = NO_MODEL_NOTICE
     return summary

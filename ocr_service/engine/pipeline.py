@@ -12,10 +12,11 @@ import shutil
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from PIL import Image
 
@@ -47,12 +48,48 @@ class PageResult:
 
 
 @dataclass(frozen=True)
-class RecognitionModelRef:
-    """Which recognition model to use, and which version of its file (so workers reload on change)."""
+class ModelRef:
+    """Which model file to use, and which version of it (so workers reload when it changes)."""
 
     name: str
     path: str
     version: tuple[int, int]  # (mtime_ns, size) of the file
+
+    @classmethod
+    def of_file(cls, name: str, path: Path) -> ModelRef:
+        stat = path.stat()
+        return cls(name=name, path=str(path), version=(stat.st_mtime_ns, stat.st_size))
+
+
+M = TypeVar("M")
+
+
+class ModelCache(Generic[M]):
+    """The last few models a worker used, by file; a new version of a file is loaded again."""
+
+    def __init__(self, load: Callable[[ModelRef], M], size: int) -> None:
+        self._load = load
+        self._size = size
+        self._models: OrderedDict[str, tuple[ModelRef, M]] = OrderedDict()
+
+    def get(self, ref: ModelRef) -> M:
+        cached = self._models.get(ref.path)
+        if cached is not None and cached[0].version == ref.version:
+            self._models.move_to_end(ref.path)
+            return cached[1]
+        # Drop the old version first: two copies of a model need not sit in memory at once.
+        self._models.pop(ref.path, None)
+        return self.put(ref, self._load(ref))
+
+    def put(self, ref: ModelRef, model: M) -> M:
+        self._models[ref.path] = (ref, model)
+        self._models.move_to_end(ref.path)
+        while len(self._models) > self._size:
+            self._models.popitem(last=False)
+        return model
+
+    def clear(self) -> None:
+        self._models.clear()
 
 
 class WrongModelKindError(Exception):
@@ -63,12 +100,27 @@ class ModelLoadError(Exception):
     """The model file could not be loaded by kraken."""
 
 
+class SegmentationModelError(Exception):
+    """The segmentation model chosen for OCR cannot be loaded (or is no segmentation model)."""
+
+
 def _load_segmenter(path: Path) -> Any:
     from kraken.tasks import SegmentationTaskModel
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return SegmentationTaskModel.load_model(path)
+
+
+def _segmenter_for(ref: ModelRef) -> Any:
+    try:
+        return _load_segmenter(Path(ref.path))
+    except ValueError as exc:
+        if "No segmentation model" in str(exc):
+            raise SegmentationModelError(f"'{ref.name}' is not a segmentation model") from exc
+        raise SegmentationModelError(f"the segmentation model '{ref.name}' cannot be loaded: {exc}") from exc
+    except (KeyError, TypeError, RuntimeError, OSError, AttributeError) as exc:
+        raise SegmentationModelError(f"the segmentation model '{ref.name}' cannot be loaded: {exc}") from exc
 
 
 def load_segmentation_model(configured: Path | None) -> tuple[Any, Path]:
@@ -112,7 +164,7 @@ def _restore(packaged: Path, target: Path) -> None:
 
 
 class Recognizer:
-    def __init__(self, ref: RecognitionModelRef) -> None:
+    def __init__(self, ref: ModelRef) -> None:
         from kraken.tasks import RecognitionTaskModel
 
         self.ref = ref
@@ -132,36 +184,42 @@ class Recognizer:
 
 
 class PageEngine:
-    """The models of one worker process: one segmenter, a few recognisers cached by version."""
+    """The models of one worker process, each cached by file version.
 
-    def __init__(self, segmentation_model: Path | None, max_cached_recognizers: int = 2) -> None:
+    The segmentation model loaded at start (``OCR_SEGMENTATION_MODEL``, repaired if need be,
+    or the packaged one) serves pages sent without a segmentation model; a page may name
+    another one (the store's choice), which is loaded on first use and again when its file
+    changes, so a newly trained or chosen segmenter is used without a restart.
+    """
+
+    def __init__(self, segmentation_model: Path | None, max_cached_models: int = 2) -> None:
         from kraken.configs import RecognitionInferenceConfig, SegmentationInferenceConfig
 
-        self.segmenter, self.segmentation_model_path = load_segmentation_model(segmentation_model)
+        segmenter, path = load_segmentation_model(segmentation_model)
+        self.segmentation_model_path = path
+        self._startup_segmentation = ModelRef.of_file(path.stem, path)
+        self._segmenters: ModelCache[Any] = ModelCache(_segmenter_for, max_cached_models)
+        self._segmenters.put(self._startup_segmentation, segmenter)
         self._seg_config = SegmentationInferenceConfig(accelerator="cpu", device="auto")
         # num_line_workers=0: kraken would otherwise start its own process pool inside ours.
         self._rec_config = RecognitionInferenceConfig(accelerator="cpu", device="auto", num_line_workers=0)
-        self._recognizers: OrderedDict[str, Recognizer] = OrderedDict()
-        self._max_cached = max_cached_recognizers
+        self._recognizers: ModelCache[Recognizer] = ModelCache(Recognizer, max_cached_models)
 
-    def recognizer(self, ref: RecognitionModelRef) -> Recognizer:
-        cached = self._recognizers.get(ref.name)
-        if cached is not None and cached.ref == ref:
-            self._recognizers.move_to_end(ref.name)
-            return cached
-        self._recognizers.pop(ref.name, None)
-        recognizer = Recognizer(ref)
-        self._recognizers[ref.name] = recognizer
-        while len(self._recognizers) > self._max_cached:
-            self._recognizers.popitem(last=False)
-        return recognizer
+    def recognizer(self, ref: ModelRef) -> Recognizer:
+        return self._recognizers.get(ref)
 
-    def process(self, image: Image.Image, model: RecognitionModelRef | None) -> PageResult:
+    def segmenter(self, ref: ModelRef | None) -> Any:
+        return self._segmenters.get(ref or self._startup_segmentation)
+
+    def process(
+        self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
+    ) -> PageResult:
         started = time.perf_counter()
+        segmenter = self.segmenter(segmentation_model)
         recognizer = self.recognizer(model) if model is not None else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            segmentation = self.segmenter.predict(image, self._seg_config)
+            segmentation = segmenter.predict(image, self._seg_config)
         lines = list(segmentation.lines or [])
         # kraken #606: one line whose baseline has a single point aborts the whole page.
         usable = [ln for ln in lines if len(ln.baseline or []) >= 2 and len(ln.boundary or []) >= 3]

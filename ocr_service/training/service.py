@@ -488,16 +488,14 @@ class TrainingService:
         return name, path
 
     def _segmentation_candidate(self, request: TrainingRequest) -> tuple[str, Path] | None:
-        """The base of a segmentation run: the named one, else the target itself, else the configured one."""
+        """The base of a segmentation run: the named one, else the target itself, else the one /ocr uses."""
         if request.base_model is not None:
             return request.base_model, self._segmentation_file(request.base_model)
         existing = self.store.file_of(request.model_name)
         if existing is not None:
             return request.model_name, existing
-        configured = self.settings.segmentation_model
-        if configured is not None and configured.is_file():
-            return configured.stem, configured
-        return PACKAGED_SEGMENTATION, packaged_segmentation_model()
+        current = self.store.segmentation_model(check=False)
+        return current.name, Path(current.path)
 
     def _segmentation_file(self, name: str) -> Path:
         path = self.store.file_of(name)

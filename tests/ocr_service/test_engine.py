@@ -10,9 +10,11 @@ import pytest
 from kraken.containers import BaselineLine, Segmentation
 
 from ocr_service.engine.pipeline import (
+    ModelCache,
+    ModelRef,
     PageEngine,
-    RecognitionModelRef,
     Recognizer,
+    SegmentationModelError,
     load_segmentation_model,
     packaged_segmentation_model,
 )
@@ -38,7 +40,7 @@ class _RecordingTask:
 
 def recorder(line_type: str) -> Recognizer:
     recognizer = Recognizer.__new__(Recognizer)
-    recognizer.ref = RecognitionModelRef("fake", "/nowhere", (0, 0))
+    recognizer.ref = ModelRef("fake", "/nowhere", (0, 0))
     recognizer.task = _RecordingTask()
     recognizer.line_type = line_type
     return recognizer
@@ -62,9 +64,9 @@ def engine() -> PageEngine:
 
 
 def engine_with(engine: PageEngine, segmentation: Segmentation, recognizer: Recognizer) -> PageEngine:
-    engine.segmenter = _FixedSegmenter(segmentation)
+    engine._segmenters.put(engine._startup_segmentation, _FixedSegmenter(segmentation))
     engine._recognizers.clear()
-    engine._recognizers["fake"] = recognizer
+    engine._recognizers.put(recognizer.ref, recognizer)
     return engine
 
 
@@ -128,3 +130,42 @@ def test_an_unloadable_segmentation_model_is_moved_aside_and_restored(
     assert aside.read_bytes() == b"this is not a model"
     assert "cannot be loaded" in caplog.text
     assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+
+
+def test_the_model_cache_reloads_a_file_whose_version_changed_and_keeps_only_the_last_few() -> None:
+    loads: list[ModelRef] = []
+
+    def load(ref: ModelRef) -> str:
+        loads.append(ref)
+        return f"{ref.name}@{ref.version}"
+
+    cache: ModelCache[str] = ModelCache(load, size=2)
+    a1, a2, b, c = (
+        ModelRef("a", "/m/a", (1, 1)),
+        ModelRef("a", "/m/a", (2, 1)),
+        ModelRef("b", "/m/b", (1, 1)),
+        ModelRef("c", "/m/c", (1, 1)),
+    )
+    assert cache.get(a1) == cache.get(a1) == "a@(1, 1)"
+    assert cache.get(a2) == "a@(2, 1)"  # the same file, a new version
+    cache.get(b)
+    cache.get(c)  # a is the least recently used: dropped
+    cache.get(a2)
+    assert loads == [a1, a2, b, c, a2]
+
+
+def test_a_segmentation_model_named_per_page_is_loaded_and_a_wrong_kind_is_refused(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    engine = PageEngine(None)
+    page = render_page(page_texts(1, 2), width=400, height=200, font_size=24, margin=10).image
+    copy = tmp_path / "seg.mlmodel"
+    copy.write_bytes(packaged_segmentation_model().read_bytes())
+    result = engine.process(page, None, ModelRef.of_file("seg", copy))
+    assert len(result.lines) >= 1
+    with pytest.raises(SegmentationModelError, match="'reader' is not a segmentation model"):
+        engine.process(page, None, ModelRef.of_file("reader", tiny_model))
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(SegmentationModelError, match="cannot be loaded"):
+        engine.process(page, None, ModelRef.of_file("garbage", garbage))

@@ -21,6 +21,7 @@ from ocr_service.cli import main as models_cli
 from ocr_service.engine.pipeline import packaged_segmentation_model
 from tests.conftest import make_settings
 from tests.ocr_service.test_models_cli import converted_to_coreml
+from tests.support.segmentation_models import blind_copy, packaged_as_safetensors
 from tests.support.servers import RunningApp, start_app
 from tests.support.synthetic import page_texts, render_page, to_png
 
@@ -283,3 +284,65 @@ def test_install_default_replace_and_remove_change_what_the_next_ocr_reads_with(
     assert not (store_dir / "kurrent.safetensors").exists()
     gone = client.post("/ocr", files={"file": ("page.png", png, "image/png")}, data={"model": "kurrent"})
     assert (gone.status_code, gone.json()["code"]) == (422, "UNKNOWN_MODEL")
+
+
+def ocr_line_count(client: httpx.Client, png: bytes, segmentation_model: str) -> int:
+    response = client.post("/ocr", files={"file": ("page.png", png, "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.json()["segmentationModel"] == segmentation_model
+    return len(response.json()["pages"][0]["lines"])
+
+
+def test_the_chosen_segmentation_model_is_used_by_the_next_ocr_without_a_restart(
+    client: httpx.Client, store_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
+    png = to_png(render_page(page_texts(3, 3, 5), width=800, height=600, font_size=36).image)
+    blla = packaged_as_safetensors(tmp_path / "blla.safetensors")
+    blind = blind_copy(blla, tmp_path / "blind.safetensors")
+    installed = upload(client, blind.read_bytes(), "seg-blind")
+    assert installed.status_code == 201, installed.text
+    assert (installed.json()["kind"], installed.json()["segmentation"]) == ("segmentation", False)
+    assert upload(client, tiny_model.read_bytes(), "seg-test-reader").status_code == 201
+
+    # only an admin, only a segmentation model, only a model that exists
+    no_token = client.put("/models/segmentation", json={"name": "seg-blind"})
+    assert (no_token.status_code, no_token.json()["code"]) == (401, "UNAUTHORIZED")
+    for name, status, code in (
+        ("seg-test-reader", 422, "WRONG_MODEL_KIND"),
+        ("nothing-here", 404, "MODEL_NOT_FOUND"),
+        ("../seg-blind", 404, "MODEL_NOT_FOUND"),
+    ):
+        refused = client.put("/models/segmentation", json={"name": name}, headers=AUTH)
+        assert (refused.status_code, refused.json()["code"]) == (status, code), name
+    assert client.get("/health").json()["segmentationModel"] == "blla"
+
+    lines_with_blla = ocr_line_count(client, png, "blla")
+    assert lines_with_blla >= 3
+
+    chosen = client.put("/models/segmentation", json={"name": "seg-blind"}, headers=AUTH)
+    assert (chosen.status_code, chosen.json()) == (200, {"name": "seg-blind", "chosen": "seg-blind"})
+    listing = client.get("/models").json()
+    assert listing["segmentationModel"] == "seg-blind"
+    assert [m["name"] for m in listing["models"] if m["segmentation"]] == ["seg-blind"]
+    assert client.get("/health").json()["segmentationModel"] == "seg-blind"
+    assert ocr_line_count(client, png, "seg-blind") == 0  # the workers cut lines with the chosen model
+
+    in_use = client.delete("/models/seg-blind", headers=AUTH)
+    assert (in_use.status_code, in_use.json()["code"]) == (409, "MODEL_IS_DEFAULT")
+    # retrained (here: replaced) under the same name: the next page uses the new version
+    replaced = upload(client, blla.read_bytes(), "seg-blind", replace="true")
+    assert replaced.status_code == 201, replaced.text
+    assert (replaced.json()["version"], replaced.json()["segmentation"]) == (2, True)
+    assert ocr_line_count(client, png, "seg-blind") == lines_with_blla
+
+    # a file replaced by hand with something that is no segmentation model: a clear error, no garbage
+    shutil.copyfile(tiny_model, store_dir / "seg-blind.safetensors")
+    broken = client.post("/ocr", files={"file": ("page.png", png, "image/png")})
+    assert (broken.status_code, broken.json()["code"]) == (503, "SEGMENTATION_MODEL_UNUSABLE")
+    assert "seg-blind" in broken.json()["message"] and "PUT /models/segmentation" in broken.json()["message"]
+
+    reset = client.put("/models/segmentation", json={"name": None}, headers=AUTH)
+    assert (reset.status_code, reset.json()) == (200, {"name": "blla", "chosen": None})
+    assert ocr_line_count(client, png, "blla") == lines_with_blla
+    for name in ("seg-blind", "seg-test-reader"):
+        assert client.delete(f"/models/{name}", headers=AUTH).status_code == 204

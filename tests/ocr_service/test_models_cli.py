@@ -111,8 +111,9 @@ def test_install_a_coreml_file_as_default_and_list_it(tmp_path: Path, tiny_corem
     assert listed.code == EXIT_OK
     row = next(line for line in listed.out.splitlines() if line.startswith("tiny-converted"))
     assert row.split()[1:5] == ["recognition", "bbox", "uploaded", "1"]
-    assert row.endswith("yes")
-    assert any(line.startswith("blla") and "segmentation" in line for line in listed.out.splitlines())
+    assert row.endswith("default")
+    [blla] = [line for line in listed.out.splitlines() if line.startswith("blla")]
+    assert blla.split()[1] == "segmentation" and blla.endswith("segmentation")
 
     again = run(["install", str(tiny_coreml)], settings)
     assert again.code == EXIT_REFUSED

@@ -294,16 +294,22 @@ def test_an_unknown_default_is_not_found(store: ModelStore) -> None:
 # --- removing ---------------------------------------------------------------------------
 
 
-def test_remove_refuses_packaged_default_protected_and_in_use(store: ModelStore, tmp_path: Path) -> None:
+def test_remove_refuses_packaged_default_protected_and_in_use(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    store = ModelStore(root, segmentation_model=root / "myseg.safetensors")
     in_use: set[str] = {"busy"}
-    admin = make_admin(store, models_in_use=lambda: in_use, protected=frozenset({"myseg"}))
-    for name in ("kurrent", "busy", "myseg", "spare"):
-        admin.install_file(write(tmp_path, f"{name}.safetensors", safetensors_bytes()), InstallRequest(name=name))
+    admin = make_admin(store, models_in_use=lambda: in_use)
+    seg_admin = make_admin(store, FakeLoader(SEGMENTATION))
+    for name in ("kurrent", "busy", "myseg", "spare", "chosen-seg"):
+        installer = seg_admin if name.endswith("seg") else admin
+        installer.install_file(write(tmp_path, f"{name}.safetensors", safetensors_bytes()), InstallRequest(name=name))
     admin.set_default("kurrent")
+    admin.set_segmentation("chosen-seg")
     expected = {
         "blla": ErrorCode.MODEL_PROTECTED,
         "myseg": ErrorCode.MODEL_PROTECTED,
         "kurrent": ErrorCode.MODEL_IS_DEFAULT,
+        "chosen-seg": ErrorCode.MODEL_IS_DEFAULT,
         "busy": ErrorCode.MODEL_IN_USE,
         "missing": ErrorCode.MODEL_NOT_FOUND,
     }
@@ -313,7 +319,7 @@ def test_remove_refuses_packaged_default_protected_and_in_use(store: ModelStore,
         assert refused.value.code == code, name
     admin.remove("spare")
     assert store.file_of("spare") is None
-    assert [e["name"] for e in admin.entries()] == ["blla", "busy", "kurrent", "myseg"]
+    assert [e["name"] for e in admin.entries()] == ["blla", "busy", "chosen-seg", "kurrent", "myseg"]
     with pytest.raises(AppError) as gone:
         store.recognition_model("spare")
     assert gone.value.code == ErrorCode.UNKNOWN_MODEL
@@ -326,6 +332,82 @@ def test_the_configured_default_cannot_be_removed(tmp_path: Path) -> None:
     with pytest.raises(AppError) as refused:
         admin.remove("kurrent")
     assert refused.value.code == ErrorCode.MODEL_IS_DEFAULT
+
+
+# --- the segmentation model of /ocr -------------------------------------------------------
+
+
+def test_the_segmentation_model_is_the_chosen_one_then_the_configured_one_then_blla(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "models"
+    configured = root / "house-seg.safetensors"
+    store = ModelStore(root, segmentation_model=configured)
+    admin = make_admin(store, FakeLoader(SEGMENTATION))
+    packaged = store.segmentation_model()
+    assert packaged.name == "blla"  # the configured file is not there (yet)
+    assert "missing" in caplog.text
+
+    admin.install_file(write(tmp_path, "a.safetensors", safetensors_bytes()), InstallRequest(name="house-seg"))
+    admin.install_file(write(tmp_path, "b.safetensors", safetensors_bytes()), InstallRequest(name="trained-seg"))
+    assert (store.segmentation_model().name, store.segmentation_model().path) == ("house-seg", str(configured))
+
+    assert admin.set_segmentation("trained-seg") == {"name": "trained-seg", "chosen": "trained-seg"}
+    first = store.segmentation_model()
+    assert first.name == "trained-seg"
+    assert [e["name"] for e in admin.entries() if e["segmentation"]] == ["trained-seg"]
+    # a new version under the same name gives a new version stamp: workers reload it
+    admin.install_file(
+        write(tmp_path, "c.safetensors", safetensors_bytes({"v": "2"})),
+        InstallRequest(name="trained-seg", replace=True),
+    )
+    second = store.segmentation_model()
+    assert (second.name, second.path) == (first.name, first.path) and second.version != first.version
+
+    # the choice survives a restart (it lives in the store), and None goes back to the setting
+    assert ModelStore(root, segmentation_model=configured).segmentation_model().name == "trained-seg"
+    assert admin.set_segmentation(None) == {"name": "house-seg", "chosen": None}
+    assert admin.set_segmentation("blla")["name"] == "blla"
+    assert store.segmentation_model().path == packaged.path
+
+
+def test_only_a_usable_segmentation_model_can_be_chosen(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models", inspect=FakeLoader(error="not a model"))
+    admin = make_admin(store)  # installs recognition models
+    admin.install_file(write(tmp_path, "r.safetensors", safetensors_bytes()), InstallRequest(name="reader"))
+    (store.root / "junk.mlmodel").write_bytes(b"junk")
+    for name, code in (
+        ("reader", ErrorCode.WRONG_MODEL_KIND),
+        ("junk", ErrorCode.INVALID_MODEL),
+        ("nothing-here", ErrorCode.MODEL_NOT_FOUND),
+        ("../../etc/passwd", ErrorCode.MODEL_NOT_FOUND),
+    ):
+        with pytest.raises(AppError) as refused:
+            admin.set_segmentation(name)
+        assert refused.value.code == code, name
+    assert store.chosen_segmentation is None
+
+
+def test_a_chosen_segmentation_model_that_turns_unusable_stops_ocr_with_a_clear_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    loader = FakeLoader(SEGMENTATION)
+    store = ModelStore(tmp_path / "models", inspect=loader)
+    admin = make_admin(store, loader)
+    admin.install_file(write(tmp_path, "s.safetensors", safetensors_bytes()), InstallRequest(name="seg"))
+    admin.set_segmentation("seg")
+    # replaced by hand with a recognition model: once the store has looked at the file, /ocr refuses
+    loader.facts = RECOGNITION
+    (store.root / "seg.safetensors").write_bytes(safetensors_bytes({"other": "file"}))
+    assert store.entry("seg").kind == "recognition"
+    with pytest.raises(AppError) as refused:
+        store.segmentation_model()
+    assert refused.value.code == ErrorCode.SEGMENTATION_MODEL_UNUSABLE
+    assert "'seg'" in refused.value.message and "recognition" in refused.value.message
+    # deleted by hand: OCR goes on with the packaged model, and says so in the log
+    (store.root / "seg.safetensors").unlink()
+    assert store.segmentation_model().name == "blla"
+    assert "not in the store" in caplog.text
 
 
 # --- files an operator drops in -----------------------------------------------------------

@@ -24,7 +24,7 @@ from ocr_service.store import ModelStore
 from ocr_service.training.jobs import Job, JobStatus, JobStore
 from ocr_service.training.service import TrainingRequest, TrainingService
 from tests.conftest import make_settings
-from tests.support.training_data import line_set, make_zip
+from tests.support.training_data import line_set, make_zip, page_set
 
 STAND_IN = r"""
 import json, os, shutil, signal, sys, time
@@ -141,6 +141,24 @@ def test_a_run_that_learned_installs_its_model(tmp_path: Path, model_file: Path)
     job_dir = service.jobs.dir_of(job.job_id)
     assert not (job_dir / "data").exists() and not (job_dir / "model.safetensors").exists()
     assert (job_dir / "job.json").exists()
+
+
+def test_a_segmentation_run_starts_from_the_segmentation_model_ocr_uses(tmp_path: Path, model_file: Path) -> None:
+    seg_facts = ModelFacts(kind="segmentation", line_type=None, alphabet=None, input_height=800)
+    service = make_service(tmp_path, "learn", model_file, validate=lambda path: seg_facts)
+    service.store.install(model_file, "house-seg", seg_facts, source="trained", replace=False)
+    pages = make_zip(page_set(2))
+    # nothing chosen: the packaged 1800-px model cannot be fine-tuned at 800 px
+    request = TrainingRequest(kind="segmentation", model_name="seg-first")
+    first = wait_finished(service, service.submit(request, io.BytesIO(pages)).job_id)
+    assert first.base_model is None
+    assert any("'blla' reads pages at 1800 px" in note for note in first.info), first.info
+    # once an 800-px model is the one /ocr uses, later runs under a new name start from it
+    service.store.set_segmentation("house-seg")
+    request = TrainingRequest(kind="segmentation", model_name="seg-second")
+    second = wait_finished(service, service.submit(request, io.BytesIO(pages)).job_id)
+    assert second.base_model == "house-seg"
+    assert any("Fine-tuning segmentation model 'house-seg' (800 px)" in note for note in second.info), second.info
 
 
 def test_each_run_backs_up_the_previous_version_keeping_three(tmp_path: Path, model_file: Path) -> None:
