@@ -47,6 +47,7 @@ def build_services(settings: Settings) -> Services:
         segmentation_model=settings.segmentation_model,
         log_level=settings.log_level,
         log_json=settings.log_json,
+        page_timeout_s=settings.page_timeout_s,
     )
     fetcher = DocumentFetcher(
         FetchPolicy(

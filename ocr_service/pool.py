@@ -9,10 +9,12 @@ runs torch with ``cores // workers`` threads so workers never oversubscribe the 
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import multiprocessing
 import os
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -71,8 +73,16 @@ def _describe_worker(linger_s: float) -> WorkerInfo:
     return WorkerInfo(os.getpid(), str(_engine.segmentation_model_path), torch.get_num_threads())
 
 
-def _process_page(image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None) -> PageResult:
+def _process_page(
+    image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None, timeout_s: float
+) -> PageResult:
     assert _engine is not None
+    if timeout_s > 0:
+        # A page stuck inside kraken or torch ends this worker: faulthandler's watchdog is a C
+        # thread that needs no GIL, so it fires even while C code holds it; it writes every
+        # thread's stack to stderr (the log says where it hung) and exits the process. The
+        # pool then replaces the worker; ProcessPoolExecutor has no other way to stop one task.
+        faulthandler.dump_traceback_later(timeout_s, exit=True)
     try:
         return _engine.process(image, model, segmentation_model)
     except (WrongModelKindError, ModelLoadError, SegmentationModelError):
@@ -80,6 +90,9 @@ def _process_page(image: Image.Image, model: ModelRef | None, segmentation_model
     except Exception as exc:
         log.exception("kraken failed on a page")
         raise PageFailedError(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if timeout_s > 0:
+            faulthandler.cancel_dump_traceback_later()
 
 
 class WorkerPool:
@@ -92,8 +105,10 @@ class WorkerPool:
         segmentation_model: Path | None,
         log_level: str = "INFO",
         log_json: bool = False,
+        page_timeout_s: float = 0.0,
     ) -> None:
         self.workers = workers
+        self.page_timeout_s = page_timeout_s
         self.threads_per_worker = threads_per_worker
         self.segmentation_model = segmentation_model
         self._log = (log_level, log_json)
@@ -138,29 +153,33 @@ class WorkerPool:
 
     def _submit(
         self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None
-    ) -> Future[PageResult]:
+    ) -> tuple[ProcessPoolExecutor, Future[PageResult]]:
         with self._lock:
             if self._executor is None:
                 raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.")
+            args = (image, model, segmentation_model, self.page_timeout_s)
             try:
-                return self._executor.submit(_process_page, image, model, segmentation_model)
+                return self._executor, self._executor.submit(_process_page, *args)
             except BrokenProcessPool:
-                self._restart_locked()
-                return self._executor.submit(_process_page, image, model, segmentation_model)
+                self._restart_locked(self._executor)
+                assert self._executor is not None
+                return self._executor, self._executor.submit(_process_page, *args)
 
-    def _restart_locked(self) -> None:
-        if self._closing:
+    def _restart_locked(self, broken: ProcessPoolExecutor) -> None:
+        # Every page that was in a broken pool fails at once; only the first of them may
+        # replace it, or the later ones would shut down the fresh pool and its new pages.
+        if self._closing or broken is not self._executor:
             return
         log.error("an OCR worker died; restarting the worker pool")
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        broken.shutdown(wait=False, cancel_futures=True)
         self._executor = self._new_executor()
 
     async def process_page(
         self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
     ) -> PageResult:
         """Read one page; ``segmentation_model`` None means the one the workers loaded at start."""
-        future = self._submit(image, model, segmentation_model)
+        submitted = time.monotonic()
+        executor, future = self._submit(image, model, segmentation_model)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -170,7 +189,15 @@ class WorkerPool:
             if self._closing:
                 raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR service is shutting down.") from exc
             with self._lock:
-                self._restart_locked()
+                self._restart_locked(executor)
+            # The pool does not say why a worker died; a page that ran past the limit is the
+            # likely reason when at least that much time has passed, else memory.
+            if self.page_timeout_s > 0 and time.monotonic() - submitted >= self.page_timeout_s:
+                raise AppError(
+                    ErrorCode.PAGE_TIMEOUT,
+                    f"Reading this page took longer than the limit of {self.page_timeout_s:g} s "
+                    "(OCR_PAGE_TIMEOUT_S); its OCR worker was stopped and replaced.",
+                ) from exc
             raise AppError(
                 ErrorCode.OCR_FAILED,
                 "An OCR worker stopped while reading this page (perhaps out of memory); please try again.",

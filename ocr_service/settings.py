@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     threads_per_worker: int | None = Field(None, gt=0)
     queue_size: int = Field(8, ge=0)
     retry_after_s: int = Field(10, gt=0)
+    # A page that takes longer (seconds) is stuck: its worker is ended and replaced. 0: no limit.
+    page_timeout_s: float = Field(300.0, ge=0)
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None

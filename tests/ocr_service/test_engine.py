@@ -169,3 +169,27 @@ def test_a_segmentation_model_named_per_page_is_loaded_and_a_wrong_kind_is_refus
     garbage.write_bytes(b"not a model at all")
     with pytest.raises(SegmentationModelError, match="cannot be loaded"):
         engine.process(page, None, ModelRef.of_file("garbage", garbage))
+
+
+STUCK_WORKER = r"""
+import re
+import ocr_service.pool as pool
+
+class Stuck:
+    def process(self, *args):
+        # catastrophic backtracking: C code that holds the GIL for far longer than the limit
+        re.match(r"(a+)+$", "a" * 64 + "b")
+
+pool._engine = Stuck()
+pool._process_page(None, None, None, 1.0)
+"""
+
+
+def test_a_stuck_page_ends_its_worker_process_and_logs_where_it_hung() -> None:
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", STUCK_WORKER], capture_output=True, text=True, timeout=120)
+    assert ended.returncode != 0
+    assert "Timeout" in ended.stderr
+    assert "in process" in ended.stderr  # the stack of the stuck call, for the operator's log

@@ -327,3 +327,32 @@ def test_a_dead_worker_is_replaced_and_the_next_page_is_read(service_factory, tm
             response = client.post("/ocr", files={"file": ("a.png", to_png(letter(51, 1).image))})
     assert response.status_code == 200, response.text
     assert len(read_rows(response.json()["pages"][0]["lines"])) == 1
+
+
+def test_a_page_over_the_time_limit_ends_its_worker_and_the_next_page_is_read(  # type: ignore[no-untyped-def]
+    service_factory, tmp_path: Path
+) -> None:
+    # Every real page takes seconds in blla, so a limit of one second is always exceeded.
+    running = service_factory(make_settings(tmp_path, workers=1, page_timeout_s=1))
+    services: Services = running.app.state.services
+    stuck_worker = services.pool.info[0].pid
+    page = {"file": ("a.png", to_png(letter(52, 1).image))}
+    with running.client() as client:
+        timed_out = client.post("/ocr", files=page)
+        assert timed_out.status_code == 500, timed_out.text
+        assert timed_out.json()["code"] == "PAGE_TIMEOUT"
+        assert "longer than the limit of 1 s" in timed_out.json()["message"]
+        assert not Path(f"/proc/{stuck_worker}").exists() or _is_zombie(stuck_worker)
+        assert client.get("/health").status_code == 200
+
+        services.pool.page_timeout_s = 0  # no limit: the replaced pool reads the page
+        response = client.post("/ocr", files=page)
+    assert response.status_code == 200, response.text
+    assert len(read_rows(response.json()["pages"][0]["lines"])) == 1
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except OSError:
+        return True
