@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     training_dir: Path = Path("data/training")
     # Training jobs that may run at once; one more is refused with 409 TRAINING_BUSY.
     training_max_jobs: int = Field(1, ge=1)
+    # Finished jobs whose folders (state and trainer log) are kept; older ones are deleted.
+    training_keep_jobs: int = Field(100, ge=1)
     # Bounds on an uploaded training ZIP: its size, its entries, and its unpacked size.
     training_max_upload_bytes: int = Field(1024 * 1024 * 1024, gt=0)
     training_max_entries: int = Field(20_000, gt=0)

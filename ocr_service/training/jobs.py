@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -158,3 +159,16 @@ class JobStore:
                 if job is not None:
                     jobs.append(job)
         return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete the folders of finished jobs beyond the newest ``keep``; unfinished jobs stay."""
+        finished = [job for job in self.all() if job.status.finished]
+        # ``created`` has one-second resolution: order ties by when the job ended, then by id.
+        finished.sort(key=lambda j: (j.created, j.finished or "", j.job_id), reverse=True)
+        removed = []
+        for job in finished[keep:]:
+            shutil.rmtree(self.dir_of(job.job_id), ignore_errors=True)
+            removed.append(job.job_id)
+        if removed:
+            log.info("deleted %d old training job folder(s)", len(removed))
+        return removed

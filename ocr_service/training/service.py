@@ -224,6 +224,7 @@ class TrainingService:
                 self._kill_orphan(job)
             self._finish(job, JobStatus.FAILED, "interrupted: the OCR service restarted while this job ran")
             log.warning("training job %s was interrupted by a restart; marked FAILED", job.job_id)
+        self.jobs.prune(self.settings.training_keep_jobs)
 
     def _kill_orphan(self, job: Job) -> None:
         # The trainer runs in its own session, so it can outlive a crashed service.
@@ -674,6 +675,7 @@ class TrainingService:
         self._save(job)
         with self._lock:
             self._runs.pop(job.job_id, None)
+        self.jobs.prune(self.settings.training_keep_jobs)
         level = logging.INFO if status == JobStatus.DONE else logging.WARNING
         log.log(level, "training job %s %s%s", job.job_id, status.value, f": {error}" if error else "")
 

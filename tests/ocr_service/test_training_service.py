@@ -286,6 +286,38 @@ def test_jobs_left_running_by_a_previous_process_are_reported_failed(tmp_path: P
     assert service.get(done.job_id).status == JobStatus.DONE
 
 
+def test_only_the_newest_finished_jobs_are_kept(tmp_path: Path, model_file: Path) -> None:
+    jobs = JobStore(tmp_path / "training")
+    running = Job(job_id="a" * 32, kind="recognition", model_name="rec", base_model=None, status=JobStatus.RUNNING)
+    jobs.save(running)
+    old = [
+        Job(
+            job_id=c * 32,
+            kind="recognition",
+            model_name="rec",
+            base_model=None,
+            status=JobStatus.DONE,
+            created=f"2026-01-0{day}T00:00:00+00:00",
+        )
+        for day, c in enumerate("bcd", start=1)
+    ]
+    for job in old:
+        jobs.save(job)
+    assert jobs.prune(keep=2) == [old[0].job_id]  # the oldest finished job goes, the running one stays
+    assert {j.job_id for j in jobs.all()} == {running.job_id, old[1].job_id, old[2].job_id}
+
+    # the service keeps OCR_TRAINING_KEEP_JOBS: at start, and whenever a job ends
+    service = make_service(tmp_path, "learn", model_file, training_keep_jobs=2)
+    service.start()  # the leftover RUNNING job is now a finished (interrupted) one: one too many
+    assert len(service.jobs.all()) == 2
+    latest = [wait_finished(service, submit(service).job_id) for _ in range(2)]
+    assert {j.job_id for j in service.jobs.all()} == {j.job_id for j in latest}
+    with pytest.raises(AppError) as gone:
+        service.get(old[2].job_id)
+    assert gone.value.code == ErrorCode.JOB_NOT_FOUND
+    assert not (tmp_path / "training" / old[2].job_id).exists()
+
+
 @pytest.mark.parametrize(
     ("request_kwargs", "code"),
     [
