@@ -44,7 +44,7 @@ def build_services(settings: Settings) -> Services:
     pool = WorkerPool(
         workers=workers,
         threads_per_worker=settings.worker_threads,
-        segmentation_model=settings.segmentation_model,
+        segmentation_file=store.configured_segmentation_file,
         log_level=settings.log_level,
         log_json=settings.log_json,
         page_timeout_s=settings.page_timeout_s,

@@ -111,7 +111,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODELS_NOT_READY: 503,
     ErrorCode.SEGMENTATION_MODEL_UNUSABLE: 503,
     ErrorCode.OCR_FAILED: 500,
-    ErrorCode.PAGE_TIMEOUT: 500,
+    # A 4xx: retrying a page that hung would only hang a worker again.
+    ErrorCode.PAGE_TIMEOUT: 422,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

@@ -9,12 +9,16 @@ runs torch with ``cores // workers`` threads so workers never oversubscribe the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import faulthandler
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
-import time
+import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -73,26 +77,55 @@ def _describe_worker(linger_s: float) -> WorkerInfo:
     return WorkerInfo(os.getpid(), str(_engine.segmentation_model_path), torch.get_num_threads())
 
 
+@dataclass(frozen=True)
+class PageTimeLimit:
+    """How long one page may take, and the file its worker writes its stacks into if it hangs."""
+
+    seconds: float
+    report: str
+
+
 def _process_page(
-    image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None, timeout_s: float
+    image: Image.Image,
+    model: ModelRef | None,
+    segmentation_model: ModelRef | None,
+    limit: PageTimeLimit | None,
 ) -> PageResult:
     assert _engine is not None
-    if timeout_s > 0:
-        # A page stuck inside kraken or torch ends this worker: faulthandler's watchdog is a C
-        # thread that needs no GIL, so it fires even while C code holds it; it writes every
-        # thread's stack to stderr (the log says where it hung) and exits the process. The
-        # pool then replaces the worker; ProcessPoolExecutor has no other way to stop one task.
-        faulthandler.dump_traceback_later(timeout_s, exit=True)
+    with contextlib.ExitStack() as on_exit:
+        if limit is not None:
+            # A page stuck inside kraken or torch ends this worker: faulthandler's watchdog is a
+            # C thread that needs no GIL, so it fires even while C code holds it; it writes every
+            # thread's stack into the page's report file and exits the process. The pool then
+            # replaces the worker (ProcessPoolExecutor has no way to stop one task), and the
+            # report tells the parent that it was this page, and where it hung.
+            on_exit.callback(_remove, limit.report)
+            report = on_exit.enter_context(open(limit.report, "w"))
+            faulthandler.dump_traceback_later(limit.seconds, exit=True, file=report)
+            on_exit.callback(faulthandler.cancel_dump_traceback_later)  # runs first: before the file closes
+        try:
+            return _engine.process(image, model, segmentation_model)
+        except (WrongModelKindError, ModelLoadError, SegmentationModelError):
+            raise
+        except Exception as exc:
+            log.exception("kraken failed on a page")
+            raise PageFailedError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _take_report(path: str) -> str:
+    """What a page's watchdog wrote (empty if it never fired); the file is removed."""
     try:
-        return _engine.process(image, model, segmentation_model)
-    except (WrongModelKindError, ModelLoadError, SegmentationModelError):
-        raise
-    except Exception as exc:
-        log.exception("kraken failed on a page")
-        raise PageFailedError(f"{type(exc).__name__}: {exc}") from None
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return ""
     finally:
-        if timeout_s > 0:
-            faulthandler.cancel_dump_traceback_later()
+        _remove(path)
 
 
 class WorkerPool:
@@ -102,15 +135,18 @@ class WorkerPool:
         self,
         workers: int,
         threads_per_worker: int,
-        segmentation_model: Path | None,
+        segmentation_file: Callable[[], Path | None],
         log_level: str = "INFO",
         log_json: bool = False,
         page_timeout_s: float = 0.0,
     ) -> None:
+        """``segmentation_file`` gives the segmentation model each new worker loads at start
+        (``OCR_SEGMENTATION_MODEL``'s current file, or None for the packaged one)."""
         self.workers = workers
         self.page_timeout_s = page_timeout_s
         self.threads_per_worker = threads_per_worker
-        self.segmentation_model = segmentation_model
+        self.segmentation_file = segmentation_file
+        self._reports = tempfile.mkdtemp(prefix="ocr-page-reports-")
         self._log = (log_level, log_json)
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -125,7 +161,7 @@ class WorkerPool:
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
             initargs=(
-                str(self.segmentation_model) if self.segmentation_model else None,
+                str(seg) if (seg := self.segmentation_file()) else None,
                 self.threads_per_worker,
                 *self._log,
             ),
@@ -153,17 +189,20 @@ class WorkerPool:
 
     def _submit(
         self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None
-    ) -> tuple[ProcessPoolExecutor, Future[PageResult]]:
+    ) -> tuple[ProcessPoolExecutor, Future[PageResult], PageTimeLimit | None]:
         with self._lock:
             if self._executor is None:
                 raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.")
-            args = (image, model, segmentation_model, self.page_timeout_s)
+            limit = None
+            if self.page_timeout_s > 0:
+                limit = PageTimeLimit(self.page_timeout_s, os.path.join(self._reports, f"{uuid.uuid4().hex}.stacks"))
+            args = (image, model, segmentation_model, limit)
             try:
-                return self._executor, self._executor.submit(_process_page, *args)
+                return self._executor, self._executor.submit(_process_page, *args), limit
             except BrokenProcessPool:
                 self._restart_locked(self._executor)
                 assert self._executor is not None
-                return self._executor, self._executor.submit(_process_page, *args)
+                return self._executor, self._executor.submit(_process_page, *args), limit
 
     def _restart_locked(self, broken: ProcessPoolExecutor) -> None:
         # Every page that was in a broken pool fails at once; only the first of them may
@@ -178,8 +217,7 @@ class WorkerPool:
         self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
     ) -> PageResult:
         """Read one page; ``segmentation_model`` None means the one the workers loaded at start."""
-        submitted = time.monotonic()
-        executor, future = self._submit(image, model, segmentation_model)
+        executor, future, limit = self._submit(image, model, segmentation_model)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -190,17 +228,22 @@ class WorkerPool:
                 raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR service is shutting down.") from exc
             with self._lock:
                 self._restart_locked(executor)
-            # The pool does not say why a worker died; a page that ran past the limit is the
-            # likely reason when at least that much time has passed, else memory.
-            if self.page_timeout_s > 0 and time.monotonic() - submitted >= self.page_timeout_s:
+            # The pool does not say why a worker died; this page's own watchdog report does.
+            stacks = _take_report(limit.report) if limit is not None else ""
+            if limit is not None and stacks.startswith("Timeout"):
+                log.error(
+                    "a page took longer than %g s; its worker was ended. Where it hung:\n%s", limit.seconds, stacks
+                )
                 raise AppError(
                     ErrorCode.PAGE_TIMEOUT,
-                    f"Reading this page took longer than the limit of {self.page_timeout_s:g} s "
-                    "(OCR_PAGE_TIMEOUT_S); its OCR worker was stopped and replaced.",
+                    f"Reading this page took longer than the limit of {limit.seconds:g} s (OCR_PAGE_TIMEOUT_S); "
+                    "its OCR worker was stopped and replaced. Retrying will not help: the page may be damaged "
+                    "or unusually complex.",
                 ) from exc
             raise AppError(
                 ErrorCode.OCR_FAILED,
-                "An OCR worker stopped while reading this page (perhaps out of memory); please try again.",
+                "An OCR worker stopped while this page was in the pool (out of memory, or another page hung "
+                "and its worker was ended); please try again.",
             ) from exc
         except WrongModelKindError as exc:
             raise AppError(ErrorCode.WRONG_MODEL_KIND, f"{exc}; choose a recognition model.") from exc
@@ -209,7 +252,8 @@ class WorkerPool:
         except SegmentationModelError as exc:
             raise AppError(
                 ErrorCode.SEGMENTATION_MODEL_UNUSABLE,
-                f"OCR cannot run: {exc}. An admin must choose another segmentation model (PUT /models/segmentation).",
+                f"OCR cannot run: {exc}. An admin must choose another segmentation model "
+                "(PUT /models/segmentation) or repair the file of OCR_SEGMENTATION_MODEL.",
             ) from exc
         except PageFailedError as exc:
             raise AppError(ErrorCode.OCR_FAILED, f"OCR failed on this page: {exc}") from exc
@@ -221,6 +265,7 @@ class WorkerPool:
             if self._executor is not None:
                 self._executor.shutdown(wait=True, cancel_futures=True)
                 self._executor = None
+        shutil.rmtree(self._reports, ignore_errors=True)
 
 
 class Admission:

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     queue_size: int = Field(8, ge=0)
     retry_after_s: int = Field(10, gt=0)
     # A page that takes longer (seconds) is stuck: its worker is ended and replaced. 0: no limit.
-    page_timeout_s: float = Field(300.0, ge=0)
+    page_timeout_s: float = Field(300.0, ge=0, le=86_400)
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None
@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     def _default_name(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not MODEL_NAME_PATTERN.match(value):
+        if not MODEL_NAME_PATTERN.fullmatch(value):
             raise ValueError("must be a model name: lowercase letters, digits and '-'")
         return value
 

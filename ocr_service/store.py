@@ -85,7 +85,7 @@ class ModelEntry:
 
 
 def check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not MODEL_NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not MODEL_NAME_PATTERN.fullmatch(name):
         raise AppError(
             ErrorCode.INVALID_MODEL_NAME,
             "A model name may contain only lowercase letters, digits and '-' (at most 64 characters), "
@@ -159,7 +159,7 @@ class ModelStore:
 
     def names(self) -> list[str]:
         found = {p.stem for p in self.root.iterdir() if p.is_file() and p.suffix in MODEL_SUFFIXES}
-        return sorted(n for n in found if MODEL_NAME_PATTERN.match(n))
+        return sorted(n for n in found if MODEL_NAME_PATTERN.fullmatch(n))
 
     def _meta(self, name: str) -> dict[str, Any] | None:
         try:
@@ -257,12 +257,16 @@ class ModelStore:
         return chosen if isinstance(chosen, str) else self._configured_default
 
     def set_default(self, name: str | None) -> None:
-        self._set_state("defaultModel", name)
+        self._set_state("defaultModel", name, "recognition")
 
-    def _set_state(self, key: str, name: str | None) -> None:
+    def _set_state(self, key: str, name: str | None, kind: str) -> None:
         with self.locked():
             if name is not None and self.file_of(name) is None and name != PACKAGED_SEGMENTATION:
                 raise AppError(ErrorCode.MODEL_NOT_FOUND, f"There is no model named '{name}'.")
+            # The caller checked the kind; a new version installed meanwhile is checked here.
+            recorded = (self._meta(name) or {}).get("kind") if name is not None else None
+            if recorded is not None and recorded != kind:
+                raise AppError(ErrorCode.WRONG_MODEL_KIND, f"'{name}' is a {recorded} model, not a {kind} model.")
             state = self._state()
             state[key] = name
             _write_json(self.root / ".state.json", state)
@@ -275,14 +279,25 @@ class ModelStore:
 
     def set_segmentation(self, name: str | None) -> None:
         """Choose the segmentation model of ``/ocr``; None goes back to ``OCR_SEGMENTATION_MODEL``."""
-        self._set_state("segmentationModel", name)
+        self._set_state("segmentationModel", name, "segmentation")
 
     @property
     def segmentation_name(self) -> str:
         """The name of the segmentation model ``/ocr`` uses now (see :meth:`segmentation_model`)."""
-        return self.segmentation_model(check=False).name
+        return self.segmentation_model(check=False, warn=False).name
 
-    def segmentation_model(self, *, check: bool = True) -> ModelRef:
+    def configured_segmentation_file(self) -> Path | None:
+        """The current file of ``OCR_SEGMENTATION_MODEL``. When it lies in the store, it is found
+        by name: a new version trained or installed under that name may come in the other format
+        (``house.mlmodel`` → ``house.safetensors``), and is still the configured model."""
+        configured = self.configured_segmentation
+        if configured is None:
+            return None
+        if configured.parent == self.root and MODEL_NAME_PATTERN.fullmatch(configured.stem):
+            return self.file_of(configured.stem) or configured
+        return configured
+
+    def segmentation_model(self, *, check: bool = True, warn: bool = True) -> ModelRef:
         """The segmentation model ``/ocr`` should use now, with its file's version.
 
         The admin's choice wins, then ``OCR_SEGMENTATION_MODEL``, then the packaged model.
@@ -293,7 +308,7 @@ class ModelStore:
         """
         chosen = self.chosen_segmentation
         if chosen is not None:
-            path = self.file_of(chosen) if MODEL_NAME_PATTERN.match(chosen) else None
+            path = self.file_of(chosen) if MODEL_NAME_PATTERN.fullmatch(chosen) else None
             if path is not None:
                 meta = self._meta(chosen)
                 if check and meta and _describes(meta, path.stat()):
@@ -309,13 +324,26 @@ class ModelStore:
                 return ModelRef.of_file(chosen, path)
             if chosen == PACKAGED_SEGMENTATION:
                 return ModelRef.of_file(PACKAGED_SEGMENTATION, packaged_segmentation_model())
-            log.warning("the chosen segmentation model '%s' is not in the store; using the configured one", chosen)
-        configured = self.configured_segmentation
+            if warn:
+                log.warning("the chosen segmentation model '%s' is not in the store; using the configured one", chosen)
+        configured = self.configured_segmentation_file()
         if configured is not None:
             if configured.is_file():
                 return ModelRef.of_file(configured.stem, configured)
-            log.warning("OCR_SEGMENTATION_MODEL %s is missing; using the packaged segmentation model", configured)
+            if warn:
+                log.warning("OCR_SEGMENTATION_MODEL %s is missing; using the packaged segmentation model", configured)
         return ModelRef.of_file(PACKAGED_SEGMENTATION, packaged_segmentation_model())
+
+    def _role_of(self, name: str) -> tuple[str, str] | None:
+        """The kind of model ``name`` must stay, and why: the default reads, the segmentation model cuts lines."""
+        if name == self.default_model:
+            return "recognition", "the default recognition model"
+        configured = self.configured_segmentation
+        if name == self.chosen_segmentation or (
+            configured is not None and configured.parent == self.root and configured.stem == name
+        ):
+            return "segmentation", "the segmentation model OCR uses"
+        return None
 
     def recognition_model(self, name: str | None) -> ModelRef | None:
         """The model ``/ocr`` should read with: the named one, else the default, else none."""
@@ -378,6 +406,12 @@ class ModelStore:
                 raise AppError(
                     ErrorCode.MODEL_EXISTS,
                     f"A model named '{name}' exists already; send replace=true to install a new version.",
+                )
+            role = self._role_of(name)
+            if current is not None and role is not None and facts.kind != role[0]:
+                raise AppError(
+                    ErrorCode.WRONG_MODEL_KIND,
+                    f"'{name}' is {role[1]}; a new version must be a {role[0]} model, not a {facts.kind} model.",
                 )
             version = int(old_meta.get("version", 0)) + 1 if current is not None else 1
             target = self.root / f"{name}{suffix}"

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -160,15 +161,33 @@ class JobStore:
                     jobs.append(job)
         return sorted(jobs, key=lambda j: j.created, reverse=True)
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete the folders of finished jobs beyond the newest ``keep``; unfinished jobs stay."""
+    def prune(self, keep: int, orphan_age_s: float = 24 * 3600) -> list[str]:
+        """Delete the folders of finished jobs beyond the ``keep`` that ended last, and folders
+        without a job state older than ``orphan_age_s`` (an upload cut off by a crash).
+        Unfinished jobs and folders with a state that cannot be read stay."""
         finished = [job for job in self.all() if job.status.finished]
-        # ``created`` has one-second resolution: order ties by when the job ended, then by id.
-        finished.sort(key=lambda j: (j.created, j.finished or "", j.job_id), reverse=True)
-        removed = []
-        for job in finished[keep:]:
-            shutil.rmtree(self.dir_of(job.job_id), ignore_errors=True)
-            removed.append(job.job_id)
+        # The state is written last when a job ends: its mtime orders jobs that ended in the
+        # same second (the timestamps have one-second resolution).
+        finished.sort(key=lambda j: (j.finished or j.created, self._state_mtime_ns(j.job_id)), reverse=True)
+        removed = [job.job_id for job in finished[keep:]]
+        cutoff = time.time() - orphan_age_s
+        for directory in self.root.iterdir():
+            if not valid_job_id(directory.name) or directory.is_symlink() or not directory.is_dir():
+                continue
+            try:
+                orphan = not (directory / JOB_FILE).exists() and directory.stat().st_mtime < cutoff
+            except OSError:
+                continue
+            if orphan:
+                removed.append(directory.name)
+        for job_id in removed:
+            shutil.rmtree(self.dir_of(job_id), ignore_errors=True)
         if removed:
             log.info("deleted %d old training job folder(s)", len(removed))
         return removed
+
+    def _state_mtime_ns(self, job_id: str) -> int:
+        try:
+            return (self.dir_of(job_id) / JOB_FILE).stat().st_mtime_ns
+        except OSError:
+            return 0

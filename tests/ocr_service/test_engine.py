@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from ocr_service.engine.pipeline import (
     load_segmentation_model,
     packaged_segmentation_model,
 )
+from ocr_service.pool import WorkerPool
 from tests.support.synthetic import page_texts, render_page
 
 
@@ -171,25 +174,54 @@ def test_a_segmentation_model_named_per_page_is_loaded_and_a_wrong_kind_is_refus
         engine.process(page, None, ModelRef.of_file("garbage", garbage))
 
 
-STUCK_WORKER = r"""
-import re
+WORKER = r"""
+import re, sys, time
 import ocr_service.pool as pool
 
-class Stuck:
+class Engine:
     def process(self, *args):
-        # catastrophic backtracking: C code that holds the GIL for far longer than the limit
-        re.match(r"(a+)+$", "a" * 64 + "b")
+        if sys.argv[1] == "stuck":
+            # catastrophic backtracking: C code that holds the GIL for far longer than the limit
+            re.match(r"(a+)+$", "a" * 64 + "b")
 
-pool._engine = Stuck()
-pool._process_page(None, None, None, 1.0)
+pool._engine = Engine()
+pool._process_page(None, None, None, pool.PageTimeLimit(1.0, sys.argv[2]))
+time.sleep(2)  # the limit has passed: a watchdog left armed would end the process now
 """
 
 
-def test_a_stuck_page_ends_its_worker_process_and_logs_where_it_hung() -> None:
-    import subprocess
-    import sys
+def run_worker(mode: str, report: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", WORKER, mode, str(report)], capture_output=True, text=True, timeout=120
+    )
 
-    ended = subprocess.run([sys.executable, "-c", STUCK_WORKER], capture_output=True, text=True, timeout=120)
+
+def test_a_stuck_page_ends_its_worker_process_and_reports_where_it_hung(tmp_path: Path) -> None:
+    report = tmp_path / "page.stacks"
+    ended = run_worker("stuck", report)
     assert ended.returncode != 0
-    assert "Timeout" in ended.stderr
-    assert "in process" in ended.stderr  # the stack of the stuck call, for the operator's log
+    stacks = report.read_text()
+    assert stacks.startswith("Timeout")
+    assert "in process" in stacks  # the stack of the stuck call, for the operator's log
+
+
+def test_a_page_within_the_limit_disarms_the_watchdog_and_leaves_no_report(tmp_path: Path) -> None:
+    report = tmp_path / "page.stacks"
+    finished = run_worker("quick", report)
+    assert finished.returncode == 0, finished.stderr
+    assert not report.exists()
+
+
+def test_only_the_first_failure_of_a_broken_pool_replaces_it() -> None:
+    pool = WorkerPool(workers=1, threads_per_worker=1, segmentation_file=lambda: None)
+    broken = pool._executor = pool._new_executor()  # no page submitted: no process started
+    try:
+        with pool._lock:
+            pool._restart_locked(broken)
+        fresh = pool._executor
+        assert fresh is not None and fresh is not broken
+        with pool._lock:
+            pool._restart_locked(broken)  # another page of the same broken pool fails later
+        assert pool._executor is fresh
+    finally:
+        pool.shutdown()

@@ -371,6 +371,49 @@ def test_the_segmentation_model_is_the_chosen_one_then_the_configured_one_then_b
     assert store.segmentation_model().path == packaged.path
 
 
+def test_the_configured_segmentation_model_is_found_by_name_in_either_format(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    store = ModelStore(root, segmentation_model=root / "house.mlmodel")
+    admin = make_admin(store, FakeLoader(SEGMENTATION))
+    admin.install_file(write(tmp_path, "h.mlmodel", coreml_like_bytes()), InstallRequest(name="house"))
+    assert store.segmentation_model().path == str(root / "house.mlmodel")
+    # retrained: the new version comes as safetensors, the old file is gone — still the one in use
+    admin.install_file(
+        write(tmp_path, "h.safetensors", safetensors_bytes()), InstallRequest(name="house", replace=True)
+    )
+    assert not (root / "house.mlmodel").exists()
+    assert store.configured_segmentation_file() == root / "house.safetensors"
+    assert (store.segmentation_model().name, store.segmentation_model().path) == (
+        "house",
+        str(root / "house.safetensors"),
+    )
+    with pytest.raises(AppError) as refused:
+        admin.remove("house")
+    assert refused.value.code == ErrorCode.MODEL_PROTECTED
+
+
+def test_a_new_version_of_a_model_in_use_must_be_of_the_same_kind(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    readers, cutters = make_admin(store), make_admin(store, FakeLoader(SEGMENTATION))
+    readers.install_file(write(tmp_path, "r.safetensors", safetensors_bytes()), InstallRequest(name="kurrent"))
+    cutters.install_file(write(tmp_path, "s.safetensors", safetensors_bytes()), InstallRequest(name="seg"))
+    readers.set_default("kurrent")
+    cutters.set_segmentation("seg")
+    before = store_files(store.root)
+    for admin, name in ((cutters, "kurrent"), (readers, "seg")):
+        other = write(tmp_path, "other.safetensors", safetensors_bytes({"other": name}))
+        with pytest.raises(AppError) as refused:
+            admin.install_file(other, InstallRequest(name=name, replace=True))
+        assert refused.value.code == ErrorCode.WRONG_MODEL_KIND, name
+    assert store_files(store.root) == before
+    # a model nothing depends on may change its kind with a new version
+    readers.install_file(write(tmp_path, "x.safetensors", safetensors_bytes()), InstallRequest(name="spare"))
+    cutters.install_file(
+        write(tmp_path, "y.safetensors", safetensors_bytes()), InstallRequest(name="spare", replace=True)
+    )
+    assert store.entry("spare").kind == "segmentation"
+
+
 def test_only_a_usable_segmentation_model_can_be_chosen(tmp_path: Path) -> None:
     store = ModelStore(tmp_path / "models", inspect=FakeLoader(error="not a model"))
     admin = make_admin(store)  # installs recognition models

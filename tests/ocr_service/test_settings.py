@@ -67,3 +67,10 @@ def test_the_entry_point_names_the_bad_setting_and_exits(tmp_path: Path) -> None
     assert result.returncode == 2
     assert "OCR_*" in result.stderr
     assert "port" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e10", "-1"])
+def test_a_page_time_limit_faulthandler_cannot_arm_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("OCR_PAGE_TIMEOUT_S", value)
+    with pytest.raises(ValidationError, match="page_timeout_s"):
+        Settings()

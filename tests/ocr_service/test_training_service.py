@@ -305,6 +305,17 @@ def test_only_the_newest_finished_jobs_are_kept(tmp_path: Path, model_file: Path
         jobs.save(job)
     assert jobs.prune(keep=2) == [old[0].job_id]  # the oldest finished job goes, the running one stays
     assert {j.job_id for j in jobs.all()} == {running.job_id, old[1].job_id, old[2].job_id}
+    # a folder an upload cut off by a crash left without state: deleted once it is a day old
+    cut_off, fresh = tmp_path / "training" / ("e" * 32), tmp_path / "training" / ("f" * 32)
+    for folder in (cut_off, fresh):
+        (folder / "data").mkdir(parents=True)
+    day_old = time.time() - 2 * 24 * 3600
+    os.utime(cut_off, (day_old, day_old))
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (tmp_path / "training" / ("9" * 32)).symlink_to(outside)
+    assert jobs.prune(keep=2) == [cut_off.name]
+    assert fresh.exists() and outside.exists()
 
     # the service keeps OCR_TRAINING_KEEP_JOBS: at start, and whenever a job ends
     service = make_service(tmp_path, "learn", model_file, training_keep_jobs=2)
