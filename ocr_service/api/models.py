@@ -178,23 +178,20 @@ async def install_model(request: Request, admin: ModelAdminDep, _: TrainingToken
     return JSONResponse(description, status_code=201)
 
 
-class DefaultModelRequest(BaseModel):
+class ModelChoice(BaseModel):
+    """``{"name": ...}``: a model of the store, or null for the operator's setting."""
+
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(..., max_length=64)
 
 
 @router.put("/models/default")
-def set_default_model(body: DefaultModelRequest, admin: ModelAdminDep, _: TrainingTokenDep) -> dict[str, Any]:
+def set_default_model(body: ModelChoice, admin: ModelAdminDep, _: TrainingTokenDep) -> dict[str, Any]:
     return admin.set_default(body.name)
 
 
-class SegmentationModelRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(..., max_length=64)
-
-
 @router.put("/models/segmentation")
-def set_segmentation_model(body: SegmentationModelRequest, admin: ModelAdminDep, _: TrainingTokenDep) -> dict[str, Any]:
+def set_segmentation_model(body: ModelChoice, admin: ModelAdminDep, _: TrainingTokenDep) -> dict[str, Any]:
     """The segmentation model /ocr finds lines with; null goes back to OCR_SEGMENTATION_MODEL."""
     return admin.set_segmentation(body.name)
 
