@@ -20,6 +20,20 @@ COREML_SUFFIX = ".mlmodel"
 MODEL_SUFFIXES = (SAFETENSORS_SUFFIX, COREML_SUFFIX)
 
 
+# What kraken raises for a file it cannot load as a model (seen with kraken 7.1.1: a
+# ValueError for the wrong kind or an unknown format, the others for damaged files).
+KRAKEN_LOAD_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    KeyError,
+    TypeError,
+    RuntimeError,
+    OSError,
+    AttributeError,
+)
+# Reading a model's metadata may also index into lists that a damaged file leaves short.
+_INSPECT_ERRORS: tuple[type[Exception], ...] = (*KRAKEN_LOAD_ERRORS, IndexError)
+
+
 class ModelFileError(Exception):
     """The file is not a model kraken can use."""
 
@@ -85,7 +99,7 @@ def read_model_facts(path: Path) -> ModelFacts:
         warnings.simplefilter("ignore")
         try:
             nets = load_models(path)
-        except (ValueError, KeyError, TypeError, RuntimeError, OSError, AttributeError, IndexError) as exc:
+        except _INSPECT_ERRORS as exc:
             raise ModelFileError(f"kraken cannot load {path.name}: {exc}") from exc
     if not nets:
         raise ModelFileError(f"{path.name} contains no model")

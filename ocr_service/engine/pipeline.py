@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar
 
 from PIL import Image
 
+from ocr_service.engine.inspect import KRAKEN_LOAD_ERRORS
+
 log = logging.getLogger(__name__)
 
 
@@ -112,15 +114,25 @@ def _load_segmenter(path: Path) -> Any:
         return SegmentationTaskModel.load_model(path)
 
 
+def _load_task(
+    task_class: Any, kind: str, ref: ModelRef, wrong_kind: type[Exception], unloadable: type[Exception]
+) -> Any:
+    """``task_class.load_model(ref.path)`` with kraken's failures turned into ours; ``kind`` is
+    the word kraken uses when the file holds no such model ("No <kind> model(s) in …")."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return task_class.load_model(ref.path)
+        except KRAKEN_LOAD_ERRORS as exc:
+            if isinstance(exc, ValueError) and f"No {kind} model" in str(exc):
+                raise wrong_kind(f"'{ref.name}' is not a {kind} model") from exc
+            raise unloadable(f"the {kind} model '{ref.name}' cannot be loaded: {exc}") from exc
+
+
 def _segmenter_for(ref: ModelRef) -> Any:
-    try:
-        return _load_segmenter(Path(ref.path))
-    except ValueError as exc:
-        if "No segmentation model" in str(exc):
-            raise SegmentationModelError(f"'{ref.name}' is not a segmentation model") from exc
-        raise SegmentationModelError(f"the segmentation model '{ref.name}' cannot be loaded: {exc}") from exc
-    except (KeyError, TypeError, RuntimeError, OSError, AttributeError) as exc:
-        raise SegmentationModelError(f"the segmentation model '{ref.name}' cannot be loaded: {exc}") from exc
+    from kraken.tasks import SegmentationTaskModel
+
+    return _load_task(SegmentationTaskModel, "segmentation", ref, SegmentationModelError, SegmentationModelError)
 
 
 def load_segmentation_model(configured: Path | None) -> tuple[Any, Path]:
@@ -144,7 +156,7 @@ def load_segmentation_model(configured: Path | None) -> tuple[Any, Path]:
         else:
             try:
                 return _load_segmenter(configured), configured
-            except (ValueError, KeyError, TypeError, RuntimeError, OSError, AttributeError) as exc:
+            except KRAKEN_LOAD_ERRORS as exc:
                 aside = configured.with_name(f"{configured.name}.unloadable-{int(time.time())}")
                 log.warning(
                     "segmentation model %s cannot be loaded; moved it to %s and restored the packaged model",
@@ -168,16 +180,7 @@ class Recognizer:
         from kraken.tasks import RecognitionTaskModel
 
         self.ref = ref
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                self.task = RecognitionTaskModel.load_model(ref.path)
-            except ValueError as exc:
-                if "No recognition model" in str(exc):
-                    raise WrongModelKindError(f"'{ref.name}' is not a recognition model") from exc
-                raise ModelLoadError(f"model '{ref.name}' cannot be loaded: {exc}") from exc
-            except (KeyError, TypeError, RuntimeError, OSError, AttributeError) as exc:
-                raise ModelLoadError(f"model '{ref.name}' cannot be loaded: {exc}") from exc
+        self.task = _load_task(RecognitionTaskModel, "recognition", ref, WrongModelKindError, ModelLoadError)
         # kraken says 'bbox' for models trained on line strips (ketos -f path) and
         # 'baseline' otherwise; feeding the other kind of line gives garbage without a warning.
         self.line_type = "bbox" if self.task.seg_type == "bbox" else "baselines"

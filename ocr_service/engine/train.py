@@ -196,13 +196,7 @@ def _fit_recognition(plan: TrainingPlan, emit: Callable[[Event], None]) -> None:
         num_workers=0,
     )
     data = VGSLRecognitionDataModule(data_config)
-    trainer = _trainer(plan, emit)
-    with trainer.init_module(empty_init=plan.base_model is None):
-        if plan.base_model:
-            model = VGSLRecognitionModel.load_from_weights(plan.base_model, config=model_config)
-        else:
-            model = VGSLRecognitionModel(model_config)
-    trainer.fit(model, data)
+    _fit(_trainer(plan, emit), VGSLRecognitionModel, model_config, data, plan.base_model)
 
 
 def _fit_segmentation(plan: TrainingPlan, emit: Callable[[Event], None]) -> None:
@@ -218,12 +212,18 @@ def _fit_segmentation(plan: TrainingPlan, emit: Callable[[Event], None]) -> None
         num_workers=0,
     )
     data = BLLASegmentationDataModule(data_config)
-    trainer = _trainer(plan, emit, use_distributed_sampler=False)
-    with trainer.init_module(empty_init=plan.base_model is None):
-        if plan.base_model:
-            model = BLLASegmentationModel.load_from_weights(plan.base_model, config=model_config)
+    _fit(
+        _trainer(plan, emit, use_distributed_sampler=False), BLLASegmentationModel, model_config, data, plan.base_model
+    )
+
+
+def _fit(trainer: Any, model_class: Any, model_config: Any, data: Any, base_model: str | None) -> None:
+    """Fine-tune ``base_model``'s weights, or train a new network from ``model_config``."""
+    with trainer.init_module(empty_init=base_model is None):
+        if base_model:
+            model = model_class.load_from_weights(base_model, config=model_config)
         else:
-            model = BLLASegmentationModel(model_config)
+            model = model_class(model_config)
     trainer.fit(model, data)
 
 
