@@ -10,6 +10,7 @@ text (``a.b.png`` looks for ``a.gt.txt``), so names with inner dots would lose t
 from __future__ import annotations
 
 import os
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,6 @@ def _line_pairs(files: list[Path]) -> list[tuple[Path, Path]]:
 
 
 def _normalise_line_names(pairs: list[tuple[Path, Path]], lines_dir: Path) -> list[Path]:
-    lines_dir.mkdir(parents=True, exist_ok=True)
     images = []
     for n, (image, text) in enumerate(pairs):
         new_image = lines_dir / f"line{n:05d}{image.suffix.lower()}"
@@ -184,7 +184,8 @@ def scan_training_data(root_dir: Path, kind: TrainingKind) -> TrainingData:
                 f"Recognition training needs at least {MIN_LINES} line images with .gt.txt files; "
                 f"the ZIP has {len(pairs)}."
             )
-        images = _normalise_line_names(pairs, root_dir / "_lines")
+        # A folder of a name no ZIP entry has: renaming into one the ZIP brought could overwrite its pairs.
+        images = _normalise_line_names(pairs, Path(tempfile.mkdtemp(prefix="_lines-", dir=root_dir)))
         data = TrainingData(kind=kind, data_format="path", files=images, lines=len(images), pages=0)
     else:
         raise _invalid(

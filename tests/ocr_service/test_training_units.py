@@ -151,7 +151,8 @@ def test_a_zip_whose_headers_understate_the_size_is_refused(tmp_path: Path) -> N
     central = data.find(b"PK\x01\x02")
     struct.pack_into("<I", data, central + 24, 10)
     error = refused(io.BytesIO(bytes(data)), tmp_path / "data", ArchiveLimits(10, 1024 * 1024))
-    assert error.status in (413, 422)
+    # zipfile stops at the declared size; the CRC of the bytes it read does not match
+    assert error.code == ErrorCode.INVALID_ARCHIVE
 
 
 def test_a_file_that_is_no_zip_is_refused(tmp_path: Path) -> None:
