@@ -2,7 +2,8 @@
 
 Recognition takes pages with PAGE XML or ALTO (baselines, polygons and text) or line images
 with ``.gt.txt`` files; segmentation takes pages with PAGE XML or ALTO. Every XML file must
-name an image inside the job's folder; XML with a DOCTYPE is refused (entity expansion).
+name an image inside the job's folder; XML with a DOCTYPE is refused (entity expansion, see
+:mod:`ocr_service.training.xml_safety`).
 Line pairs are renamed to ``lineNNNNN.*``: kraken strips *every* extension to find a line's
 text (``a.b.png`` looks for ``a.gt.txt``), so names with inner dots would lose their text.
 """
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from lxml import etree
+
 from ocr_service.errors import AppError, ErrorCode
+from ocr_service.training.xml_safety import parse_training_xml
 
 TrainingKind = Literal["recognition", "segmentation"]
 DataFormat = Literal["xml", "path"]
@@ -60,42 +63,52 @@ class _XmlPage:
     baselines: int
 
 
+def _elements(element: etree._Element) -> list[etree._Element]:
+    # Elements only: comments and processing instructions carry no tag name.
+    return list(element.iter(etree.Element))
+
+
+def _children(element: etree._Element) -> list[etree._Element]:
+    return list(element.iterchildren(etree.Element))
+
+
 def _read_xml_page(path: Path, root_dir: Path) -> _XmlPage | None:
     """The page an XML file describes, or None if it is neither PAGE XML nor ALTO."""
-    head = path.read_bytes()[:4096]
-    if b"<!DOCTYPE" in head.upper() or b"<!ENTITY" in head.upper():
-        raise _invalid(f"{path.relative_to(root_dir)}: XML with a DOCTYPE or entities is not accepted.")
-    try:
-        tree = ET.parse(path)  # noqa: S314 - DOCTYPEs are refused above, so no entity can expand
-    except ET.ParseError as exc:
-        raise _invalid(f"{path.relative_to(root_dir)} is not well-formed XML: {exc}") from exc
-    root = tree.getroot()
+    rel = path.relative_to(root_dir)
+    root = parse_training_xml(path, str(rel))
     kind = _local(root.tag)
     if kind == "PcGts":
-        page = next((e for e in root.iter() if _local(e.tag) == "Page"), None)
+        page = next((e for e in _elements(root) if _local(e.tag) == "Page"), None)
         image_name = page.get("imageFilename") if page is not None else None
-        lines = [e for e in root.iter() if _local(e.tag) == "TextLine"]
-        baselines = sum(1 for line in lines if any(_local(c.tag) == "Baseline" for c in line))
+        lines = [e for e in _elements(root) if _local(e.tag) == "TextLine"]
+        baselines = sum(1 for line in lines if any(_local(c.tag) == "Baseline" for c in _children(line)))
         with_text = sum(
-            1 for line in lines if any(_local(u.tag) == "Unicode" and (u.text or "").strip() for u in line.iter())
+            1 for line in lines if any(_local(u.tag) == "Unicode" and (u.text or "").strip() for u in _elements(line))
         )
     elif kind == "alto":
-        name_el = next((e for e in root.iter() if _local(e.tag) == "fileName"), None)
+        name_el = next((e for e in _elements(root) if _local(e.tag) == "fileName"), None)
         image_name = name_el.text.strip() if name_el is not None and name_el.text else None
-        lines = [e for e in root.iter() if _local(e.tag) == "TextLine"]
+        lines = [e for e in _elements(root) if _local(e.tag) == "TextLine"]
         baselines = sum(1 for line in lines if line.get("BASELINE"))
         with_text = sum(
-            1 for line in lines if any(_local(s.tag) == "String" and (s.get("CONTENT") or "").strip() for s in line)
+            1
+            for line in lines
+            if any(_local(s.tag) == "String" and (s.get("CONTENT") or "").strip() for s in _children(line))
         )
     else:
         return None
-    rel = path.relative_to(root_dir)
     if not image_name:
         raise _invalid(f"{rel} names no page image.")
-    image = (path.parent / image_name).resolve()
-    if not image.is_relative_to(root_dir.resolve()):
+    try:
+        image = (path.parent / image_name).resolve()
+        inside = image.is_relative_to(root_dir.resolve())
+        present = inside and image.is_file()
+    except (OSError, ValueError) as exc:
+        # A name the file system cannot even look up (too long, NUL): it cannot be in the ZIP.
+        raise _invalid(f"{rel} names the image {image_name[:80]!r}, which cannot be a file of the ZIP.") from exc
+    if not inside:
         raise _invalid(f"{rel} names an image outside the ZIP ({image_name!r}).")
-    if not image.is_file():
+    if not present:
         raise _invalid(f"{rel} names the image {image_name!r}, which is not in the ZIP.")
     return _XmlPage(image=image, lines=len(lines), lines_with_text=with_text, baselines=baselines)
 
