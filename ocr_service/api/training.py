@@ -1,7 +1,7 @@
 """POST /train, POST /segtrain, GET /train/jobs[/{jobId}], DELETE /train/jobs/{jobId} (cancel).
 
 Thin: read the form, hand it to :class:`ocr_service.training.service.TrainingService`.
-Every route needs ``X-Training-Token``.
+Every route needs ``X-Training-Token``; an upload is refused (401/503/409) before its body is read.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
 
 from ocr_service.api.auth import TrainingTokenDep
+from ocr_service.api.bodies import DiskSpool, FormShape, receive_form
 from ocr_service.api.deps import ServicesDep
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.training.datasets import TrainingKind
@@ -21,7 +21,13 @@ from ocr_service.training.service import TrainingRequest, TrainingService
 
 router = APIRouter()
 
-_FIELDS = ("modelName", "baseModel", "epochs", "spec", "learningRate")
+TRAINING_FORM = FormShape(
+    file_field="file",
+    text_fields=frozenset({"modelName", "baseModel", "epochs", "spec", "learningRate"}),
+    required=frozenset({"modelName"}),
+    usage="Send a multipart form with the training data as a ZIP in the field 'file' and 'modelName'.",
+    max_field_bytes=4096,
+)
 
 
 def _service(services: ServicesDep) -> TrainingService:
@@ -30,17 +36,13 @@ def _service(services: ServicesDep) -> TrainingService:
     return services.training
 
 
-def _text(form: Any, name: str) -> str | None:
-    value = form.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise AppError(ErrorCode.INVALID_REQUEST, f"The field '{name}' must be text.")
-    return value.strip()
+def _text(fields: dict[str, str], name: str) -> str | None:
+    value = fields.get(name, "").strip()
+    return value or None
 
 
-def _number(form: Any, name: str, kind: type[int] | type[float]) -> Any:
-    raw = _text(form, name)
+def _number(fields: dict[str, str], name: str, kind: type[int] | type[float]) -> Any:
+    raw = _text(fields, name)
     if raw is None:
         return None
     try:
@@ -50,28 +52,26 @@ def _number(form: Any, name: str, kind: type[int] | type[float]) -> Any:
 
 
 async def _submit(request: Request, service: TrainingService, kind: TrainingKind) -> JSONResponse:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "multipart/form-data":
-        raise AppError(ErrorCode.UNSUPPORTED_MEDIA_TYPE, "Send a multipart form with the training ZIP as 'file'.")
-    form = await request.form(max_files=1, max_fields=len(_FIELDS) + 1, max_part_size=64 * 1024)
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise AppError(ErrorCode.INVALID_REQUEST, "Send the training data as a ZIP in the multipart field 'file'.")
-        model_name = _text(form, "modelName")
+    # After the token (a dependency) and before a byte of the body: a busy service refuses
+    # a 1 GB upload at once. submit() checks again, under its lock, once the data is here.
+    service.check_capacity()
+    settings = service.settings
+    with DiskSpool(settings.training_dir, settings.training_max_upload_bytes) as spool:
+        fields = await receive_form(request, TRAINING_FORM, spool)
+        model_name = _text(fields, "modelName")
         if model_name is None:
             raise AppError(ErrorCode.INVALID_REQUEST, "The field 'modelName' is required.")
         training_request = TrainingRequest(
             kind=kind,
             model_name=model_name,
-            base_model=_text(form, "baseModel"),
-            epochs=_number(form, "epochs", int),
-            spec=_text(form, "spec"),
-            learning_rate=_number(form, "learningRate", float),
+            base_model=_text(fields, "baseModel"),
+            epochs=_number(fields, "epochs", int),
+            spec=_text(fields, "spec"),
+            learning_rate=_number(fields, "learningRate", float),
         )
+        spool.file.seek(0)
         # Unpacking and checking the ZIP blocks: off the event loop, so /ocr and /health stay responsive.
-        job = await asyncio.to_thread(service.submit, training_request, upload.file)
-    finally:
-        await form.close()
+        job = await asyncio.to_thread(service.submit, training_request, spool.file)
     return JSONResponse({"jobId": job.job_id, "status": job.status.value}, status_code=202)
 
 

@@ -335,18 +335,25 @@ class TrainingService:
                     f"'{request.model_name}' is a {kind} model; choose another name for a {request.kind} model.",
                 )
 
+    def check_capacity(self) -> None:
+        """Raise TRAINING_BUSY if no job may start now: called before an upload is read."""
+        with self._lock:
+            self._refuse_if_busy()
+
+    def _refuse_if_busy(self) -> None:
+        # The caller holds self._lock. A run whose job has its final state is only tidying up.
+        active = sorted(job_id for job_id, run in self._runs.items() if not run.job.status.finished)
+        if len(active) >= self.settings.training_max_jobs:
+            raise AppError(
+                ErrorCode.TRAINING_BUSY,
+                f"A training job is running already ({', '.join(active)}); wait until it ends or cancel it.",
+                headers={"Retry-After": "60"},
+            )
+
     def submit(self, request: TrainingRequest, upload: BinaryIO) -> Job:
         self._check_request(request)
         with self._lock:
-            # A run whose job has its final state is only tidying up: it no longer counts.
-            active = sorted(job_id for job_id, run in self._runs.items() if not run.job.status.finished)
-            if len(active) >= self.settings.training_max_jobs:
-                running = ", ".join(active)
-                raise AppError(
-                    ErrorCode.TRAINING_BUSY,
-                    f"A training job is running already ({running}); wait until it ends or cancel it.",
-                    headers={"Retry-After": "60"},
-                )
+            self._refuse_if_busy()
             job = Job(
                 job_id=new_job_id(), kind=request.kind, model_name=request.model_name, base_model=request.base_model
             )
