@@ -59,7 +59,14 @@ def build_services(settings: Settings) -> Services:
         )
     )
     service = OcrService(
-        limits=PageLimits(settings.max_pages, settings.max_page_pixels, settings.pdf_dpi),
+        limits=PageLimits(
+            max_pages=settings.max_pages,
+            max_page_pixels=settings.max_page_pixels,
+            pdf_dpi=settings.pdf_dpi,
+            max_aspect_ratio=settings.max_page_aspect_ratio,
+            max_segmentation_width=settings.max_segmentation_width,
+            open_timeout_s=settings.document_open_timeout_s,
+        ),
         max_document_bytes=settings.max_document_bytes,
         store=store,
         pool=pool,

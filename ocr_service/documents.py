@@ -1,28 +1,27 @@
 """Documents in, page images out: sniff the type from the bytes, check the limits, rasterise.
 
 Pages are produced one at a time (a PDF is rendered page by page, a TIFF frame by frame)
-so that a long document never sits in memory as images all at once.
+so that a long document never sits in memory as images all at once. Every decoder call on
+the client's bytes runs inside :func:`ocr_service.decoding.decoding`; the image and PDF
+halves live in :mod:`ocr_service.image_pages` and :mod:`ocr_service.pdf_pages`.
 """
 
 from __future__ import annotations
 
-import io
-import logging
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
 from enum import StrEnum
+from typing import Protocol
 
-import pypdfium2 as pdfium
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ocr_service.decoding import ParseBudget
 from ocr_service.errors import AppError, ErrorCode
+from ocr_service.image_pages import ImagePages
+from ocr_service.page_limits import PageLimits
+from ocr_service.pdf_pages import PdfPages
 
-log = logging.getLogger(__name__)
-
-# The limit is checked by us before any pixel is decoded; PIL's own global guard would
-# raise a DecompressionBombError with a less useful message (and only at 2x its limit).
-Image.MAX_IMAGE_PIXELS = None
+__all__ = ["Document", "DocumentType", "PageLimits", "sniff"]
 
 
 class DocumentType(StrEnum):
@@ -59,55 +58,53 @@ def sniff(data: bytes) -> DocumentType:
     )
 
 
-@dataclass(frozen=True)
-class PageLimits:
-    max_pages: int
-    max_page_pixels: int
-    pdf_dpi: int
+class Pages(Protocol):
+    """One document format's pages: counted and checked from headers, decoded one at a time."""
+
+    count: int
+    exact_count: bool
+
+    def check(self, index: int) -> None: ...
+
+    def page(self, index: int) -> Image.Image: ...
+
+    def close(self) -> None: ...
 
 
 class Document:
     """An opened, checked document: its page count is known, its pages render on demand."""
 
-    def __init__(self, data: bytes, limits: PageLimits) -> None:
+    def __init__(self, data: bytes, limits: PageLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.kind = sniff(data)
         self.limits = limits
-        self._data = data
-        self._pdf: pdfium.PdfDocument | None = None
-        self._image: Image.Image | None = None
-        if self.kind is DocumentType.PDF:
-            self.page_count = self._open_pdf()
-        else:
-            self.page_count = self._open_image()
+        self._budget = ParseBudget(limits.open_timeout_s, clock)
+        with self._budget.running():
+            self._pages: Pages = (
+                PdfPages(data, limits)
+                if self.kind is DocumentType.PDF
+                else ImagePages(data, self.kind.value.upper(), limits, self._budget)
+            )
+        self.page_count = self._pages.count
+        try:
+            self._check_count()
+        except AppError:
+            self._pages.close()
+            raise
+
+    def _check_count(self) -> None:
         if self.page_count == 0:
             raise AppError(ErrorCode.EMPTY_DOCUMENT, "The document has no pages.")
-        if self.page_count > limits.max_pages:
+        if self.page_count > self.limits.max_pages:
+            if self._pages.exact_count:
+                message, details = f"The document has {self.page_count} pages", {"pages": self.page_count}
+            else:
+                # Counting stopped one page past the limit: a TIFF's frames are found one by one.
+                message, details = f"The document has more than {self.limits.max_pages} pages", {}
             raise AppError(
                 ErrorCode.TOO_MANY_PAGES,
-                f"The document has {self.page_count} pages; at most {limits.max_pages} are accepted.",
-                details={"pages": self.page_count, "maxPages": limits.max_pages},
+                f"{message}; at most {self.limits.max_pages} are accepted.",
+                details={**details, "maxPages": self.limits.max_pages},
             )
-
-    def _open_pdf(self) -> int:
-        try:
-            self._pdf = pdfium.PdfDocument(self._data)
-        except pdfium.PdfiumError as exc:
-            # pdfium refuses a PDF whose page tree is empty, reporting "success" as the reason.
-            if "PDFium: Success" in str(exc):
-                raise AppError(ErrorCode.EMPTY_DOCUMENT, "The PDF has no pages.") from exc
-            if "password" in str(exc).lower():
-                raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is password-protected.") from exc
-            raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is damaged and cannot be read.") from exc
-        return len(self._pdf)
-
-    def _open_image(self) -> int:
-        try:
-            image = Image.open(io.BytesIO(self._data))
-            frames = getattr(image, "n_frames", 1)
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The image is damaged and cannot be read.") from exc
-        self._image = image
-        return int(frames)
 
     def pages(self) -> Iterator[Image.Image]:
         """Yield the pages in order, each decoded only when it is asked for."""
@@ -115,76 +112,16 @@ class Document:
             yield self.page(index)
 
     def page(self, index: int) -> Image.Image:
-        if self._pdf is not None:
-            return self._render_pdf_page(index)
-        return self._decode_image_frame(index)
-
-    def _render_pdf_page(self, index: int) -> Image.Image:
-        assert self._pdf is not None
-        try:
-            page = self._pdf[index]
-            width_pt, height_pt = page.get_size()
-        except pdfium.PdfiumError as exc:
-            raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the PDF is damaged.") from exc
-        scale = self.limits.pdf_dpi / 72
-        pixels = width_pt * scale * height_pt * scale
-        if pixels > self.limits.max_page_pixels:
-            # Rendering is ours to size, so an oversized page (a plan, a poster) is rendered
-            # at the largest resolution the limit allows instead of being refused.
-            scale *= math.sqrt(self.limits.max_page_pixels / pixels)
-            # pdfium rounds each side up; shrink until the rounded size fits.
-            while math.ceil(width_pt * scale) * math.ceil(height_pt * scale) > self.limits.max_page_pixels:
-                scale *= 0.995
-            log.info("page %d rendered at %.0f dpi to stay within the pixel limit", index + 1, scale * 72)
-        try:
-            bitmap = page.render(scale=scale, grayscale=False)
-            image = bitmap.to_pil()
-        except pdfium.PdfiumError as exc:
-            raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the PDF cannot be rendered.") from exc
-        finally:
-            page.close()
-        return image.convert("RGB") if image.mode != "RGB" else image
-
-    def _decode_image_frame(self, index: int) -> Image.Image:
-        assert self._image is not None
-        try:
-            self._image.seek(index)
-            width, height = self._image.size
-            if width * height > self.limits.max_page_pixels:
-                raise AppError(
-                    ErrorCode.PAGE_TOO_LARGE,
-                    f"Page {index + 1} has {width}×{height} pixels; at most "
-                    f"{self.limits.max_page_pixels:,} pixels per page are accepted.",
-                    details={"page": index + 1, "width": width, "height": height},
-                )
-            frame = self._image.convert("RGB") if self._image.mode not in ("RGB", "L") else self._image.copy()
-            frame.load()
-        except AppError:
-            raise
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the image is damaged.") from exc
-        return frame
+        """Page ``index`` (from 0) upright, in mode RGB or L, without metadata."""
+        return self._pages.page(index)
 
     def check_all_pages(self) -> None:
-        """Check every page's size before any work starts, so a bomb on page 9 fails at once."""
-        if self._image is None:
-            return
-        for index in range(self.page_count):
-            try:
-                self._image.seek(index)
-            except (OSError, EOFError) as exc:
-                raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the image is damaged.") from exc
-            width, height = self._image.size
-            if width * height > self.limits.max_page_pixels:
-                raise AppError(
-                    ErrorCode.PAGE_TOO_LARGE,
-                    f"Page {index + 1} has {width}×{height} pixels; at most "
-                    f"{self.limits.max_page_pixels:,} pixels per page are accepted.",
-                    details={"page": index + 1, "width": width, "height": height},
-                )
+        """Check every page's size and shape from its header before any work starts, so a
+        bomb on page 9 fails at once; within the document's time budget."""
+        with self._budget.running():
+            for index in range(self.page_count):
+                self._budget.check()
+                self._pages.check(index)
 
     def close(self) -> None:
-        if self._pdf is not None:
-            self._pdf.close()
-        if self._image is not None:
-            self._image.close()
+        self._pages.close()

@@ -34,6 +34,9 @@ class ErrorCode(StrEnum):
     TOO_MANY_PAGES = "TOO_MANY_PAGES"
     DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE"
     PAGE_TOO_LARGE = "PAGE_TOO_LARGE"
+    # documents: structure too costly to read, pages kraken cannot segment sensibly
+    DOCUMENT_TOO_COMPLEX = "DOCUMENT_TOO_COMPLEX"
+    PAGE_SHAPE_UNSUPPORTED = "PAGE_SHAPE_UNSUPPORTED"
     # document URLs
     URL_NOT_ALLOWED = "URL_NOT_ALLOWED"
     DOCUMENT_FETCH_FAILED = "DOCUMENT_FETCH_FAILED"
@@ -82,6 +85,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_PAGES: 413,
     ErrorCode.DOCUMENT_TOO_LARGE: 413,
     ErrorCode.PAGE_TOO_LARGE: 413,
+    # 4xx: the same document would take as long again, so a retry would only block others.
+    ErrorCode.DOCUMENT_TOO_COMPLEX: 422,
+    ErrorCode.PAGE_SHAPE_UNSUPPORTED: 422,
     ErrorCode.URL_NOT_ALLOWED: 400,
     # The remote server answered 4xx: the URL is wrong, retrying will not help.
     ErrorCode.DOCUMENT_FETCH_FAILED: 422,

@@ -63,6 +63,19 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(60.0, gt=0)
     fetch_max_redirects: int = Field(5, ge=0, le=20)
 
+    # page shapes and document structure (see README "Limits on documents")
+    # The long side of a page over its short side: blla scales every page to 1800 px height,
+    # so a tall strip (1:10 → 180 px wide) has little left to segment. 1:10 lets long receipts in.
+    max_page_aspect_ratio: float = Field(10.0, ge=1.5, le=100.0)
+    # A page's width once blla has scaled it to 1800 px height; a worker's memory grows with it
+    # (one process segmenting with blla, measured: 1.8 GB at 1273 px (A4 portrait), 2.6 GB at
+    # 2546 px (A4 landscape), 3.9 GB at 4500 px). 3700 px (2.05:1) lets every ISO, US and
+    # envelope format in either orientation in (a DL or C6/5 envelope lying down: 3600-3616 px).
+    max_segmentation_width: int = Field(3700, ge=1800, le=20_000)
+    # Seconds reading one document's structure (its page count, every page's size) may take on
+    # the shared documents thread before it is refused (422 DOCUMENT_TOO_COMPLEX).
+    document_open_timeout_s: float = Field(5.0, gt=0, le=600)
+
     # worker pool
     memory_limit_mb: int | None = Field(None, gt=0)
     workers: int | None = Field(None, gt=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pypdfium2 as pdfium
 import pytest
@@ -12,7 +13,14 @@ from ocr_service.documents import Document, DocumentType, PageLimits, sniff
 from ocr_service.errors import AppError, ErrorCode
 from tests.support.synthetic import page_texts, render_page, to_pdf, to_png, to_tiff
 
-LIMITS = PageLimits(max_pages=5, max_page_pixels=4_000_000, pdf_dpi=150)
+LIMITS = PageLimits(
+    max_pages=5,
+    max_page_pixels=4_000_000,
+    pdf_dpi=150,
+    max_aspect_ratio=10.0,
+    max_segmentation_width=3000,
+    open_timeout_s=10.0,
+)
 
 
 def small_page(seed: int = 1) -> Image.Image:
@@ -115,7 +123,7 @@ def test_pdf_pages_are_rendered_at_the_configured_dpi() -> None:
 
 
 def test_an_oversized_pdf_page_is_rendered_within_the_pixel_limit() -> None:
-    tight = PageLimits(max_pages=5, max_page_pixels=200_000, pdf_dpi=300)
+    tight = replace(LIMITS, max_page_pixels=200_000, pdf_dpi=300)
     document = Document(to_pdf([small_page()], dpi=100), tight)
     page = document.page(0)
     assert page.width * page.height <= 200_000

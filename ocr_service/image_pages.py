@@ -1,0 +1,93 @@
+"""The pages of an image file (one, or a multi-page TIFF's frames): checked from headers, decoded upright."""
+
+from __future__ import annotations
+
+import io
+
+from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
+
+from ocr_service.decoding import ParseBudget, decoding
+from ocr_service.page_limits import PageLimits
+
+# The limit is checked by us before any pixel is decoded; PIL's own global guard would
+# raise a DecompressionBombError with a less useful message (and only at 2x its limit).
+Image.MAX_IMAGE_PIXELS = None
+
+# EXIF orientations 5-8 store the page turned by a quarter: its upright width is the stored height.
+_QUARTER_TURNS = frozenset({5, 6, 7, 8})
+
+
+class ImagePages:
+    """The frames of one image file; ``fmt`` is the Pillow format the bytes were sniffed as."""
+
+    exact_count = True
+
+    def __init__(self, data: bytes, fmt: str, limits: PageLimits, budget: ParseBudget) -> None:
+        self.limits = limits
+        self._budget = budget
+        with decoding("The image"):
+            # Only the decoder of the sniffed type may read the bytes, not any Pillow can find.
+            self._image = Image.open(io.BytesIO(data), formats=[fmt])
+        try:
+            self.count = self._count_frames()
+        except BaseException:
+            self._image.close()
+            raise
+
+    def _count_frames(self) -> int:
+        image = self._image
+        if not isinstance(image, TiffImagePlugin.TiffImageFile):
+            # PNG (APNG), WebP and JPEG (MPO) declare their frame count in a header read at open.
+            with decoding("The image"):
+                return int(getattr(image, "n_frames", 1))
+        # Pillow's n_frames walks every IFD of a TIFF (30 000 frames: 12.5 s, growing faster
+        # than the count); the frames past the page limit need not be found, only one of them.
+        self.exact_count = False
+        frames = 1
+        while frames <= self.limits.max_pages:
+            self._budget.check()
+            with decoding("The image"):
+                try:
+                    image.seek(frames)
+                except EOFError:
+                    self.exact_count = True
+                    break
+            frames += 1
+        return frames
+
+    def _upright_size(self, index: int) -> tuple[int, int]:
+        """Select frame ``index`` and read its size from its header, turned as its EXIF says."""
+        with decoding(_subject(index)):
+            self._image.seek(index)
+            width, height = self._image.size
+            orientation = self._image.getexif().get(ExifTags.Base.Orientation)
+        # Pillow turns a TIFF frame itself when it loads it, and already reports its upright size.
+        if orientation in _QUARTER_TURNS and not isinstance(self._image, TiffImagePlugin.TiffImageFile):
+            return height, width
+        return width, height
+
+    def check(self, index: int) -> None:
+        width, height = self._upright_size(index)
+        self.limits.check_pixels(index + 1, width, height)
+        self.limits.check_shape(index + 1, width, height)
+
+    def page(self, index: int) -> Image.Image:
+        self.check(index)
+        with decoding(_subject(index)):
+            # kraken does not apply EXIF orientation to an image handed over in memory: a tablet
+            # photo stored sideways would be segmented sideways (a 51-line page: 166 fragments).
+            # (A TIFF frame is turned by Pillow as it loads; exif_transpose then finds no tag left.)
+            upright = ImageOps.exif_transpose(self._image)
+            page = upright if upright.mode in ("RGB", "L") else upright.convert("RGB")
+            page.load()
+        # The orientation is applied; the metadata (EXIF, XMP, ICC) is of no use to kraken and
+        # would travel to a worker with every page.
+        page.info.clear()
+        return page
+
+    def close(self) -> None:
+        self._image.close()
+
+
+def _subject(index: int) -> str:
+    return f"Page {index + 1} of the image"
