@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from backend.settings import Settings as BackendSettings
 from ocr_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,13 @@ def test_every_setting_is_documented_in_env_example() -> None:
     settings = {f"OCR_{name.upper()}" for name in Settings.model_fields}
     assert settings - documented == set(), "settings missing from .env.example"
     assert documented - settings == set(), ".env.example documents settings that do not exist"
+
+
+def test_every_backend_setting_is_documented_in_env_example() -> None:
+    documented = set(re.findall(r"^(APP_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    settings = {f"APP_{name.upper()}" for name in BackendSettings.model_fields}
+    assert settings - documented == set(), "backend settings missing from .env.example"
+    assert documented - settings == set(), ".env.example documents backend settings that do not exist"
 
 
 def test_ci_runs_the_readmes_test_command() -> None:
