@@ -12,17 +12,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from backend.db import Database, migrate
-from backend.deps import Clock, Services, utc_now
+from backend.db import migrate
+from backend.deps import Services, build_services
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
-from backend.metrics import Metrics, latency_middleware
+from backend.metrics import latency_middleware
 from backend.settings import Settings
+from backend.users import routes as users_routes
+from backend.users.bootstrap import bootstrap_first_admin
 
 log = logging.getLogger(__name__)
-
-
-def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
-    return Services(settings=settings, db=Database(settings.database_url), metrics=Metrics(), clock=clock)
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -33,6 +31,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, services.db.engine)
+        await run_in_threadpool(bootstrap_first_admin, services)
         yield
         services.db.dispose()
 
@@ -40,6 +39,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.state.services = services
     install_error_handlers(app)
     app.middleware("http")(latency_middleware(services.metrics))
+    app.include_router(users_routes.router)
     return app
 
 

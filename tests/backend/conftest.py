@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,11 @@ from sqlalchemy import create_engine, delete, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from backend.app import build_services, create_app
+from backend.app import create_app
 from backend.db import Base, Database, migrate
-from backend.deps import Services
+from backend.deps import Clock, Services, build_services, utc_now
 from backend.settings import Settings
+from backend.users.models import Role, User
 
 DATABASE_KIND = os.environ.get("APP_TEST_DATABASE", "sqlite")
 POSTGRES_URL = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -93,9 +96,9 @@ def app_factory(db: Database, database_url: str, tmp_path: Path) -> Iterator[App
     """Start the backend on the test database with settings of the test's own (TestClient, lifespan run)."""
     clients: list[TestClient] = []
 
-    def start(services: Services | None = None, **overrides: Any) -> TestClient:
+    def start(clock: Clock = utc_now, **overrides: Any) -> TestClient:
         settings = make_settings(database_url, tmp_path, **overrides)
-        client = TestClient(create_app(settings, services=services or build_services(settings)))
+        client = TestClient(create_app(settings, services=build_services(settings, clock=clock)))
         client.__enter__()
         clients.append(client)
         return client
@@ -108,3 +111,60 @@ def app_factory(db: Database, database_url: str, tmp_path: Path) -> Iterator[App
 @pytest.fixture
 def client(app_factory: AppFactory) -> TestClient:
     return app_factory()
+
+
+class FakeClock:
+    """An injectable clock that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+PASSWORD = "correct horse battery"
+
+
+def services_of(client: TestClient) -> Services:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def add_user(client: TestClient, username: str, role: Role, password: str = PASSWORD) -> User:
+    services = services_of(client)
+    with services.db.sessions() as session:
+        user = services.users.create(session, username, password, role, services.clock())
+        session.commit()
+        return user
+
+
+def bearer(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/api/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['accessToken']}"}
+
+
+@dataclass
+class Actors:
+    """An admin and an archivist with bearer tokens, on one running app."""
+
+    client: TestClient
+    admin: dict[str, str]
+    archivist: dict[str, str]
+
+
+@pytest.fixture
+def actors(app_factory: AppFactory, clock: FakeClock) -> Actors:
+    client = app_factory(clock=clock)
+    add_user(client, "admin", Role.ADMIN)
+    add_user(client, "erika", Role.ARCHIVIST)
+    return Actors(client, bearer(client, "admin"), bearer(client, "erika"))

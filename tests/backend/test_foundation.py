@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from backend.app import build_services, create_management_app
+from backend.app import create_management_app
 from backend.db import Database
+from backend.deps import build_services
 from tests.backend.conftest import DATABASE_KIND, AppFactory, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,40 @@
+"""The first admin: unattended from APP_ADMIN_*, else a one-time setup link printed at start."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from backend.deps import Services
+from backend.users.models import Role
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_first_admin(services: Services, announce: bool = True) -> None:
+    settings = services.settings
+    with services.db.sessions() as session:
+        if services.users.count(session) > 0:
+            services.setup.token = None
+            return
+        if settings.admin_username is not None and settings.admin_password is not None:
+            services.users.create(
+                session,
+                settings.admin_username,
+                settings.admin_password.get_secret_value(),
+                Role.ADMIN,
+                services.clock(),
+            )
+            session.commit()
+            log.info("first admin %s created from APP_ADMIN_USERNAME", settings.admin_username.strip().lower())
+            return
+    services.setup.token = secrets.token_urlsafe(32)
+    if announce:
+        # Printed, not logged: the token is a secret and logs travel further than the console.
+        print(
+            "\nNo users yet. Create the first admin with this one-time setup token (works once):\n"
+            "  curl -X POST "
+            f"{settings.public_url}/api/setup -H 'Content-Type: application/json' "
+            f"""-d '{{"token":"{services.setup.token}","username":"NAME","password":"PASSWORD"}}'\n""",
+            flush=True,
+        )

@@ -1,0 +1,144 @@
+"""Users, passwords and credentials; no HTTP here."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.errors import AppError, ErrorCode
+from backend.settings import Settings
+from backend.users.models import Credential, CredentialKind, Role, User
+
+log = logging.getLogger(__name__)
+
+USERNAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+MIN_PASSWORD = 10
+# Argon2 work grows with the password; a bound keeps a login from being a CPU attack.
+MAX_PASSWORD = 256
+
+
+def make_hasher(settings: Settings) -> PasswordHash:
+    return PasswordHash((Argon2Hasher(time_cost=settings.argon2_time_cost, memory_cost=settings.argon2_memory_kib),))
+
+
+def normalise_username(name: str) -> str:
+    username = name.strip().lower()
+    if not USERNAME.fullmatch(username):
+        raise AppError(
+            ErrorCode.INVALID_REQUEST,
+            "A user name has 1 to 64 characters: letters, digits, '.', '_', '@' or '-', "
+            "starting with a letter or digit.",
+        )
+    return username
+
+
+def check_password(password: str) -> None:
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise AppError(ErrorCode.INVALID_REQUEST, f"A password has {MIN_PASSWORD} to {MAX_PASSWORD} characters.")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Users:
+    """Creating users and checking their passwords."""
+
+    def __init__(self, hasher: PasswordHash) -> None:
+        self.hasher = hasher
+        # Verified when the user name is unknown, so a wrong name costs as long as a wrong password.
+        self._decoy = hasher.hash(secrets.token_urlsafe(16))
+
+    def count(self, session: Session) -> int:
+        return int(session.scalar(select(func.count()).select_from(User)) or 0)
+
+    def create(self, session: Session, username: str, password: str, role: Role, now: datetime) -> User:
+        name = normalise_username(username)
+        check_password(password)
+        if session.scalar(select(User.id).where(User.username == name)) is not None:
+            raise AppError(ErrorCode.USER_EXISTS, f"There is already a user named {name!r}.")
+        user = User(username=name, password_hash=self.hasher.hash(password), role=role, is_active=True, created_at=now)
+        session.add(user)
+        try:
+            session.flush()
+        except IntegrityError as exc:
+            raise AppError(ErrorCode.USER_EXISTS, f"There is already a user named {name!r}.") from exc
+        log.info("user %s created with role %s", name, role.value)
+        return user
+
+    def authenticate(self, session: Session, username: str, password: str) -> User | None:
+        user = session.scalar(select(User).where(User.username == username.strip().lower()))
+        if user is None or not user.is_active:
+            self.hasher.verify(password, self._decoy)
+            return None
+        if len(password) > MAX_PASSWORD or not self.hasher.verify(password, user.password_hash):
+            return None
+        return user
+
+    def all(self, session: Session) -> list[User]:
+        return list(session.scalars(select(User).order_by(User.username)))
+
+
+@dataclass(frozen=True)
+class Issued:
+    token: str
+    csrf_token: str | None
+    expires_at: datetime
+
+
+class Credentials:
+    """Bearer tokens and browser sessions: random, stored as SHA-256, revocable."""
+
+    def issue(self, session: Session, user: User, kind: CredentialKind, now: datetime, ttl: timedelta) -> Issued:
+        token = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32) if kind is CredentialKind.SESSION else None
+        session.add(
+            Credential(
+                user_id=user.id,
+                kind=kind,
+                token_hash=token_hash(token),
+                csrf_hash=token_hash(csrf) if csrf else None,
+                created_at=now,
+                expires_at=now + ttl,
+            )
+        )
+        session.flush()
+        return Issued(token, csrf, now + ttl)
+
+    def resolve(
+        self, session: Session, token: str, kind: CredentialKind, now: datetime
+    ) -> tuple[Credential, User] | None:
+        row = session.execute(
+            select(Credential, User)
+            .join(User, User.id == Credential.user_id)
+            .where(Credential.token_hash == token_hash(token), Credential.kind == kind)
+        ).first()
+        if row is None:
+            return None
+        credential, user = row.tuple()
+        if credential.revoked_at is not None or credential.expires_at <= now or not user.is_active:
+            return None
+        return credential, user
+
+    def csrf_matches(self, credential: Credential, csrf_token: str | None) -> bool:
+        if not csrf_token or credential.csrf_hash is None:
+            return False
+        return hmac.compare_digest(token_hash(csrf_token), credential.csrf_hash)
+
+    def revoke(self, session: Session, credential_id: int, now: datetime) -> None:
+        session.execute(
+            update(Credential)
+            .where(Credential.id == credential_id, Credential.revoked_at.is_(None))
+            .values(revoked_at=now)
+        )
