@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.db import migrate
 from backend.deps import Services, build_services
+from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
 from backend.metrics import latency_middleware
 from backend.settings import Settings
@@ -21,6 +22,11 @@ from backend.users import routes as users_routes
 from backend.users.bootstrap import bootstrap_first_admin
 
 log = logging.getLogger(__name__)
+
+
+def _purge_trash(services: Services) -> None:
+    with services.db.sessions() as session:
+        services.documents.purge_expired(session, services.clock())
 
 
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
@@ -32,6 +38,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(migrate, services.db.engine)
         await run_in_threadpool(bootstrap_first_admin, services)
+        await run_in_threadpool(_purge_trash, services)
         yield
         services.db.dispose()
 
@@ -40,6 +47,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     install_error_handlers(app)
     app.middleware("http")(latency_middleware(services.metrics))
     app.include_router(users_routes.router)
+    app.include_router(documents_routes.router)
     return app
 
 

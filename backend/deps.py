@@ -11,9 +11,12 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from backend.db import Database
+from backend.documents.lines import Lines
+from backend.documents.service import Documents
 from backend.errors import AppError, ErrorCode
 from backend.metrics import Metrics
 from backend.settings import Settings
+from backend.storage import LocalStorage
 from backend.users.models import Credential, CredentialKind, Role, User
 from backend.users.service import Credentials, Users, make_hasher
 from backend.users.throttle import LoginThrottle
@@ -44,9 +47,11 @@ class Services:
     db: Database
     users: Users
     throttle: LoginThrottle
+    documents: Documents
     metrics: Metrics = field(default_factory=Metrics)
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
+    lines: Lines = field(default_factory=Lines)
     setup: SetupState = field(default_factory=SetupState)
 
     @property
@@ -69,6 +74,12 @@ def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
             base_delay_s=settings.login_base_delay_s,
             max_delay_s=settings.login_max_delay_s,
             window_s=settings.login_window_s,
+        ),
+        documents=Documents(
+            LocalStorage(settings.storage_dir),
+            max_upload_bytes=settings.max_upload_bytes,
+            max_pages=settings.max_pages,
+            trash_days=settings.trash_days,
         ),
         clock=clock,
     )

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, JsonType, UtcDateTime
 
@@ -73,6 +73,8 @@ class Document(Base):
     # In the trash since then (restorable for APP_TRASH_DAYS); None: not deleted.
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
     deleted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+
+    writer: Mapped[Writer | None] = relationship(lazy="joined")
 
 
 class Page(Base):
