@@ -78,9 +78,11 @@ class Users:
         return user
 
     def authenticate(self, session: Session, username: str, password: str) -> User | None:
-        user = session.scalar(select(User).where(User.username == username.strip().lower()))
+        name = username.strip().lower()
+        # A name no user can have is not looked up (a NUL byte would be a PostgreSQL error, not a 401).
+        user = session.scalar(select(User).where(User.username == name)) if USERNAME.fullmatch(name) else None
         if user is None or not user.is_active:
-            self.hasher.verify(password, self._decoy)
+            self.hasher.verify(password[:MAX_PASSWORD], self._decoy)
             return None
         if len(password) > MAX_PASSWORD or not self.hasher.verify(password, user.password_hash):
             return None

@@ -92,6 +92,9 @@ def test_health_and_metrics_are_on_the_management_app_only(client: TestClient, d
     metrics = management.get("/metrics")
     assert metrics.status_code == 200
     assert "http_server_request_duration_seconds" in metrics.text
+    client.get("/api/documents/12345")
+    text = management.get("/metrics").text
+    assert 'route="/api/documents/{document_id}"' in text and "12345" not in text
     assert client.get("/health").status_code == 404
     assert client.get("/metrics").status_code == 404
 
