@@ -67,3 +67,8 @@ def test_ci_runs_the_readmes_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
+
+
+def test_ci_runs_the_backend_suite_again_on_postgresql() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "APP_TEST_DATABASE=postgresql" in ci and "tests/backend" in ci
