@@ -46,7 +46,7 @@ def serve(settings: Settings) -> int:
     thread = threading.Thread(target=management.run, name="management", daemon=True)
     thread.start()
     print(
-        f"Backend on {settings.public_url}  (management: http://{settings.management_host}:{settings.management_port})",
+        f"Open {settings.public_url}  (backend; management: http://{settings.management_host}:{settings.management_port})",
         flush=True,
     )
     try:
@@ -67,6 +67,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
     )
+    # Alembic lists every plugin it sets up at INFO on each start; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if argv and argv[0] == "create-user":
         from backend.cli import create_user
 
