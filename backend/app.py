@@ -20,6 +20,7 @@ from backend.metrics import latency_middleware
 from backend.settings import Settings
 from backend.users import routes as users_routes
 from backend.users.bootstrap import bootstrap_first_admin
+from backend.web import routes as web_routes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.middleware("http")(latency_middleware(services.metrics))
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
+    app.include_router(web_routes.router)
     return app
 
 

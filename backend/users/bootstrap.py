@@ -32,8 +32,9 @@ def bootstrap_first_admin(services: Services, announce: bool = True) -> None:
     if announce:
         # Printed, not logged: the token is a secret and logs travel further than the console.
         print(
-            "\nNo users yet. Create the first admin with this one-time setup token (works once):\n"
-            "  curl -X POST "
+            "\nNo users yet. Create the first admin here (the link works once):\n"
+            f"  {settings.public_url}/setup#token={services.setup.token}\n"
+            "  or: curl -X POST "
             f"{settings.public_url}/api/setup -H 'Content-Type: application/json' "
             f"""-d '{{"token":"{services.setup.token}","username":"NAME","password":"PASSWORD"}}'\n""",
             flush=True,

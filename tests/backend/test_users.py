@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import random
@@ -35,6 +37,22 @@ def test_first_start_prints_a_setup_token_that_creates_one_admin_once(
     again = client.post("/api/setup", json={"token": token, "username": "bob", "password": PASSWORD})
     assert (again.status_code, again.json()["code"]) == (409, "SETUP_DONE")
     assert services_of(client).setup.token is None
+
+
+def test_the_setup_link_opens_a_page_that_never_sees_the_token(
+    app_factory: AppFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = app_factory()
+    token = services_of(client).setup.token
+    assert f"http://127.0.0.1:8000/setup#token={token}" in capsys.readouterr().out
+    page = client.get("/setup")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert str(token) not in page.text and "/api/setup" in page.text
+    script = page.text.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    policy = page.headers["content-security-policy"]
+    assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
+    assert page.headers["referrer-policy"] == "no-referrer"
 
 
 def test_admin_settings_create_the_first_admin_unattended(app_factory: AppFactory) -> None:
