@@ -37,6 +37,8 @@ class ErrorCode(StrEnum):
     SETUP_TOKEN_INVALID = "SETUP_TOKEN_INVALID"  # noqa: S105 (an error code, not a secret)
     USER_EXISTS = "USER_EXISTS"
     USER_NOT_FOUND = "USER_NOT_FOUND"
+    LAST_ADMIN = "LAST_ADMIN"
+    WRONG_PASSWORD = "WRONG_PASSWORD"  # noqa: S105 (an error code, not a secret)
     # documents
     DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
     DUPLICATE_DOCUMENT = "DUPLICATE_DOCUMENT"
@@ -73,6 +75,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SETUP_TOKEN_INVALID: 403,
     ErrorCode.USER_EXISTS: 409,
     ErrorCode.USER_NOT_FOUND: 404,
+    ErrorCode.LAST_ADMIN: 409,
+    # Not 401: the caller is logged in; only the current password they typed is wrong.
+    ErrorCode.WRONG_PASSWORD: 403,
     ErrorCode.DOCUMENT_NOT_FOUND: 404,
     ErrorCode.DUPLICATE_DOCUMENT: 409,
     ErrorCode.UNSUPPORTED_DOCUMENT_TYPE: 415,

@@ -5,13 +5,22 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
 from backend.deps import SESSION_COOKIE, AdminUser, AuthenticatedDep, CurrentUser, ServicesDep, SessionDep
 from backend.errors import AppError, ErrorCode
 from backend.users.models import CredentialKind, Role, User
-from backend.users.schemas import LoginRequest, SessionOut, SetupRequest, TokenOut, UserCreate, UserOut
+from backend.users.schemas import (
+    LoginRequest,
+    PasswordChange,
+    SessionOut,
+    SetupRequest,
+    TokenOut,
+    UserCreate,
+    UserOut,
+    UserUpdate,
+)
 
 router = APIRouter(prefix="/api")
 
@@ -104,3 +113,33 @@ def create_user(body: UserCreate, _: AdminUser, services: ServicesDep, session: 
     user = services.users.create(session, body.username, body.password, body.role, services.clock())
     session.commit()
     return UserOut.model_validate(user)
+
+
+@router.patch("/users/{user_id}")
+def update_user(
+    user_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: UserUpdate,
+    _: AdminUser,
+    services: ServicesDep,
+    session: SessionDep,
+) -> UserOut:
+    """Change the role, or deactivate (``isActive: false`` logs the user out everywhere)."""
+    user = services.users.update(session, user_id, role=body.role, is_active=body.is_active, now=services.clock())
+    return UserOut.model_validate(user)
+
+
+@router.post("/auth/password", status_code=204)
+def change_password(
+    body: PasswordChange, request: Request, auth: AuthenticatedDep, services: ServicesDep, session: SessionDep
+) -> Response:
+    """Change one's own password; every other session and token of the user ends."""
+    try:
+        _login(request, services, session, auth.user.username, body.current_password)
+    except AppError as exc:
+        if exc.code is not ErrorCode.INVALID_CREDENTIALS:
+            raise
+        raise AppError(ErrorCode.WRONG_PASSWORD, "The current password is wrong.") from exc
+    services.users.change_password(session, auth.user, body.new_password)
+    services.credentials.revoke_all(session, auth.user.id, services.clock(), keep=auth.credential.id)
+    session.commit()
+    return Response(status_code=204)

@@ -48,3 +48,13 @@ class SessionOut(ApiModel):
     user: UserOut
     # Send it back as the X-CSRF-Token header with every POST/PATCH/PUT/DELETE made with the cookie.
     csrf_token: str
+
+
+class UserUpdate(ApiModel):
+    role: Role | None = None
+    is_active: bool | None = None
+
+
+class PasswordChange(ApiModel):
+    current_password: str = Password
+    new_password: str = Password

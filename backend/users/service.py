@@ -91,6 +91,39 @@ class Users:
     def all(self, session: Session) -> list[User]:
         return list(session.scalars(select(User).order_by(User.username)))
 
+    def update(
+        self, session: Session, user_id: int, *, role: Role | None, is_active: bool | None, now: datetime
+    ) -> User:
+        """Change a user's role or deactivate them (which ends all their sessions and tokens).
+
+        The last active admin can be neither demoted nor deactivated: nobody could undo it.
+        """
+        user = session.get(User, user_id)
+        if user is None:
+            raise AppError(ErrorCode.USER_NOT_FOUND, f"There is no user {user_id}.")
+        loses_admin = user.role is Role.ADMIN and user.is_active and (role is Role.ARCHIVIST or is_active is False)
+        if loses_admin:
+            # Row locks (PostgreSQL; SQLite has one writer anyway) keep two admins from demoting each other at once.
+            admins = session.scalars(
+                select(User.id).where(User.role == Role.ADMIN, User.is_active.is_(True)).with_for_update()
+            ).all()
+            if set(admins) <= {user.id}:
+                raise AppError(ErrorCode.LAST_ADMIN, "This is the last admin; make someone else an admin first.")
+        if role is not None:
+            user.role = role
+        if is_active is not None:
+            user.is_active = is_active
+            if not is_active:
+                Credentials().revoke_all(session, user.id, now)
+        session.commit()
+        log.info("user %d changed: role=%s active=%s", user.id, user.role.value, user.is_active)
+        return user
+
+    def change_password(self, session: Session, user: User, new_password: str) -> None:
+        check_password(new_password)
+        user.password_hash = self.hasher.hash(new_password)
+        session.flush()
+
 
 @dataclass(frozen=True)
 class Issued:
@@ -137,6 +170,12 @@ class Credentials:
         if not csrf_token or credential.csrf_hash is None:
             return False
         return hmac.compare_digest(token_hash(csrf_token), credential.csrf_hash)
+
+    def revoke_all(self, session: Session, user_id: int, now: datetime, *, keep: int | None = None) -> None:
+        statement = update(Credential).where(Credential.user_id == user_id, Credential.revoked_at.is_(None))
+        if keep is not None:
+            statement = statement.where(Credential.id != keep)
+        session.execute(statement.values(revoked_at=now))
 
     def revoke(self, session: Session, credential_id: int, now: datetime) -> None:
         session.execute(

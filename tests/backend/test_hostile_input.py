@@ -76,6 +76,8 @@ JSON_ROUTES = [
     ("POST", "/api/auth/login", {"username": "u", "password": "p" * 12}),
     ("POST", "/api/users", {"username": "u", "password": "p" * 12, "role": "archivist"}),
     ("PATCH", "/api/lines/1", {"text": "t", "version": 1}),
+    ("PATCH", "/api/users/1", {"isActive": True}),
+    ("POST", "/api/auth/password", {"currentPassword": "p" * 12, "newPassword": "q" * 12}),
 ]
 
 
@@ -100,26 +102,29 @@ def test_raw_bytes_as_json(actors: Actors, raw: bytes) -> None:
         _assert_clear(response)
 
 
-PATH_ROUTES = [
-    ("GET", "/api/documents/{}"),
-    ("DELETE", "/api/documents/{}"),
-    ("POST", "/api/trash/{}/restore"),
-    ("GET", "/api/documents/{}/lines"),
-    ("GET", "/api/lines/{}/history"),
-    ("PATCH", "/api/lines/{}"),
+PATH_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("GET", "/api/documents/{}", None),
+    ("DELETE", "/api/documents/{}", None),
+    ("POST", "/api/trash/{}/restore", None),
+    ("GET", "/api/documents/{}/lines", None),
+    ("GET", "/api/lines/{}/history", None),
+    ("PATCH", "/api/lines/{}", {"text": "x", "version": 1}),
+    ("PATCH", "/api/users/{}", {"isActive": True}),
 ]
 
 
 @FUZZ
 @given(identifier=ids)
 def test_path_ids(actors: Actors, identifier: str) -> None:
-    for method, template in PATH_ROUTES:
+    users = {u["id"] for u in actors.client.get("/api/users", headers=actors.admin).json()}
+    for method, template, body in PATH_ROUTES:
         response = actors.client.request(
-            method, template.format(quote(identifier, safe="")), headers=actors.admin, json={"text": "x", "version": 1}
+            method, template.format(quote(identifier, safe="")), headers=actors.admin, json=body
         )
         _assert_clear(response)
         if identifier.isdigit() and 1 <= int(identifier) < 2**31:
-            assert response.status_code == 404
+            existing_user = template.startswith("/api/users") and int(identifier) in users
+            assert response.status_code == (200 if existing_user else 404)
         else:
             assert (response.status_code, response.json()["code"]) == (422, "INVALID_REQUEST")
 

@@ -238,3 +238,54 @@ def test_create_user_command_reads_the_password_from_stdin(database_url: str, tm
         command, input="cli password 1\n", env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )
     assert (again.returncode, "already a user" in again.stderr) == (1, True)
+
+
+def test_deactivating_a_user_ends_their_tokens_and_sessions(actors: Actors) -> None:
+    client = actors.client
+    browser = TestClient(client.app)
+    _session_login(browser)
+    erika = next(u for u in client.get("/api/users", headers=actors.admin).json() if u["username"] == "erika")
+    changed = client.patch(f"/api/users/{erika['id']}", headers=actors.admin, json={"isActive": False})
+    assert changed.status_code == 200 and changed.json()["isActive"] is False
+    assert client.get("/api/auth/me", headers=actors.archivist).status_code == 401
+    assert browser.get("/api/auth/me").status_code == 401
+    client.patch(f"/api/users/{erika['id']}", headers=actors.admin, json={"isActive": True, "role": "admin"})
+    assert client.get("/api/auth/me", headers=actors.archivist).status_code == 401  # old tokens stay revoked
+    assert client.get("/api/auth/me", headers=bearer(client, "erika")).json()["role"] == "admin"
+
+
+def test_the_last_admin_can_be_neither_demoted_nor_deactivated(actors: Actors) -> None:
+    client = actors.client
+    users = {u["username"]: u["id"] for u in client.get("/api/users", headers=actors.admin).json()}
+    for change in ({"role": "archivist"}, {"isActive": False}):
+        refused = client.patch(f"/api/users/{users['admin']}", headers=actors.admin, json=change)
+        assert (refused.status_code, refused.json()["code"]) == (409, "LAST_ADMIN")
+    client.patch(f"/api/users/{users['erika']}", headers=actors.admin, json={"role": "admin"})
+    assert (
+        client.patch(f"/api/users/{users['admin']}", headers=actors.admin, json={"role": "archivist"}).status_code
+        == 200
+    )
+    missing = client.patch("/api/users/99999", headers=actors.archivist, json={"role": "admin"})
+    # Roles are read from the database on each request: erika's older token acts as an admin now.
+    assert (missing.status_code, missing.json()["code"]) == (404, "USER_NOT_FOUND")
+
+
+def test_changing_ones_password_ends_every_other_session(actors: Actors) -> None:
+    client = actors.client
+    other = bearer(client, "erika")
+    wrong = client.post(
+        "/api/auth/password",
+        headers=actors.archivist,
+        json={"currentPassword": "not my password", "newPassword": "a brand new secret"},
+    )
+    assert (wrong.status_code, wrong.json()["code"]) == (403, "WRONG_PASSWORD")
+    changed = client.post(
+        "/api/auth/password",
+        headers=actors.archivist,
+        json={"currentPassword": PASSWORD, "newPassword": "a brand new secret"},
+    )
+    assert changed.status_code == 204
+    assert client.get("/api/auth/me", headers=actors.archivist).status_code == 200
+    assert client.get("/api/auth/me", headers=other).status_code == 401
+    assert _login_status(client, "erika", PASSWORD) == (401, "INVALID_CREDENTIALS")
+    assert _login_status(client, "erika", "a brand new secret") == (200, "")
