@@ -19,10 +19,17 @@ from backend.settings import Settings
 
 def _settings() -> Settings | None:
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         print(f"The backend cannot start; fix its settings (APP_*):\n{exc}", file=sys.stderr)
         return None
+    from backend.users.bootstrap import first_admin_problem
+
+    problem = first_admin_problem(settings)
+    if problem is not None:
+        print(f"The backend cannot start; fix its settings (APP_*):\n{problem}", file=sys.stderr)
+        return None
+    return settings
 
 
 def serve(settings: Settings) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +39,21 @@ class SetupState:
     """The one-time setup token, alive while there are no users (None once used or not needed)."""
 
     token: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim(self, given: str) -> bool:
+        """Take the token if ``given`` is it: of two requests racing with the right token, one wins."""
+        with self._lock:
+            if self.token is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return False
+            self.token = None
+            return True
+
+    def give_back(self, token: str) -> None:
+        """The claimed token did not create an admin (e.g. the password was too short): it stays valid."""
+        with self._lock:
+            if self.token is None:
+                self.token = token
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -47,12 +46,14 @@ def setup(body: SetupRequest, services: ServicesDep, session: SessionDep) -> Use
     """Create the first admin with the one-time token printed at start-up."""
     if services.users.count(session) > 0:
         raise AppError(ErrorCode.SETUP_DONE, "The archive is set up already; ask an admin for an account.")
-    expected = services.setup.token
-    if expected is None or not hmac.compare_digest(body.token.encode(), expected.encode()):
+    if not services.setup.claim(body.token):
         raise AppError(ErrorCode.SETUP_TOKEN_INVALID, "This setup link is not valid. Use the link printed at start-up.")
-    user = services.users.create(session, body.username, body.password, Role.ADMIN, services.clock())
-    session.commit()
-    services.setup.token = None
+    try:
+        user = services.users.create(session, body.username, body.password, Role.ADMIN, services.clock())
+        session.commit()
+    except BaseException:
+        services.setup.give_back(body.token)
+        raise
     return UserOut.model_validate(user)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -55,10 +57,21 @@ def token_hash(token: str) -> str:
 class Users:
     """Creating users and checking their passwords."""
 
-    def __init__(self, hasher: PasswordHash) -> None:
+    def __init__(self, hasher: PasswordHash, parallel_hashes: int | None = None) -> None:
         self.hasher = hasher
+        # Each Argon2 hash holds APP_ARGON2_MEMORY_KIB (64 MiB) while it runs; a flood of logins on
+        # the 40 threads of the request pool would need gigabytes. One hash per core at a time.
+        self._slots = threading.BoundedSemaphore(parallel_hashes or os.cpu_count() or 1)
         # Verified when the user name is unknown, so a wrong name costs as long as a wrong password.
-        self._decoy = hasher.hash(secrets.token_urlsafe(16))
+        self._decoy = self._hash(secrets.token_urlsafe(16))
+
+    def _hash(self, password: str) -> str:
+        with self._slots:
+            return self.hasher.hash(password)
+
+    def _verify(self, password: str, hashed: str) -> bool:
+        with self._slots:
+            return bool(self.hasher.verify(password, hashed))
 
     def count(self, session: Session) -> int:
         return int(session.scalar(select(func.count()).select_from(User)) or 0)
@@ -68,7 +81,7 @@ class Users:
         check_password(password)
         if session.scalar(select(User.id).where(User.username == name)) is not None:
             raise AppError(ErrorCode.USER_EXISTS, f"There is already a user named {name!r}.")
-        user = User(username=name, password_hash=self.hasher.hash(password), role=role, is_active=True, created_at=now)
+        user = User(username=name, password_hash=self._hash(password), role=role, is_active=True, created_at=now)
         session.add(user)
         try:
             session.flush()
@@ -82,9 +95,9 @@ class Users:
         # A name no user can have is not looked up (a NUL byte would be a PostgreSQL error, not a 401).
         user = session.scalar(select(User).where(User.username == name)) if USERNAME.fullmatch(name) else None
         if user is None or not user.is_active:
-            self.hasher.verify(password[:MAX_PASSWORD], self._decoy)
+            self._verify(password[:MAX_PASSWORD], self._decoy)
             return None
-        if len(password) > MAX_PASSWORD or not self.hasher.verify(password, user.password_hash):
+        if len(password) > MAX_PASSWORD or not self._verify(password, user.password_hash):
             return None
         return user
 
@@ -121,7 +134,7 @@ class Users:
 
     def change_password(self, session: Session, user: User, new_password: str) -> None:
         check_password(new_password)
-        user.password_hash = self.hasher.hash(new_password)
+        user.password_hash = self._hash(new_password)
         session.flush()
 
 

@@ -115,6 +115,8 @@ def test_health_is_503_with_a_code_when_the_database_is_gone(tmp_path: Path) -> 
         ({"APP_DATABASE_URL": "mysql://x"}, "database_url"),
         ({"APP_MANAGEMENT_PORT": "8000"}, "APP_MANAGEMENT_PORT"),
         ({"APP_TRASH_DAYS": "0"}, "trash_days"),
+        ({"APP_ADMIN_USERNAME": "root", "APP_ADMIN_PASSWORD": "short"}, "APP_ADMIN_PASSWORD"),
+        ({"APP_ADMIN_USERNAME": "no spaces allowed", "APP_ADMIN_PASSWORD": "long enough pw"}, "APP_ADMIN_USERNAME"),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_its_name(env: dict[str, str], named: str) -> None:

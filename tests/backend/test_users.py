@@ -9,13 +9,16 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from pydantic import SecretStr
+from sqlalchemy import func, select
 
 from backend.deps import CSRF_HEADER, SESSION_COOKIE
+from backend.users.bootstrap import bootstrap_first_admin
 from backend.users.models import Credential, Role, User
 from backend.users.throttle import LoginThrottle
 from tests.backend.conftest import PASSWORD, Actors, AppFactory, FakeClock, add_user, bearer, services_of
@@ -53,6 +56,41 @@ def test_the_setup_link_opens_a_page_that_never_sees_the_token(
     policy = page.headers["content-security-policy"]
     assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
     assert page.headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_setup_that_fails_keeps_the_token_and_two_racing_setups_make_one_admin(app_factory: AppFactory) -> None:
+    client = app_factory()
+    token = str(services_of(client).setup.token)
+    short = client.post("/api/setup", json={"token": token, "username": "ada", "password": "short"})
+    assert (short.status_code, short.json()["code"]) == (422, "INVALID_REQUEST")
+    barrier = threading.Barrier(4)
+    outcomes: list[int] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        response = client.post("/api/setup", json={"token": token, "username": f"admin{n}", "password": PASSWORD})
+        outcomes.append(response.status_code)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count(201) == 1 and set(outcomes) <= {201, 403, 409}
+    with services_of(client).db.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(User)) == 1
+
+
+def test_a_second_process_that_finds_the_admin_made_meanwhile_starts_normally(
+    app_factory: AppFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = app_factory(admin_username="root", admin_password="a long admin secret")
+    second = services_of(app_factory())
+    second.settings.admin_username, second.settings.admin_password = "root", SecretStr("a long admin secret")
+    # As if it had counted the users just before the first process committed its admin.
+    monkeypatch.setattr(second.users, "count", lambda _session: 0)
+    bootstrap_first_admin(second, announce=False)
+    assert len(first.get("/api/users", headers=bearer(first, "root", "a long admin secret")).json()) == 1
 
 
 def test_admin_settings_create_the_first_admin_unattended(app_factory: AppFactory) -> None:
