@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from backend.deps import CSRF_HEADER, SESSION_COOKIE
 from backend.users.bootstrap import bootstrap_first_admin
 from backend.users.models import Credential, Role, User
+from backend.users.service import Users
 from backend.users.throttle import LoginThrottle
 from tests.backend.conftest import PASSWORD, Actors, AppFactory, FakeClock, add_user, bearer, services_of
 
@@ -327,3 +328,30 @@ def test_changing_ones_password_ends_every_other_session(actors: Actors) -> None
     assert client.get("/api/auth/me", headers=other).status_code == 401
     assert _login_status(client, "erika", PASSWORD) == (401, "INVALID_CREDENTIALS")
     assert _login_status(client, "erika", "a brand new secret") == (200, "")
+
+
+def test_password_hashes_run_one_per_slot_at_a_time() -> None:
+    """With every slot busy, the next hash must wait: no more Argon2 runs at once than there are slots."""
+    inside = threading.Semaphore(0)
+    release = threading.Event()
+
+    class BlockingHasher:
+        def hash(self, password: str) -> str:
+            return "h:" + password
+
+        def verify(self, password: str, hashed: str) -> bool:
+            inside.release()
+            release.wait()
+            return hashed == "h:" + password
+
+    users = Users(BlockingHasher(), parallel_hashes=2)  # type: ignore[arg-type]
+    threads = [threading.Thread(target=users._verify, args=(str(n), "h:x")) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    inside.acquire()
+    inside.acquire()  # both hashes are running now
+    assert users._slots.acquire(blocking=False) is False  # a third would have to wait
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert users._slots.acquire(blocking=False) is True
