@@ -14,8 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Starts the OCR service on the embedded defaults (model store in ./data/models).
+# Starts the whole system on loopback with the embedded defaults: the OCR service
+# (127.0.0.1:8001, models in ./data/models, its log in ./data/ocr_service.log) in the
+# background and the backend (127.0.0.1:8000, SQLite and originals under ./data) in front.
+# Ctrl-C stops both (a background job ignores Ctrl-C, so the trap ends it).
 run: install
+	@mkdir -p data/models
+	@OCR_MODELS_DIR=$${OCR_MODELS_DIR:-$(CURDIR)/data/models} $(PY) -m ocr_service >data/ocr_service.log 2>&1 & ocr=$$!; \
+	trap 'kill $$ocr 2>/dev/null; wait $$ocr 2>/dev/null' EXIT INT TERM; \
+	$(PY) -m backend
+
+# The OCR service alone, in front.
+run-ocr: install
 	@mkdir -p data/models
 	OCR_MODELS_DIR=$${OCR_MODELS_DIR:-$(CURDIR)/data/models} $(PY) -m ocr_service
 

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
+from backend.settings import Settings as BackendSettings
 from ocr_service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,19 @@ def test_every_setting_is_documented_in_env_example() -> None:
     assert documented - settings == set(), ".env.example documents settings that do not exist"
 
 
+def test_every_backend_setting_is_documented_in_env_example() -> None:
+    documented = set(re.findall(r"^(APP_[A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.MULTILINE))
+    settings = {f"APP_{name.upper()}" for name in BackendSettings.model_fields}
+    assert settings - documented == set(), "backend settings missing from .env.example"
+    assert documented - settings == set(), ".env.example documents backend settings that do not exist"
+
+
 def test_ci_runs_the_readmes_test_command() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make run" in readme and "make test" in readme
+
+
+def test_ci_runs_the_backend_suite_again_on_postgresql() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "APP_TEST_DATABASE=postgresql" in ci and "tests/backend" in ci

@@ -1,0 +1,90 @@
+"""``python -m backend``: validate the settings, then serve the API and the management port.
+
+``python -m backend create-user NAME --role admin|archivist`` makes a user (password asked
+for, or read from stdin with ``--password-stdin``; never from the command line, which
+other users of the machine can see).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+
+import uvicorn
+from pydantic import ValidationError
+
+from backend.settings import Settings
+
+
+def _settings() -> Settings | None:
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"The backend cannot start; fix its settings (APP_*):\n{exc}", file=sys.stderr)
+        return None
+    from backend.users.bootstrap import first_admin_problem
+
+    problem = first_admin_problem(settings)
+    if problem is not None:
+        print(f"The backend cannot start; fix its settings (APP_*):\n{problem}", file=sys.stderr)
+        return None
+    return settings
+
+
+def serve(settings: Settings) -> int:
+    from backend.app import build_services, create_app, create_management_app
+
+    services = build_services(settings)
+    public = uvicorn.Server(
+        uvicorn.Config(create_app(settings, services=services), host=settings.host, port=settings.port, log_config=None)
+    )
+    management = uvicorn.Server(
+        uvicorn.Config(
+            create_management_app(services),
+            host=settings.management_host,
+            port=settings.management_port,
+            log_config=None,
+            access_log=False,
+        )
+    )
+    # The management server runs in a thread (uvicorn installs no signal handlers there), so
+    # Ctrl-C reaches the public server, and its end ends the management server too.
+    thread = threading.Thread(target=management.run, name="management", daemon=True)
+    thread.start()
+    print(
+        f"Open {settings.public_url}  (backend; management: http://{settings.management_host}:{settings.management_port})",
+        flush=True,
+    )
+    try:
+        public.run()
+    except KeyboardInterrupt:
+        # uvicorn shuts down gracefully, then re-raises Ctrl-C; that is a normal stop.
+        pass
+    finally:
+        management.should_exit = True
+        thread.join(timeout=10)
+    return 0 if public.started else 1
+
+
+def main(argv: list[str]) -> int:
+    settings = _settings()
+    if settings is None:
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+    )
+    # Alembic lists every plugin it sets up at INFO on each start; the migrations it runs stay visible.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if argv and argv[0] == "create-user":
+        from backend.cli import create_user
+
+        return create_user(settings, argv[1:])
+    if argv:
+        print(f"unknown command {argv[0]!r}; usage: python -m backend [create-user NAME --role ROLE]", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

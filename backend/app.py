@@ -1,0 +1,74 @@
+"""create_app(settings) → the backend's public API; create_management_app → /health and /metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from backend.db import migrate
+from backend.deps import Services, build_services
+from backend.documents import routes as documents_routes
+from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
+from backend.metrics import latency_middleware
+from backend.settings import Settings
+from backend.users import routes as users_routes
+from backend.users.bootstrap import bootstrap_first_admin
+from backend.web import routes as web_routes
+
+log = logging.getLogger(__name__)
+
+
+def _purge_trash(services: Services) -> None:
+    with services.db.sessions() as session:
+        services.documents.purge_expired(session, services.clock())
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
+    """The public app. Migrations run when it starts; the database is closed when it stops."""
+    settings = settings or Settings()
+    services = services or build_services(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(migrate, services.db.engine)
+        await run_in_threadpool(bootstrap_first_admin, services)
+        await run_in_threadpool(_purge_trash, services)
+        yield
+        services.db.dispose()
+
+    app = FastAPI(title="Familienarchiv backend", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.services = services
+    install_error_handlers(app)
+    app.middleware("http")(latency_middleware(services.metrics))
+    app.include_router(users_routes.router)
+    app.include_router(documents_routes.router)
+    app.include_router(web_routes.router)
+    return app
+
+
+def create_management_app(services: Services) -> FastAPI:
+    """Health and metrics for operators, on a port of its own that is never published."""
+    app = FastAPI(title="Familienarchiv backend management", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+
+    @app.get("/health")
+    async def health() -> Response:
+        try:
+            await run_in_threadpool(services.db.ping)
+        except SQLAlchemyError:
+            log.warning("health check: the database does not answer", exc_info=True)
+            return error_response(AppError(ErrorCode.DATABASE_UNAVAILABLE, "The database does not answer."))
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

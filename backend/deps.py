@@ -1,0 +1,173 @@
+"""What routes get injected: the app's services, a database session, the current user."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from backend.db import Database
+from backend.documents.lines import Lines
+from backend.documents.service import Documents
+from backend.errors import AppError, ErrorCode
+from backend.metrics import Metrics
+from backend.settings import Settings
+from backend.storage import LocalStorage
+from backend.users.models import Credential, CredentialKind, Role, User
+from backend.users.service import Credentials, Users, make_hasher
+from backend.users.throttle import LoginThrottle
+
+Clock = Callable[[], datetime]
+
+SESSION_COOKIE = "archiv_session"
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SetupState:
+    """The one-time setup token, alive while there are no users (None once used or not needed)."""
+
+    token: str | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def claim(self, given: str) -> bool:
+        """Take the token if ``given`` is it: of two requests racing with the right token, one wins."""
+        with self._lock:
+            if self.token is None or not hmac.compare_digest(given.encode(), self.token.encode()):
+                return False
+            self.token = None
+            return True
+
+    def give_back(self, token: str) -> None:
+        """The claimed token did not create an admin (e.g. the password was too short): it stays valid."""
+        with self._lock:
+            if self.token is None:
+                self.token = token
+
+
+@dataclass
+class Services:
+    """Everything one app instance shares between requests; built once by ``create_app``."""
+
+    settings: Settings
+    db: Database
+    users: Users
+    throttle: LoginThrottle
+    documents: Documents
+    metrics: Metrics = field(default_factory=Metrics)
+    clock: Clock = utc_now
+    credentials: Credentials = field(default_factory=Credentials)
+    lines: Lines = field(default_factory=Lines)
+    setup: SetupState = field(default_factory=SetupState)
+
+    @property
+    def token_ttl(self) -> timedelta:
+        return timedelta(hours=self.settings.token_ttl_hours)
+
+    @property
+    def session_ttl(self) -> timedelta:
+        return timedelta(hours=self.settings.session_ttl_hours)
+
+
+def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
+    return Services(
+        settings=settings,
+        db=Database(settings.database_url),
+        users=Users(make_hasher(settings)),
+        throttle=LoginThrottle(
+            lambda: clock().timestamp(),
+            free_attempts=settings.login_free_attempts,
+            base_delay_s=settings.login_base_delay_s,
+            max_delay_s=settings.login_max_delay_s,
+            window_s=settings.login_window_s,
+        ),
+        documents=Documents(
+            LocalStorage(settings.storage_dir),
+            max_upload_bytes=settings.max_upload_bytes,
+            max_pages=settings.max_pages,
+            trash_days=settings.trash_days,
+        ),
+        clock=clock,
+    )
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    """One session per request; service functions commit what they change."""
+    with services.db.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Authenticated:
+    user: User
+    credential: Credential
+
+
+def _not_authenticated() -> AppError:
+    return AppError(
+        ErrorCode.NOT_AUTHENTICATED, "Please log in.", headers={"WWW-Authenticate": 'Bearer realm="familienarchiv"'}
+    )
+
+
+def get_authenticated(request: Request, services: ServicesDep, session: SessionDep) -> Authenticated:
+    """A bearer token (API clients, no CSRF) or the session cookie (the web UI, CSRF checked)."""
+    now = services.clock()
+    authorization = request.headers.get("authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _not_authenticated()
+        found = services.credentials.resolve(session, token.strip(), CredentialKind.BEARER, now)
+        if found is None:
+            raise _not_authenticated()
+    else:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        found = services.credentials.resolve(session, cookie, CredentialKind.SESSION, now) if cookie else None
+        if found is None:
+            raise _not_authenticated()
+        # A cookie is sent by the browser whoever made the page; the CSRF token proves it was ours.
+        if request.method not in SAFE_METHODS and not services.credentials.csrf_matches(
+            found[0], request.headers.get(CSRF_HEADER)
+        ):
+            raise AppError(ErrorCode.CSRF_FAILED, "The form is out of date. Please reload the page and try again.")
+    credential, user = found
+    return Authenticated(user=user, credential=credential)
+
+
+AuthenticatedDep = Annotated[Authenticated, Depends(get_authenticated)]
+
+
+def get_current_user(auth: AuthenticatedDep) -> User:
+    return auth.user
+
+
+def get_admin_user(auth: AuthenticatedDep) -> User:
+    if auth.user.role is not Role.ADMIN:
+        raise AppError(ErrorCode.FORBIDDEN, "Only an admin may do this.")
+    return auth.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+AdminUser = Annotated[User, Depends(get_admin_user)]

@@ -1,0 +1,134 @@
+"""Lines of a document and their corrections. The OCR's text is never overwritten by a person's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.orm import Session
+
+from backend.documents.models import Document, Line, LineCorrection, Page
+from backend.documents.schemas import CorrectionOut, LineOut
+from backend.errors import AppError, ErrorCode
+from backend.users.models import User
+
+log = logging.getLogger(__name__)
+
+
+def line_out(line: Line, page_number: int) -> LineOut:
+    return LineOut(
+        id=line.id,
+        page=page_number,
+        order_index=line.order_index,
+        baseline=line.baseline,
+        polygon=line.polygon,
+        ocr_text=line.ocr_text,
+        ocr_confidence=line.ocr_confidence,
+        text=line.text,
+        current_text=line.text if line.text is not None else line.ocr_text,
+        corrected_by=line.corrected_by,
+        corrected_at=line.corrected_at,
+        model_name=line.model_name,
+        model_version=line.model_version,
+        version=line.version,
+    )
+
+
+class Lines:
+    def for_document(self, session: Session, document: Document) -> list[LineOut]:
+        rows = session.execute(
+            select(Line, Page.number)
+            .join(Page, Page.id == Line.page_id)
+            .where(Page.document_id == document.id)
+            .order_by(Page.number, Line.order_index)
+        ).all()
+        return [line_out(line, number) for line, number in rows]
+
+    def store_page(
+        self,
+        session: Session,
+        document_id: int,
+        page_number: int,
+        lines: Sequence[dict[str, Any]],
+        *,
+        model: str,
+        model_version: str | None,
+        now: datetime,
+    ) -> None:
+        """Store the OCR's lines of one page (the OCR service's LINE objects) in one transaction."""
+        page = session.scalars(select(Page).where(Page.document_id == document_id, Page.number == page_number)).one()
+        page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
+        session.add_all(
+            Line(
+                page_id=page.id,
+                order_index=int(item["index"]),
+                baseline=item["baseline"],
+                polygon=item["polygon"],
+                ocr_text=item["text"],
+                ocr_confidence=item.get("confidence"),
+                model_name=model,
+                model_version=model_version,
+                version=1,
+            )
+            for item in lines
+        )
+        session.commit()
+
+    def _line(self, session: Session, line_id: int) -> tuple[Line, int]:
+        row = session.execute(
+            select(Line, Page.number)
+            .join(Page, Page.id == Line.page_id)
+            .join(Document, Document.id == Page.document_id)
+            .where(Line.id == line_id, Document.deleted_at.is_(None))
+        ).first()
+        if row is None:
+            raise AppError(ErrorCode.LINE_NOT_FOUND, f"There is no line {line_id}.")
+        return row.tuple()
+
+    def correct(self, session: Session, line_id: int, text: str, version: int, user: User, now: datetime) -> LineOut:
+        """Save a person's text if ``version`` is still the line's; else 409 LINE_CHANGED with the current text."""
+        line, page_number = self._line(session, line_id)
+        before = line.text if line.text is not None else line.ocr_text
+        # The version guard sits in the UPDATE itself, so of two saves racing on one version exactly one wins.
+        saved = False
+        if line.version == version:
+            result = session.execute(
+                update(Line)
+                .where(Line.id == line_id, Line.version == version)
+                .values(text=text, corrected_by=user.id, corrected_at=now, version=version + 1)
+                .execution_options(synchronize_session=False)
+            )
+            saved = cast(CursorResult[Any], result).rowcount == 1
+        if not saved:
+            session.rollback()
+            line, page_number = self._line(session, line_id)
+            session.refresh(line)
+            current = line.text if line.text is not None else line.ocr_text
+            raise AppError(
+                ErrorCode.LINE_CHANGED,
+                "Someone else saved this line in the meantime. Their text is shown; apply your change to it.",
+                details={"text": current, "version": line.version, "correctedBy": line.corrected_by},
+            )
+        session.add(
+            LineCorrection(
+                line_id=line_id,
+                user_id=user.id,
+                corrected_at=now,
+                text_before=before,
+                text_after=text,
+                version=version + 1,
+            )
+        )
+        session.commit()
+        session.refresh(line)
+        return line_out(line, page_number)
+
+    def history(self, session: Session, line_id: int) -> list[CorrectionOut]:
+        self._line(session, line_id)
+        rows = session.scalars(
+            select(LineCorrection).where(LineCorrection.line_id == line_id).order_by(LineCorrection.version)
+        )
+        return [CorrectionOut.model_validate(c) for c in rows]

@@ -1,0 +1,129 @@
+"""Writers, documents, their pages and lines, and the history of every correction.
+
+The OCR's reading of a line (``ocr_text``) and a person's correction (``text``) are kept
+apart: a new OCR run never overwrites a correction, and the pair measures how often a
+model is wrong. OCR jobs (a later migration) write pages and lines page by page.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from backend.db import Base, JsonType, UtcDateTime
+
+
+class DocumentStatus(StrEnum):
+    NEW = "NEW"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class DatePrecision(StrEnum):
+    YEAR = "year"
+    MONTH = "month"
+    DAY = "day"
+
+
+def _values(enum: type[StrEnum]) -> list[str]:
+    return [member.value for member in enum]
+
+
+class Writer(Base):
+    """A person who wrote letters. The slug is made once from the first spelling and never changes."""
+
+    __tablename__ = "writers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Document(Base):
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(500))
+    # casefold()ed title for the title filter: SQLite's lower() knows only ASCII ("Überweisung").
+    title_folded: Mapped[str] = mapped_column(String(500))
+    writer_id: Mapped[int | None] = mapped_column(ForeignKey("writers.id", ondelete="RESTRICT"), index=True)
+    # Letters are often dated to the year or month only: the first day of that span, and its precision.
+    date: Mapped[date | None] = mapped_column(index=True)
+    date_precision: Mapped[DatePrecision | None] = mapped_column(
+        Enum(DatePrecision, native_enum=False, length=8, values_callable=_values)
+    )
+    original_filename: Mapped[str | None] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(32))
+    storage_key: Mapped[str] = mapped_column(String(100), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    page_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[DocumentStatus] = mapped_column(
+        Enum(DocumentStatus, native_enum=False, length=16, values_callable=_values), index=True
+    )
+    created_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # In the trash since then (restorable for APP_TRASH_DAYS); None: not deleted.
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    deleted_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+
+    writer: Mapped[Writer | None] = relationship(lazy="joined")
+
+
+class Page(Base):
+    __tablename__ = "pages"
+    __table_args__ = (UniqueConstraint("document_id", "number"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)  # 1-based
+    # Size in the upright page's pixels as the OCR service read it; None until read.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    image_key: Mapped[str | None] = mapped_column(String(100))
+    # The model that read this page's lines (set when its lines are stored).
+    ocr_model: Mapped[str | None] = mapped_column(String(100))
+    ocr_model_version: Mapped[str | None] = mapped_column(String(100))
+    ocr_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class Line(Base):
+    __tablename__ = "lines"
+    __table_args__ = (UniqueConstraint("page_id", "order_index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), index=True)
+    order_index: Mapped[int] = mapped_column(Integer)  # reading order on the page, from 0
+    baseline: Mapped[list[Any]] = mapped_column(JsonType)
+    polygon: Mapped[list[Any]] = mapped_column(JsonType)
+    ocr_text: Mapped[str] = mapped_column(Text)
+    ocr_confidence: Mapped[float | None] = mapped_column(Float)
+    # A person's reading; None while nobody has corrected the line.
+    text: Mapped[str | None] = mapped_column(Text)
+    corrected_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    corrected_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    model_version: Mapped[str | None] = mapped_column(String(100))
+    # Raised by every correction; a save naming an older version is refused (409 LINE_CHANGED).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class LineCorrection(Base):
+    """One saved correction: who, when, the line's text before and after."""
+
+    __tablename__ = "line_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    line_id: Mapped[int] = mapped_column(ForeignKey("lines.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    corrected_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    text_before: Mapped[str] = mapped_column(Text)
+    text_after: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)  # the line's version this correction created

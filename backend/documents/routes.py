@@ -1,0 +1,92 @@
+"""Documents, the trash and lines. Thin: parse, call the service, return a schema."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from backend.deps import AdminUser, CurrentUser, ServicesDep, SessionDep
+from backend.documents.schemas import (
+    CorrectionOut,
+    DocumentFilter,
+    DocumentOut,
+    DocumentPage,
+    LineCorrectionIn,
+    LineOut,
+    TrashedDocumentOut,
+)
+from backend.documents.service import document_out
+from backend.documents.upload import read_upload_form, upload_parts
+
+router = APIRouter(prefix="/api")
+
+DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+LineId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+@router.post("/documents", status_code=201)
+async def upload_document(
+    request: Request, user: CurrentUser, services: ServicesDep, session: SessionDep
+) -> DocumentOut:
+    """Multipart ``file`` (PDF, PNG, JPEG, TIFF, WebP), ``title``, optional ``writer`` and ``date``."""
+    form = await read_upload_form(request, services.settings.max_upload_bytes)
+    try:
+        file, fields = upload_parts(form)
+        document = await run_in_threadpool(
+            services.documents.ingest, session, user, fields, file.filename, file.file, services.clock()
+        )
+    finally:
+        await form.close()
+    return document_out(document)
+
+
+@router.get("/documents")
+def list_documents(
+    query: Annotated[DocumentFilter, Query()], _: CurrentUser, services: ServicesDep, session: SessionDep
+) -> DocumentPage:
+    documents, next_cursor = services.documents.search(session, query)
+    return DocumentPage(items=[document_out(d) for d in documents], next_cursor=next_cursor)
+
+
+@router.get("/documents/{document_id}")
+def read_document(document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep) -> DocumentOut:
+    return document_out(services.documents.get(session, document_id))
+
+
+@router.delete("/documents/{document_id}", status_code=204)
+def delete_document(document_id: DocumentId, user: CurrentUser, services: ServicesDep, session: SessionDep) -> Response:
+    """Move to the trash; an admin can restore it for APP_TRASH_DAYS."""
+    services.documents.move_to_trash(session, document_id, user, services.clock())
+    return Response(status_code=204)
+
+
+@router.get("/trash")
+def list_trash(_: AdminUser, services: ServicesDep, session: SessionDep) -> list[TrashedDocumentOut]:
+    return services.documents.trashed(session)
+
+
+@router.post("/trash/{document_id}/restore")
+def restore_document(document_id: DocumentId, _: AdminUser, services: ServicesDep, session: SessionDep) -> DocumentOut:
+    return document_out(services.documents.restore(session, document_id, services.clock()))
+
+
+@router.get("/documents/{document_id}/lines")
+def document_lines(
+    document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
+) -> list[LineOut]:
+    return services.lines.for_document(session, services.documents.get(session, document_id))
+
+
+@router.patch("/lines/{line_id}")
+def correct_line(
+    line_id: LineId, body: LineCorrectionIn, user: CurrentUser, services: ServicesDep, session: SessionDep
+) -> LineOut:
+    """Save a person's text; ``version`` must be the line's current one, else 409 LINE_CHANGED."""
+    return services.lines.correct(session, line_id, body.text, body.version, user, services.clock())
+
+
+@router.get("/lines/{line_id}/history")
+def line_history(line_id: LineId, _: CurrentUser, services: ServicesDep, session: SessionDep) -> list[CorrectionOut]:
+    return services.lines.history(session, line_id)

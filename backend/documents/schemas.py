@@ -1,0 +1,127 @@
+"""JSON of the document and line routes."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from backend.documents.models import DatePrecision, DocumentStatus
+from backend.schemas import ApiModel, OneLine, StorableText
+
+_PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+def parse_partial_date(value: str) -> tuple[date, DatePrecision]:
+    """``1916``, ``1916-05`` or ``1916-05-03`` → the first day of that span and its precision."""
+    match = _PARTIAL_DATE.fullmatch(value)
+    if match is None:
+        raise ValueError("must be a date like 1916, 1916-05 or 1916-05-03")
+    year, month, day = match.groups()
+    try:
+        first = date(int(year), int(month or 1), int(day or 1))
+    except ValueError as exc:
+        raise ValueError("is not a date that exists") from exc
+    precision = DatePrecision.DAY if day else DatePrecision.MONTH if month else DatePrecision.YEAR
+    return first, precision
+
+
+def format_partial_date(value: date | None, precision: DatePrecision | None) -> str | None:
+    if value is None:
+        return None
+    if precision is DatePrecision.YEAR:
+        return f"{value.year:04d}"
+    if precision is DatePrecision.MONTH:
+        return f"{value.year:04d}-{value.month:02d}"
+    return value.isoformat()
+
+
+def _partial_date(value: str) -> str:
+    parse_partial_date(value)
+    return value
+
+
+PartialDate = Annotated[str, AfterValidator(_partial_date)]
+
+
+class UploadFields(ApiModel):
+    """The text fields of an upload (the file itself is checked by its bytes)."""
+
+    title: OneLine = Field(min_length=1, max_length=500)
+    writer: OneLine | None = Field(None, max_length=200)
+    date: PartialDate | None = None
+
+
+class WriterOut(ApiModel):
+    id: int
+    name: str
+    slug: str
+
+
+class DocumentOut(ApiModel):
+    id: int
+    title: str
+    writer: WriterOut | None
+    date: str | None
+    original_filename: str | None
+    media_type: str
+    sha256: str
+    size_bytes: int
+    page_count: int
+    status: DocumentStatus
+    created_by: int
+    created_at: datetime
+    deleted_at: datetime | None = None
+
+
+class TrashedDocumentOut(DocumentOut):
+    # After this moment the document is deleted for good.
+    purge_at: datetime
+
+
+class DocumentFilter(ApiModel):
+    writer: OneLine | None = Field(None, max_length=200, description="the writer's slug")
+    status: DocumentStatus | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    title: OneLine | None = Field(None, max_length=500, description="part of the title, any case")
+    cursor: str | None = Field(None, pattern=r"^[1-9][0-9]{0,9}$", description="nextCursor of the previous page")
+    limit: int = Field(50, ge=1, le=200)
+
+
+class DocumentPage(ApiModel):
+    items: list[DocumentOut]
+    next_cursor: str | None
+
+
+class LineOut(ApiModel):
+    id: int
+    page: int
+    order_index: int
+    baseline: list[Any]
+    polygon: list[Any]
+    ocr_text: str
+    ocr_confidence: float | None
+    text: str | None
+    # What the archive holds for the line: the person's text where there is one, else the OCR's.
+    current_text: str
+    corrected_by: int | None
+    corrected_at: datetime | None
+    model_name: str | None
+    model_version: str | None
+    version: int
+
+
+class LineCorrectionIn(ApiModel):
+    text: StorableText = Field(max_length=5000)
+    version: int = Field(ge=1, le=2**31 - 1)
+
+
+class CorrectionOut(ApiModel):
+    user_id: int
+    corrected_at: datetime
+    text_before: str
+    text_after: str
+    version: int

@@ -1,0 +1,224 @@
+"""Documents: ingesting an upload, reading, listing with keyset paging, the trash. No HTTP here."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import unicodedata
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from backend.documents.inspect import inspect
+from backend.documents.models import Document, DocumentStatus, Page, Writer
+from backend.documents.schemas import (
+    DocumentFilter,
+    DocumentOut,
+    TrashedDocumentOut,
+    UploadFields,
+    WriterOut,
+    format_partial_date,
+    parse_partial_date,
+)
+from backend.errors import AppError, ErrorCode
+from backend.storage import Storage
+from backend.users.models import User
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1024 * 1024
+_GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+
+def slugify(name: str) -> str:
+    """A stable, readable slug: ``Anna Müller`` → ``anna-mueller``; names without Latin letters get a hash."""
+    ascii_name = unicodedata.normalize("NFKD", name.casefold().translate(_GERMAN)).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name).strip("-")[:180]
+    return slug or "writer-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def document_out(document: Document) -> DocumentOut:
+    return DocumentOut(
+        id=document.id,
+        title=document.title,
+        writer=WriterOut.model_validate(document.writer) if document.writer else None,
+        date=format_partial_date(document.date, document.date_precision),
+        original_filename=document.original_filename,
+        media_type=document.media_type,
+        sha256=document.sha256,
+        size_bytes=document.size_bytes,
+        page_count=document.page_count,
+        status=document.status,
+        created_by=document.created_by,
+        created_at=document.created_at,
+        deleted_at=document.deleted_at,
+    )
+
+
+def _hash(source: BinaryIO) -> tuple[str, int]:
+    source.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while chunk := source.read(_CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    source.seek(0)
+    return digest.hexdigest(), size
+
+
+class Documents:
+    def __init__(self, storage: Storage, *, max_upload_bytes: int, max_pages: int, trash_days: int) -> None:
+        self.storage = storage
+        self.max_upload_bytes = max_upload_bytes
+        self.max_pages = max_pages
+        self.trash = timedelta(days=trash_days)
+
+    def _duplicate(self, existing: Document) -> AppError:
+        where = " It is in the trash; an admin can restore it." if existing.deleted_at else ""
+        return AppError(
+            ErrorCode.DUPLICATE_DOCUMENT,
+            f"This file is already in the archive as document {existing.id} ({existing.title!r}).{where}",
+            details={"documentId": existing.id, "title": existing.title, "inTrash": existing.deleted_at is not None},
+        )
+
+    def _writer(self, session: Session, name: str, now: datetime) -> Writer:
+        slug = slugify(name)
+        writer = session.scalar(select(Writer).where(Writer.slug == slug))
+        if writer is not None:
+            return writer
+        try:
+            with session.begin_nested():
+                writer = Writer(name=name, slug=slug, created_at=now)
+                session.add(writer)
+        except IntegrityError:  # made by a parallel upload a moment ago
+            writer = session.scalars(select(Writer).where(Writer.slug == slug)).one()
+        return writer
+
+    def ingest(
+        self, session: Session, user: User, fields: UploadFields, filename: str | None, source: BinaryIO, now: datetime
+    ) -> Document:
+        """Check an uploaded file (spooled to disk by the caller), store it, record it with its pages."""
+        sha256, size = _hash(source)
+        if size > self.max_upload_bytes:
+            raise AppError(ErrorCode.DOCUMENT_TOO_LARGE, f"The file is larger than {self.max_upload_bytes} bytes.")
+        existing = session.scalar(select(Document).where(Document.sha256 == sha256))
+        if existing is not None:
+            raise self._duplicate(existing)
+        inspected = inspect(source, self.max_pages)
+        day, precision = parse_partial_date(fields.date) if fields.date else (None, None)
+        key = self.storage.save(source)
+        try:
+            document = Document(
+                title=fields.title,
+                title_folded=fields.title.casefold(),
+                writer=self._writer(session, fields.writer, now) if fields.writer else None,
+                date=day,
+                date_precision=precision,
+                original_filename=_safe_filename(filename),
+                media_type=inspected.media_type,
+                storage_key=key,
+                sha256=sha256,
+                size_bytes=size,
+                page_count=inspected.page_count,
+                status=DocumentStatus.NEW,
+                created_by=user.id,
+                created_at=now,
+            )
+            session.add(document)
+            session.flush()
+            session.add_all(Page(document_id=document.id, number=n) for n in range(1, inspected.page_count + 1))
+            session.commit()
+        except IntegrityError as exc:
+            session.rollback()
+            self.storage.delete(key)
+            existing = session.scalar(select(Document).where(Document.sha256 == sha256))
+            if existing is None:
+                raise
+            raise self._duplicate(existing) from exc
+        except BaseException:
+            session.rollback()
+            self.storage.delete(key)
+            raise
+        log.info(
+            "document %d stored (%s, %d pages, %d bytes)", document.id, inspected.media_type, document.page_count, size
+        )
+        return document
+
+    def get(self, session: Session, document_id: int) -> Document:
+        document = session.get(Document, document_id)
+        if document is None or document.deleted_at is not None:
+            raise AppError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document {document_id}.")
+        return document
+
+    def search(self, session: Session, query: DocumentFilter) -> tuple[Sequence[Document], str | None]:
+        """Newest first, keyset-paged on the id (stable while documents are added)."""
+        statement = select(Document).where(Document.deleted_at.is_(None))
+        if query.writer is not None:
+            statement = statement.join(Writer, Writer.id == Document.writer_id).where(Writer.slug == query.writer)
+        if query.status is not None:
+            statement = statement.where(Document.status == query.status)
+        if query.date_from is not None:
+            statement = statement.where(Document.date >= query.date_from)
+        if query.date_to is not None:
+            statement = statement.where(Document.date <= query.date_to)
+        if query.title:
+            statement = statement.where(Document.title_folded.contains(query.title.casefold(), autoescape=True))
+        if query.cursor is not None:
+            statement = statement.where(Document.id < int(query.cursor))
+        rows = session.scalars(statement.order_by(Document.id.desc()).limit(query.limit + 1)).unique().all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return rows, str(rows[-1].id) if more else None
+
+    def move_to_trash(self, session: Session, document_id: int, user: User, now: datetime) -> None:
+        document = self.get(session, document_id)
+        document.deleted_at, document.deleted_by = now, user.id
+        session.commit()
+        log.info("document %d moved to the trash by user %d", document_id, user.id)
+
+    def trashed(self, session: Session) -> list[TrashedDocumentOut]:
+        rows = session.scalars(
+            select(Document).where(Document.deleted_at.is_not(None)).order_by(Document.deleted_at.desc())
+        ).unique()
+        return [
+            TrashedDocumentOut(**document_out(d).model_dump(), purge_at=d.deleted_at + self.trash)  # type: ignore[operator]
+            for d in rows
+        ]
+
+    def restore(self, session: Session, document_id: int, now: datetime) -> Document:
+        document = session.get(Document, document_id)
+        if document is None:
+            raise AppError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document {document_id}.")
+        if document.deleted_at is None:
+            raise AppError(ErrorCode.NOT_IN_TRASH, f"Document {document_id} is not in the trash.")
+        if now >= document.deleted_at + self.trash:
+            raise AppError(ErrorCode.TRASH_EXPIRED, f"Document {document_id} was deleted too long ago to restore.")
+        document.deleted_at = document.deleted_by = None
+        session.commit()
+        return document
+
+    def purge_expired(self, session: Session, now: datetime) -> int:
+        """Delete for good what has been in the trash longer than the trash period (rows, then files)."""
+        expired = list(session.scalars(select(Document).where(Document.deleted_at <= now - self.trash)).unique())
+        keys = [d.storage_key for d in expired]
+        for document in expired:
+            session.delete(document)
+        session.commit()
+        for key in keys:
+            self.storage.delete(key)
+        if expired:
+            log.info("purged %d documents from the trash", len(expired))
+        return len(expired)
+
+
+def _safe_filename(name: str | None) -> str | None:
+    """The client's file name, for display only: its last part, printable, bounded."""
+    if not name:
+        return None
+    last = re.split(r"[\\/]", name)[-1]
+    cleaned = "".join(ch for ch in last if ch.isprintable())[:255].strip()
+    return cleaned or None

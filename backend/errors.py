@@ -1,0 +1,181 @@
+"""The backend's error model: one enum of codes, one exception, one place mapping to HTTP.
+
+Every error body is ``{"code": "UPPER_SNAKE", "message": str}`` plus optional ``details``
+(DESIGN.md). Domain code raises :class:`AppError`; nothing else builds error responses.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorCode(StrEnum):
+    # request shape
+    INVALID_REQUEST = "INVALID_REQUEST"
+    MALFORMED_JSON = "MALFORMED_JSON"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    # users and security
+    NOT_AUTHENTICATED = "NOT_AUTHENTICATED"
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    LOGIN_THROTTLED = "LOGIN_THROTTLED"
+    FORBIDDEN = "FORBIDDEN"
+    CSRF_FAILED = "CSRF_FAILED"
+    SETUP_DONE = "SETUP_DONE"
+    SETUP_TOKEN_INVALID = "SETUP_TOKEN_INVALID"  # noqa: S105 (an error code, not a secret)
+    USER_EXISTS = "USER_EXISTS"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    LAST_ADMIN = "LAST_ADMIN"
+    WRONG_PASSWORD = "WRONG_PASSWORD"  # noqa: S105 (an error code, not a secret)
+    # documents
+    DOCUMENT_NOT_FOUND = "DOCUMENT_NOT_FOUND"
+    DUPLICATE_DOCUMENT = "DUPLICATE_DOCUMENT"
+    UNSUPPORTED_DOCUMENT_TYPE = "UNSUPPORTED_DOCUMENT_TYPE"
+    CORRUPT_DOCUMENT = "CORRUPT_DOCUMENT"
+    EMPTY_DOCUMENT = "EMPTY_DOCUMENT"
+    DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE"
+    TOO_MANY_PAGES = "TOO_MANY_PAGES"
+    NOT_IN_TRASH = "NOT_IN_TRASH"
+    TRASH_EXPIRED = "TRASH_EXPIRED"
+    # lines
+    LINE_NOT_FOUND = "LINE_NOT_FOUND"
+    LINE_CHANGED = "LINE_CHANGED"
+    # the OCR service
+    OCR_SERVICE_UNAVAILABLE = "OCR_SERVICE_UNAVAILABLE"
+    # the backend itself
+    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.MALFORMED_JSON: 400,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.REQUEST_TOO_LARGE: 413,
+    ErrorCode.NOT_AUTHENTICATED: 401,
+    ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.LOGIN_THROTTLED: 429,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.CSRF_FAILED: 403,
+    ErrorCode.SETUP_DONE: 409,
+    ErrorCode.SETUP_TOKEN_INVALID: 403,
+    ErrorCode.USER_EXISTS: 409,
+    ErrorCode.USER_NOT_FOUND: 404,
+    ErrorCode.LAST_ADMIN: 409,
+    # Not 401: the caller is logged in; only the current password they typed is wrong.
+    ErrorCode.WRONG_PASSWORD: 403,
+    ErrorCode.DOCUMENT_NOT_FOUND: 404,
+    ErrorCode.DUPLICATE_DOCUMENT: 409,
+    ErrorCode.UNSUPPORTED_DOCUMENT_TYPE: 415,
+    ErrorCode.CORRUPT_DOCUMENT: 422,
+    ErrorCode.EMPTY_DOCUMENT: 422,
+    ErrorCode.DOCUMENT_TOO_LARGE: 413,
+    ErrorCode.TOO_MANY_PAGES: 413,
+    ErrorCode.NOT_IN_TRASH: 409,
+    ErrorCode.TRASH_EXPIRED: 410,
+    ErrorCode.LINE_NOT_FOUND: 404,
+    ErrorCode.LINE_CHANGED: 409,
+    ErrorCode.OCR_SERVICE_UNAVAILABLE: 503,
+    ErrorCode.DATABASE_UNAVAILABLE: 503,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class AppError(Exception):
+    """An error the caller can act on; carries its code, message and HTTP status."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.code]
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def error_response(error: AppError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+_HTTP_CODES = {
+    400: ErrorCode.INVALID_REQUEST,
+    401: ErrorCode.NOT_AUTHENTICATED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.REQUEST_TOO_LARGE,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+}
+_HTTP_MESSAGES = {
+    404: "There is nothing at this address.",
+    405: "This address does not accept that method.",
+}
+
+
+def _problems(exc: RequestValidationError) -> list[dict[str, str]]:
+    return [
+        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure to the ``{"code","message"}`` body; no stack trace reaches a client."""
+
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            return error_response(AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON."))
+        problems = _problems(exc)
+        text = "; ".join(f"{p['field']}: {p['problem']}" if p["field"] else p["problem"] for p in problems)
+        return error_response(
+            AppError(ErrorCode.INVALID_REQUEST, f"The request is not valid: {text}", details={"problems": problems})
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
+        message = _HTTP_MESSAGES.get(exc.status_code)
+        if message is None:
+            message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        error = AppError(code, message, headers=getattr(exc, "headers", None))
+        return JSONResponse(error.body(), status_code=exc.status_code, headers=error.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(AppError(ErrorCode.INTERNAL_ERROR, "Something went wrong inside the backend."))

@@ -1,0 +1,18 @@
+"""Alembic environment: migrations run on the connection ``backend.db.migrate`` hands in."""
+
+from __future__ import annotations
+
+from alembic import context
+
+import backend.models  # noqa: F401  (registers every table on Base.metadata)
+from backend.db import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,8 @@
+"""Every table of the backend, imported in one place so Alembic and the app see the same metadata."""
+
+from __future__ import annotations
+
+from backend.documents.models import Document, Line, LineCorrection, Page, Writer
+from backend.users.models import Credential, User
+
+__all__ = ["Credential", "Document", "Line", "LineCorrection", "Page", "User", "Writer"]

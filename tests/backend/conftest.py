@@ -1,0 +1,170 @@
+"""Backend fixtures: one database per test run (SQLite, or PostgreSQL with APP_TEST_DATABASE=postgresql).
+
+The whole backend suite runs on both. On PostgreSQL each run creates a database of its own
+on 127.0.0.1:5432 (user postgres, trust auth; override with APP_TEST_POSTGRES_URL) and drops
+it at the end; a machine without PostgreSQL skips the run with the reason shown.
+Every test starts from empty tables (rows are deleted after each test; the schema stays).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, delete, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from backend.app import create_app
+from backend.db import Base, Database, migrate
+from backend.deps import Clock, Services, build_services, utc_now
+from backend.settings import Settings
+from backend.users.models import Role, User
+
+DATABASE_KIND = os.environ.get("APP_TEST_DATABASE", "sqlite")
+POSTGRES_URL = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_database() -> Iterator[str]:
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    name = f"backend_test_{os.getpid()}_{secrets.token_hex(4)}"
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"APP_TEST_DATABASE=postgresql but PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
+    try:
+        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if DATABASE_KIND == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'backend.db'}"
+    elif DATABASE_KIND == "postgresql":
+        yield from _postgres_database()
+    else:
+        pytest.fail(f"APP_TEST_DATABASE must be sqlite or postgresql, not {DATABASE_KIND!r}")
+
+
+@pytest.fixture(scope="session")
+def migrated(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    migrate(database.engine)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def db(migrated: Database) -> Iterator[Database]:
+    """The test run's database, emptied after the test."""
+    yield migrated
+    with migrated.engine.begin() as connection:
+        for table in reversed(Base.metadata.sorted_tables):
+            connection.execute(delete(table))
+
+
+def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "storage_dir": tmp_path / "storage",
+        # The cheapest Argon2 the settings allow: tests hash many passwords on two cores.
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 8192,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+AppFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def app_factory(db: Database, database_url: str, tmp_path: Path) -> Iterator[AppFactory]:
+    """Start the backend on the test database with settings of the test's own (TestClient, lifespan run)."""
+    clients: list[TestClient] = []
+
+    def start(clock: Clock = utc_now, **overrides: Any) -> TestClient:
+        settings = make_settings(database_url, tmp_path, **overrides)
+        client = TestClient(create_app(settings, services=build_services(settings, clock=clock)))
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(app_factory: AppFactory) -> TestClient:
+    return app_factory()
+
+
+class FakeClock:
+    """An injectable clock that moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+PASSWORD = "correct horse battery"
+
+
+def services_of(client: TestClient) -> Services:
+    services: Services = client.app.state.services  # type: ignore[attr-defined]
+    return services
+
+
+def add_user(client: TestClient, username: str, role: Role, password: str = PASSWORD) -> User:
+    services = services_of(client)
+    with services.db.sessions() as session:
+        user = services.users.create(session, username, password, role, services.clock())
+        session.commit()
+        return user
+
+
+def bearer(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
+    response = client.post("/api/auth/token", data={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['accessToken']}"}
+
+
+@dataclass
+class Actors:
+    """An admin and an archivist with bearer tokens, on one running app."""
+
+    client: TestClient
+    admin: dict[str, str]
+    archivist: dict[str, str]
+
+
+@pytest.fixture
+def actors(app_factory: AppFactory, clock: FakeClock) -> Actors:
+    client = app_factory(clock=clock)
+    add_user(client, "admin", Role.ADMIN)
+    add_user(client, "erika", Role.ARCHIVIST)
+    return Actors(client, bearer(client, "admin"), bearer(client, "erika"))

@@ -1,0 +1,85 @@
+"""Every API route × anonymous / archivist / admin / a session with a wrong CSRF token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from backend.deps import CSRF_HEADER
+from tests.backend.conftest import PASSWORD, Actors
+
+ANONYMOUS, USER, ADMIN = "anonymous", "user", "admin"
+# The codes of a refusal by authentication, role or CSRF check (others, e.g. 404, mean it got past them).
+DENIED = {"NOT_AUTHENTICATED", "FORBIDDEN", "CSRF_FAILED"}
+
+# (method, path, who may call it, request arguments); ids of documents/lines that do not
+# exist are fine: authentication and roles are checked before anything is looked up.
+ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("POST", "/api/setup", ANONYMOUS, {"json": {"token": "t", "username": "x", "password": "p" * 12}}),
+    ("POST", "/api/auth/token", ANONYMOUS, {"data": {"username": "nobody", "password": "wrong password"}}),
+    ("POST", "/api/auth/login", ANONYMOUS, {"json": {"username": "nobody", "password": "wrong password"}}),
+    ("POST", "/api/auth/logout", USER, {}),
+    ("GET", "/api/auth/me", USER, {}),
+    ("GET", "/api/users", ADMIN, {}),
+    ("POST", "/api/users", ADMIN, {"json": {"username": "new", "password": "p" * 12, "role": "archivist"}}),
+    ("PATCH", "/api/users/{user_id}", ADMIN, {"json": {"role": "archivist"}}),
+    ("POST", "/api/auth/password", USER, {"json": {"currentPassword": "wrong password", "newPassword": "p" * 12}}),
+    ("POST", "/api/documents", USER, {"files": {"file": ("a.txt", b"text", "text/plain")}, "data": {"title": "t"}}),
+    ("GET", "/api/documents", USER, {}),
+    ("GET", "/api/documents/{document_id}", USER, {}),
+    ("DELETE", "/api/documents/{document_id}", USER, {}),
+    ("GET", "/api/trash", ADMIN, {}),
+    ("POST", "/api/trash/{document_id}/restore", ADMIN, {}),
+    ("GET", "/api/documents/{document_id}/lines", USER, {}),
+    ("PATCH", "/api/lines/{line_id}", USER, {"json": {"text": "x", "version": 1}}),
+    ("GET", "/api/lines/{line_id}/history", USER, {}),
+]
+
+
+def _url(path: str) -> str:
+    return path.replace("{document_id}", "999").replace("{line_id}", "999").replace("{user_id}", "999")
+
+
+def test_the_matrix_covers_every_api_route(actors: Actors) -> None:
+    paths = actors.client.app.openapi()["paths"]  # type: ignore[attr-defined]
+    served = {(method.upper(), path) for path, methods in paths.items() for method in methods}
+    assert served == {(method, path) for method, path, _, _ in ROUTES}
+
+
+def _call(client: TestClient, method: str, path: str, headers: dict[str, str], args: dict[str, Any]) -> tuple[int, str]:
+    response = client.request(method, _url(path), headers=headers, **args)
+    body = response.json() if response.content else None
+    return response.status_code, body.get("code", "") if isinstance(body, dict) else ""
+
+
+@pytest.mark.parametrize(("method", "path", "who", "args"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])
+def test_route_enforces_its_role_for_each_kind_of_caller(
+    actors: Actors, method: str, path: str, who: str, args: dict[str, Any]
+) -> None:
+    client = actors.client
+    anonymous = _call(client, method, path, {}, args)
+    archivist = _call(client, method, path, actors.archivist, args)
+    admin = _call(client, method, path, actors.admin, args)
+    if who == ANONYMOUS:
+        assert anonymous[1] not in DENIED
+        return
+    assert anonymous == (401, "NOT_AUTHENTICATED")
+    if who == ADMIN:
+        assert archivist == (403, "FORBIDDEN")
+    else:
+        assert archivist[1] not in DENIED
+    assert admin[1] not in DENIED
+
+    # The same route from a browser session: reading needs no CSRF token, changing needs the right one.
+    browser = TestClient(client.app)
+    login = browser.post("/api/auth/login", json={"username": "admin", "password": PASSWORD})
+    assert login.status_code == 200
+    for wrong in ({}, {CSRF_HEADER: "forged"}):
+        status, code = _call(browser, method, path, wrong, args)
+        if method == "GET":
+            assert code not in DENIED
+        else:
+            assert (status, code) == (403, "CSRF_FAILED")
+    assert _call(browser, method, path, {CSRF_HEADER: login.json()["csrfToken"]}, args)[1] not in DENIED
