@@ -146,8 +146,13 @@ class OcrClient:
             except (httpx.HTTPError, TimeoutError) as exc:
                 return OcrUnavailable(Unavailability.CONNECTION, f"No answer from {url}: {type(exc).__name__}.")
             if response.is_success:
-                body = response.json()
-                return body if isinstance(body, dict) else {"status": "unknown"}
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+                if isinstance(body, dict):
+                    return body
+                return OcrUnavailable(Unavailability.SERVER_ERROR, f"{url} answered /health without a JSON object.")
             return OcrUnavailable(
                 Unavailability.SERVER_ERROR, f"{url} answered {response.status_code}: {response.text[:200]}"
             )
