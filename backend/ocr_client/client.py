@@ -44,6 +44,10 @@ _RANK = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2
 
 
 class OcrClient:
+    """One per backend process, used from its one event loop: the breakers' bookkeeping never
+    awaits, so it needs no lock there, and their state stays in memory (RESILIENCE.md: no
+    shared Redis state, which would block the loop and fall back to CLOSED on errors)."""
+
     def __init__(
         self,
         config: OcrClientConfig,
