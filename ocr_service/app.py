@@ -14,7 +14,7 @@ from ocr_service.api import models as models_api
 from ocr_service.api import training as training_api
 from ocr_service.api.deps import Services
 from ocr_service.documents import PageLimits
-from ocr_service.engine.validate import validate_model_file
+from ocr_service.engine.validate import model_checker
 from ocr_service.errors import install_error_handlers
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
 from ocr_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
@@ -38,7 +38,7 @@ def build_services(settings: Settings) -> Services:
         settings.models_dir,
         settings.default_model,
         segmentation_model=settings.segmentation_model,
-        inspect=validate_model_file,
+        inspect=model_checker(settings),
     )
     workers = settings.worker_count
     pool = WorkerPool(

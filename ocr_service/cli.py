@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ocr_service.engine.validate import validate_model_file
+from ocr_service.engine.validate import model_checker
 from ocr_service.errors import AppError
 from ocr_service.models_admin import (
     InstallRequest,
@@ -97,7 +97,7 @@ def main(
         settings.models_dir,
         settings.default_model,
         segmentation_model=settings.segmentation_model,
-        inspect=validate_model_file,
+        inspect=model_checker(settings),
     )
     admin = ModelAdmin.from_settings(settings, store, models_in_training(settings))
     try:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ocr_service.engine.inspect import COREML_SUFFIX, SAFETENSORS_SUFFIX, ModelFacts, ModelFileError
-from ocr_service.engine.validate import validate_model_file
+from ocr_service.engine.validate import model_checker
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.settings import Settings
 from ocr_service.store import PACKAGED_SEGMENTATION, ModelStore, Source, check_model_name
@@ -296,7 +296,7 @@ class ModelAdmin:
         store: ModelStore,
         *,
         max_bytes: int,
-        validate: Callable[[Path], ModelFacts] = validate_model_file,
+        validate: Callable[[Path], ModelFacts],
         models_in_use: Callable[[], set[str]] = set,
     ) -> None:
         self.store = store
@@ -311,11 +311,10 @@ class ModelAdmin:
     def from_settings(
         cls, settings: Settings, store: ModelStore, models_in_use: Callable[[], set[str]] = set
     ) -> ModelAdmin:
-        timeout = settings.model_validation_timeout_s
         return cls(
             store,
             max_bytes=settings.max_model_bytes,
-            validate=lambda path: validate_model_file(path, timeout_s=timeout),
+            validate=model_checker(settings),
             models_in_use=models_in_use,
         )
 

@@ -6,6 +6,7 @@ tests construct their own ``Settings(...)``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -14,26 +15,30 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ocr_service.cgroups import Cgroup, available_cpus
+
 # Measured on this design's target (2 cores, kraken 7.1.1, torch 2.14): one worker process
 # with the packaged segmentation model and a recognition model peaks at about 1.1 GB while
 # it segments a 300-dpi page. Rounded up so a worker never pushes the container over its limit.
 WORKER_MEMORY_MB = 1400
 # The parent process (FastAPI, the PDF rasteriser, pages waiting in the queue).
 SERVICE_BASE_MEMORY_MB = 800
+# The model-check child (engine/validate.py) imports torch and kraken and loads one candidate
+# model: 1.1 GB at its peak for the packaged blla (5 MB), 2.0 GB for a 250 MB CoreML file, so
+# about 1.1 GB plus 3.7 times the file. It runs for uploads, trained models and hand-placed
+# files, while workers read pages and a trainer may run, so its peak is reserved at start-up.
+MODEL_CHECK_BASE_MEMORY_MB = 1200
+MODEL_CHECK_MEMORY_PER_MODEL_MB = 4
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
 
 def _container_memory_limit_mb() -> int | None:
-    """The cgroup memory limit of this container, or None when there is none."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            raw = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if raw.isdigit() and int(raw) < 1 << 60:
-            return int(raw) // (1024 * 1024)
-    return None
+    """The cgroup memory limit of this container (the tightest on any level), or None."""
+    limit = Cgroup().memory_limit_bytes()
+    return None if limit is None else limit // (1024 * 1024)
 
 
 def _physical_memory_mb() -> int:
@@ -111,10 +116,24 @@ class Settings(BaseSettings):
     segtrain_height: int = Field(800, ge=64, le=4000)
 
     # model management (POST /models, `python -m ocr_service models`): the largest model file
-    # accepted. Public kraken models are 5–50 MB; the bound keeps an upload from filling the disk.
-    max_model_bytes: int = Field(500 * 1024 * 1024, gt=0)
+    # accepted. Public kraken models are 5–50 MB; the bound keeps an upload from filling the disk,
+    # and the memory reserved for checking a model grows with it (MODEL_CHECK_*), so it is 100 MB.
+    max_model_bytes: int = Field(100 * 1024 * 1024, gt=0)
     # How long loading a candidate model (in a child process) may take before it is refused.
     model_validation_timeout_s: float = Field(120.0, gt=0)
+
+    # --- container resources (CPU quota, memory reserved beside the workers) ---------------
+    # Whole CPUs the service may use; None = the container's CPU quota (cgroup), rounded down,
+    # within the CPUs this process may run on. Workers, their threads and the trainer's share it.
+    cpus: int | None = Field(None, gt=0)
+    # Memory reserved for each trainer process when training is on (OCR_TRAINING_TOKEN set):
+    # segmentation training at 800 px peaks under 3 GB, recognition at about 2 GB (README,
+    # "Benchmark: training"); 1800-px segmentation training (OCR_SEGTRAIN_HEIGHT) needs 6.6 GB.
+    training_memory_mb: int = Field(3072, gt=0)
+    # Address space (not resident memory) of the model-check child, so that a hostile model file
+    # cannot take the machine's memory. torch maps about 3 GB of libraries and arenas when it is
+    # imported; 4 GB already refuses a 250 MB CoreML file, hence 16 GB.
+    model_validation_address_space_mb: int = Field(16 * 1024, ge=4096)
 
     @field_validator("allowed_pdf_hosts", mode="before")
     @classmethod
@@ -129,8 +148,8 @@ class Settings(BaseSettings):
     @classmethod
     def _level(cls, value: str) -> str:
         level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
     @field_validator("default_model")
@@ -165,37 +184,68 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def effective_cpus(self) -> int:
+        return self.cpus or available_cpus()
+
+    @property
     def training_thread_count(self) -> int:
-        return self.training_threads or max(1, (os.cpu_count() or 1) // 2)
+        return self.training_threads or max(1, self.effective_cpus // 2)
 
     @property
     def effective_memory_limit_mb(self) -> int:
         return self.memory_limit_mb or _container_memory_limit_mb() or _physical_memory_mb()
 
     @property
+    def model_check_memory_mb(self) -> int:
+        return MODEL_CHECK_BASE_MEMORY_MB + MODEL_CHECK_MEMORY_PER_MODEL_MB * math.ceil(self.max_model_bytes / 2**20)
+
+    @property
+    def trainers_memory_mb(self) -> int:
+        """Memory the trainer processes may take at once; nothing when training is off."""
+        return self.training_memory_mb * self.training_max_jobs if self.training_token is not None else 0
+
+    @property
+    def reserved_memory_mb(self) -> int:
+        """Memory that is not the workers': the service itself, a model check, the trainers."""
+        return SERVICE_BASE_MEMORY_MB + self.model_check_memory_mb + self.trainers_memory_mb
+
+    @property
     def worker_count(self) -> int:
-        """Workers that fit in memory, never more than cores.
+        """Workers that fit in memory, never more than CPUs.
 
         Each worker process holds its own copy of the models, so the count is bounded by
-        ``(memory limit - service base) / per-worker memory``. An explicit ``OCR_WORKERS``
+        ``(memory limit - reserved) / per-worker memory``. An explicit ``OCR_WORKERS``
         wins, but must fit too (checked in :meth:`check_memory_budget`).
         """
         if self.workers is not None:
             return self.workers
-        fit = (self.effective_memory_limit_mb - SERVICE_BASE_MEMORY_MB) // WORKER_MEMORY_MB
-        return max(1, min(os.cpu_count() or 1, fit))
+        fit = (self.effective_memory_limit_mb - self.reserved_memory_mb) // WORKER_MEMORY_MB
+        return max(1, min(self.effective_cpus, fit))
 
     @property
     def worker_threads(self) -> int:
-        """torch threads per worker: cores shared out, so workers never oversubscribe them (kraken #528)."""
+        """torch threads per worker: CPUs shared out, so workers never oversubscribe them (kraken #528)."""
         if self.threads_per_worker is not None:
             return self.threads_per_worker
-        return max(1, (os.cpu_count() or 1) // self.worker_count)
+        return max(1, self.effective_cpus // self.worker_count)
 
     def check_memory_budget(self) -> None:
-        need = SERVICE_BASE_MEMORY_MB + self.worker_count * WORKER_MEMORY_MB
-        if need > self.effective_memory_limit_mb:
-            raise ValueError(
-                f"{self.worker_count} OCR workers need about {need} MB, but the memory limit is "
-                f"{self.effective_memory_limit_mb} MB: lower OCR_WORKERS or raise OCR_MEMORY_LIMIT_MB"
+        workers_mb = self.worker_count * WORKER_MEMORY_MB
+        need = self.reserved_memory_mb + workers_mb
+        limit = self.effective_memory_limit_mb
+        if need <= limit:
+            return
+        parts = [
+            f"{self.worker_count} OCR workers {workers_mb} MB (lower OCR_WORKERS)",
+            f"the service {SERVICE_BASE_MEMORY_MB} MB",
+            f"a model check {self.model_check_memory_mb} MB (lower OCR_MAX_MODEL_BYTES)",
+        ]
+        if self.trainers_memory_mb:
+            parts.append(
+                f"{self.training_max_jobs} trainer(s) {self.trainers_memory_mb} MB (lower "
+                "OCR_TRAINING_MAX_JOBS or OCR_TRAINING_MEMORY_MB, or unset OCR_TRAINING_TOKEN)"
             )
+        raise ValueError(
+            f"the OCR service needs about {need} MB — {'; '.join(parts)} — but the memory limit is "
+            f"{limit} MB: raise OCR_MEMORY_LIMIT_MB (and the container's limit) or lower one of those"
+        )

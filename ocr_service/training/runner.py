@@ -1,10 +1,11 @@
-"""The trainer process: ``python -m ocr_service.training.runner JOB_DIR``.
+"""The trainer process: ``python -m ocr_service.training.runner [--log-level LEVEL] JOB_DIR``.
 
 The service starts one fresh process per job (as eScriptorium runs one job per worker
 process) rather than training in a thread or a pool: memory is given back when the job
 ends, a crash or an OOM kill of the trainer cannot take the service with it, and cancelling
 or a stalled trainer is one ``killpg``. The process reads ``plan.json``, appends one JSON
 line per event to ``progress.jsonl`` (the parent tails it), and writes ``result.json``.
+It reads no ``OCR_*`` variable: what it needs of the settings comes as arguments.
 
 Exit codes: 0 trained (the parent still judges the result), 2 the data or base model did
 not fit (``result.json`` says why), anything else a crash (the traceback is in the log).
@@ -12,6 +13,7 @@ not fit (``result.json`` says why), anything else a crash (the traceback is in t
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -22,6 +24,7 @@ from typing import Any
 
 from ocr_service.engine import train as engine
 from ocr_service.logs import configure_logging
+from ocr_service.settings import LOG_LEVELS
 from ocr_service.training.checkpoints import best_checkpoint
 from ocr_service.training.jobs import write_json_atomic
 
@@ -33,6 +36,7 @@ RESULT_FILE = "result.json"
 MODEL_FILE = "model.safetensors"
 OUTPUT_DIR = "checkpoints"
 EXIT_DATA_ERROR = 2
+EXIT_USAGE = 64
 # Counting lines on a few pages is enough to tell "finds lines" from "finds none".
 _CHECK_PAGES = 3
 
@@ -81,11 +85,15 @@ def run(job_dir: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m ocr_service.training.runner JOB_DIR", file=sys.stderr)
-        return 64
-    configure_logging(os.environ.get("OCR_LOG_LEVEL", "INFO"), False)
-    return run(Path(argv[0]))
+    parser = argparse.ArgumentParser(prog="python -m ocr_service.training.runner")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="INFO")
+    parser.add_argument("job_dir", type=Path)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        return EXIT_USAGE
+    configure_logging(args.log_level, False)
+    return run(args.job_dir)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ the end judges the run, validates the model in a child process and installs it a
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -27,7 +28,7 @@ from typing import Any, BinaryIO
 from ocr_service.engine.inspect import ModelFacts, ModelFileError
 from ocr_service.engine.pipeline import packaged_segmentation_model
 from ocr_service.engine.train import SEGMENTATION_SPEC, TrainingPlan, spec_input_height
-from ocr_service.engine.validate import validate_model_file
+from ocr_service.engine.validate import model_checker
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.settings import Settings
 from ocr_service.store import PACKAGED_SEGMENTATION, ModelStore, check_model_name
@@ -51,8 +52,8 @@ TrainerCommand = Callable[[Path], list[str]]
 Clock = Callable[[], float]
 
 
-def default_trainer_command(job_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "ocr_service.training.runner", str(job_dir)]
+def default_trainer_command(job_dir: Path, log_level: str) -> list[str]:
+    return [sys.executable, "-m", "ocr_service.training.runner", "--log-level", log_level, str(job_dir)]
 
 
 @dataclass(frozen=True)
@@ -199,18 +200,19 @@ class TrainingService:
         settings: Settings,
         store: ModelStore,
         *,
-        trainer_command: TrainerCommand = default_trainer_command,
+        trainer_command: TrainerCommand | None = None,
         clock: Clock = time.monotonic,
         poll_interval_s: float = 0.5,
-        validate: Callable[[Path], ModelFacts] = validate_model_file,
+        validate: Callable[[Path], ModelFacts] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.jobs = JobStore(settings.training_dir)
-        self._command = trainer_command
+        # Child processes get their settings as arguments, never by reading OCR_* themselves.
+        self._command = trainer_command or functools.partial(default_trainer_command, log_level=settings.log_level)
         self._clock = clock
         self._poll_s = poll_interval_s
-        self._validate = validate
+        self._validate = validate or model_checker(settings)
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
 
@@ -530,7 +532,7 @@ class TrainingService:
 
     def _run_trainer(self, run: _Run, plan: TrainingPlan, job_dir: Path) -> None:
         job = run.job
-        env = dict(os.environ, OMP_NUM_THREADS=str(plan.threads), OCR_LOG_LEVEL=self.settings.log_level)
+        env = dict(os.environ, OMP_NUM_THREADS=str(plan.threads))
         with open(job_dir / LOG_FILE, "ab") as log_file:
             with self._lock:
                 if run.cancel.is_set():

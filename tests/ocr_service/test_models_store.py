@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ocr_service.engine.inspect import ModelFacts, ModelFileError
-from ocr_service.engine.validate import validate_model_file
+from ocr_service.engine.validate import model_checker
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.models_admin import (
     InstallRequest,
@@ -25,6 +25,7 @@ from ocr_service.models_admin import (
     sniff_model_format,
 )
 from ocr_service.store import MAX_BACKUPS, ModelStore
+from tests.conftest import make_settings
 
 RECOGNITION = ModelFacts(kind="recognition", line_type="bbox", alphabet="abc ", input_height=32)
 SEGMENTATION = ModelFacts(kind="segmentation", line_type=None, alphabet=None, input_height=1800)
@@ -145,7 +146,7 @@ def test_sniff_refuses_an_empty_file(tmp_path: Path) -> None:
 def test_a_file_that_only_looks_like_coreml_is_refused_by_the_real_loader(tmp_path: Path) -> None:
     path = write(tmp_path, "g.mlmodel", coreml_like_bytes())
     with pytest.raises(ModelFileError):
-        validate_model_file(path)
+        model_checker(make_settings(tmp_path / "models"))(path)
 
 
 # --- names ------------------------------------------------------------------------------

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ocr_service.settings import SERVICE_BASE_MEMORY_MB, WORKER_MEMORY_MB, Settings
+from ocr_service.engine.inspect import ModelFileError
+from ocr_service.engine.pipeline import packaged_segmentation_model
+from ocr_service.engine.validate import model_checker, validate_model_file
+from ocr_service.settings import (
+    MODEL_CHECK_BASE_MEMORY_MB,
+    MODEL_CHECK_MEMORY_PER_MODEL_MB,
+    SERVICE_BASE_MEMORY_MB,
+    WORKER_MEMORY_MB,
+    Settings,
+)
+from ocr_service.training import runner
+from ocr_service.training.service import default_trainer_command
 
 
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,3 +89,100 @@ def test_a_page_time_limit_faulthandler_cannot_arm_is_refused(monkeypatch: pytes
     monkeypatch.setenv("OCR_PAGE_TIMEOUT_S", value)
     with pytest.raises(ValidationError, match="page_timeout_s"):
         Settings()
+
+
+# --- CPUs and the memory budget (container resources) ---------------------------------------
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(cpus=st.integers(1, 64), memory=st.integers(1024, 256 * 1024), token=st.booleans())
+def test_workers_and_their_threads_never_exceed_the_cpus(cpus: int, memory: int, token: bool) -> None:
+    settings = Settings(
+        models_dir=Path("/nonexistent"), cpus=cpus, memory_limit_mb=memory, training_token="t" if token else None
+    )
+    assert 1 <= settings.worker_count <= cpus
+    assert settings.worker_count * settings.worker_threads <= cpus
+    assert settings.training_thread_count == max(1, cpus // 2)
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(
+    memory=st.integers(1024, 64 * 1024),
+    workers=st.integers(1, 16),
+    token=st.booleans(),
+    jobs=st.integers(1, 3),
+    trainer_mb=st.integers(512, 8192),
+    model_mb=st.integers(1, 1024),
+)
+def test_the_budget_counts_workers_the_service_a_model_check_and_each_trainer_when_training_is_on(
+    memory: int, workers: int, token: bool, jobs: int, trainer_mb: int, model_mb: int
+) -> None:
+    settings = Settings(
+        models_dir=Path("/nonexistent"),
+        memory_limit_mb=memory,
+        workers=workers,
+        training_token="t" if token else None,
+        training_max_jobs=jobs,
+        training_memory_mb=trainer_mb,
+        max_model_bytes=model_mb * 1024 * 1024,
+    )
+    check_mb = MODEL_CHECK_BASE_MEMORY_MB + MODEL_CHECK_MEMORY_PER_MODEL_MB * model_mb
+    need = SERVICE_BASE_MEMORY_MB + check_mb + workers * WORKER_MEMORY_MB + (jobs * trainer_mb if token else 0)
+    if need <= memory:
+        settings.check_memory_budget()
+        return
+    with pytest.raises(ValueError) as refused:
+        settings.check_memory_budget()
+    message = str(refused.value)
+    assert f"about {need} MB" in message and "OCR_MEMORY_LIMIT_MB" in message and "OCR_MAX_MODEL_BYTES" in message
+    assert ("OCR_TRAINING_MEMORY_MB" in message) is token
+
+
+def test_turning_training_on_reserves_a_trainer_and_leaves_fewer_workers() -> None:
+    common = {"models_dir": Path("/nonexistent"), "cpus": 8, "memory_limit_mb": 8192}
+    assert Settings(**common).worker_count == 4
+    with_training = Settings(**common, training_token="t")
+    assert with_training.worker_count == 1
+    with_training.check_memory_budget()
+
+
+def test_a_training_folder_the_user_cannot_create_stops_the_entry_point_with_its_name(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, "-m", "ocr_service"],
+        env={
+            "OCR_MODELS_DIR": str(tmp_path / "models"),
+            "OCR_TRAINING_DIR": str(tmp_path / "a-file" / "training"),
+            "OCR_MEMORY_LIMIT_MB": "8192",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "OCR_TRAINING_DIR" in result.stderr and "cannot be created" in result.stderr
+
+
+# --- child processes get their settings as arguments ----------------------------------------
+
+
+def test_the_trainer_is_told_the_log_level_on_its_command_line(tmp_path: Path) -> None:
+    command = default_trainer_command(tmp_path, "DEBUG")
+    assert command[-3:] == ["--log-level", "DEBUG", str(tmp_path)]
+
+
+@pytest.mark.parametrize("argv", [["--log-level", "LOUD", "job"], [], ["a", "b"]])
+def test_the_trainer_refuses_a_wrong_command_line(argv: list[str]) -> None:
+    assert runner.main(argv) == runner.EXIT_USAGE
+
+
+@pytest.mark.slow
+def test_the_model_check_runs_under_the_address_space_the_settings_give(tmp_path: Path) -> None:
+    blla = packaged_segmentation_model()
+    roomy = Settings(models_dir=tmp_path, model_validation_address_space_mb=16 * 1024)
+    assert model_checker(roomy)(blla).kind == "segmentation"
+    # Below what torch maps when it is imported: the child cannot even start its loader.
+    cramped = functools.partial(validate_model_file, timeout_s=120, address_space_mb=2048)
+    with pytest.raises(ModelFileError, match="crashed"):
+        cramped(blla)

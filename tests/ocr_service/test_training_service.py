@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ocr_service.engine.inspect import ModelFacts
-from ocr_service.engine.validate import validate_model_file
+from ocr_service.engine.validate import model_checker
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.store import ModelStore
 from ocr_service.training.jobs import Job, JobStatus, JobStore
@@ -179,7 +179,7 @@ def test_a_run_that_learned_nothing_installs_nothing(tmp_path: Path, model_file:
 
 
 def test_a_model_that_fails_to_load_is_never_installed(tmp_path: Path, model_file: Path) -> None:
-    service = make_service(tmp_path, "garbage", model_file, validate=validate_model_file)
+    service = make_service(tmp_path, "garbage", model_file, validate=model_checker(make_settings(tmp_path / "models")))
     job = wait_finished(service, submit(service).job_id)
     assert job.status == JobStatus.FAILED
     assert job.error is not None and "cannot be loaded" in job.error
@@ -191,7 +191,7 @@ def test_a_failed_run_leaves_the_installed_model_alone(tmp_path: Path, model_fil
     models.mkdir()
     shutil.copyfile(model_file, models / "writer-anna.safetensors")
     before = (models / "writer-anna.safetensors").read_bytes()
-    service = make_service(tmp_path, "garbage", model_file, validate=validate_model_file)
+    service = make_service(tmp_path, "garbage", model_file, validate=model_checker(make_settings(tmp_path / "models")))
     job = wait_finished(service, submit(service).job_id)
     assert job.status == JobStatus.FAILED
     assert (models / "writer-anna.safetensors").read_bytes() == before
