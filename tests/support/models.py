@@ -25,7 +25,10 @@ TINY_SPEC = "[1,32,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx96 Do0.1]"
 LINES = 400
 EPOCHS = 15
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "test-models"
-_RECIPE_VERSION = "2"
+_RECIPE_VERSION = "3"
+# Seeded and deterministic: an unseeded run lands anywhere from 0.89 to 0.97 accuracy, so a
+# fresh clone could fail its first test run on a random initialisation.
+SEED = 1
 
 
 def ketos() -> str:
@@ -61,7 +64,7 @@ def augment(line: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def _key(fmt: str) -> str:
-    return hashlib.sha256(f"{_RECIPE_VERSION}|{TINY_SPEC}|{LINES}|{EPOCHS}|{fmt}".encode()).hexdigest()[:16]
+    return hashlib.sha256(f"{_RECIPE_VERSION}|{SEED}|{TINY_SPEC}|{LINES}|{EPOCHS}|{fmt}".encode()).hexdigest()[:16]
 
 
 def tiny_recognition_model(fmt: str = "safetensors") -> Path:
@@ -89,6 +92,9 @@ def _train(target: Path, fmt: str, suffix: str) -> None:
         ketos(),
         "--threads",
         str(os.cpu_count() or 1),
+        "--seed",
+        str(SEED),
+        "--deterministic",
         "train",
         "-f",
         "path",
