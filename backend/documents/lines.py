@@ -83,10 +83,11 @@ class Lines:
         page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
         # Deleted at once (not at flush): the unit of work would insert the new lines first and
         # collide with the old ones on (page, position).
+        # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.
         session.execute(
             delete(Line)
             .where(Line.page_id == page.id, Line.text.is_(None))
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session="fetch")
         )
         corrected = {line.order_index: line for line in session.scalars(select(Line).where(Line.page_id == page.id))}
         for item in lines:

@@ -102,6 +102,11 @@ class JobRunner:
         self._running.pop(task, None)
 
     async def _run_job(self, job: Claimed) -> None:
+        if job.attempts > self.max_attempts:
+            # Taken up again and again (each runner died on it): stop before it takes another one down.
+            message = f"OCR was started {job.attempts} times for this document and never finished."
+            await self._end(job, JobStatus.FAILED, UNAVAILABLE, message)
+            return
         renewer = asyncio.create_task(self._renew(job.job_id))
         try:
             await self._read(job)
@@ -119,6 +124,11 @@ class JobRunner:
         except OSError as exc:
             log.exception("OCR job %s: the original of document %s cannot be read", job.job_id, job.document_id)
             await self._end(job, JobStatus.FAILED, "ORIGINAL_UNREADABLE", f"The original cannot be read: {exc}")
+        except Exception:
+            # The job's boundary: whatever broke, the job must not stay RUNNING until its lease
+            # runs out (and then break the next runner the same way). The traceback is logged.
+            log.exception("OCR job %s failed unexpectedly", job.job_id)
+            await self._end(job, JobStatus.FAILED, "INTERNAL_ERROR", "OCR failed inside the backend; see its log.")
         finally:
             renewer.cancel()
 
@@ -137,23 +147,29 @@ class JobRunner:
         model = job.model or DEFAULT_MODEL
         page: int | None = None
         lines: list[dict[str, Any]] = []
+        seen: set[int] = set()
         with self.storage.open(job.storage_key) as original:
             async with self.client.stream_pages(original, model=job.model) as events:
                 async for event in events:
                     kind = event["type"]
                     if kind == "line":
-                        if page is None or event.get("page") != page or not isinstance(event.get("index"), int):
+                        index = event.get("index")
+                        if page is None or event.get("page") != page or not isinstance(index, int) or index in seen:
                             raise MalformedEvent(event)
+                        seen.add(index)
                         lines.append(event)
                         continue
+                    # Checked before the page before it is stored: only a good next event proves it complete.
+                    if kind not in ("page", "done") or (
+                        kind == "page" and (event.get("page") != (page or 0) + 1 or event["page"] > job.pages_total)
+                    ):
+                        raise MalformedEvent(event)
                     if page is not None:
                         await self._store(job, page, lines, model)
                     if kind == "done":
                         await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
                         return
-                    if kind != "page" or not isinstance(event.get("page"), int):
-                        raise MalformedEvent(event)
-                    page, lines = event["page"], []
+                    page, lines, seen = event["page"], [], set()
 
     async def _store(self, job: Claimed, page: int, lines: list[dict[str, Any]], model: str) -> None:
         if page <= job.pages_done:

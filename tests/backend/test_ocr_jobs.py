@@ -15,7 +15,8 @@ from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
 from backend.ocr_client import BreakerConfig
 from backend.ocr_client.breaker import Outcome
-from tests.backend.conftest import Actors, FakeClock, services_of
+from backend.users.models import Role
+from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body, start_standin
 
@@ -285,3 +286,79 @@ def test_two_runners_never_take_the_same_job(actors: Actors, seed: int) -> None:
         owners = dict(session.execute(select(OcrJob.id, OcrJob.lease_owner)).tuples().all())
     assert sorted(a + b) == sorted(all_jobs)
     assert all(owners[i] == "runner-0" for i in a) and all(owners[i] == "runner-1" for i in b)
+
+
+def test_the_apps_own_runner_runs_a_job_started_over_the_api(app_factory: AppFactory, standin: StandIn) -> None:
+    client = app_factory(ocr_jobs_concurrency=1, ocr_urls=standin.url, ocr_poll_s=0.02)
+    add_user(client, "erika", Role.ARCHIVIST)
+    actors = Actors(client, {}, bearer(client, "erika"))
+    document_id = upload(actors, 9, pages=2)
+    standin.service.plan(STREAM, Drip(page_events(2)))
+    job_id = _start(actors, document_id)
+    # The progress stream ends only when the job has: no sleeping, no guessing how long it takes.
+    with client.stream("GET", f"/api/ocr/jobs/{job_id}/events", headers=actors.archivist) as response:
+        body = response.read().decode()
+    assert body.count("event: page") == 2 and body.count("event: end") == 1
+    assert _job(actors, job_id)["status"] == "DONE"
+    assert _texts(actors, document_id) == _expected(2)
+
+
+def _corrupt(rng: random.Random, events: tuple[dict, ...]) -> tuple[int, tuple[dict, ...]]:
+    """One event (not the first page's header) spoiled in one of the ways a broken service could."""
+    at = rng.randrange(1, len(events))
+    event = dict(events[at])
+    spoil = rng.choice(
+        ["no page", "page as text", "other page", "unknown type", "no type", "index as text", "page skipped"]
+        + (["line repeated"] if events[at - 1]["type"] == "line" else [])
+    )
+    if spoil == "no page":
+        event.pop("page", None)
+    elif spoil == "page as text":
+        event["page"] = str(event.get("page"))
+    elif spoil == "other page":
+        event["type"], event["page"] = "line", 99
+    elif spoil == "unknown type":
+        event["type"] = "surprise"
+    elif spoil == "no type":
+        event.pop("type")
+    elif spoil == "index as text":
+        event["type"], event["index"] = "line", "0"
+    elif spoil == "page skipped":
+        event["type"], event["page"] = "page", events[at - 1]["page"] + 2
+    else:
+        event = dict(events[at - 1])
+    return at, (*events[:at], event, *events[at + 1 :])
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_malformed_stream_never_leaves_a_job_running_nor_stores_a_page_twice(
+    actors: Actors, standin: StandIn, seed: int
+) -> None:
+    rng = random.Random(seed)
+    pages = rng.randint(1, 4)
+    at, events = _corrupt(rng, page_events(pages))
+    standin.service.plan(STREAM, *[Drip(events)] * 3)
+    document_id = upload(actors, 300 + seed, pages=pages)
+    job_id = _start(actors, document_id)
+    drain(runner(actors.client, standin.url))
+    job = _job(actors, job_id)
+    # Pages complete before the spoiled event are stored once; the job fails after its three attempts.
+    stored = sum(1 for e in events[:at] if e.get("type") == "page") - 1
+    assert (job["status"], job["errorCode"], job["attempts"]) == ("FAILED", "OCR_SERVICE_UNAVAILABLE", 3)
+    assert job["pagesDone"] == stored
+    assert _texts(actors, document_id) == _expected(stored)
+
+
+def test_a_job_that_takes_its_runners_down_is_failed_after_the_most_attempts(
+    actors: Actors, standin: StandIn, clock: FakeClock
+) -> None:
+    document_id = upload(actors, 40, pages=1)
+    job_id = _start(actors, document_id)
+    dead = runner(actors.client, standin.url, owner="dead", clock=clock)
+    for _ in range(3):  # APP_OCR_MAX_ATTEMPTS runners claim it and die
+        assert len(dead.queue.claim(1, clock())) == 1
+        clock.advance(LEASE.total_seconds() + 1)
+    drain(runner(actors.client, standin.url, owner="heir", clock=clock))
+    job = _job(actors, job_id)
+    assert (job["status"], job["errorCode"], job["attempts"]) == ("FAILED", "OCR_SERVICE_UNAVAILABLE", 4)
+    assert standin.service.count(STREAM) == 0
