@@ -44,6 +44,10 @@ _RANK = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2
 
 
 class OcrClient:
+    """One per backend process, used from its one event loop: the breakers' bookkeeping never
+    awaits, so it needs no lock there, and their state stays in memory (RESILIENCE.md: no
+    shared Redis state, which would block the loop and fall back to CLOSED on errors)."""
+
     def __init__(
         self,
         config: OcrClientConfig,
@@ -146,8 +150,13 @@ class OcrClient:
             except (httpx.HTTPError, TimeoutError) as exc:
                 return OcrUnavailable(Unavailability.CONNECTION, f"No answer from {url}: {type(exc).__name__}.")
             if response.is_success:
-                body = response.json()
-                return body if isinstance(body, dict) else {"status": "unknown"}
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = None
+                if isinstance(body, dict):
+                    return body
+                return OcrUnavailable(Unavailability.SERVER_ERROR, f"{url} answered /health without a JSON object.")
             return OcrUnavailable(
                 Unavailability.SERVER_ERROR, f"{url} answered {response.status_code}: {response.text[:200]}"
             )

@@ -65,7 +65,7 @@ class OcrClientMetrics:
         )
 
     def watch(self, breaker: CircuitBreaker) -> None:
-        self._show_state(breaker.name, breaker.state)
+        self.show_state(breaker.name, breaker.state)
         breaker.add_listener(_StateListener(self, breaker.name))
 
     def judged(self, breaker_name: str, outcome: Outcome, seconds: float) -> None:
@@ -80,7 +80,7 @@ class OcrClientMetrics:
     def call(self, operation: str, outcome: str, seconds: float) -> None:
         self.call_seconds.labels(operation=operation, outcome=outcome).observe(seconds)
 
-    def _show_state(self, name: str, current: BreakerState) -> None:
+    def show_state(self, name: str, current: BreakerState) -> None:
         for state, label in _STATE_LABEL.items():
             self.breaker_state.labels(name=name, state=label).set(1 if state is current else 0)
 
@@ -91,4 +91,4 @@ class _StateListener(pybreaker.CircuitBreakerListener):
         self._name = name
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
-        self._metrics._show_state(self._name, from_pybreaker(new_state.name))
+        self._metrics.show_state(self._name, from_pybreaker(new_state.name))

@@ -211,6 +211,8 @@ def start_standin() -> StandIn:
 
 def main() -> None:
     sock = _listening_socket()
+    # Listening before the port is told: connections wait in the backlog until uvicorn serves.
+    sock.listen(128)
     print(sock.getsockname()[1], flush=True)
     _server(ScriptedService()).run(sockets=[sock])
 

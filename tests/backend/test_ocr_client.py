@@ -594,3 +594,78 @@ def test_health_asks_every_replica_even_with_the_breaker_open(standin: StandIn) 
             return await client.health()
 
     assert asyncio.run(go()) == [(standin.url, {"status": "ok"})]
+
+
+def test_a_silent_stream_ends_at_the_idle_limit_and_is_not_retried(standin: StandIn, document: Path) -> None:
+    standin.service.plan(STREAM, Drip(PAGE_EVENTS, interval_s=2))
+    sleep = RecordedSleep()
+
+    async def go() -> OcrStreamInterrupted:
+        client, _ = make_client(client_config(standin.url, stream_idle_s=0.2), sleep)
+        async with client:
+            with pytest.raises(OcrStreamInterrupted) as caught:
+                async with client.stream_pages(document) as stream:
+                    async for _ in stream:
+                        pass
+        return caught.value
+
+    error = asyncio.run(go())
+    assert error.reason is Unavailability.STREAM_INTERRUPTED
+    assert "ReadTimeout" in error.message
+    assert standin.service.count(STREAM) == 1
+    assert sleep.waits == []
+
+
+def test_a_stream_with_the_breaker_open_fails_without_the_network(standin: StandIn, document: Path) -> None:
+    breaker = BreakerConfig(window_size=1, minimum_calls=1, open_wait_s=60)
+    standin.service.plan(STREAM, Reply(500))
+
+    async def go() -> None:
+        client, _ = make_client(client_config(standin.url, breaker=breaker), RecordedSleep(), HandClock())
+        async with client:
+            for _ in range(3):
+                with pytest.raises(OcrUnavailable) as caught:
+                    async with client.stream_pages(document):
+                        pass
+                assert caught.value.reason is Unavailability.CIRCUIT_OPEN
+
+    asyncio.run(go())
+    assert standin.service.count() == 1
+
+
+def test_leaving_a_stream_early_counts_as_a_success_not_a_failure(standin: StandIn, document: Path) -> None:
+    breaker = BreakerConfig(window_size=2, minimum_calls=1, failure_rate_percent=50)
+
+    async def go() -> None:
+        client, registry = make_client(client_config(standin.url, breaker=breaker), clock=HandClock())
+        async with client:
+            async with client.stream_pages(document) as stream:
+                async for _ in stream:
+                    break
+            snapshot = client.state().replicas[0][1]
+            assert (snapshot.state, snapshot.calls_in_window, snapshot.failure_rate_percent) == ("CLOSED", 1, 0)
+            assert sample(registry, "ocr_client_call_seconds_count", operation="stream", outcome="success") == 1
+
+    asyncio.run(go())
+
+
+def test_a_busy_service_is_retried_but_does_not_open_the_breaker(standin: StandIn) -> None:
+    breaker = BreakerConfig(window_size=1, minimum_calls=1)
+    standin.service.plan(MODELS, *[Reply(503, error_body("SERVICE_BUSY"))] * 4)
+    sleep = RecordedSleep()
+
+    async def go() -> OcrUnavailable:
+        client, registry = make_client(client_config(standin.url, breaker=breaker), sleep, HandClock())
+        async with client:
+            with pytest.raises(OcrUnavailable) as caught:
+                await client.models()
+            assert client.state().state is BreakerState.CLOSED
+            calls = "resilience4j_circuitbreaker_calls_seconds_count"
+            name = "ocr-service@" + standin.url.removeprefix("http://")
+            assert sample(registry, calls, name=name, kind="ignored") == 4
+            assert sample(registry, "ocr_client_call_seconds_count", operation="models", outcome="OcrUnavailable") == 1
+        return caught.value
+
+    assert asyncio.run(go()).code == "SERVICE_BUSY"
+    assert standin.service.count() == 4
+    assert sleep.waits == [2, 4, 8]
