@@ -139,9 +139,13 @@ class JobRunner:
             log.warning("OCR job %s: another runner took it up before it could end here", job.job_id)
 
     async def _renew(self, job_id: int) -> None:
-        while True:
-            await self._sleep(self.queue.lease.total_seconds() / 3)
-            await asyncio.to_thread(self.queue.renew, job_id, self.clock())
+        try:
+            while True:
+                await self._sleep(self.queue.lease.total_seconds() / 3)
+                await asyncio.to_thread(self.queue.renew, job_id, self.clock())
+        except LeaseLost:
+            # The job's next page commit finds the same and stops the job; nothing to do here.
+            log.warning("OCR job %s: lease lost while renewing it", job_id)
 
     async def _read(self, job: Claimed) -> None:
         model = job.model or DEFAULT_MODEL

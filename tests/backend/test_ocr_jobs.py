@@ -10,13 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import func, select
 
+from backend.db import skip_locked
 from backend.documents.models import Line, Page
 from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
 from backend.ocr_client import BreakerConfig
 from backend.ocr_client.breaker import Outcome
 from backend.users.models import Role
-from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
+from tests.backend.conftest import DATABASE_KIND, Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body, start_standin
 
@@ -362,3 +363,32 @@ def test_a_job_that_takes_its_runners_down_is_failed_after_the_most_attempts(
     job = _job(actors, job_id)
     assert (job["status"], job["errorCode"], job["attempts"]) == ("FAILED", "OCR_SERVICE_UNAVAILABLE", 4)
     assert standin.service.count(STREAM) == 0
+
+
+def test_a_renewed_lease_keeps_the_job_from_other_runners(actors: Actors, clock: FakeClock) -> None:
+    document_id = upload(actors, 41, pages=1)
+    job_id = _start(actors, document_id)
+    services = services_of(actors.client)
+    live, other = (JobQueue(services.db, services.lines, owner, LEASE) for owner in ("live", "other"))
+    assert [job.job_id for job in live.claim(1, clock())] == [job_id]
+    for _ in range(5):
+        clock.advance(LEASE.total_seconds() * 2 / 3)
+        live.renew(job_id, clock())
+        assert other.claim(1, clock()) == []
+    clock.advance(LEASE.total_seconds() + 1)
+    assert [job.job_id for job in other.claim(1, clock())] == [job_id]
+    with pytest.raises(LeaseLost):
+        live.renew(job_id, clock())
+
+
+@pytest.mark.skipif(DATABASE_KIND != "postgresql", reason="row locks (SKIP LOCKED) exist on PostgreSQL only")
+def test_a_runner_passes_over_a_job_another_transaction_has_locked(actors: Actors) -> None:
+    ids = [upload(actors, 42 + n, pages=1) for n in range(3)]
+    actors.client.post("/api/ocr/batches", headers=actors.archivist, json={"documentIds": ids})
+    services = services_of(actors.client)
+    queue = JobQueue(services.db, services.lines, "runner", LEASE)
+    with services.db.sessions() as holder:
+        locked = holder.scalars(skip_locked(select(OcrJob.id).order_by(OcrJob.id).limit(1))).one()
+        taken = [job.job_id for job in queue.claim(10, services.clock())]
+        holder.rollback()
+    assert locked not in taken and len(taken) == 2
