@@ -7,6 +7,7 @@ passed in (``create_app(settings)``); tests construct their own ``Settings(...)`
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +114,10 @@ class Settings(BaseSettings):
         self.storage_dir = self.storage_dir.expanduser().resolve()
         if not self.ocr_url_list:
             raise ValueError("APP_OCR_URLS must name at least one OCR service URL")
+        for url in self.ocr_url_list:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"APP_OCR_URLS: {url!r} is not an http(s) URL")
         return self
 
     @property

@@ -75,7 +75,7 @@ def retry_batch(
     return BatchRetried(batch_id=batch_id, requeued=services.jobs.retry_batch(session, batch_id))
 
 
-def _read_job(services: Services, job_id: int) -> JobOut:
+def read_job(services: Services, job_id: int) -> JobOut:
     with services.db.sessions() as session:
         return job_out(services.jobs.job(session, job_id))
 
@@ -84,7 +84,7 @@ def _sse(event: str, data: object) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _progress(services: Services, first: JobOut) -> AsyncIterator[bytes]:
+async def progress_events(services: Services, first: JobOut) -> AsyncIterator[bytes]:
     # The database is the source of truth (the job may run in another backend process), so
     # the stream polls it; each page stored since the last look is one "page" event.
     job, sent = first, 0
@@ -96,15 +96,20 @@ async def _progress(services: Services, first: JobOut) -> AsyncIterator[bytes]:
             yield _sse("end", job.model_dump(mode="json", by_alias=True))
             return
         await asyncio.sleep(services.settings.ocr_poll_s)
-        job = await run_in_threadpool(_read_job, services, job.id)
+        try:
+            job = await run_in_threadpool(read_job, services, job.id)
+        except AppError as exc:
+            # The job went with its document (purged from the trash): the stream says so and ends.
+            yield _sse("end", exc.body())
+            return
 
 
 @router.get("/ocr/jobs/{job_id}/events", response_class=StreamingResponse)
 async def job_events(job_id: Id, _: CurrentUser, services: ServicesDep) -> StreamingResponse:
     """``event: page`` per page stored (``{page, pagesDone, pagesTotal}``), then ``event: end`` with the job."""
-    first = await run_in_threadpool(_read_job, services, job_id)
+    first = await run_in_threadpool(read_job, services, job_id)
     return StreamingResponse(
-        _progress(services, first),
+        progress_events(services, first),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

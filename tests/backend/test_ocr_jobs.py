@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from backend.db import skip_locked
 from backend.documents.models import Line, Page
 from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
+from backend.ocr.routes import progress_events, read_job
 from backend.ocr_client import BreakerConfig
 from backend.ocr_client.breaker import Outcome
 from backend.users.models import Role
@@ -392,3 +393,21 @@ def test_a_runner_passes_over_a_job_another_transaction_has_locked(actors: Actor
         taken = [job.job_id for job in queue.claim(10, services.clock())]
         holder.rollback()
     assert locked not in taken and len(taken) == 2
+
+
+def test_the_progress_stream_ends_with_a_code_when_its_job_is_gone(app_factory: AppFactory) -> None:
+    client = app_factory(ocr_poll_s=0.01)
+    add_user(client, "erika", Role.ARCHIVIST)
+    actors = Actors(client, {}, bearer(client, "erika"))
+    job_id = _start(actors, upload(actors, 43, pages=1))
+    services = services_of(client)
+    first = read_job(services, job_id)
+    with services.db.sessions() as session:
+        session.execute(delete(OcrJob).where(OcrJob.id == job_id))
+        session.commit()
+
+    async def read() -> list[bytes]:
+        return [chunk async for chunk in progress_events(services, first)]
+
+    [end] = asyncio.run(read())
+    assert end.decode().startswith('event: end\ndata: {"code": "OCR_JOB_NOT_FOUND"')
