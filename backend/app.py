@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
@@ -17,6 +22,9 @@ from backend.deps import Services, build_services
 from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
 from backend.metrics import latency_middleware
+from backend.ocr import routes as ocr_routes
+from backend.ocr.queue import JobQueue
+from backend.ocr.runner import JobRunner
 from backend.settings import Settings
 from backend.users import routes as users_routes
 from backend.users.bootstrap import bootstrap_first_admin
@@ -30,6 +38,24 @@ def _purge_trash(services: Services) -> None:
         services.documents.purge_expired(session, services.clock())
 
 
+def make_runner(services: Services, *, owner: str | None = None) -> JobRunner | None:
+    """This process's OCR job runner; None where APP_OCR_JOBS_CONCURRENCY is 0 (it runs no jobs)."""
+    settings = services.settings
+    if settings.ocr_jobs_concurrency == 0:
+        return None
+    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    queue = JobQueue(services.db, services.lines, owner, timedelta(seconds=settings.ocr_lease_s))
+    return JobRunner(
+        queue,
+        services.ocr,
+        services.documents.storage,
+        concurrency=settings.ocr_jobs_concurrency,
+        poll_s=settings.ocr_poll_s,
+        max_attempts=settings.ocr_max_attempts,
+        clock=services.clock,
+    )
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> FastAPI:
     """The public app. Migrations run when it starts; the database is closed when it stops."""
     settings = settings or Settings()
@@ -40,8 +66,17 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         await run_in_threadpool(migrate, services.db.engine)
         await run_in_threadpool(bootstrap_first_admin, services)
         await run_in_threadpool(_purge_trash, services)
-        yield
-        services.db.dispose()
+        runner = make_runner(services)
+        loop = asyncio.create_task(runner.run(), name="ocr-runner") if runner else None
+        try:
+            yield
+        finally:
+            if loop is not None and runner is not None:
+                loop.cancel()
+                await asyncio.gather(loop, return_exceptions=True)
+                await runner.stop()
+            await services.ocr.aclose()
+            services.db.dispose()
 
     app = FastAPI(title="Familienarchiv backend", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
@@ -49,6 +84,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.middleware("http")(latency_middleware(services.metrics))
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
+    app.include_router(ocr_routes.router)
     app.include_router(web_routes.router)
     return app
 

@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -71,6 +71,19 @@ def _normalise_url(url: str) -> str:
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+_Select = TypeVar("_Select", bound=Select[Any])
+
+
+def skip_locked(statement: _Select) -> _Select:
+    """``statement`` locking the rows it finds and passing over rows another transaction locked.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so several backend processes share one queue
+    without waiting on or taking each other's rows. SQLite has no row locks (one writer at a
+    time) and its dialect renders no locking clause; the caller's guarded UPDATE decides there.
+    """
+    return statement.with_for_update(skip_locked=True)
 
 
 def make_engine(url: str) -> Engine:

@@ -17,6 +17,8 @@ from backend.documents.lines import Lines
 from backend.documents.service import Documents
 from backend.errors import AppError, ErrorCode
 from backend.metrics import Metrics
+from backend.ocr.service import Jobs
+from backend.ocr_client import BreakerConfig, OcrClient, OcrClientConfig
 from backend.settings import Settings
 from backend.storage import LocalStorage
 from backend.users.models import Credential, CredentialKind, Role, User
@@ -65,11 +67,13 @@ class Services:
     users: Users
     throttle: LoginThrottle
     documents: Documents
-    metrics: Metrics = field(default_factory=Metrics)
+    ocr: OcrClient
+    metrics: Metrics
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
     lines: Lines = field(default_factory=Lines)
     setup: SetupState = field(default_factory=SetupState)
+    jobs: Jobs = field(default_factory=Jobs)
 
     @property
     def token_ttl(self) -> timedelta:
@@ -80,8 +84,21 @@ class Services:
         return timedelta(hours=self.settings.session_ttl_hours)
 
 
-def build_services(settings: Settings, *, clock: Clock = utc_now) -> Services:
+def ocr_client_config(settings: Settings) -> OcrClientConfig:
+    return OcrClientConfig(
+        urls=settings.ocr_url_list,
+        attempts=settings.ocr_attempts,
+        backoff_initial_s=settings.ocr_backoff_s,
+        backoff_max_s=settings.ocr_backoff_s * 4,
+        breaker=BreakerConfig(open_wait_s=settings.ocr_breaker_open_s),
+    )
+
+
+def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient | None = None) -> Services:
+    metrics = Metrics()
     return Services(
+        metrics=metrics,
+        ocr=ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock),
         settings=settings,
         db=Database(settings.database_url),
         users=Users(make_hasher(settings)),
@@ -170,4 +187,11 @@ def get_admin_user(auth: AuthenticatedDep) -> User:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_ocr_client(services: ServicesDep) -> OcrClient:
+    return services.ocr
+
+
+OcrClientDep = Annotated[OcrClient, Depends(get_ocr_client)]
 AdminUser = Annotated[User, Depends(get_admin_user)]

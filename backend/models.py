@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from backend.documents.models import Document, Line, LineCorrection, Page, Writer
+from backend.ocr.models import OcrBatch, OcrJob
 from backend.users.models import Credential, User
 
-__all__ = ["Credential", "Document", "Line", "LineCorrection", "Page", "User", "Writer"]
+__all__ = ["Credential", "Document", "Line", "LineCorrection", "OcrBatch", "OcrJob", "Page", "User", "Writer"]

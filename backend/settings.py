@@ -7,6 +7,7 @@ passed in (``create_app(settings)``); tests construct their own ``Settings(...)`
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,26 @@ class Settings(BaseSettings):
     # A deleted document stays in the trash this long; an admin can restore it until then.
     trash_days: int = Field(30, ge=1)
 
+    # --- OCR service and OCR jobs -------------------------------------------------------
+    # The OCR service's replicas, comma-separated; the backend is their only caller.
+    ocr_urls: str = "http://127.0.0.1:8001"
+    # Calls to it: attempts in all (retries only on 5xx, connect errors, time-outs), the first
+    # back-off (doubling, at most 8x), and how long the breaker stays open before it probes.
+    ocr_attempts: int = Field(4, ge=1, le=10)
+    ocr_backoff_s: float = Field(2.0, ge=0)
+    ocr_breaker_open_s: float = Field(60.0, ge=0)
+    # OCR jobs this process runs at once: as many as the OCR service has workers, so every
+    # worker stays busy and none queues behind another. 0: this process runs no jobs.
+    ocr_jobs_concurrency: int = Field(2, ge=0, le=64)
+    # A running job's lease: a live runner renews it; a job whose lease expired (its runner
+    # died) is taken up again by any runner. Long enough to outlast a slow page's commit.
+    ocr_lease_s: float = Field(60.0, gt=0)
+    # How often an idle runner looks for queued jobs, and the progress stream for news.
+    ocr_poll_s: float = Field(1.0, gt=0)
+    # A broken stream re-queues the job (it resumes at the first missing page) until it has
+    # been taken up this often; then it is FAILED with OCR_SERVICE_UNAVAILABLE.
+    ocr_max_attempts: int = Field(3, ge=1, le=20)
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -91,7 +112,17 @@ class Settings(BaseSettings):
         if self.login_max_delay_s < self.login_base_delay_s:
             raise ValueError("APP_LOGIN_MAX_DELAY_S must not be below APP_LOGIN_BASE_DELAY_S")
         self.storage_dir = self.storage_dir.expanduser().resolve()
+        if not self.ocr_url_list:
+            raise ValueError("APP_OCR_URLS must name at least one OCR service URL")
+        for url in self.ocr_url_list:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"APP_OCR_URLS: {url!r} is not an http(s) URL")
         return self
+
+    @property
+    def ocr_url_list(self) -> tuple[str, ...]:
+        return tuple(url.strip().rstrip("/") for url in self.ocr_urls.split(",") if url.strip())
 
     @property
     def secure_cookies(self) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from backend.documents.models import Document, Line, LineCorrection, Page
@@ -59,23 +59,53 @@ class Lines:
         now: datetime,
     ) -> None:
         """Store the OCR's lines of one page (the OCR service's LINE objects) in one transaction."""
+        self.replace_page(session, document_id, page_number, lines, model=model, model_version=model_version, now=now)
+        session.commit()
+
+    def replace_page(
+        self,
+        session: Session,
+        document_id: int,
+        page_number: int,
+        lines: Sequence[dict[str, Any]],
+        *,
+        model: str,
+        model_version: str | None,
+        now: datetime,
+    ) -> None:
+        """Put a new OCR reading of one page in place of the old one, without committing.
+
+        A person's work is never lost: a corrected line keeps its text and version and only
+        takes the new OCR reading at its position (matched by reading-order index); a corrected
+        line whose position the new reading lacks stays as it is. Uncorrected lines are replaced.
+        """
         page = session.scalars(select(Page).where(Page.document_id == document_id, Page.number == page_number)).one()
         page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
-        session.add_all(
-            Line(
-                page_id=page.id,
-                order_index=int(item["index"]),
-                baseline=item["baseline"],
-                polygon=item["polygon"],
-                ocr_text=item["text"],
-                ocr_confidence=item.get("confidence"),
-                model_name=model,
-                model_version=model_version,
-                version=1,
-            )
-            for item in lines
+        # Deleted at once (not at flush): the unit of work would insert the new lines first and
+        # collide with the old ones on (page, position).
+        # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.
+        session.execute(
+            delete(Line)
+            .where(Line.page_id == page.id, Line.text.is_(None))
+            .execution_options(synchronize_session="fetch")
         )
-        session.commit()
+        corrected = {line.order_index: line for line in session.scalars(select(Line).where(Line.page_id == page.id))}
+        for item in lines:
+            index = int(item["index"])
+            ocr = {
+                "baseline": item.get("baseline") or [],
+                "polygon": item.get("polygon") or [],
+                "ocr_text": item["text"],
+                "ocr_confidence": item.get("confidence"),
+                "model_name": model,
+                "model_version": model_version,
+            }
+            kept = corrected.get(index)
+            if kept is None:
+                session.add(Line(page_id=page.id, order_index=index, version=1, **ocr))
+            else:
+                for name, value in ocr.items():
+                    setattr(kept, name, value)
 
     def _line(self, session: Session, line_id: int) -> tuple[Line, int]:
         row = session.execute(

@@ -83,6 +83,8 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
         # The cheapest Argon2 the settings allow: tests hash many passwords on two cores.
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8192,
+        # No job runner in the app: OCR tests drive runners of their own (tests/backend/ocr_jobs.py).
+        "ocr_jobs_concurrency": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -35,11 +35,19 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/documents/{document_id}/lines", USER, {}),
     ("PATCH", "/api/lines/{line_id}", USER, {"json": {"text": "x", "version": 1}}),
     ("GET", "/api/lines/{line_id}/history", USER, {}),
+    ("POST", "/api/documents/{document_id}/ocr", USER, {}),
+    ("POST", "/api/ocr/batches", USER, {"json": {"documentIds": [999]}}),
+    ("GET", "/api/ocr/jobs/{job_id}", USER, {}),
+    ("GET", "/api/ocr/jobs/{job_id}/events", USER, {}),
+    ("GET", "/api/ocr/batches/{batch_id}", USER, {}),
+    ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
 ]
 
 
 def _url(path: str) -> str:
-    return path.replace("{document_id}", "999").replace("{line_id}", "999").replace("{user_id}", "999")
+    for name in ("document_id", "line_id", "user_id", "job_id", "batch_id"):
+        path = path.replace("{" + name + "}", "999")
+    return path
 
 
 def test_the_matrix_covers_every_api_route(actors: Actors) -> None:

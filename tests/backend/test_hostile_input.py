@@ -78,6 +78,8 @@ JSON_ROUTES = [
     ("PATCH", "/api/lines/1", {"text": "t", "version": 1}),
     ("PATCH", "/api/users/1", {"isActive": True}),
     ("POST", "/api/auth/password", {"currentPassword": "p" * 12, "newPassword": "q" * 12}),
+    ("POST", "/api/documents/1/ocr", {"model": "tiny"}),
+    ("POST", "/api/ocr/batches", {"documentIds": [1], "model": "tiny"}),
 ]
 
 
@@ -110,6 +112,11 @@ PATH_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/lines/{}/history", None),
     ("PATCH", "/api/lines/{}", {"text": "x", "version": 1}),
     ("PATCH", "/api/users/{}", {"isActive": True}),
+    ("POST", "/api/documents/{}/ocr", None),
+    ("GET", "/api/ocr/jobs/{}", None),
+    ("GET", "/api/ocr/jobs/{}/events", None),
+    ("GET", "/api/ocr/batches/{}", None),
+    ("POST", "/api/ocr/batches/{}/retry", None),
 ]
 
 

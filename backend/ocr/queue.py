@@ -1,0 +1,155 @@
+"""The job queue in the database, as the runner sees it: claim, renew, store a page, finish.
+
+Every change to a running job is guarded by its lease (``lease_owner``): a runner that lost
+its lease (it stalled past the expiry and another runner took the job up) changes nothing
+and stops. Each call is one short transaction; none is open while the OCR service works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from backend.db import Database, skip_locked
+from backend.documents.lines import Lines
+from backend.documents.models import Document, DocumentStatus
+from backend.ocr.models import JobStatus, OcrJob
+
+
+class LeaseLost(Exception):  # noqa: N818 - a state, not a failure of this runner's making
+    """Another runner holds the job now (this one's lease expired): stop without touching it."""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: int
+    document_id: int
+    storage_key: str
+    pages_done: int
+    pages_total: int
+    attempts: int
+    model: str | None
+
+
+_DOCUMENT_STATUS = {
+    JobStatus.QUEUED: DocumentStatus.QUEUED,
+    JobStatus.RUNNING: DocumentStatus.RUNNING,
+    JobStatus.DONE: DocumentStatus.DONE,
+    JobStatus.FAILED: DocumentStatus.FAILED,
+    JobStatus.CANCELLED: DocumentStatus.NEW,
+}
+
+
+def _changed(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+class JobQueue:
+    def __init__(self, db: Database, lines: Lines, owner: str, lease: timedelta) -> None:
+        self.db = db
+        self.lines = lines
+        self.owner = owner
+        self.lease = lease
+
+    def claim(self, limit: int, now: datetime) -> list[Claimed]:
+        """Take up to ``limit`` jobs: queued ones, and running ones whose lease expired."""
+        claimed: list[Claimed] = []
+        with self.db.sessions() as session:
+            takeable = or_(
+                OcrJob.status == JobStatus.QUEUED,
+                and_(OcrJob.status == JobStatus.RUNNING, OcrJob.lease_expires_at < now),
+            )
+            candidates = session.scalars(skip_locked(select(OcrJob).where(takeable).order_by(OcrJob.id).limit(limit)))
+            for job in list(candidates):
+                # The guard repeats the condition: on SQLite (no row locks) two runners may
+                # have read the same row, and only the first UPDATE finds it still takeable.
+                taken = session.execute(
+                    update(OcrJob)
+                    .where(OcrJob.id == job.id, takeable)
+                    .values(
+                        status=JobStatus.RUNNING,
+                        lease_owner=self.owner,
+                        lease_expires_at=now + self.lease,
+                        attempts=OcrJob.attempts + 1,
+                        started_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if _changed(taken) != 1:
+                    continue
+                session.refresh(job)
+                document = session.get_one(Document, job.document_id)
+                document.status = DocumentStatus.RUNNING
+                claimed.append(
+                    Claimed(
+                        job.id,
+                        job.document_id,
+                        document.storage_key,
+                        job.pages_done,
+                        job.pages_total,
+                        job.attempts,
+                        job.model_requested,
+                    )
+                )
+            session.commit()
+        return claimed
+
+    def _guard(self, session: Session, job_id: int, now: datetime, **values: Any) -> None:
+        result = session.execute(
+            update(OcrJob)
+            .where(OcrJob.id == job_id, OcrJob.lease_owner == self.owner, OcrJob.status == JobStatus.RUNNING)
+            .values(lease_expires_at=now + self.lease, **values)
+            .execution_options(synchronize_session=False)
+        )
+        if _changed(result) != 1:
+            session.rollback()
+            raise LeaseLost(f"OCR job {job_id} is no longer held by {self.owner}")
+
+    def renew(self, job_id: int, now: datetime) -> None:
+        with self.db.sessions() as session:
+            self._guard(session, job_id, now)
+            session.commit()
+
+    def store_page(
+        self,
+        job: Claimed,
+        page: int,
+        lines: Sequence[dict[str, Any]],
+        *,
+        model: str,
+        model_version: str | None,
+        now: datetime,
+    ) -> None:
+        """The page's lines and the job's progress in one transaction: never one without the other."""
+        with self.db.sessions() as session:
+            self._guard(session, job.job_id, now, pages_done=page)
+            self.lines.replace_page(
+                session, job.document_id, page, lines, model=model, model_version=model_version, now=now
+            )
+            session.commit()
+
+    def finish(self, job_id: int, status: JobStatus, now: datetime, code: str | None = None, message: str = "") -> None:
+        """End the job (DONE/FAILED) or give it back to the queue (QUEUED), lease released."""
+        with self.db.sessions() as session:
+            self._guard(
+                session,
+                job_id,
+                now,
+                status=status,
+                error_code=code,
+                error_message=message or None,
+                lease_owner=None,
+            )
+            session.execute(
+                update(OcrJob)
+                .where(OcrJob.id == job_id)
+                .values(lease_expires_at=None, finished_at=None if status is JobStatus.QUEUED else now)
+            )
+            job = session.get_one(OcrJob, job_id)
+            session.get_one(Document, job.document_id).status = _DOCUMENT_STATUS[status]
+            session.commit()

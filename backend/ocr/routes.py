@@ -1,0 +1,115 @@
+"""OCR jobs and batches: start, read, retry, and live progress as Server-Sent Events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from backend.deps import CurrentUser, OcrClientDep, Services, ServicesDep, SessionDep
+from backend.errors import AppError, ErrorCode
+from backend.ocr.models import FINISHED
+from backend.ocr.schemas import BatchCreated, BatchIn, BatchOut, BatchRetried, JobCreated, JobOut, OcrStartIn
+from backend.ocr.service import job_out
+from backend.ocr_client import BreakerState, OcrClient
+
+router = APIRouter(prefix="/api")
+
+Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _refuse_while_open(client: OcrClient) -> None:
+    """Starting OCR while every replica's breaker is open would only queue failures: 503 at once."""
+    if client.state().state is BreakerState.OPEN:
+        raise AppError(
+            ErrorCode.OCR_SERVICE_UNAVAILABLE,
+            "The OCR service is not answering at the moment. Please try again in a few minutes.",
+        )
+
+
+@router.post("/documents/{document_id}/ocr", status_code=202)
+def start_document_ocr(
+    document_id: Id,
+    user: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+    client: OcrClientDep,
+    body: Annotated[OcrStartIn | None, Body()] = None,
+) -> JobCreated:
+    _refuse_while_open(client)
+    model = body.model if body else None
+    _, jobs = services.jobs.start(session, [document_id], user, model, services.clock(), batch=False)
+    return JobCreated(job_id=jobs[0].id)
+
+
+@router.post("/ocr/batches", status_code=202)
+def start_batch(
+    body: BatchIn, user: CurrentUser, services: ServicesDep, session: SessionDep, client: OcrClientDep
+) -> BatchCreated:
+    _refuse_while_open(client)
+    batch_id, _ = services.jobs.start(session, body.document_ids, user, body.model, services.clock(), batch=True)
+    assert batch_id is not None
+    return BatchCreated(batch_id=batch_id)
+
+
+@router.get("/ocr/jobs/{job_id}")
+def get_job(job_id: Id, _: CurrentUser, services: ServicesDep, session: SessionDep) -> JobOut:
+    return job_out(services.jobs.job(session, job_id))
+
+
+@router.get("/ocr/batches/{batch_id}")
+def get_batch(batch_id: Id, _: CurrentUser, services: ServicesDep, session: SessionDep) -> BatchOut:
+    return services.jobs.batch(session, batch_id)
+
+
+@router.post("/ocr/batches/{batch_id}/retry", status_code=202)
+def retry_batch(
+    batch_id: Id, _: CurrentUser, services: ServicesDep, session: SessionDep, client: OcrClientDep
+) -> BatchRetried:
+    _refuse_while_open(client)
+    return BatchRetried(batch_id=batch_id, requeued=services.jobs.retry_batch(session, batch_id))
+
+
+def read_job(services: Services, job_id: int) -> JobOut:
+    with services.db.sessions() as session:
+        return job_out(services.jobs.job(session, job_id))
+
+
+def _sse(event: str, data: object) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def progress_events(services: Services, first: JobOut) -> AsyncIterator[bytes]:
+    # The database is the source of truth (the job may run in another backend process), so
+    # the stream polls it; each page stored since the last look is one "page" event.
+    job, sent = first, 0
+    while True:
+        for page in range(sent + 1, job.pages_done + 1):
+            yield _sse("page", {"page": page, "pagesDone": page, "pagesTotal": job.pages_total})
+        sent = max(sent, job.pages_done)
+        if job.status in FINISHED:
+            yield _sse("end", job.model_dump(mode="json", by_alias=True))
+            return
+        await asyncio.sleep(services.settings.ocr_poll_s)
+        try:
+            job = await run_in_threadpool(read_job, services, job.id)
+        except AppError as exc:
+            # The job went with its document (purged from the trash): the stream says so and ends.
+            yield _sse("end", exc.body())
+            return
+
+
+@router.get("/ocr/jobs/{job_id}/events", response_class=StreamingResponse)
+async def job_events(job_id: Id, _: CurrentUser, services: ServicesDep) -> StreamingResponse:
+    """``event: page`` per page stored (``{page, pagesDone, pagesTotal}``), then ``event: end`` with the job."""
+    first = await run_in_threadpool(read_job, services, job_id)
+    return StreamingResponse(
+        progress_events(services, first),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

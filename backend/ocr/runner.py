@@ -1,0 +1,184 @@
+"""The backend's own OCR worker loop: claims jobs from the database and feeds them to the OCR service.
+
+Runs as an asyncio task in the app's lifespan (``APP_OCR_JOBS_CONCURRENCY`` jobs at once:
+the OCR service's worker count, so every worker is busy and none queues). Tests drive it
+with ``drain()`` and their own clock. Lines arrive from ``/ocr/stream`` and are stored page
+by page, each page in a transaction of its own that never spans a call to the service.
+
+Resume: a job taken up again (its runner died, its stream broke) reads the document from the
+start and skips storing the pages it stored before (``pages_done``). Asking the service for
+the missing pages only (``firstPage``) waits for the OCR service's page range, which is
+another change; then ``stream_pages(first_page=pages_done + 1)`` replaces the skipping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from backend.ocr.models import JobStatus
+from backend.ocr.queue import Claimed, JobQueue, LeaseLost
+from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
+from backend.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# Recorded per page when the person named no model: the service's default model at the time.
+DEFAULT_MODEL = "default"
+UNAVAILABLE = "OCR_SERVICE_UNAVAILABLE"
+
+
+class MalformedEvent(OcrStreamInterrupted):
+    """The service sent an event the backend cannot use: handled like a broken stream."""
+
+    def __init__(self, event: dict[str, Any]) -> None:
+        super().__init__(f"The OCR service sent an event the backend cannot read: {str(event)[:200]}")
+
+
+class JobRunner:
+    def __init__(
+        self,
+        queue: JobQueue,
+        client: OcrClient,
+        storage: Storage,
+        *,
+        concurrency: int,
+        poll_s: float,
+        max_attempts: int,
+        clock: Callable[[], datetime],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.queue = queue
+        self.client = client
+        self.storage = storage
+        self.concurrency = concurrency
+        self.poll_s = poll_s
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self._sleep = sleep
+        self._running: dict[asyncio.Task[None], Claimed] = {}
+
+    async def run(self) -> None:
+        """Forever: take up jobs while there is room, then wait a poll interval."""
+        while True:
+            await self.tick()
+            await self._sleep(self.poll_s)
+
+    async def tick(self) -> int:
+        """Claim as many jobs as there is room for and start them; how many were claimed."""
+        free = self.concurrency - len(self._running)
+        if free <= 0:
+            return 0
+        claimed = await asyncio.to_thread(self.queue.claim, free, self.clock())
+        for job in claimed:
+            task = asyncio.create_task(self._run_job(job), name=f"ocr-job-{job.job_id}")
+            self._running[task] = job
+            task.add_done_callback(self._forget)
+        return len(claimed)
+
+    async def drain(self) -> None:
+        """Run until no job can be claimed and none is running (tests; a one-shot command)."""
+        while True:
+            await self.tick()
+            if not self._running:
+                return
+            await asyncio.wait(set(self._running), return_when=asyncio.FIRST_COMPLETED)
+
+    async def stop(self) -> None:
+        """Give the running jobs back to the queue (QUEUED) so another runner resumes them at once."""
+        running = dict(self._running)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for task, job in running.items():
+            # A task cancelled before it began never ran its own handlers: the job is handed back here.
+            if task.cancelled():
+                await self._end(job, JobStatus.QUEUED, None, "")
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+
+    async def _run_job(self, job: Claimed) -> None:
+        if job.attempts > self.max_attempts:
+            # Taken up again and again (each runner died on it): stop before it takes another one down.
+            message = f"OCR was started {job.attempts} times for this document and never finished."
+            await self._end(job, JobStatus.FAILED, UNAVAILABLE, message)
+            return
+        renewer = asyncio.create_task(self._renew(job.job_id))
+        try:
+            await self._read(job)
+        except LeaseLost:
+            log.warning("OCR job %s: another runner took it up (the lease expired); this one stops", job.job_id)
+        except (OcrRejected, OcrStreamError) as exc:
+            # The document's fault (corrupt, too many pages): the service's word, not retried.
+            await self._end(job, JobStatus.FAILED, exc.code, exc.message)
+        except OcrStreamInterrupted as exc:
+            status = JobStatus.QUEUED if job.attempts < self.max_attempts else JobStatus.FAILED
+            await self._end(job, status, UNAVAILABLE, exc.message)
+        except OcrUnavailable as exc:
+            # Breaker open, retries used up: FAILED, and POST /api/ocr/batches/{id}/retry re-queues it.
+            await self._end(job, JobStatus.FAILED, UNAVAILABLE, exc.message)
+        except OSError as exc:
+            log.exception("OCR job %s: the original of document %s cannot be read", job.job_id, job.document_id)
+            await self._end(job, JobStatus.FAILED, "ORIGINAL_UNREADABLE", f"The original cannot be read: {exc}")
+        except Exception:
+            # The job's boundary: whatever broke, the job must not stay RUNNING until its lease
+            # runs out (and then break the next runner the same way). The traceback is logged.
+            log.exception("OCR job %s failed unexpectedly", job.job_id)
+            await self._end(job, JobStatus.FAILED, "INTERNAL_ERROR", "OCR failed inside the backend; see its log.")
+        finally:
+            renewer.cancel()
+
+    async def _end(self, job: Claimed, status: JobStatus, code: str | None, message: str) -> None:
+        try:
+            await asyncio.to_thread(self.queue.finish, job.job_id, status, self.clock(), code, message)
+        except LeaseLost:
+            log.warning("OCR job %s: another runner took it up before it could end here", job.job_id)
+
+    async def _renew(self, job_id: int) -> None:
+        try:
+            while True:
+                await self._sleep(self.queue.lease.total_seconds() / 3)
+                await asyncio.to_thread(self.queue.renew, job_id, self.clock())
+        except LeaseLost:
+            # The job's next page commit finds the same and stops the job; nothing to do here.
+            log.warning("OCR job %s: lease lost while renewing it", job_id)
+
+    async def _read(self, job: Claimed) -> None:
+        model = job.model or DEFAULT_MODEL
+        page: int | None = None
+        lines: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        with self.storage.open(job.storage_key) as original:
+            async with self.client.stream_pages(original, model=job.model) as events:
+                async for event in events:
+                    kind = event["type"]
+                    if kind == "line":
+                        index = event.get("index")
+                        if page is None or event.get("page") != page or not isinstance(index, int) or index in seen:
+                            raise MalformedEvent(event)
+                        seen.add(index)
+                        lines.append(event)
+                        continue
+                    # Checked before the page before it is stored: only a good next event proves it complete.
+                    if kind not in ("page", "done") or (
+                        kind == "page" and (event.get("page") != (page or 0) + 1 or event["page"] > job.pages_total)
+                    ):
+                        raise MalformedEvent(event)
+                    if page is not None:
+                        await self._store(job, page, lines, model)
+                    if kind == "done":
+                        await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
+                        return
+                    page, lines, seen = event["page"], [], set()
+
+    async def _store(self, job: Claimed, page: int, lines: list[dict[str, Any]], model: str) -> None:
+        if page <= job.pages_done:
+            await asyncio.to_thread(self.queue.renew, job.job_id, self.clock())
+            return
+        await asyncio.to_thread(
+            self.queue.store_page, job, page, lines, model=model, model_version=None, now=self.clock()
+        )
