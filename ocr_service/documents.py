@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import BinaryIO
 
 import pypdfium2 as pdfium
 from PIL import Image, UnidentifiedImageError
@@ -67,10 +68,19 @@ class PageLimits:
 
 
 class Document:
-    """An opened, checked document: its page count is known, its pages render on demand."""
+    """An opened, checked document: its page count is known, its pages render on demand.
 
-    def __init__(self, data: bytes, limits: PageLimits) -> None:
-        self.kind = sniff(data)
+    ``data`` is the document's bytes, or a seekable binary file (a spooled upload) that pdfium
+    and Pillow read from as they need it; the file must stay open until :meth:`close`.
+    """
+
+    def __init__(self, data: bytes | BinaryIO, limits: PageLimits) -> None:
+        if isinstance(data, bytes):
+            self.kind = sniff(data)
+        else:
+            data.seek(0)
+            self.kind = sniff(data.read(1024))
+            data.seek(0)
         self.limits = limits
         self._data = data
         self._pdf: pdfium.PdfDocument | None = None
@@ -102,7 +112,7 @@ class Document:
 
     def _open_image(self) -> int:
         try:
-            image = Image.open(io.BytesIO(self._data))
+            image = Image.open(io.BytesIO(self._data) if isinstance(self._data, bytes) else self._data)
             frames = getattr(image, "n_frames", 1)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The image is damaged and cannot be read.") from exc
@@ -164,6 +174,31 @@ class Document:
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the image is damaged.") from exc
         return frame
+
+    def page_pixels(self, index: int) -> int:
+        """At least the pixels :meth:`page` will give for ``index``, from headers only: what the
+        read path reserves in its page memory before the page is decoded."""
+        if self._pdf is not None:
+            try:
+                page = self._pdf[index]
+                try:
+                    width_pt, height_pt = page.get_size()
+                finally:
+                    page.close()
+            except pdfium.PdfiumError as exc:
+                raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the PDF is damaged.") from exc
+            scale = self.limits.pdf_dpi / 72
+            pixels = math.ceil(width_pt * scale) * math.ceil(height_pt * scale)
+        else:
+            assert self._image is not None
+            try:
+                self._image.seek(index)
+            except (OSError, EOFError) as exc:
+                raise AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {index + 1} of the image is damaged.") from exc
+            width, height = self._image.size
+            pixels = width * height
+        # A larger PDF page is rendered down to the limit; a larger image is refused when decoded.
+        return min(pixels, self.limits.max_page_pixels)
 
     def check_all_pages(self) -> None:
         """Check every page's size before any work starts, so a bomb on page 9 fails at once."""

@@ -20,6 +20,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 WORKER_MEMORY_MB = 1400
 # The parent process (FastAPI, the PDF rasteriser, pages waiting in the queue).
 SERVICE_BASE_MEMORY_MB = 800
+# Of that, the process itself with every admitted document open (interpreter, libraries,
+# pdfium's and Pillow's per-document state; uploads are spooled to disk). The rest is the
+# page memory: decoded pages in flight (OCR_PAGE_MEMORY_MB). See bench/bench_memory.py.
+SERVICE_PROCESS_MEMORY_MB = 250
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -71,6 +75,11 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(10, gt=0)
     # A page that takes longer (seconds) is stuck: its worker is ended and replaced. 0: no limit.
     page_timeout_s: float = Field(300.0, ge=0, le=86_400)
+
+    # read path: bytes of decoded pages the service process may hold at once (pages being
+    # rendered, waiting for a worker or handed to one); a page waits for its share. None: the
+    # service's memory (SERVICE_BASE_MEMORY_MB) less what the process itself needs.
+    page_memory_mb: int | None = Field(None, gt=0)
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None
@@ -150,6 +159,10 @@ class Settings(BaseSettings):
         if self.training_max_epochs < self.training_default_epochs:
             raise ValueError("OCR_TRAINING_MAX_EPOCHS must not be below OCR_TRAINING_DEFAULT_EPOCHS")
         return self
+
+    @property
+    def page_memory_bytes(self) -> int:
+        return (self.page_memory_mb or SERVICE_BASE_MEMORY_MB - SERVICE_PROCESS_MEMORY_MB) * 1024 * 1024
 
     @property
     def training_thread_count(self) -> int:
