@@ -165,6 +165,12 @@ class Settings(BaseSettings):
         return (self.page_memory_mb or SERVICE_BASE_MEMORY_MB - SERVICE_PROCESS_MEMORY_MB) * 1024 * 1024
 
     @property
+    def service_memory_mb(self) -> int:
+        """The service process's own memory: SERVICE_BASE_MEMORY_MB, or more where
+        OCR_PAGE_MEMORY_MB is raised (it then leaves less room for workers)."""
+        return max(SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB + self.page_memory_bytes // (1024 * 1024))
+
+    @property
     def training_thread_count(self) -> int:
         return self.training_threads or max(1, (os.cpu_count() or 1) // 2)
 
@@ -182,7 +188,7 @@ class Settings(BaseSettings):
         """
         if self.workers is not None:
             return self.workers
-        fit = (self.effective_memory_limit_mb - SERVICE_BASE_MEMORY_MB) // WORKER_MEMORY_MB
+        fit = (self.effective_memory_limit_mb - self.service_memory_mb) // WORKER_MEMORY_MB
         return max(1, min(os.cpu_count() or 1, fit))
 
     @property
@@ -193,7 +199,7 @@ class Settings(BaseSettings):
         return max(1, (os.cpu_count() or 1) // self.worker_count)
 
     def check_memory_budget(self) -> None:
-        need = SERVICE_BASE_MEMORY_MB + self.worker_count * WORKER_MEMORY_MB
+        need = self.service_memory_mb + self.worker_count * WORKER_MEMORY_MB
         if need > self.effective_memory_limit_mb:
             raise ValueError(
                 f"{self.worker_count} OCR workers need about {need} MB, but the memory limit is "

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import random
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from ocr_service.admission import Admission, PageMemory, page_cost
-from ocr_service.documents import PageLimits
+from ocr_service.documents import Document, PageLimits
 from ocr_service.engine.pipeline import ModelRef
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
 from ocr_service.ocr import OcrInput, OcrService, PageDone
+from ocr_service.settings import SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB, WORKER_MEMORY_MB, Settings
 from tests.support.held_pool import HeldPool
 from tests.support.synthetic import to_pdf, to_tiff
 
@@ -232,3 +235,55 @@ def test_pages_of_many_documents_stay_within_the_page_memory_and_leavers_free_ev
         service.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_pixels_reserved_for_a_page_are_never_fewer_than_it_decodes_to(seed: int) -> None:
+    """PDF pages at random sizes and resolutions (some rendered down to the pixel limit) and
+    image frames of random sizes: what is reserved before decoding covers the decoded page."""
+    rng = random.Random(seed)
+    limits = PageLimits(max_pages=10, max_page_pixels=rng.randint(20_000, 400_000), pdf_dpi=rng.choice([50, 72, 150]))
+    sizes = [(rng.randint(10, 700), rng.randint(10, 700)) for _ in range(rng.randint(1, 4))]
+    pages = [Image.new("RGB", size, "white") for size in sizes]
+    if rng.random() < 0.5:
+        data = to_pdf(pages, dpi=rng.choice([36, 72, 96]))
+    else:
+        fitting = [p for p in pages if p.width * p.height <= limits.max_page_pixels] or [Image.new("L", (10, 10))]
+        data = to_tiff(fitting)
+    document = Document(io.BytesIO(data), limits)
+    try:
+        document.check_all_pages()
+        for index in range(document.page_count):
+            reserved = document.page_pixels(index)
+            page = document.page(index)
+            assert page.width * page.height <= reserved <= limits.max_page_pixels
+    finally:
+        document.close()
+
+
+# --- the page memory setting --------------------------------------------------------------------
+
+
+def test_the_page_memory_is_by_default_what_the_service_budget_leaves_for_pages(tmp_path: Path) -> None:
+    settings = Settings(models_dir=tmp_path, memory_limit_mb=8192)
+    assert settings.page_memory_bytes == (SERVICE_BASE_MEMORY_MB - SERVICE_PROCESS_MEMORY_MB) * 1024 * 1024
+    assert settings.service_memory_mb == SERVICE_BASE_MEMORY_MB
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_larger_page_memory_leaves_less_room_for_workers(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    page_mb = rng.randint(1, 6000)
+    limit_mb = rng.randint(1000, 20000)
+    settings = Settings(models_dir=tmp_path, memory_limit_mb=limit_mb, page_memory_mb=page_mb)
+    service_mb = max(SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB + page_mb)
+    assert settings.page_memory_bytes == page_mb * 1024 * 1024
+    assert settings.service_memory_mb == service_mb
+    fit = (limit_mb - service_mb) // WORKER_MEMORY_MB
+    assert settings.worker_count == max(1, min(os.cpu_count() or 1, fit))
+    explicit = Settings(models_dir=tmp_path, memory_limit_mb=limit_mb, page_memory_mb=page_mb, workers=1)
+    if service_mb + WORKER_MEMORY_MB > limit_mb:
+        with pytest.raises(ValueError, match="memory limit"):
+            explicit.check_memory_budget()
+    else:
+        explicit.check_memory_budget()
