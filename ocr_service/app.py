@@ -63,7 +63,6 @@ def build_services(settings: Settings) -> Services:
     )
     service = OcrService(
         limits=PageLimits(settings.max_pages, settings.max_page_pixels, settings.pdf_dpi),
-        max_document_bytes=settings.max_document_bytes,
         store=store,
         pool=pool,
         fetcher=fetcher,

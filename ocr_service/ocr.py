@@ -164,7 +164,6 @@ class OcrService:
         self,
         *,
         limits: PageLimits,
-        max_document_bytes: int,
         store: ModelStore,
         pool: WorkerPool,
         fetcher: DocumentFetcher,
@@ -172,7 +171,6 @@ class OcrService:
         memory: PageMemory,
     ) -> None:
         self.limits = limits
-        self.max_document_bytes = max_document_bytes
         self.store = store
         self.pool = pool
         self.fetcher = fetcher

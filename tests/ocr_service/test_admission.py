@@ -159,7 +159,6 @@ class _Store:
 def _service(pool: HeldPool, memory: PageMemory, max_pages: int = 20) -> OcrService:
     return OcrService(
         limits=PageLimits(max_pages=max_pages, max_page_pixels=4_000_000, pdf_dpi=72),
-        max_document_bytes=10 * 1024 * 1024,
         store=_Store(),  # type: ignore[arg-type]
         pool=pool,  # type: ignore[arg-type]
         fetcher=DocumentFetcher(FetchPolicy(frozenset(), False, 1, 1.0, 0)),
