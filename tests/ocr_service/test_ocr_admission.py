@@ -353,3 +353,45 @@ def test_clients_that_leave_at_random_moments_never_leave_anything_behind(held: 
     finally:
         files.stop()
     served_at_once(held)
+
+
+def _mutated_form(rng: random.Random) -> tuple[bytes, str]:
+    request = httpx.Request(
+        "POST", "http://x/ocr", files={"file": ("a.png", page_png(rng.randrange(100)))}, data={"model": "m"}
+    )
+    body = bytearray(request.read())
+    content_type = request.headers["content-type"]
+    for _ in range(rng.randint(1, 4)):
+        choice = rng.randrange(6)
+        at = rng.randrange(len(body))
+        if choice == 0:
+            body[at] ^= 1 << rng.randrange(8)
+        elif choice == 1:
+            del body[at:]
+        elif choice == 2:
+            body[at:at] = rng.choice([b"\r\n", b"--", b"\r\n\r\n", b'Content-Disposition: form-data; name="file"'])
+        elif choice == 3:
+            content_type = rng.choice(["multipart/form-data", "multipart/form-data; boundary=", content_type + "x"])
+        elif choice == 4:
+            body = body.replace(b'name="file"', rng.choice([b'name="file"; filename=""', b"", b'name="model"']))
+        else:
+            body[at : at + rng.randint(1, 40)] = rng.randbytes(rng.randint(0, 40))
+    return bytes(body), content_type
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_mangled_multipart_bodies_get_a_4xx_with_a_code_never_a_5xx(held: HeldService, path: str) -> None:
+    held.pool.release.set()
+    rng = random.Random(path)
+    outcomes: set[int] = set()
+    with held.running.client() as client:
+        for _ in range(60):
+            body, content_type = _mutated_form(rng)
+            response = client.post(path, content=body, headers={"content-type": content_type})
+            outcomes.add(response.status_code)
+            assert response.status_code < 500, response.text
+            if response.status_code != 200:
+                assert response.json()["code"] and response.json()["message"]
+            wait_until(held.idle)
+    assert outcomes - {200}  # the mutations do reach the error paths
+    served_at_once(held)
