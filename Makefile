@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: bench-ocr
 
 bench-ocr: install
 	$(PY) bench/bench_ocr.py
+
+# The service process's peak memory with a full queue of A4-300-dpi PDFs, and the time until
+# the places are free after clients hang up.
+bench-memory: install
+	$(PY) bench/bench_memory.py
 
 # Peak RSS and seconds per epoch of recognition and segmentation (800 px) training.
 bench-training: install

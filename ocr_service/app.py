@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from ocr_service.admission import Admission, PageMemory
 from ocr_service.api import health, ocr
 from ocr_service.api import models as models_api
 from ocr_service.api import training as training_api
@@ -20,12 +21,14 @@ from ocr_service.fetch import DocumentFetcher, FetchPolicy
 from ocr_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ocr_service.models_admin import ModelAdmin
 from ocr_service.ocr import OcrService
-from ocr_service.pool import Admission, WorkerPool
+from ocr_service.pool import WorkerPool
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
 from ocr_service.training.service import TrainingService
 
 log = logging.getLogger(__name__)
+
+_OCR_ROUTES = frozenset({"/ocr", "/ocr/stream"})
 
 # Multipart framing around an upload is small; this slack keeps a file of exactly the
 # document limit from being refused by the body cap.
@@ -67,11 +70,11 @@ def build_services(settings: Settings) -> Services:
             max_segmentation_width=settings.max_segmentation_width,
             open_timeout_s=settings.document_open_timeout_s,
         ),
-        max_document_bytes=settings.max_document_bytes,
         store=store,
         pool=pool,
         fetcher=fetcher,
         admission=Admission(workers + settings.queue_size, settings.retry_after_s),
+        memory=PageMemory(settings.page_memory_bytes),
     )
     services = Services(settings=settings, store=store, pool=pool, ocr=service)
     services.training = TrainingService(settings, store)
@@ -117,7 +120,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(models_api.router)
     app.include_router(training_api.router)
 
-    def body_limit(path: str) -> int:
+    def body_limit(path: str) -> int | None:
+        # The OCR routes bound their own bodies, after admission (ocr_service/api/ocr_input.py).
+        if path in _OCR_ROUTES:
+            return None
         # Model uploads have their own bound (OCR_MAX_MODEL_BYTES); the other bodies carry documents.
         if path == "/models":
             return settings.max_model_bytes + _MULTIPART_SLACK

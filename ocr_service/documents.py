@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from PIL import Image
 
@@ -68,14 +68,27 @@ class Pages(Protocol):
 
     def page(self, index: int) -> Image.Image: ...
 
+    def pixels(self, index: int) -> int: ...
+
     def close(self) -> None: ...
 
 
 class Document:
-    """An opened, checked document: its page count is known, its pages render on demand."""
+    """An opened, checked document: its page count is known, its pages render on demand.
 
-    def __init__(self, data: bytes, limits: PageLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.kind = sniff(data)
+    ``data`` is the document's bytes, or a seekable binary file (a spooled upload) that pdfium
+    and Pillow read from as they need it; the file must stay open until :meth:`close`.
+    """
+
+    def __init__(
+        self, data: bytes | BinaryIO, limits: PageLimits, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if isinstance(data, bytes):
+            self.kind = sniff(data)
+        else:
+            data.seek(0)
+            self.kind = sniff(data.read(1024))
+            data.seek(0)
         self.limits = limits
         self._budget = ParseBudget(limits.open_timeout_s, clock)
         with self._budget.running():
@@ -114,6 +127,11 @@ class Document:
     def page(self, index: int) -> Image.Image:
         """Page ``index`` (from 0) upright, in mode RGB or L, without metadata."""
         return self._pages.page(index)
+
+    def page_pixels(self, index: int) -> int:
+        """At least the pixels :meth:`page` will give for ``index``, from headers only: what the
+        read path reserves in its page memory before the page is decoded."""
+        return self._pages.pixels(index)
 
     def check_all_pages(self) -> None:
         """Check every page's size and shape from its header before any work starts, so a

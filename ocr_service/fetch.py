@@ -9,10 +9,12 @@ answer cannot swap in 127.0.0.1). Redirects are followed by hand, only to the sa
 from __future__ import annotations
 
 import asyncio
+import io
 import ipaddress
 import logging
 import socket
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import httpx
 
@@ -96,16 +98,22 @@ class DocumentFetcher:
         return addresses[0]
 
     async def fetch(self, url: str) -> bytes:
+        buffer = io.BytesIO()
+        await self.fetch_into(url, buffer)
+        return buffer.getvalue()
+
+    async def fetch_into(self, url: str, file: BinaryIO) -> int:
+        """Download the document into ``file`` as it arrives (never whole in memory); its size."""
         try:
             async with asyncio.timeout(self.policy.timeout_s):
-                return await self._fetch(url)
+                return await self._fetch(url, file)
         except TimeoutError as exc:
             raise AppError(
                 ErrorCode.DOCUMENT_FETCH_TIMEOUT,
                 f"The document could not be downloaded within {self.policy.timeout_s:g} seconds.",
             ) from exc
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, file: BinaryIO) -> int:
         current = self.check_url(url)
         origin_host = current.host.lower().rstrip(".")
         timeout = httpx.Timeout(self.policy.timeout_s)
@@ -132,7 +140,7 @@ class DocumentFetcher:
                     if response.is_redirect:
                         current = self._follow(current, response, origin_host)
                         continue
-                    return await self._read_body(response)
+                    return await self._read_body(response, file)
                 finally:
                     await response.aclose()
         raise AppError(ErrorCode.DOCUMENT_FETCH_FAILED, "The document URL redirects too many times.")
@@ -146,7 +154,7 @@ class DocumentFetcher:
             raise _refuse(f"The document URL redirects to another host ('{target.host}'); that is not followed.")
         return self.check_url(str(target))
 
-    async def _read_body(self, response: httpx.Response) -> bytes:
+    async def _read_body(self, response: httpx.Response, file: BinaryIO) -> int:
         if response.status_code >= 500:
             raise AppError(
                 ErrorCode.DOCUMENT_UNREACHABLE,
@@ -162,17 +170,17 @@ class DocumentFetcher:
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)
-        chunks: list[bytes] = []
         size = 0
         try:
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > limit:
                     raise _too_large(limit)
-                chunks.append(chunk)
+                # A local temporary file: the write lands in the page cache and does not block.
+                file.write(chunk)
         except httpx.HTTPError as exc:
             raise AppError(ErrorCode.DOCUMENT_UNREACHABLE, f"The download broke off: {exc}") from exc
-        return b"".join(chunks)
+        return size
 
 
 def _too_large(limit: int) -> AppError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import BinaryIO
 
 from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
@@ -22,12 +23,12 @@ class ImagePages:
 
     exact_count = True
 
-    def __init__(self, data: bytes, fmt: str, limits: PageLimits, budget: ParseBudget) -> None:
+    def __init__(self, data: bytes | BinaryIO, fmt: str, limits: PageLimits, budget: ParseBudget) -> None:
         self.limits = limits
         self._budget = budget
         with decoding("The image"):
             # Only the decoder of the sniffed type may read the bytes, not any Pillow can find.
-            self._image = Image.open(io.BytesIO(data), formats=[fmt])
+            self._image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=[fmt])
         try:
             self.count = self._count_frames()
         except BaseException:
@@ -70,6 +71,11 @@ class ImagePages:
         width, height = self._upright_size(index)
         self.limits.check_pixels(index + 1, width, height)
         self.limits.check_shape(index + 1, width, height)
+
+    def pixels(self, index: int) -> int:
+        """The pixels frame ``index`` decodes to (a larger one is refused when it is decoded)."""
+        width, height = self._upright_size(index)
+        return min(width * height, self.limits.max_page_pixels)
 
     def page(self, index: int) -> Image.Image:
         self.check(index)

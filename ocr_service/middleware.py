@@ -42,11 +42,12 @@ class RequestIdMiddleware:
 class BodyLimitMiddleware:
     """Refuses a body over the route's limit while it arrives, before it is buffered or spooled.
 
-    ``limit_for(path)`` gives the byte limit of a path. A declared Content-Length over the
-    limit is refused at once; a chunked body is counted and cut off.
+    ``limit_for(path)`` gives the byte limit of a path, or None for a route that bounds its
+    own body. A declared Content-Length over the limit is refused at once; a chunked body is
+    counted and cut off.
     """
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int | None]) -> None:
         self.app = app
         self.limit_for = limit_for
 
@@ -55,6 +56,9 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit_for(scope["path"])
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await error_response(_too_large(limit))(scope, receive, send)

@@ -1,27 +1,31 @@
-"""The read path: a document (bytes or URL) in, pages of recognised lines out, page by page.
+"""The read path: a document (a spooled upload or a URL) in, pages of recognised lines out.
 
-``OcrService.start`` does every check that can fail on bad input *before* any result is
-sent (so even ``/ocr/stream`` answers a 4xx for a corrupt file); ``OcrRun.events`` then
-yields each page as soon as it is done while the next pages are already in the pool.
+``OcrService.admit`` is asked when a request's headers have arrived, before its body is read;
+``OcrService.start`` then does every check that can fail on bad input *before* any result is
+sent (so even ``/ocr/stream`` answers a 4xx for a corrupt file); ``OcrRun.events`` yields each
+page as soon as it is done while the next pages are already in the pool. Every decoded page
+holds its share of the page memory (``PageMemory``) from before it is decoded until its worker
+is done with it, so the pages of all documents together stay within the budget.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
-from PIL import Image
-
+from ocr_service.admission import Admission, PageMemory, Slot, page_cost
 from ocr_service.documents import Document, PageLimits
 from ocr_service.engine.pipeline import ModelRef, PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
-from ocr_service.pool import Admission, WorkerPool
+from ocr_service.pool import WorkerPool
 from ocr_service.store import ModelStore
 
 log = logging.getLogger(__name__)
@@ -32,10 +36,14 @@ NO_MODEL_NOTICE = (
     "Install a model (POST /models) or name one in the request."
 )
 
+OnThread = Callable[..., "asyncio.Future[Any]"]
+
 
 @dataclass(frozen=True)
 class OcrInput:
-    data: bytes | None = None
+    """The document as a spooled file (the caller keeps it open until the run is closed) or a URL."""
+
+    file: BinaryIO | None = None
     url: str | None = None
     model: str | None = None
 
@@ -54,8 +62,16 @@ class PageDone:
     result: PageResult
 
 
+@dataclass
+class _PageInFlight:
+    index: int
+    # Set with the decoded page's size, once it is decoded (before it goes to a worker).
+    decoded: asyncio.Future[tuple[int, int]]
+    task: asyncio.Task[PageResult]
+
+
 class OcrRun:
-    """One admitted document on its way through the pool; always ``close()`` it."""
+    """One admitted document on its way through the pool; always ``await aclose()`` it."""
 
     def __init__(
         self,
@@ -63,73 +79,84 @@ class OcrRun:
         model: ModelRef | None,
         segmentation_model: ModelRef,
         pool: WorkerPool,
-        on_thread: Callable[..., Any],
-        release: Callable[[], None],
-        first_page: Image.Image | None = None,
+        memory: PageMemory,
+        on_thread: OnThread,
+        resources: AsyncExitStack,
     ) -> None:
         self.document = document
         self.model = model
         self.segmentation_model = segmentation_model
         self.pages = document.page_count
         self._pool = pool
+        self._memory = memory
         self._on_thread = on_thread
-        self._release = release
-        self._first_page = first_page
+        self._resources = resources
+        self._in_flight: deque[_PageInFlight] = deque()
+        self._next_page = 0
         self._closed = False
 
     @property
     def model_name(self) -> str | None:
         return self.model.name if self.model else None
 
-    async def _render(self, index: int) -> Image.Image:
-        if index == 0 and self._first_page is not None:
-            first, self._first_page = self._first_page, None
-            return first
-        rendered: Image.Image = await self._on_thread(self.document.page, index)
-        return rendered
+    async def _read_page(self, index: int, decoded: asyncio.Future[tuple[int, int]]) -> PageResult:
+        pixels: int = await self._on_thread(self.document.page_pixels, index)
+        async with self._memory.reserve(page_cost(pixels)):
+            image = await self._on_thread(self.document.page, index)
+            decoded.set_result((image.width, image.height))
+            return await self._pool.process_page(image, self.model, self.segmentation_model)
 
-    async def _read(self, rendering: asyncio.Task[Image.Image]) -> PageResult:
-        return await self._pool.process_page(await rendering, self.model, self.segmentation_model)
+    def _submit(self) -> None:
+        decoded: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._read_page(self._next_page, decoded))
+        self._in_flight.append(_PageInFlight(self._next_page, decoded, task))
+        self._next_page += 1
+
+    def _fill_window(self) -> None:
+        # As many pages in flight as there are workers: enough to keep every core busy; the
+        # page memory decides how many of them may be decoded at once.
+        while self._next_page < self.pages and len(self._in_flight) < max(1, self._pool.workers):
+            self._submit()
+
+    async def _decoded(self, page: _PageInFlight) -> tuple[int, int]:
+        """The page's size once it is decoded; the page's own error if it could not be."""
+        waiting: set[asyncio.Future[Any]] = {page.decoded, page.task}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not page.decoded.done():
+            page.task.result()  # raises why the page failed before it was decoded
+        return page.decoded.result()
+
+    async def begin(self) -> None:
+        """Decode the first page now: a damaged single image becomes a 4xx before any response
+        is sent, instead of an error event in a 200 stream."""
+        self._fill_window()
+        await self._decoded(self._in_flight[0])
 
     async def events(self) -> AsyncIterator[PageStarted | PageDone]:
         """Pages in order; a page that fails (even to render) fails only when its turn comes."""
-        # Keep as many pages in flight as there are workers: enough to keep every core busy,
-        # few enough that a 200-page PDF never sits in memory as images.
-        window = max(1, self._pool.workers)
-        in_flight: deque[tuple[int, asyncio.Task[Image.Image], asyncio.Task[PageResult]]] = deque()
-        next_page = 0
+        self._fill_window()
+        while self._in_flight:
+            page = self._in_flight[0]
+            width, height = await self._decoded(page)
+            yield PageStarted(page.index + 1, self.pages, width, height)
+            result = await page.task
+            self._in_flight.popleft()
+            self._fill_window()
+            yield PageDone(page.index + 1, result)
 
-        def submit() -> None:
-            nonlocal next_page
-            rendering = asyncio.create_task(self._render(next_page))
-            in_flight.append((next_page, rendering, asyncio.create_task(self._read(rendering))))
-            next_page += 1
-
-        try:
-            while next_page < self.pages and len(in_flight) < window:
-                submit()
-            while in_flight:
-                index, rendering, reading = in_flight[0]
-                image = await rendering
-                yield PageStarted(index + 1, self.pages, image.width, image.height)
-                result = await reading
-                in_flight.popleft()
-                if next_page < self.pages:
-                    submit()
-                yield PageDone(index + 1, result)
-        finally:
-            for _, rendering, reading in in_flight:
-                rendering.cancel()
-                reading.cancel()
-            # Collect what the cancelled tasks raised, so nothing is reported as never retrieved.
-            await asyncio.gather(*(t for _, r, p in in_flight for t in (r, p)), return_exceptions=True)
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._release()
-            # pdfium objects are closed on the documents thread, like every other use of them.
-            self._on_thread(self.document.close)
+    async def aclose(self) -> None:
+        """Cancel the pages still in flight (their memory is given back), close the document."""
+        if self._closed:
+            return
+        self._closed = True
+        pending = [p.task for p in self._in_flight]
+        for page in self._in_flight:
+            page.task.cancel()
+            page.decoded.cancel()
+        self._in_flight.clear()
+        # Collect what the cancelled tasks raised, so nothing is reported as never retrieved.
+        await asyncio.gather(*pending, return_exceptions=True)
+        await self._resources.aclose()
 
 
 class OcrService:
@@ -137,57 +164,59 @@ class OcrService:
         self,
         *,
         limits: PageLimits,
-        max_document_bytes: int,
         store: ModelStore,
         pool: WorkerPool,
         fetcher: DocumentFetcher,
         admission: Admission,
+        memory: PageMemory,
     ) -> None:
         self.limits = limits
-        self.max_document_bytes = max_document_bytes
         self.store = store
         self.pool = pool
         self.fetcher = fetcher
         self.admission = admission
+        self.memory = memory
         # pdfium is not thread-safe: every document operation runs on this one thread.
         self._documents_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="documents")
 
     def _on_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._documents_thread, fn, *args)
 
-    async def start(self, request: OcrInput) -> OcrRun:
+    def admit(self) -> Slot:
+        """A place for one more document, asked before its body is read; 503 when there is none."""
         if not self.pool.ready:
             raise AppError(
                 ErrorCode.MODELS_NOT_READY,
                 "The OCR service is still loading its models; please try again shortly.",
                 headers={"Retry-After": "10"},
             )
+        return self.admission.enter()
+
+    async def start(self, request: OcrInput) -> OcrRun:
+        """Open and check the document and decode its first page (the caller holds its slot)."""
         model = self.store.recognition_model(request.model)
         # Resolved once per document: every page is cut into lines by the same model.
         segmentation_model = self.store.segmentation_model()
-        self.admission.enter()
+        resources = AsyncExitStack()
         try:
-            if request.url is not None:
-                data = await self.fetcher.fetch(request.url)
-            else:
-                assert request.data is not None
-                data = request.data
-            if len(data) > self.max_document_bytes:
-                raise AppError(
-                    ErrorCode.DOCUMENT_TOO_LARGE,
-                    f"The document is larger than the limit of {self.max_document_bytes / 1024 / 1024:g} MB.",
-                )
-            document = await self._on_thread(Document, data, self.limits)
-            try:
-                await self._on_thread(document.check_all_pages)
-                # Decoding the first page now turns a damaged single image into a 4xx
-                # before any response is sent, instead of an error event in a 200 stream.
-                first_page = await self._on_thread(document.page, 0)
-            except AppError:
-                await self._on_thread(document.close)
-                raise
+            source = request.file
+            if source is None:
+                assert request.url is not None
+                # Unnamed, so it is gone from the disk as soon as it is closed, however the run ends.
+                source = resources.enter_context(tempfile.TemporaryFile(prefix="ocr-download-"))
+                await self.fetcher.fetch_into(request.url, source)
+            document = await self._on_thread(Document, source, self.limits)
+            # pdfium objects are closed on the documents thread, like every other use of them.
+            resources.push_async_callback(self._on_thread, document.close)
+            await self._on_thread(document.check_all_pages)
+            run = OcrRun(document, model, segmentation_model, self.pool, self.memory, self._on_thread, resources)
         except BaseException:
-            self.admission.leave()
+            await resources.aclose()
+            raise
+        try:
+            await run.begin()
+        except BaseException:
+            await run.aclose()
             raise
         log.info(
             "OCR of a %s document with %d page(s), model %s, segmentation model %s",
@@ -196,7 +225,7 @@ class OcrService:
             model.name if model else None,
             segmentation_model.name,
         )
-        return OcrRun(document, model, segmentation_model, self.pool, self._on_thread, self.admission.leave, first_page)
+        return run
 
     def close(self) -> None:
         self._documents_thread.shutdown(wait=False, cancel_futures=True)

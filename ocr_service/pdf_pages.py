@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import BinaryIO
 
 import pypdfium2 as pdfium
 from PIL import Image
@@ -20,7 +21,7 @@ class PdfPages:
 
     exact_count = True
 
-    def __init__(self, data: bytes, limits: PageLimits) -> None:
+    def __init__(self, data: bytes | BinaryIO, limits: PageLimits) -> None:
         self.limits = limits
         with decoding("The PDF"):
             try:
@@ -46,6 +47,12 @@ class PdfPages:
     def check(self, index: int) -> None:
         width_pt, height_pt = self._size(index)
         self.limits.check_shape(index + 1, width_pt, height_pt)
+
+    def pixels(self, index: int) -> int:
+        """The pixels page ``index`` renders to (a larger page is rendered down to the limit)."""
+        width_pt, height_pt = self._size(index)
+        scale = self.limits.pdf_dpi / 72
+        return min(math.ceil(width_pt * scale) * math.ceil(height_pt * scale), self.limits.max_page_pixels)
 
     def page(self, index: int) -> Image.Image:
         """Render page ``index`` at the configured DPI, or lower where the pixel limit demands."""

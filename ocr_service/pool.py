@@ -266,24 +266,3 @@ class WorkerPool:
                 self._executor.shutdown(wait=True, cancel_futures=True)
                 self._executor = None
         shutil.rmtree(self._reports, ignore_errors=True)
-
-
-class Admission:
-    """At most ``limit`` documents in the service at once; the next one is told to come back."""
-
-    def __init__(self, limit: int, retry_after_s: int) -> None:
-        self.limit = limit
-        self.retry_after_s = retry_after_s
-        self.active = 0
-
-    def enter(self) -> None:
-        if self.active >= self.limit:
-            raise AppError(
-                ErrorCode.SERVICE_BUSY,
-                f"The OCR service is busy with {self.active} documents; please try again shortly.",
-                headers={"Retry-After": str(self.retry_after_s)},
-            )
-        self.active += 1
-
-    def leave(self) -> None:
-        self.active -= 1

@@ -31,6 +31,10 @@ MODEL_CHECK_BASE_MEMORY_MB = 1200
 MODEL_CHECK_MEMORY_PER_MODEL_MB = 4
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# Of that, the process itself with every admitted document open (interpreter, libraries,
+# pdfium's and Pillow's per-document state; uploads are spooled to disk). The rest is the
+# page memory: decoded pages in flight (OCR_PAGE_MEMORY_MB). See bench/bench_memory.py.
+SERVICE_PROCESS_MEMORY_MB = 250
 
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -89,6 +93,11 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(10, gt=0)
     # A page that takes longer (seconds) is stuck: its worker is ended and replaced. 0: no limit.
     page_timeout_s: float = Field(300.0, ge=0, le=86_400)
+
+    # read path: bytes of decoded pages the service process may hold at once (pages being
+    # rendered, waiting for a worker or handed to one); a page waits for its share. None: the
+    # service's memory (SERVICE_BASE_MEMORY_MB) less what the process itself needs.
+    page_memory_mb: int | None = Field(None, gt=0)
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None
@@ -188,6 +197,16 @@ class Settings(BaseSettings):
         return self.cpus or available_cpus()
 
     @property
+    def page_memory_bytes(self) -> int:
+        return (self.page_memory_mb or SERVICE_BASE_MEMORY_MB - SERVICE_PROCESS_MEMORY_MB) * 1024 * 1024
+
+    @property
+    def service_memory_mb(self) -> int:
+        """The service process's own memory: SERVICE_BASE_MEMORY_MB, or more where
+        OCR_PAGE_MEMORY_MB is raised (it then leaves less room for workers)."""
+        return max(SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB + self.page_memory_bytes // (1024 * 1024))
+
+    @property
     def training_thread_count(self) -> int:
         return self.training_threads or max(1, self.effective_cpus // 2)
 
@@ -207,7 +226,7 @@ class Settings(BaseSettings):
     @property
     def reserved_memory_mb(self) -> int:
         """Memory that is not the workers': the service itself, a model check, the trainers."""
-        return SERVICE_BASE_MEMORY_MB + self.model_check_memory_mb + self.trainers_memory_mb
+        return self.service_memory_mb + self.model_check_memory_mb + self.trainers_memory_mb
 
     @property
     def worker_count(self) -> int:
@@ -237,7 +256,7 @@ class Settings(BaseSettings):
             return
         parts = [
             f"{self.worker_count} OCR workers {workers_mb} MB (lower OCR_WORKERS)",
-            f"the service {SERVICE_BASE_MEMORY_MB} MB",
+            f"the service {self.service_memory_mb} MB (lower OCR_PAGE_MEMORY_MB)",
             f"a model check {self.model_check_memory_mb} MB (lower OCR_MAX_MODEL_BYTES)",
         ]
         if self.trainers_memory_mb:

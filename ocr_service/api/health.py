@@ -27,6 +27,11 @@ def health(services: ServicesDep) -> JSONResponse:
             "defaultModel": store.default_model,
             # Names only: describing a model dropped in by hand loads it, too slow for a probe.
             "models": store.names(),
-            "queue": {"active": services.ocr.admission.active, "limit": services.ocr.admission.limit},
+            "queue": {
+                "active": services.ocr.admission.active,
+                "limit": services.ocr.admission.limit,
+                # Bytes of decoded pages the service holds now, against OCR_PAGE_MEMORY_MB.
+                "pageMemory": {"heldBytes": services.ocr.memory.held, "limitBytes": services.ocr.memory.limit},
+            },
         }
     )

@@ -1,70 +1,33 @@
-"""POST /ocr and POST /ocr/stream: the same input, all pages at once or NDJSON as it goes."""
+"""POST /ocr and POST /ocr/stream: the same input, all pages at once or NDJSON as it goes.
+
+Both routes take their place in the queue when the headers have arrived, before the body is
+read (a full service answers 503 at once, not after a 100 MB upload), and both give back
+everything (pages in the pool, the document, the spooled upload, the place) when the client
+hangs up.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.background import BackgroundTask
-from starlette.datastructures import UploadFile
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
-from ocr_service.api.deps import ServicesDep
+from ocr_service.api.deps import Services, ServicesDep
+from ocr_service.api.disconnect import ClientGoneError, unless_client_leaves
+from ocr_service.api.ocr_input import BodyKind, body_kind, read_json, read_upload
 from ocr_service.engine.pipeline import Line
 from ocr_service.errors import AppError, ErrorCode
-from ocr_service.ocr import NO_MODEL_NOTICE, OcrInput, OcrRun, PageDone, PageStarted
+from ocr_service.ocr import NO_MODEL_NOTICE, OcrRun, PageDone, PageStarted
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-
-
-class OcrJsonRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    documentUrl: str = Field(min_length=1, max_length=4096)  # noqa: N815 - the contract is camelCase
-    model: str | None = Field(None, max_length=64)
-
-
-async def read_ocr_input(request: Request, max_bytes: int) -> OcrInput:
-    """Either JSON ``{"documentUrl", "model"?}`` or multipart ``file`` (+ ``model``)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "application/json":
-        raw = await request.body()
-        try:
-            payload = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON.") from exc
-        try:
-            body = OcrJsonRequest.model_validate(payload)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
-            raise AppError(ErrorCode.INVALID_REQUEST, f"The request is not valid: {problems}") from exc
-        return OcrInput(url=body.documentUrl, model=body.model or None)
-    if content_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4)
-        try:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise AppError(ErrorCode.INVALID_REQUEST, "Send the document as the multipart field 'file'.")
-            data = await upload.read(max_bytes + 1)
-            if len(data) > max_bytes:
-                raise AppError(
-                    ErrorCode.DOCUMENT_TOO_LARGE,
-                    f"The document is larger than the limit of {max_bytes / 1024 / 1024:g} MB.",
-                )
-            model = form.get("model")
-            if model is not None and not isinstance(model, str):
-                raise AppError(ErrorCode.INVALID_REQUEST, "The field 'model' must be text.")
-            return OcrInput(data=data, model=model or None)
-        finally:
-            await form.close()
-    raise AppError(
-        ErrorCode.UNSUPPORTED_MEDIA_TYPE,
-        "Send JSON with a documentUrl, or a multipart form with the document as 'file'.",
-    )
 
 
 def line_json(line: Line) -> dict[str, Any]:
@@ -86,27 +49,50 @@ def _summary(run: OcrRun) -> dict[str, Any]:
     return summary
 
 
+# Nobody reads this answer: the client closed the connection (nginx's "client closed request").
+CLIENT_GONE = 499
+
+
+async def _admit_and_start(request: Request, services: Services, cleanup: AsyncExitStack) -> OcrRun:
+    """Admit, read the body, open the document: each step's clean-up goes onto ``cleanup``."""
+    max_bytes = services.settings.max_document_bytes
+    kind = body_kind(request, max_bytes)
+    cleanup.callback(services.ocr.admit().release)
+    if kind is BodyKind.JSON:
+        request_input = await read_json(request)
+    else:
+        request_input = await read_upload(request, max_bytes, cleanup)
+    run = await unless_client_leaves(request, services.ocr.start(request_input))
+    cleanup.push_async_callback(run.aclose)
+    return run
+
+
+async def _collect(run: OcrRun) -> dict[str, Any]:
+    pages = []
+    async for event in run.events():
+        if isinstance(event, PageDone):
+            result = event.result
+            pages.append(
+                {
+                    "page": event.page,
+                    "width": result.width,
+                    "height": result.height,
+                    "lines": [line_json(line) for line in result.lines],
+                    "droppedLines": result.dropped_lines,
+                }
+            )
+    return {"pages": pages, **_summary(run)}
+
+
 @router.post("/ocr")
-async def ocr(request: Request, services: ServicesDep) -> JSONResponse:
-    request_input = await read_ocr_input(request, services.settings.max_document_bytes)
-    run = await services.ocr.start(request_input)
+async def ocr(request: Request, services: ServicesDep) -> Response:
     try:
-        pages = []
-        async for event in run.events():
-            if isinstance(event, PageDone):
-                result = event.result
-                pages.append(
-                    {
-                        "page": event.page,
-                        "width": result.width,
-                        "height": result.height,
-                        "lines": [line_json(line) for line in result.lines],
-                        "droppedLines": result.dropped_lines,
-                    }
-                )
-    finally:
-        run.close()
-    return JSONResponse({"pages": pages, **_summary(run)})
+        async with AsyncExitStack() as cleanup:
+            run = await _admit_and_start(request, services, cleanup)
+            return JSONResponse(await unless_client_leaves(request, _collect(run)))
+    except (ClientGoneError, ClientDisconnect):
+        log.info("the client left before its document was read; its pages were cancelled")
+        return Response(status_code=CLIENT_GONE)
 
 
 def _ndjson(event: dict[str, Any]) -> bytes:
@@ -144,18 +130,32 @@ async def _stream(run: OcrRun) -> AsyncIterator[bytes]:
                 "message": "Something went wrong inside the OCR service.",
             }
         )
-    finally:
-        run.close()
+
+
+class _RunStream(StreamingResponse):
+    """A streaming response that runs its clean-up when it ends, however it ends: a client
+    that leaves before the first byte, or in the middle, frees everything like one that stays."""
+
+    def __init__(self, content: AsyncIterator[bytes], cleanup: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(
+            content, media_type="application/x-ndjson", headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        )
+        self._cleanup = cleanup
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._cleanup()
 
 
 @router.post("/ocr/stream")
-async def ocr_stream(request: Request, services: ServicesDep) -> StreamingResponse:
-    request_input = await read_ocr_input(request, services.settings.max_document_bytes)
-    run = await services.ocr.start(request_input)
-    # The background task releases the run even if the client leaves before the first byte.
-    return StreamingResponse(
-        _stream(run),
-        media_type="application/x-ndjson",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        background=BackgroundTask(run.close),
-    )
+async def ocr_stream(request: Request, services: ServicesDep) -> Response:
+    try:
+        async with AsyncExitStack() as cleanup:
+            run = await _admit_and_start(request, services, cleanup)
+            # From here on the response owns the clean-up: it ends when the stream ends.
+            return _RunStream(_stream(run), cleanup.pop_all().aclose)
+    except (ClientGoneError, ClientDisconnect):
+        log.info("the client left before its document was read; its pages were cancelled")
+        return Response(status_code=CLIENT_GONE)

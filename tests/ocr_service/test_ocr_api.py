@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,7 +240,7 @@ def test_an_oversized_upload_is_refused(shared_service: RunningApp) -> None:
     with shared_service.client() as client:
         response = client.post("/ocr", files={"file": ("huge.pdf", blob)})
     assert response.status_code == 413
-    assert response.json()["code"] in {"REQUEST_TOO_LARGE", "DOCUMENT_TOO_LARGE"}
+    assert response.json()["code"] == "DOCUMENT_TOO_LARGE"
 
 
 @pytest.mark.parametrize(
@@ -288,30 +287,6 @@ def test_every_response_carries_a_request_id(shared_service: RunningApp) -> None
 
 
 # --- capacity and failures ---------------------------------------------------------------
-
-
-def test_a_full_queue_answers_503_with_retry_after(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    running = service_factory(make_settings(tmp_path, workers=1, queue_size=0, retry_after_s=7))
-    document = {"file": ("a.png", to_png(letter(41, 1).image))}
-    first_started = threading.Event()
-    first: dict[str, int] = {}
-
-    def read_first() -> None:
-        with running.client() as client, client.stream("POST", "/ocr/stream", files=document) as response:
-            for _ in response.iter_lines():
-                first_started.set()
-            first["status"] = response.status_code
-
-    worker = threading.Thread(target=read_first)
-    worker.start()
-    assert first_started.wait(120)
-    with running.client() as client:
-        busy = client.post("/ocr", files=document)
-    worker.join(120)
-    assert busy.status_code == 503
-    assert busy.json()["code"] == "SERVICE_BUSY"
-    assert busy.headers["retry-after"] == "7"
-    assert first["status"] == 200
 
 
 def test_a_dead_worker_is_replaced_and_the_next_page_is_read(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,120 @@
+"""The body of ``/ocr`` and ``/ocr/stream``: a small JSON object, or a multipart upload spooled to disk.
+
+Nothing here is read before the document is admitted (the routes ask first); the sizes are
+checked against the declared ``Content-Length`` before any byte is read, and counted again
+while the body streams in, so a body over its limit is cut off where it crosses it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from enum import Enum
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+
+from ocr_service.errors import AppError, ErrorCode
+from ocr_service.ocr import OcrInput
+
+# {"documentUrl": up to 4096 characters, "model": up to 64}: 4 KB more than holds the contract.
+MAX_JSON_BYTES = 8 * 1024
+# Multipart framing around the document (boundaries, part headers, the 'model' field) is small;
+# this slack keeps a file of exactly the document limit from being refused by the body cap.
+MULTIPART_SLACK = 64 * 1024
+# The 'model' field, the only text field: a model name is at most 64 characters.
+MAX_FIELD_BYTES = 1024
+
+
+class BodyKind(Enum):
+    JSON = "json"
+    MULTIPART = "multipart"
+
+
+class OcrJsonRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    documentUrl: str = Field(min_length=1, max_length=4096)  # noqa: N815 - the contract is camelCase
+    model: str | None = Field(None, max_length=64)
+
+
+def document_too_large(max_bytes: int) -> AppError:
+    return AppError(
+        ErrorCode.DOCUMENT_TOO_LARGE,
+        f"The document is larger than the limit of {max_bytes / 1024 / 1024:g} MB.",
+        details={"maxBytes": max_bytes},
+    )
+
+
+def json_too_large() -> AppError:
+    return AppError(
+        ErrorCode.REQUEST_TOO_LARGE,
+        f"A JSON request to /ocr holds only documentUrl and model; it is at most {MAX_JSON_BYTES} bytes.",
+        details={"maxBytes": MAX_JSON_BYTES},
+    )
+
+
+def body_kind(request: Request, max_document_bytes: int) -> BodyKind:
+    """What the body is, from the headers alone; refuses a body declared too large for it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        kind, cap, too_large = BodyKind.JSON, MAX_JSON_BYTES, json_too_large()
+    elif content_type == "multipart/form-data":
+        kind, cap, too_large = BodyKind.MULTIPART, max_document_bytes + MULTIPART_SLACK, None
+    else:
+        raise AppError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            "Send JSON with a documentUrl, or a multipart form with the document as 'file'.",
+        )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise too_large or document_too_large(max_document_bytes)
+    return kind
+
+
+async def _capped(request: Request, cap: int, too_large: AppError) -> AsyncGenerator[bytes, None]:
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > cap:
+            raise too_large
+        yield chunk
+
+
+async def read_json(request: Request) -> OcrInput:
+    raw = b"".join([chunk async for chunk in _capped(request, MAX_JSON_BYTES, json_too_large())])
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON.") from exc
+    try:
+        body = OcrJsonRequest.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise AppError(ErrorCode.INVALID_REQUEST, f"The request is not valid: {problems}") from exc
+    return OcrInput(url=body.documentUrl, model=body.model or None)
+
+
+async def read_upload(request: Request, max_document_bytes: int, cleanup: AsyncExitStack) -> OcrInput:
+    """Spool the multipart ``file`` to disk as it arrives (Starlette's parser keeps at most
+    1 MB of it in memory); ``cleanup`` closes, and so removes, the spooled file."""
+    stream = _capped(request, max_document_bytes + MULTIPART_SLACK, document_too_large(max_document_bytes))
+    parser = MultiPartParser(request.headers, stream, max_files=1, max_fields=4, max_part_size=MAX_FIELD_BYTES)
+    try:
+        # On any failure while parsing (a cut-off body, a client that left) the parser
+        # closes the spooled file itself.
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise AppError(ErrorCode.INVALID_REQUEST, f"The multipart form cannot be read: {exc.message}") from exc
+    cleanup.push_async_callback(form.close)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise AppError(ErrorCode.INVALID_REQUEST, "Send the document as the multipart field 'file'.")
+    if upload.size is None or upload.size > max_document_bytes:
+        raise document_too_large(max_document_bytes)
+    model = form.get("model")
+    if model is not None and not isinstance(model, str):
+        raise AppError(ErrorCode.INVALID_REQUEST, "The field 'model' must be text.")
+    return OcrInput(file=upload.file, model=model or None)
