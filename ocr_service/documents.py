@@ -74,7 +74,7 @@ class Pages(Protocol):
 class Document:
     """An opened, checked document: its page count is known, its pages render on demand."""
 
-    def __init__(self, data: bytes, limits: PageLimits, *, clock: Callable[[], float] = time.thread_time) -> None:
+    def __init__(self, data: bytes, limits: PageLimits, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.kind = sniff(data)
         self.limits = limits
         self._budget = ParseBudget(limits.open_timeout_s, clock)

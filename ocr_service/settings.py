@@ -72,8 +72,8 @@ class Settings(BaseSettings):
     # 2546 px (A4 landscape), 3.9 GB at 4500 px). 3700 px (2.05:1) lets every ISO, US and
     # envelope format in either orientation in (a DL or C6/5 envelope lying down: 3600-3616 px).
     max_segmentation_width: int = Field(3700, ge=1800, le=20_000)
-    # CPU seconds reading one document's structure (its page count, every page's size) may take
-    # on the shared documents thread before it is refused (422 DOCUMENT_TOO_COMPLEX).
+    # Seconds reading one document's structure (its page count, every page's size) may take on
+    # the shared documents thread before it is refused (422 DOCUMENT_TOO_COMPLEX).
     document_open_timeout_s: float = Field(5.0, gt=0, le=600)
 
     # worker pool

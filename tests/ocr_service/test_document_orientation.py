@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
 from PIL import ExifTags, Image, ImageChops, ImageDraw, ImageStat
@@ -92,9 +93,19 @@ def test_every_frame_of_a_sideways_tiff_is_upright(orientation: int) -> None:
 def test_the_shape_checks_judge_the_upright_page(fmt: str) -> None:
     # Stored 360 wide and 240 high, upright 240 x 360: a segmentation width of 1200 px.
     # A limit between the two shapes (1800 · 360/240 = 2700) refuses only the stored shape.
-    from dataclasses import replace
-
     narrow = replace(LIMITS, max_segmentation_width=2000)
     document = Document(photo(fmt, 6), narrow)
     document.check_all_pages()
     assert document.page(0).size == (240, 360)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_a_page_decoded_again_is_the_same_upright_page(fmt: str) -> None:
+    # Pillow turns a TIFF frame in place as it loads it; a second decode must not turn it again.
+    document = Document(photo(fmt, 8), LIMITS)
+    document.check_all_pages()
+    first = document.page(0)
+    document.check_all_pages()
+    again = document.page(0)
+    assert first.size == again.size == (240, 360)
+    assert first.tobytes() == again.tobytes()
