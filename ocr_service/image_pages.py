@@ -62,8 +62,13 @@ class ImagePages:
             self._image.seek(index)
             width, height = self._image.size
             orientation = self._image.getexif().get(ExifTags.Base.Orientation)
-        # Pillow turns a TIFF frame itself when it loads it, and already reports its upright size.
-        if orientation in _QUARTER_TURNS and not isinstance(self._image, TiffImagePlugin.TiffImageFile):
+            # Pillow turns a TIFF frame itself as it loads it, and reports the upright size
+            # already, but only for the orientation tag, not for one given in XMP.
+            reported_upright = (
+                isinstance(self._image, TiffImagePlugin.TiffImageFile)
+                and self._image.tag_v2.get(ExifTags.Base.Orientation) in _QUARTER_TURNS
+            )
+        if orientation in _QUARTER_TURNS and not reported_upright:
             return height, width
         return width, height
 

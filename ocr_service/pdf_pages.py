@@ -7,6 +7,7 @@ import math
 from typing import BinaryIO
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from ocr_service.decoding import decoding
@@ -27,7 +28,7 @@ class PdfPages:
             try:
                 self._pdf = pdfium.PdfDocument(data)
             except pdfium.PdfiumError as exc:
-                explained = _explain(exc)
+                explained = _explain(data)
                 if explained is None:
                     raise
                 raise explained from exc
@@ -84,12 +85,16 @@ class PdfPages:
         self._pdf.close()
 
 
-def _explain(exc: pdfium.PdfiumError) -> AppError | None:
+def _explain(data: bytes) -> AppError | None:
     """The refusals pdfium can tell apart from plain damage."""
-    # pdfium refuses a PDF whose page tree is empty, reporting "success" as the reason.
-    if "PDFium: Success" in str(exc):
+    # pypdfium2 also refuses a PDF that loads but has no pages, and then reports whatever error
+    # this thread's pdfium saw last (after a damaged PDF: "format error"). Loading it again
+    # tells the two apart; a failed load sets the error afresh.
+    loaded = pdfium_c.FPDF_LoadMemDocument64(data, len(data), None)
+    if loaded:
+        pdfium_c.FPDF_CloseDocument(loaded)
         return AppError(ErrorCode.EMPTY_DOCUMENT, "The PDF has no pages.")
-    if "password" in str(exc).lower():
+    if pdfium_c.FPDF_GetLastError() == pdfium_c.FPDF_ERR_PASSWORD:
         return AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is password-protected.")
     return None
 

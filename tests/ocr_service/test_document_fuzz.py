@@ -2,22 +2,21 @@
 
 Each valid input is mutated hundreds of times (seeded, so a failure names the seed that
 reproduces it) and read the way the service reads it: open, check every page, decode
-every page. Before the decoding guard, TIFFs alone gave TypeError, KeyError and IndexError.
+every page. Before the decoding guard, damaged TIFFs of five of the six compressions
+escaped as TypeError ("Missing dimensions") and the like: 500s.
 """
 
 from __future__ import annotations
 
-import io
 import random
-from collections.abc import Callable
 
 import pytest
 from PIL import ExifTags, Image
 
 from ocr_service.documents import Document, PageLimits
 from ocr_service.errors import AppError
+from tests.support.fuzz_inputs import VALID_DOCUMENTS
 from tests.support.mutations import mutate
-from tests.support.synthetic import page_texts, render_page, to_pdf
 
 VARIANTS = 300
 FUZZ_LIMITS = PageLimits(
@@ -28,48 +27,6 @@ FUZZ_LIMITS = PageLimits(
     max_segmentation_width=3000,
     open_timeout_s=10.0,
 )
-
-
-def small_page(seed: int) -> Image.Image:
-    return render_page(page_texts(seed, 2, words=3), width=160, height=110, font_size=14, margin=8).image
-
-
-def saved(image: Image.Image, fmt: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def sideways_exif() -> bytes:
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = 6
-    return exif.tobytes()
-
-
-def tiff(compression: str, mode: str = "RGB", pages: int = 1) -> Callable[[], bytes]:
-    def build() -> bytes:
-        images = [small_page(seed).convert(mode) for seed in range(pages)]
-        first, *rest = images
-        return saved(first, "TIFF", compression=compression, save_all=True, append_images=rest, exif=sideways_exif())
-
-    return build
-
-
-INPUTS: dict[str, Callable[[], bytes]] = {
-    "png": lambda: saved(small_page(1), "PNG"),
-    "jpeg-exif": lambda: saved(small_page(2), "JPEG", quality=80, exif=sideways_exif()),
-    "tiff-none": tiff("raw"),
-    "tiff-lzw": tiff("tiff_lzw"),
-    "tiff-deflate": tiff("tiff_deflate"),
-    "tiff-adobe-deflate": tiff("tiff_adobe_deflate"),
-    "tiff-packbits": tiff("packbits"),
-    "tiff-jpeg": tiff("jpeg"),
-    "tiff-group4": tiff("group4", mode="1"),
-    "tiff-multipage-lzw": tiff("tiff_lzw", mode="L", pages=3),
-    "webp-lossy": lambda: saved(small_page(3), "WEBP", quality=70, exif=sideways_exif()),
-    "webp-lossless": lambda: saved(small_page(4), "WEBP", lossless=True),
-    "pdf": lambda: to_pdf([small_page(5), small_page(6)], dpi=72),
-}
 
 
 def read_like_the_service(data: bytes) -> list[Image.Image]:
@@ -97,9 +54,9 @@ def outcome(data: bytes) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("kind", sorted(INPUTS))
+@pytest.mark.parametrize("kind", sorted(VALID_DOCUMENTS))
 def test_a_damaged_document_gives_pages_or_a_4xx(kind: str) -> None:
-    valid = INPUTS[kind]()
+    valid = VALID_DOCUMENTS[kind]()
     assert outcome(valid) is None and len(read_like_the_service(valid)) >= 1
     failures = []
     for seed in range(VARIANTS):

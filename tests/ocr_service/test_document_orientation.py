@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import pytest
-from PIL import ExifTags, Image, ImageChops, ImageDraw, ImageStat
+from PIL import ExifTags, Image, ImageChops, ImageDraw, ImageStat, TiffImagePlugin
 
 from ocr_service.documents import Document, PageLimits
 from tests.support.synthetic import page_texts, render_page
@@ -92,9 +93,44 @@ def test_every_frame_of_a_sideways_tiff_is_upright(orientation: int) -> None:
 def test_the_shape_checks_judge_the_upright_page(fmt: str) -> None:
     # Stored 360 wide and 240 high, upright 240 x 360: a segmentation width of 1200 px.
     # A limit between the two shapes (1800 · 360/240 = 2700) refuses only the stored shape.
-    from dataclasses import replace
-
     narrow = replace(LIMITS, max_segmentation_width=2000)
     document = Document(photo(fmt, 6), narrow)
     document.check_all_pages()
     assert document.page(0).size == (240, 360)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_a_page_decoded_again_is_the_same_upright_page(fmt: str) -> None:
+    # Pillow turns a TIFF frame in place as it loads it; a second decode must not turn it again.
+    document = Document(photo(fmt, 8), LIMITS)
+    document.check_all_pages()
+    first = document.page(0)
+    document.check_all_pages()
+    again = document.page(0)
+    assert first.size == again.size == (240, 360)
+    assert first.tobytes() == again.tobytes()
+
+
+XMP_SIDEWAYS = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>'
+)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "WEBP", "TIFF"])
+def test_an_orientation_given_only_in_xmp_is_applied_and_judged_upright(fmt: str) -> None:
+    stored = upright_page().transpose(Image.Transpose.ROTATE_90)
+    buffer = io.BytesIO()
+    if fmt == "TIFF":
+        tags = TiffImagePlugin.ImageFileDirectory_v2()
+        tags[700] = XMP_SIDEWAYS
+        tags.tagtype[700] = 1  # BYTE
+        stored.save(buffer, format=fmt, tiffinfo=tags)
+    else:
+        stored.save(buffer, format=fmt, quality=92, xmp=XMP_SIDEWAYS)
+    # Upright 240 x 360 passes a limit of 2000 px at 1800 px height; stored 360 x 240 would not.
+    document = Document(buffer.getvalue(), replace(LIMITS, max_segmentation_width=2000))
+    document.check_all_pages()
+    page = document.page(0)
+    assert page.size == (240, 360)
+    assert difference(page, upright_page()) < 4

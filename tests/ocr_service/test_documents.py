@@ -68,6 +68,16 @@ def test_a_pdf_without_pages_is_refused() -> None:
     assert code_of(buffer.getvalue()) is ErrorCode.EMPTY_DOCUMENT
 
 
+def test_a_pdf_without_pages_is_refused_as_empty_even_after_a_damaged_one() -> None:
+    # pdfium keeps the last error per thread; an empty PDF must not inherit the damaged one's.
+    data = to_pdf([small_page()])
+    assert code_of(data[: len(data) // 3]) is ErrorCode.CORRUPT_DOCUMENT
+    empty = pdfium.PdfDocument.new()
+    buffer = io.BytesIO()
+    empty.save(buffer)
+    assert code_of(buffer.getvalue()) is ErrorCode.EMPTY_DOCUMENT
+
+
 def test_a_truncated_pdf_is_reported_as_corrupt() -> None:
     data = to_pdf([small_page()])
     assert code_of(data[: len(data) // 3]) is ErrorCode.CORRUPT_DOCUMENT
