@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, TypeVar
+from typing import BinaryIO, Protocol, TypeVar, cast
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -180,7 +180,8 @@ class DiskSpool:
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        self.file: IO[bytes] = tempfile.TemporaryFile(dir=directory)
+        # a BufferedRandom at run time; typeshed types TemporaryFile as the wider IO[bytes]
+        self.file = cast(BinaryIO, tempfile.TemporaryFile(dir=directory))
         self.max_bytes = max_bytes
         self.size = 0
 

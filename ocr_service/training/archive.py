@@ -83,7 +83,41 @@ def _is_damage(exc: Exception) -> bool:
     return isinstance(exc, _DAMAGE)
 
 
-def _open_archive(source: BinaryIO) -> zipfile.ZipFile:
+# The end records zipfile reads the central directory's size from (APPNOTE 4.3.14–4.3.16);
+# the formats are zipfile's own.
+_END = struct.Struct("<4s4H2LH")
+_END64_LOCATOR = struct.Struct("<4slql")
+_END64 = struct.Struct("<4sqhhllqqqq")
+# zipfile holds an object of about 550 bytes for each 47-byte directory entry, before the
+# entry count can be checked: the directory may take this much per allowed entry, in sum.
+DIRECTORY_BYTES_PER_ENTRY = 1024
+
+
+def _declared_directory_size(source: BinaryIO) -> int | None:
+    """The central directory's size as zipfile will read it, or None where it finds no end record."""
+    size = source.seek(0, os.SEEK_END)
+    window = min(size, _END.size + 0xFFFF + _END64_LOCATOR.size + _END64.size)
+    source.seek(size - window)
+    tail = source.read(window)
+    source.seek(0)
+    at = len(tail) - _END.size if tail[-_END.size : -_END.size + 4] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or at + _END.size > len(tail):
+        return None
+    directory_size: int = _END.unpack_from(tail, at)[5]
+    locator = at - _END64_LOCATOR.size
+    record = locator - _END64.size
+    if record >= 0 and tail[locator : locator + 4] == b"PK\x06\x07" and tail[record : record + 4] == b"PK\x06\x06":
+        directory_size = _END64.unpack_from(tail, record)[8]
+    return directory_size
+
+
+def _open_archive(source: BinaryIO, limits: ArchiveLimits) -> zipfile.ZipFile:
+    directory_size = _declared_directory_size(source)
+    if directory_size is not None and directory_size > limits.max_entries * DIRECTORY_BYTES_PER_ENTRY:
+        raise AppError(
+            ErrorCode.ARCHIVE_TOO_LARGE,
+            f"The ZIP's directory ({directory_size} bytes) is larger than {limits.max_entries} entries need.",
+        )
     try:
         return zipfile.ZipFile(source)
     except Exception as exc:
@@ -248,7 +282,7 @@ def extract_training_zip(source: BinaryIO, destination: Path, limits: ArchiveLim
     ``OSError`` that still escapes comes from this machine (a full disk), not the archive:
     every name the archive could make the file system refuse is checked beforehand.
     """
-    with _open_archive(source) as archive:
+    with _open_archive(source, limits) as archive:
         plan = check_entries(archive, destination, limits)
         destination.mkdir(parents=True, exist_ok=False)
         try:

@@ -130,6 +130,23 @@ def test_too_many_entries_are_refused(tmp_path: Path) -> None:
     assert error.code == ErrorCode.ARCHIVE_TOO_LARGE
 
 
+def test_a_directory_of_many_tiny_entries_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    # zipfile builds ~550 bytes of objects per 47-byte entry before the entries can be counted.
+    entries: list[tuple[zipfile.ZipInfo | str, bytes]] = [(f"{i:x}", b"") for i in range(400)]
+    error = refused(zip_with(entries), tmp_path / "data", ArchiveLimits(10, 10**6))
+    assert error.code == ErrorCode.ARCHIVE_TOO_LARGE
+    assert "directory" in error.message
+
+
+def test_a_zip64_end_record_declaring_a_huge_directory_is_refused(tmp_path: Path) -> None:
+    data = zip_with([("a.gt.txt", b"x")]).getvalue()
+    end = data.rfind(b"PK\x05\x06")
+    record = struct.pack("<4sqhhllqqqq", b"PK\x06\x06", 44, 45, 45, 0, 0, 1, 1, 2**40, 0)
+    locator = struct.pack("<4slql", b"PK\x06\x07", 0, end, 1)
+    error = refused(io.BytesIO(data[:end] + record + locator + data[end:]), tmp_path / "data")
+    assert error.code == ErrorCode.ARCHIVE_TOO_LARGE
+
+
 def test_a_zip_bomb_is_refused_by_its_declared_size(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

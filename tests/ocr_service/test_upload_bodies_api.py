@@ -24,7 +24,7 @@ from tests.ocr_service.test_training_api import AUTH, TOKEN, post_zip, training_
 from tests.ocr_service.test_training_service import DATA, RECOGNITION, stand_in
 from tests.support.servers import RunningApp, start_app
 from tests.support.training_data import line_set, make_zip
-from tests.support.zip_mutations import METHODS, build_zip, mutated
+from tests.support.zip_mutations import METHODS, build_zip, mutated, zip_of_names
 
 LARGE = 100 * 1024 * 1024
 BOUNDARY = "grenze"
@@ -170,6 +170,34 @@ def test_a_bad_training_form_is_a_4xx_and_leaves_nothing(
     with service.client() as client:
         response = post_zip(client, "/train", make_zip(line_set(3)), **form)
     assert (response.status_code, response.json()["code"]) == (422, code), response.text
+    assert not any(training_dir.iterdir())
+
+
+def corrupt_stream(method: int) -> bytes:
+    """A ZIP of one compressed text whose middle third of compressed bytes is overwritten."""
+    data = bytearray(build_zip({"a.gt.txt": b"Grosse Worte " * 400}, method))
+    start = 30 + len("a.gt.txt")
+    compressed = int.from_bytes(data[18:22], "little")
+    data[start + compressed // 3 : start + 2 * compressed // 3] = b"U" * (2 * compressed // 3 - compressed // 3)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        zip_of_names(["p.xml", "p.xml/q.png"], lambda n: b"x", METHODS["deflate"]),
+        zip_of_names(["p.xml/q.png", "p.xml"], lambda n: b"x", METHODS["deflate"]),
+        zip_of_names(["a.gt.txt", "n" * 300 + ".png"], lambda n: b"x", METHODS["stored"]),
+        corrupt_stream(METHODS["deflate"]),
+        corrupt_stream(METHODS["bzip2"]),
+        corrupt_stream(METHODS["lzma"]),
+    ],
+    ids=["file-then-folder", "folder-then-file", "long-name", "corrupt-deflate", "corrupt-bzip2", "corrupt-lzma"],
+)
+def test_the_issues_bad_zips_are_a_422_and_leave_no_job(service: RunningApp, training_dir: Path, data: bytes) -> None:
+    with service.client() as client:
+        response = post_zip(client, "/train", data, modelName="bad-zip")
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_ARCHIVE"), response.text
     assert not any(training_dir.iterdir())
 
 
