@@ -18,9 +18,10 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from ocr_service.documents import Document, PageLimits
-from ocr_service.engine.pipeline import ModelRef, PageResult
+from ocr_service.engine.pipeline import PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
+from ocr_service.model_ref import ModelRef
 from ocr_service.pool import Admission, WorkerPool
 from ocr_service.store import ModelStore
 
@@ -162,10 +163,23 @@ class OcrService:
                 "The OCR service is still loading its models; please try again shortly.",
                 headers={"Retry-After": "10"},
             )
-        model = self.store.recognition_model(request.model)
-        # Resolved once per document: every page is cut into lines by the same model.
-        segmentation_model = self.store.segmentation_model()
-        self.admission.enter()
+        # Resolved and pinned once per document: every page is read with the same files, even
+        # if a model is replaced, removed or another one chosen meanwhile. On the loop, not a
+        # thread: a cancelled await would leave a pin nobody releases (the store lock is brief).
+        pin = self.store.pin_models(request.model)
+        model, segmentation_model = pin.model, pin.segmentation_model
+        try:
+            self.admission.enter()
+        except BaseException:
+            pin.release()
+            raise
+
+        def release() -> None:
+            try:
+                self.admission.leave()
+            finally:
+                pin.release()
+
         try:
             if request.url is not None:
                 data = await self.fetcher.fetch(request.url)
@@ -187,7 +201,7 @@ class OcrService:
                 await self._on_thread(document.close)
                 raise
         except BaseException:
-            self.admission.leave()
+            release()
             raise
         log.info(
             "OCR of a %s document with %d page(s), model %s, segmentation model %s",
@@ -196,7 +210,7 @@ class OcrService:
             model.name if model else None,
             segmentation_model.name,
         )
-        return OcrRun(document, model, segmentation_model, self.pool, self._on_thread, self.admission.leave, first_page)
+        return OcrRun(document, model, segmentation_model, self.pool, self._on_thread, release, first_page)
 
     def close(self) -> None:
         self._documents_thread.shutdown(wait=False, cancel_futures=True)
