@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from ocr_service.model_ref import ModelFacts
+from ocr_service.model_ref import PACKAGED_SEGMENTATION, ModelFacts
 
 Source = Literal["packaged", "trained", "uploaded", "downloaded", "local"]
 
@@ -73,6 +73,22 @@ class ModelEntry:
             file=path.name,
             extra=meta.get("extra", {}),
             problem=meta.get("problem"),
+        )
+
+    @classmethod
+    def packaged(cls, path: Path) -> ModelEntry:
+        """The segmentation model inside the kraken wheel: listed, never copied."""
+        stat = path.stat()
+        return cls(
+            name=PACKAGED_SEGMENTATION,
+            kind="segmentation",
+            line_type=None,
+            source="packaged",
+            version=1,
+            created=iso_time(stat.st_mtime),
+            size=stat.st_size,
+            input_height=1800,
+            file=str(path),
         )
 
 

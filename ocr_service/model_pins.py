@@ -22,10 +22,13 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
+from ocr_service.errors import AppError, ErrorCode
 from ocr_service.model_ref import ModelRef, file_stamp, packaged_segmentation_model
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,32 @@ class ModelPins:
             os.replace(building, own)
             self._owner_handle, self._own = handle, own
         return self._own
+
+    def pin(
+        self,
+        resolve: Callable[[], tuple[ModelRef | None, ModelRef]],
+        locked: Callable[[], AbstractContextManager[None]],
+    ) -> ModelPin:
+        """Pin the (recognition, segmentation) models ``resolve()`` names, resolving under ``locked()``
+        (the store's lock); a file changed by hand between resolving and linking is resolved once more."""
+        changed: PinnedFileChangedError | None = None
+        for _ in range(2):
+            with locked():
+                model, segmentation = resolve()
+                pinned_model = None
+                try:
+                    if model is not None:
+                        pinned_model = self.hold(model)
+                    return ModelPin(pinned_model, self.hold(segmentation), self)
+                except PinnedFileChangedError as exc:
+                    if pinned_model is not None:
+                        self.drop(pinned_model)
+                    changed = exc
+        raise AppError(
+            ErrorCode.SERVICE_BUSY,
+            f"A model is being changed by hand right now ({changed}); please try again shortly.",
+            headers={"Retry-After": "5"},
+        )
 
     def hold(self, ref: ModelRef) -> ModelRef:
         """A reference to a pinned link of ``ref``'s file, counted until :meth:`drop`."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +65,15 @@ class ModelStaging:
             while chunk := handle.read(_COPY_CHUNK):
                 staged.write(chunk)
             yield staged
+
+
+def sweep_staging(folder: Path, older_than_s: float) -> None:
+    """Remove what uploads whose process died left in ``folder``."""
+    cutoff = time.time() - older_than_s
+    for leftover in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if leftover.lstat().st_mtime < cutoff:
+                if leftover.is_dir() and not leftover.is_symlink():
+                    shutil.rmtree(leftover, ignore_errors=True)
+                else:
+                    leftover.unlink()

@@ -27,13 +27,13 @@ import fcntl
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ocr_service import model_rules
 from ocr_service.errors import AppError, ErrorCode
+from ocr_service.model_backups import back_up, list_backups
 from ocr_service.model_choice import ModelChoices
 from ocr_service.model_entry import (
     ModelEntry,
@@ -46,9 +46,10 @@ from ocr_service.model_entry import (
     same_file_state,
     write_json,
 )
-from ocr_service.model_pins import ModelPin, ModelPins, PinnedFileChangedError
+from ocr_service.model_pins import ModelPin, ModelPins
 from ocr_service.model_ref import MODEL_SUFFIXES, PACKAGED_SEGMENTATION, ModelFacts, ModelRef
 from ocr_service.model_ref import packaged_segmentation_model as packaged_segmentation_model
+from ocr_service.model_staging import sweep_staging
 from ocr_service.settings import MODEL_NAME_PATTERN
 
 log = logging.getLogger(__name__)
@@ -75,21 +76,11 @@ class ModelStore:
         self.staging_dir = root / ".staging"
         for directory in (root, self._meta_dir, self._backup_dir, self.staging_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        self._sweep_staging()
+        sweep_staging(self.staging_dir, STALE_STAGING_S)
         self.pins = ModelPins(root / ".pins")
         self.pins.sweep()
         self.choices = ModelChoices(self, default_model)
         self._on_unchecked: Callable[[str], None] | None = None
-
-    def _sweep_staging(self) -> None:
-        cutoff = time.time() - STALE_STAGING_S
-        for leftover in self.staging_dir.iterdir():
-            with contextlib.suppress(OSError):
-                if leftover.lstat().st_mtime < cutoff:
-                    if leftover.is_dir() and not leftover.is_symlink():
-                        shutil.rmtree(leftover, ignore_errors=True)
-                    else:
-                        leftover.unlink()
 
     def watch_unchecked(self, callback: Callable[[str], None]) -> None:
         """``callback(name)`` hears of each hand-placed file whose description is missing or outdated."""
@@ -135,7 +126,7 @@ class ModelStore:
 
     def entry(self, name: str) -> ModelEntry:
         if name == PACKAGED_SEGMENTATION and self.file_of(name) is None:
-            return self._packaged_entry()
+            return ModelEntry.packaged(packaged_segmentation_model())
         path = self.file_of(name)
         if path is None:
             raise AppError(ErrorCode.MODEL_NOT_FOUND, f"There is no model named '{name}'.")
@@ -176,26 +167,11 @@ class ModelStore:
             meta.update(created=iso_time(stat.st_mtime), size=stat.st_size, fileMtimeNs=stat.st_mtime_ns)
             write_json(self._meta_dir / f"{name}.json", meta)
 
-    def _packaged_entry(self) -> ModelEntry:
-        path = packaged_segmentation_model()
-        stat = path.stat()
-        return ModelEntry(
-            name=PACKAGED_SEGMENTATION,
-            kind="segmentation",
-            line_type=None,
-            source="packaged",
-            version=1,
-            created=iso_time(stat.st_mtime),
-            size=stat.st_size,
-            input_height=1800,
-            file=str(path),
-        )
-
     def entries(self) -> list[ModelEntry]:
         names = self.names()
         result = [self.entry(n) for n in names]
         if PACKAGED_SEGMENTATION not in names:
-            result.insert(0, self._packaged_entry())
+            result.insert(0, ModelEntry.packaged(packaged_segmentation_model()))
         return result
 
     # --- what /ocr reads with (see ModelChoices) ------------------------------------------
@@ -232,25 +208,7 @@ class ModelStore:
         Resolving and linking happen under the store lock, so no install or removal through
         the store falls between them; a file changed by hand meanwhile is resolved once more.
         """
-        changed: PinnedFileChangedError | None = None
-        for _ in range(2):
-            with self.locked():
-                model = self.recognition_model(recognition)
-                segmentation = self.segmentation_model()
-                pinned_model = None
-                try:
-                    if model is not None:
-                        pinned_model = self.pins.hold(model)
-                    return ModelPin(pinned_model, self.pins.hold(segmentation), self.pins)
-                except PinnedFileChangedError as exc:
-                    if pinned_model is not None:
-                        self.pins.drop(pinned_model)
-                    changed = exc
-        raise AppError(
-            ErrorCode.SERVICE_BUSY,
-            f"A model is being changed by hand right now ({changed}); please try again shortly.",
-            headers={"Retry-After": "5"},
-        )
+        return self.pins.pin(lambda: (self.recognition_model(recognition), self.segmentation_model()), self.locked)
 
     # --- changes -------------------------------------------------------------------------
     def install(
@@ -290,7 +248,13 @@ class ModelStore:
             else:
                 shutil.copyfile(source_file, staged)
             if current is not None:
-                self._back_up(name, current, int(old_meta.get("version", version - 1)))
+                back_up(
+                    self._backup_dir / name,
+                    current,
+                    int(old_meta.get("version", version - 1)),
+                    self._meta_dir / f"{name}.json",
+                    keep=MAX_BACKUPS,
+                )
             os.replace(staged, target)
             if current is not None and current != target:
                 current.unlink(missing_ok=True)  # the other format's file of the old version
@@ -314,28 +278,8 @@ class ModelStore:
         log.info("installed model %s version %d (%s, %s)", name, version, facts.kind, source)
         return self.entry(name)
 
-    def _back_up(self, name: str, current: Path, version: int) -> None:
-        folder = self._backup_dir / name
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        backup = folder / f"v{version}-{stamp}{current.suffix}"
-        # A hard link, not a move: the current file stays in place until the new one replaces it.
-        try:
-            os.link(current, backup)
-        except OSError:
-            shutil.copy2(current, backup)
-        meta = self._meta_dir / f"{name}.json"
-        if meta.exists():
-            shutil.copyfile(meta, folder / f"v{version}-{stamp}.json")
-        for stale in self.backups(name)[:-MAX_BACKUPS]:
-            stale.unlink(missing_ok=True)
-            stale.with_suffix(".json").unlink(missing_ok=True)
-
     def backups(self, name: str) -> list[Path]:
-        folder = self._backup_dir / model_rules.check_model_name(name)
-        if not folder.is_dir():
-            return []
-        return sorted((p for p in folder.iterdir() if p.suffix in MODEL_SUFFIXES), key=lambda p: p.stat().st_mtime_ns)
+        return list_backups(self._backup_dir / model_rules.check_model_name(name))
 
     def remove(self, name: str, in_use: set[str] | None = None) -> None:
         """Remove the current version of ``name``; its backups stay in ``.backups/<name>``.
