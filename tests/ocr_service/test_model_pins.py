@@ -210,3 +210,30 @@ def test_pins_of_a_process_that_died_are_swept_and_a_living_ones_are_kept(tmp_pa
     assert not left_behind.parent.exists()
     check_page(living)
     living.pin.release()
+
+
+def test_a_segmentation_model_on_another_file_system_is_pinned_as_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ocr_service import model_pins
+
+    configured = tmp_path / "elsewhere" / "house.mlmodel"
+    configured.parent.mkdir()
+    configured.write_bytes(b"the house segmentation model, version 1")
+    store = ModelStore(tmp_path / "models", segmentation_model=configured)
+
+    def no_links_across_devices(source: Path, target: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(model_pins.os, "link", no_links_across_devices)
+    pin = store.pin_models(None)
+    assert pin.segmentation_model.name == "house"
+    assert Path(pin.segmentation_model.path) != configured
+    tmp = configured.with_name("new.mlmodel")
+    tmp.write_bytes(b"the house segmentation model, version 2 (longer)")
+    os.replace(tmp, configured)
+    assert read_page(pin.segmentation_model) == b"the house segmentation model, version 1"
+    pin.release()
+    assert pinned_files(store) == []
