@@ -15,10 +15,10 @@ from ocr_service.api import models as models_api
 from ocr_service.api import training as training_api
 from ocr_service.api.deps import Services
 from ocr_service.documents import PageLimits
-from ocr_service.engine.validate import model_checker
 from ocr_service.errors import install_error_handlers
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
 from ocr_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from ocr_service.model_inspection import ModelChecker
 from ocr_service.models_admin import ModelAdmin
 from ocr_service.ocr import OcrService
 from ocr_service.pool import WorkerPool
@@ -36,13 +36,9 @@ _MULTIPART_SLACK = 64 * 1024
 
 
 def build_services(settings: Settings) -> Services:
-    # A model file an operator drops into the store is described once, in a child process.
-    store = ModelStore(
-        settings.models_dir,
-        settings.default_model,
-        segmentation_model=settings.segmentation_model,
-        inspect=model_checker(settings),
-    )
+    store = ModelStore(settings.models_dir, settings.default_model, segmentation_model=settings.segmentation_model)
+    # One child process loading a model at a time: uploads, hand-placed files and trained models.
+    checker = ModelChecker.from_settings(settings)
     workers = settings.worker_count
     pool = WorkerPool(
         workers=workers,
@@ -76,8 +72,8 @@ def build_services(settings: Settings) -> Services:
         admission=Admission(workers + settings.queue_size, settings.retry_after_s),
         memory=PageMemory(settings.page_memory_bytes),
     )
-    services = Services(settings=settings, store=store, pool=pool, ocr=service)
-    services.training = TrainingService(settings, store)
+    services = Services(settings=settings, store=store, pool=pool, ocr=service, model_checker=checker)
+    services.training = TrainingService(settings, store, validate=checker.facts)
     services.models_in_use = services.training.models_in_use
     return services
 
@@ -109,11 +105,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await loader
             await asyncio.to_thread(services.pool.shutdown)
             services.ocr.close()
+            await asyncio.to_thread(model_admin.inspector.close)
 
     app = FastAPI(title="Familienarchiv OCR service", version="0.1.0", lifespan=lifespan)
     app.state.services = services
     # models_in_use is read through services on every call: the training side sets it later.
-    app.state.model_admin = ModelAdmin.from_settings(settings, services.store, lambda: services.models_in_use())
+    model_admin = ModelAdmin.from_settings(
+        settings, services.store, lambda: services.models_in_use(), checker=services.model_checker
+    )
+    app.state.model_admin = model_admin
+    # GET /models is unauthenticated: a file placed by hand is inspected in the background, once.
+    services.store.watch_unchecked(model_admin.inspector.notice)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(ocr.router)

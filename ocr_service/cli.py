@@ -17,17 +17,15 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from ocr_service.engine.validate import model_checker
+from ocr_service.engine.repository import KrakenRepository
 from ocr_service.errors import AppError
-from ocr_service.models_admin import (
-    InstallRequest,
-    KrakenRepository,
-    ModelAdmin,
+from ocr_service.model_repository import (
     ModelRepository,
     RepositoryUnavailableError,
     parse_doi,
     slug_from_filename,
 )
+from ocr_service.models_admin import InstallRequest, ModelAdmin
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
 
@@ -93,13 +91,10 @@ def main(
     except (ValidationError, ValueError) as exc:
         print(f"The settings (OCR_*) are not valid:\n{exc}", file=err)
         return EXIT_USAGE
-    store = ModelStore(
-        settings.models_dir,
-        settings.default_model,
-        segmentation_model=settings.segmentation_model,
-        inspect=model_checker(settings),
-    )
+    store = ModelStore(settings.models_dir, settings.default_model, segmentation_model=settings.segmentation_model)
     admin = ModelAdmin.from_settings(settings, store, models_in_training(settings))
+    # The operator's own command: a file placed by hand is inspected at once, so the list is complete.
+    store.watch_unchecked(admin.inspector.inspect)
     try:
         return _run(args, admin, repository or KrakenRepository(), out, err)
     except AppError as exc:

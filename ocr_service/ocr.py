@@ -22,9 +22,10 @@ from typing import Any, BinaryIO, TypeVar
 
 from ocr_service.admission import Admission, PageMemory, Slot, page_cost
 from ocr_service.documents import Document, PageLimits
-from ocr_service.engine.pipeline import ModelRef, PageResult
+from ocr_service.engine.pipeline import PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
+from ocr_service.model_ref import ModelRef
 from ocr_service.pool import WorkerPool
 from ocr_service.store import ModelStore
 
@@ -194,10 +195,13 @@ class OcrService:
 
     async def start(self, request: OcrInput) -> OcrRun:
         """Open and check the document and decode its first page (the caller holds its slot)."""
-        model = self.store.recognition_model(request.model)
-        # Resolved once per document: every page is cut into lines by the same model.
-        segmentation_model = self.store.segmentation_model()
+        # Resolved and pinned once per document: every page is read with the same files, even
+        # if a model is replaced, removed or another one chosen meanwhile. On the loop, not a
+        # thread: a cancelled await would leave a pin nobody releases (the store lock is brief).
+        pin = self.store.pin_models(request.model)
+        model, segmentation_model = pin.model, pin.segmentation_model
         resources = AsyncExitStack()
+        resources.callback(pin.release)
         try:
             source = request.file
             if source is None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ocr_service.model_inspection import ModelChecker
 from ocr_service.ocr import OcrService
 from ocr_service.pool import WorkerPool
 from ocr_service.settings import Settings
@@ -27,6 +28,8 @@ class Services:
     models_in_use: Callable[[], set[str]] = field(default=set)
     # Training jobs (POST /train, /segtrain); None where an app is built without them.
     training: TrainingService | None = None
+    # Loads candidate model files one at a time (uploads, hand-placed files, trained models).
+    model_checker: ModelChecker | None = None
 
 
 def get_services(request: Request) -> Services:

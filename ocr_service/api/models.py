@@ -46,7 +46,8 @@ def _flag(fields: dict[str, str], key: str) -> bool:
 
 @router.get("/models")
 def list_models(admin: ModelAdminDep) -> dict[str, Any]:
-    # A plain `def`: describing a model file dropped in by hand loads it once (seconds).
+    # A plain `def` (it reads the store's files). It never loads a model: a file placed by hand
+    # is listed as "checking" and inspected in the background, once, one file at a time.
     return {
         "models": admin.entries(),
         "default": admin.store.default_model,
@@ -96,5 +97,6 @@ async def set_segmentation_model(request: Request, admin: ModelAdminDep, _: Trai
 
 @router.delete("/models/{name}", status_code=204)
 def remove_model(name: str, admin: ModelAdminDep, _: TrainingTokenDep) -> Response:
+    # Documents being read with the model finish with their pinned copy of its file.
     admin.remove(name)
     return Response(status_code=204)

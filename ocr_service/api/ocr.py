@@ -43,7 +43,12 @@ def line_json(line: Line) -> dict[str, Any]:
 
 def _summary(run: OcrRun) -> dict[str, Any]:
     # Which models made this text: the backend keeps it with the lines it stores.
-    summary: dict[str, Any] = {"model": run.model_name, "segmentationModel": run.segmentation_model.name}
+    summary: dict[str, Any] = {
+        "model": run.model_name,
+        "modelVersion": run.model.version if run.model else None,
+        "segmentationModel": run.segmentation_model.name,
+        "segmentationModelVersion": run.segmentation_model.version,
+    }
     if run.model is None:
         summary["notice"] = NO_MODEL_NOTICE
     return summary

@@ -5,20 +5,30 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+
+from ocr_service.model_ref import (
+    COREML_SUFFIX,
+    MODEL_SUFFIXES,
+    SAFETENSORS_SUFFIX,
+    LineType,
+    ModelFacts,
+    ModelFileError,
+    ModelKind,
+)
+
+__all__ = [
+    "COREML_SUFFIX",
+    "KRAKEN_LOAD_ERRORS",
+    "MODEL_SUFFIXES",
+    "SAFETENSORS_SUFFIX",
+    "ModelFacts",
+    "ModelFileError",
+    "read_model_facts",
+]
 
 log = logging.getLogger(__name__)
-
-ModelKind = Literal["recognition", "segmentation"]
-LineType = Literal["baselines", "bbox"]
-
-# kraken's own formats that carry no pickle: CoreML (protobuf) and safetensors.
-SAFETENSORS_SUFFIX = ".safetensors"
-COREML_SUFFIX = ".mlmodel"
-MODEL_SUFFIXES = (SAFETENSORS_SUFFIX, COREML_SUFFIX)
-
 
 # What kraken raises for a file it cannot load as a model (seen with kraken 7.1.1: a
 # ValueError for the wrong kind or an unknown format, the others for damaged files).
@@ -32,24 +42,6 @@ KRAKEN_LOAD_ERRORS: tuple[type[Exception], ...] = (
 )
 # Reading a model's metadata may also index into lists that a damaged file leaves short.
 _INSPECT_ERRORS: tuple[type[Exception], ...] = (*KRAKEN_LOAD_ERRORS, IndexError)
-
-
-class ModelFileError(Exception):
-    """The file is not a model kraken can use."""
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    kind: ModelKind
-    line_type: LineType | None
-    alphabet: str | None
-    input_height: int | None
-    accuracy: float | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alphabet_size(self) -> int | None:
-        return None if self.alphabet is None else len(self.alphabet)
 
 
 def _codec_alphabet(net: Any) -> str | None:

@@ -14,20 +14,17 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from PIL import Image
 
 from ocr_service.engine.inspect import KRAKEN_LOAD_ERRORS
+from ocr_service.model_ref import ModelRef, file_stamp, packaged_segmentation_model
+
+__all__ = ["Line", "ModelCache", "ModelRef", "PageEngine", "PageResult", "packaged_segmentation_model"]
 
 log = logging.getLogger(__name__)
-
-
-def packaged_segmentation_model() -> Path:
-    """The blla model inside the kraken wheel: the source of truth when no other is usable."""
-    return Path(str(resources.files("kraken").joinpath("blla.mlmodel")))
 
 
 @dataclass(frozen=True)
@@ -49,25 +46,16 @@ class PageResult:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True)
-class ModelRef:
-    """Which model file to use, and which version of it (so workers reload when it changes)."""
-
-    name: str
-    path: str
-    version: tuple[int, int]  # (mtime_ns, size) of the file
-
-    @classmethod
-    def of_file(cls, name: str, path: Path) -> ModelRef:
-        stat = path.stat()
-        return cls(name=name, path=str(path), version=(stat.st_mtime_ns, stat.st_size))
-
-
 M = TypeVar("M")
 
 
 class ModelCache(Generic[M]):
-    """The last few models a worker used, by file; a new version of a file is loaded again."""
+    """The last few models a worker used, by name; another version of a model is loaded again.
+
+    A document's models arrive as pinned files (see ``ocr_service.model_pins``), each with
+    the stamp of the file it names; the loaders check that stamp against the file they
+    read, so a model is cached under the version it was really loaded from.
+    """
 
     def __init__(self, load: Callable[[ModelRef], M], size: int) -> None:
         self._load = load
@@ -75,17 +63,17 @@ class ModelCache(Generic[M]):
         self._models: OrderedDict[str, tuple[ModelRef, M]] = OrderedDict()
 
     def get(self, ref: ModelRef) -> M:
-        cached = self._models.get(ref.path)
-        if cached is not None and cached[0].version == ref.version:
-            self._models.move_to_end(ref.path)
+        cached = self._models.get(ref.name)
+        if cached is not None and cached[0].stamp == ref.stamp:
+            self._models.move_to_end(ref.name)
             return cached[1]
         # Drop the old version first: two copies of a model need not sit in memory at once.
-        self._models.pop(ref.path, None)
+        self._models.pop(ref.name, None)
         return self.put(ref, self._load(ref))
 
     def put(self, ref: ModelRef, model: M) -> M:
-        self._models[ref.path] = (ref, model)
-        self._models.move_to_end(ref.path)
+        self._models[ref.name] = (ref, model)
+        self._models.move_to_end(ref.name)
         while len(self._models) > self._size:
             self._models.popitem(last=False)
         return model
@@ -122,11 +110,17 @@ def _load_task(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            return task_class.load_model(ref.path)
+            before = file_stamp(ref.path)
+            model = task_class.load_model(ref.path)
+            after = file_stamp(ref.path)
         except KRAKEN_LOAD_ERRORS as exc:
             if isinstance(exc, ValueError) and f"No {kind} model" in str(exc):
                 raise wrong_kind(f"'{ref.name}' is not a {kind} model") from exc
             raise unloadable(f"the {kind} model '{ref.name}' cannot be loaded: {exc}") from exc
+    # The cache files the model under ref.stamp: only true if that is the file that was read.
+    if before != ref.stamp or after != ref.stamp:
+        raise unloadable(f"the file of the {kind} model '{ref.name}' changed while it was loaded")
+    return model
 
 
 def _segmenter_for(ref: ModelRef) -> Any:

@@ -140,7 +140,7 @@ def test_the_model_cache_reloads_a_file_whose_version_changed_and_keeps_only_the
 
     def load(ref: ModelRef) -> str:
         loads.append(ref)
-        return f"{ref.name}@{ref.version}"
+        return f"{ref.name}@{ref.stamp}"
 
     cache: ModelCache[str] = ModelCache(load, size=2)
     a1, a2, b, c = (
@@ -172,6 +172,11 @@ def test_a_segmentation_model_named_per_page_is_loaded_and_a_wrong_kind_is_refus
     garbage.write_bytes(b"not a model at all")
     with pytest.raises(SegmentationModelError, match="cannot be loaded"):
         engine.process(page, None, ModelRef.of_file("garbage", garbage))
+    # A file that is not the version the reference names is never cached under that version.
+    stale = ModelRef.of_file("seg2", copy)
+    stale = ModelRef(stale.name, stale.path, (stale.stamp[0] - 1, stale.stamp[1]))
+    with pytest.raises(SegmentationModelError, match="changed while it was loaded"):
+        engine.process(page, None, stale)
 
 
 WORKER = r"""

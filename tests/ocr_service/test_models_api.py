@@ -23,7 +23,7 @@ from tests.conftest import make_settings
 from tests.ocr_service.test_models_cli import converted_to_coreml
 from tests.support.segmentation_models import blind_copy, packaged_as_safetensors
 from tests.support.servers import RunningApp, start_app
-from tests.support.synthetic import page_texts, render_page, to_png
+from tests.support.synthetic import page_texts, render_page, to_png, to_tiff
 
 TOKEN = "models-test-token"
 AUTH = {"X-Training-Token": TOKEN}
@@ -224,10 +224,14 @@ def test_the_packaged_model_cannot_be_removed_and_changes_need_the_token(client:
 
 
 def test_a_model_file_dropped_into_the_store_is_described_and_cached(
-    client: httpx.Client, store_dir: Path, tiny_model: Path
+    service: RunningApp, client: httpx.Client, store_dir: Path, tiny_model: Path
 ) -> None:
     shutil.copyfile(tiny_model, store_dir / "dropped.safetensors")
+    # Listing never loads a model: it queues the file for the background inspection.
+    assert "dropped" in model_names(client)
+    service.app.state.model_admin.inspector.wait_idle()
     described = client.get("/models/dropped").json()
+    assert described["checking"] is False
     assert (described["source"], described["kind"], described["lineType"]) == ("local", "recognition", "bbox")
     meta = json.loads((store_dir / ".meta" / "dropped.json").read_text())
     assert meta["fileMtimeNs"] == (store_dir / "dropped.safetensors").stat().st_mtime_ns
@@ -346,3 +350,46 @@ def test_the_chosen_segmentation_model_is_used_by_the_next_ocr_without_a_restart
     assert ocr_line_count(client, png, "blla") == lines_with_blla
     for name in ("seg-blind", "seg-test-reader"):
         assert client.delete(f"/models/{name}", headers=AUTH).status_code == 204
+
+
+@pytest.mark.slow
+def test_a_document_reads_every_page_with_the_segmentation_model_version_it_started_with(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """A new version of the segmentation model that finds no lines, another segmentation model
+    chosen, and the model removed, all while a 4-page document is read: every page is still cut
+    by the version the document started with, and the response names it. (The store-level
+    interleavings, recognition models included, are in test_model_pins.py.)"""
+    pages = [render_page(page_texts(40 + i, 2, 4), width=640, height=360, font_size=32) for i in range(4)]
+    pdf = to_tiff([p.image for p in pages])  # pages as drawn: no rasterising, the cheapest 4 pages
+    cutter = packaged_as_safetensors(tmp_path / "cutter.safetensors")
+    blind = blind_copy(cutter, tmp_path / "blind.safetensors")
+    assert upload(client, cutter.read_bytes(), "cutter").status_code == 201
+    try:
+        assert client.put("/models/segmentation", json={"name": "cutter"}, headers=AUTH).status_code == 200
+        reference = client.post("/ocr", files={"file": ("doc.tif", pdf)}).json()
+        assert (reference["segmentationModel"], reference["segmentationModelVersion"]) == ("cutter", 1)
+        assert all(page["lines"] for page in reference["pages"])
+
+        events: list[dict[str, Any]] = []
+        with client.stream("POST", "/ocr/stream", files={"file": ("doc.tif", pdf)}) as response:
+            assert response.status_code == 200
+            for raw in response.iter_lines():
+                if not raw.strip():
+                    continue
+                events.append(json.loads(raw))
+                if events[-1]["type"] == "page" and events[-1]["page"] == 1:
+                    assert upload(client, blind.read_bytes(), "cutter", replace="true").json()["version"] == 2
+                    assert client.put("/models/segmentation", json={"name": None}, headers=AUTH).status_code == 200
+                    assert client.delete("/models/cutter", headers=AUTH).status_code == 204
+        assert [e["type"] for e in events if e["type"] in ("page", "error")] == ["page"] * 4
+        done = events[-1]
+        assert (done["type"], done["segmentationModel"], done["segmentationModelVersion"]) == ("done", "cutter", 1)
+        baselines = [[e["baseline"] for e in events if e["type"] == "line" and e["page"] == n] for n in range(1, 5)]
+        assert baselines == [[line["baseline"] for line in page["lines"]] for page in reference["pages"]]
+        # the next document uses what is chosen now
+        after = client.post("/ocr", files={"file": ("doc.tif", pdf)}).json()
+        assert after["segmentationModel"] != "cutter"
+    finally:
+        client.put("/models/segmentation", json={"name": None}, headers=AUTH)
+        client.delete("/models/cutter", headers=AUTH)

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from ocr_service.cli import EXIT_NO_NETWORK, EXIT_OK, EXIT_REFUSED, main
-from ocr_service.models_admin import KrakenRepository
+from ocr_service.engine.repository import KrakenRepository
 from ocr_service.settings import Settings
 from tests.conftest import make_settings
 

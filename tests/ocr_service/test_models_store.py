@@ -17,13 +17,10 @@ import pytest
 from ocr_service.engine.inspect import ModelFacts, ModelFileError
 from ocr_service.engine.validate import model_checker
 from ocr_service.errors import AppError, ErrorCode
-from ocr_service.models_admin import (
-    InstallRequest,
-    ModelAdmin,
-    parse_doi,
-    slug_from_filename,
-    sniff_model_format,
-)
+from ocr_service.model_format import sniff_model_format
+from ocr_service.model_inspection import LocalModelInspector, ModelChecker
+from ocr_service.model_repository import parse_doi, slug_from_filename
+from ocr_service.models_admin import InstallRequest, ModelAdmin
 from ocr_service.store import MAX_BACKUPS, ModelStore
 from tests.conftest import make_settings
 
@@ -67,6 +64,13 @@ def store_files(root: Path) -> set[str]:
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "models")
+
+
+def inspecting_store(root: Path, loader: FakeLoader) -> ModelStore:
+    """A store that inspects a hand-placed file at once, as on the operator's command line."""
+    store = ModelStore(root)
+    store.watch_unchecked(LocalModelInspector(store, ModelChecker(loader)).inspect)
+    return store
 
 
 def make_admin(store: ModelStore, loader: FakeLoader | None = None, **kwargs: object) -> ModelAdmin:
@@ -416,7 +420,7 @@ def test_a_new_version_of_a_model_in_use_must_be_of_the_same_kind(tmp_path: Path
 
 
 def test_only_a_usable_segmentation_model_can_be_chosen(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "models", inspect=FakeLoader(error="not a model"))
+    store = inspecting_store(tmp_path / "models", FakeLoader(error="not a model"))
     admin = make_admin(store)  # installs recognition models
     admin.install_file(write(tmp_path, "r.safetensors", safetensors_bytes()), InstallRequest(name="reader"))
     (store.root / "junk.mlmodel").write_bytes(b"junk")
@@ -436,7 +440,7 @@ def test_a_chosen_segmentation_model_that_turns_unusable_stops_ocr_with_a_clear_
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     loader = FakeLoader(SEGMENTATION)
-    store = ModelStore(tmp_path / "models", inspect=loader)
+    store = inspecting_store(tmp_path / "models", loader)
     admin = make_admin(store, loader)
     admin.install_file(write(tmp_path, "s.safetensors", safetensors_bytes()), InstallRequest(name="seg"))
     admin.set_segmentation("seg")
@@ -459,7 +463,7 @@ def test_a_chosen_segmentation_model_that_turns_unusable_stops_ocr_with_a_clear_
 
 def test_a_dropped_in_file_is_inspected_once_and_cached(tmp_path: Path) -> None:
     loader = FakeLoader()
-    store = ModelStore(tmp_path / "models", inspect=loader)
+    store = inspecting_store(tmp_path / "models", loader)
     (store.root / "handmade.safetensors").write_bytes(safetensors_bytes())
     first = store.entry("handmade")
     second = store.entry("handmade")
@@ -473,7 +477,7 @@ def test_a_dropped_in_file_is_inspected_once_and_cached(tmp_path: Path) -> None:
 
 
 def test_a_dropped_in_file_kraken_refuses_is_listed_with_its_problem(tmp_path: Path) -> None:
-    store = ModelStore(tmp_path / "models", inspect=FakeLoader(error="not a model"))
+    store = inspecting_store(tmp_path / "models", FakeLoader(error="not a model"))
     (store.root / "junk.mlmodel").write_bytes(b"junk")
     entry = store.entry("junk")
     assert entry.kind is None

@@ -169,7 +169,15 @@ def test_stream_sends_pages_and_lines_in_order_and_the_first_line_before_the_doc
         else:
             assert event["page"] == current  # every line follows its own page's event
     lines = [e for e in events if e["type"] == "line"]
-    assert events[-1] == {"type": "done", "pages": 3, "lines": len(lines), "model": "tiny", "segmentationModel": "blla"}
+    assert events[-1] == {
+        "type": "done",
+        "pages": 3,
+        "lines": len(lines),
+        "model": "tiny",
+        "modelVersion": 1,
+        "segmentationModel": "blla",
+        "segmentationModelVersion": 1,
+    }
     for number, page in enumerate(pages, 1):
         rows = read_rows([e for e in lines if e["page"] == number])
         assert page_cer(rows, [t.text for t in page.lines]) < READABLE

@@ -333,7 +333,7 @@ def test_only_the_newest_finished_jobs_are_kept(tmp_path: Path, model_file: Path
     ("request_kwargs", "code"),
     [
         ({"model_name": "Bad Name"}, ErrorCode.INVALID_MODEL_NAME),
-        ({"model_name": "blla"}, ErrorCode.INVALID_MODEL_NAME),
+        ({"model_name": "blla"}, ErrorCode.MODEL_PROTECTED),
         ({"base_model": "../../etc/passwd"}, ErrorCode.INVALID_MODEL_NAME),
         ({"base_model": "nobody"}, ErrorCode.UNKNOWN_MODEL),
         ({"base_model": "blla"}, ErrorCode.WRONG_MODEL_KIND),

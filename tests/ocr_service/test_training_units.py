@@ -12,10 +12,11 @@ import pytest
 
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.training.archive import ArchiveLimits, extract_training_zip
+from ocr_service.training.base_models import choose_segmentation_base
 from ocr_service.training.checkpoints import best_checkpoint, parse_checkpoint_name
 from ocr_service.training.datasets import scan_training_data
 from ocr_service.training.jobs import EpochMetrics, Job, JobStatus, JobStore
-from ocr_service.training.service import choose_segmentation_base, convergence_problem
+from ocr_service.training.verdict import convergence_problem
 from ocr_service.training.watchdog import Watchdog
 from tests.support.training_data import line_set, make_zip, page_set, write_files
 
@@ -263,7 +264,7 @@ def test_a_failing_height_check_is_logged_as_a_warning(tmp_path: Path, caplog: p
     def broken(name: str, path: Path) -> int | None:
         raise ModelFileError("kraken cannot load seg.safetensors")
 
-    with caplog.at_level(logging.WARNING, logger="ocr_service.training.service"):
+    with caplog.at_level(logging.WARNING, logger="ocr_service.training.base_models"):
         decision = choose_segmentation_base(("seg", tmp_path / "seg.safetensors"), 800, broken)
     assert decision.path is None
     assert "could not be read" in decision.note
@@ -271,7 +272,7 @@ def test_a_failing_height_check_is_logged_as_a_warning(tmp_path: Path, caplog: p
 
 
 def test_a_base_without_a_height_is_logged_as_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="ocr_service.training.service"):
+    with caplog.at_level(logging.WARNING, logger="ocr_service.training.base_models"):
         decision = choose_segmentation_base(("seg", tmp_path / "s.safetensors"), 800, lambda n, p: None)
     assert decision.path is None
     assert any(r.levelno == logging.WARNING for r in caplog.records)

@@ -1,0 +1,239 @@
+"""Documents pin the files of their models: whatever happens to the store while a document is
+read, every later page gets the bytes (and the version) the document started with.
+
+Store level, no kraken: a "page" here is what a worker does with a reference, i.e. open the
+pinned path and check that its stamp is the one the reference names (the engine's loader
+refuses any other file; see test_engine.py). Interleavings are generated from seeds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ocr_service.errors import AppError, ErrorCode
+from ocr_service.model_pins import ModelPin, PinnedFileChangedError
+from ocr_service.model_ref import ModelFacts, ModelRef, file_stamp, packaged_segmentation_model
+from ocr_service.store import ModelStore
+
+RECOGNITION = ModelFacts(kind="recognition", line_type="bbox", alphabet="abc", input_height=32)
+SEGMENTATION = ModelFacts(kind="segmentation", line_type=None, alphabet=None, input_height=1800)
+SUFFIXES = (".safetensors", ".mlmodel")
+
+
+@dataclass
+class Started:
+    """A document as it started: its pin, and the bytes and versions its models had then."""
+
+    pin: ModelPin
+    model_bytes: bytes | None
+    segmentation_bytes: bytes
+    model_version: int | None
+    segmentation_version: int
+
+
+class Scenario:
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.rng = rng
+        self.outside = root / "outside"
+        self.outside.mkdir(parents=True)
+        self.store = ModelStore(root / "models")
+        self.counter = 0
+        for name, facts in (("reader", RECOGNITION), ("seg-a", SEGMENTATION), ("seg-b", SEGMENTATION)):
+            self.install(name, facts)
+        self.store.set_segmentation("seg-a")
+
+    def new_file(self) -> Path:
+        self.counter += 1
+        path = self.outside / f"v{self.counter}{self.rng.choice(SUFFIXES)}"
+        path.write_bytes(f"model bytes {self.counter} ".encode() * self.rng.randint(1, 50))
+        return path
+
+    def install(self, name: str, facts: ModelFacts) -> None:
+        self.store.install(self.new_file(), name, facts, source="uploaded", replace=True)
+
+    def start(self) -> Started:
+        pin = self.store.pin_models("reader" if self.store.file_of("reader") else None)
+        current_model = self.store.file_of("reader")
+        seg = self.store.segmentation_model()
+        assert pin.segmentation_model.name == seg.name
+        return Started(
+            pin=pin,
+            model_bytes=current_model.read_bytes() if current_model else None,
+            segmentation_bytes=Path(seg.path).read_bytes(),
+            model_version=self.store.entry("reader").version if current_model else None,
+            segmentation_version=seg.version,
+        )
+
+    def change(self) -> str:
+        store, rng = self.store, self.rng
+        op = rng.choice(["replace", "remove", "hand", "switch", "replace-seg", "remove-seg"])
+        if op == "replace" or (op == "remove" and store.file_of("reader") is None):
+            self.install("reader", RECOGNITION)
+        elif op == "remove":
+            store.remove("reader")
+        elif op == "hand":
+            # an operator's `mv new.safetensors models/reader.safetensors`
+            current = store.file_of("reader")
+            target = current if current is not None else store.root / "reader.safetensors"
+            os.replace(self.new_file(), target)
+        elif op == "switch":
+            present = [n for n in ("seg-a", "seg-b") if store.file_of(n) is not None]
+            store.set_segmentation(rng.choice([*present, "blla", None]))
+        elif op == "replace-seg":
+            self.install(rng.choice(["seg-a", "seg-b"]), SEGMENTATION)
+        else:
+            spare = next((n for n in ("seg-a", "seg-b") if n != store.chosen_segmentation), None)
+            if spare is not None and store.file_of(spare) is not None:
+                store.remove(spare)
+            else:
+                self.install("seg-b", SEGMENTATION)
+        return op
+
+
+def read_page(ref: ModelRef) -> bytes:
+    """What a worker loads for ``ref``: exactly the file the stamp names, or nothing."""
+    assert file_stamp(ref.path) == ref.stamp
+    return Path(ref.path).read_bytes()
+
+
+def check_page(document: Started) -> None:
+    pin = document.pin
+    if document.model_bytes is None:
+        assert pin.model is None
+    else:
+        assert pin.model is not None
+        assert read_page(pin.model) == document.model_bytes
+        assert pin.model.version == document.model_version
+    assert read_page(pin.segmentation_model) == document.segmentation_bytes
+    assert pin.segmentation_model.version == document.segmentation_version
+
+
+def pinned_files(store: ModelStore) -> list[Path]:
+    return [p for p in (store.root / ".pins").rglob("*") if p.is_file() and p.name != ".owner"]
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_every_page_reads_the_files_its_document_pinned_whatever_changes_meanwhile(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    scenario = Scenario(tmp_path, rng)
+    documents: list[tuple[Started, int]] = []  # a document and the pages it has left
+    for _ in range(rng.randint(4, 12)):
+        if not documents or rng.random() < 0.4:
+            documents.append((scenario.start(), rng.randint(2, 6)))
+        scenario.change()
+        still_reading = []
+        for document, pages_left in documents:
+            check_page(document)
+            if pages_left > 1:
+                still_reading.append((document, pages_left - 1))
+            else:
+                document.pin.release()
+        documents = still_reading
+    for document, _ in documents:
+        check_page(document)
+        document.pin.release()
+    # Every pin was let go: no link keeps a removed or replaced version's bytes.
+    assert pinned_files(scenario.store) == []
+    assert scenario.store.pins.held() == {}
+
+
+def test_documents_of_one_version_share_one_pin_until_the_last_ends(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path, random.Random(0))
+    first, second = scenario.start(), scenario.start()
+    assert first.pin.model is not None and second.pin.model is not None
+    assert first.pin.model.path == second.pin.model.path
+    scenario.store.remove("reader")
+    first.pin.release()
+    first.pin.release()  # releasing twice changes nothing
+    check_page(second)
+    second.pin.release()
+    assert pinned_files(scenario.store) == []
+
+
+def test_the_packaged_segmentation_model_is_read_in_place(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    pin = store.pin_models(None)
+    assert (pin.model, pin.segmentation_model.name) == (None, "blla")
+    assert pin.segmentation_model.path == str(packaged_segmentation_model())
+    pin.release()
+
+
+def test_a_file_changed_between_resolving_and_pinning_is_not_pinned_under_the_old_stamp(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path, random.Random(1))
+    ref = scenario.store.recognition_model("reader")
+    assert ref is not None
+    outdated = ModelRef(ref.name, ref.path, (ref.stamp[0] - 1, ref.stamp[1]), ref.version)
+    with pytest.raises(PinnedFileChangedError):
+        scenario.store.pins.hold(outdated)
+    assert pinned_files(scenario.store) == []
+
+
+def test_an_unknown_model_is_refused_before_anything_is_pinned(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path / "models")
+    with pytest.raises(AppError) as refused:
+        store.pin_models("nobody")
+    assert refused.value.code == ErrorCode.UNKNOWN_MODEL
+    assert not (store.root / ".pins").exists()
+
+
+PIN_AND_DIE = """
+import os, sys
+from pathlib import Path
+from ocr_service.store import ModelStore
+store = ModelStore(Path(sys.argv[1]))
+pin = store.pin_models("reader")
+print(pin.model.path, flush=True)
+os._exit(0)
+"""
+
+
+def test_pins_of_a_process_that_died_are_swept_and_a_living_ones_are_kept(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path, random.Random(2))
+    living = scenario.start()
+    died = subprocess.run(
+        [sys.executable, "-c", PIN_AND_DIE, str(scenario.store.root)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+    left_behind = Path(died.stdout.strip())
+    assert left_behind.is_file()
+    ModelStore(scenario.store.root)  # the next store to open sweeps
+    assert not left_behind.parent.exists()
+    check_page(living)
+    living.pin.release()
+
+
+def test_a_segmentation_model_on_another_file_system_is_pinned_as_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from ocr_service import model_pins
+
+    configured = tmp_path / "elsewhere" / "house.mlmodel"
+    configured.parent.mkdir()
+    configured.write_bytes(b"the house segmentation model, version 1")
+    store = ModelStore(tmp_path / "models", segmentation_model=configured)
+
+    def no_links_across_devices(source: Path, target: Path) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(model_pins.os, "link", no_links_across_devices)
+    pin = store.pin_models(None)
+    assert pin.segmentation_model.name == "house"
+    assert Path(pin.segmentation_model.path) != configured
+    tmp = configured.with_name("new.mlmodel")
+    tmp.write_bytes(b"the house segmentation model, version 2 (longer)")
+    os.replace(tmp, configured)
+    assert read_page(pin.segmentation_model) == b"the house segmentation model, version 1"
+    pin.release()
+    assert pinned_files(store) == []
