@@ -24,6 +24,7 @@ from ocr_service.pool import Admission, WorkerPool
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
 from ocr_service.training.service import TrainingService
+from ocr_service.workers.messages import KRAKEN_ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 _MULTIPART_SLACK = 64 * 1024
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
+    """``engine``: what each OCR worker runs ("module:callable"); tests name a fake one."""
     # A model file an operator drops into the store is described once, in a child process.
     store = ModelStore(
         settings.models_dir,
@@ -48,6 +50,7 @@ def build_services(settings: Settings) -> Services:
         log_level=settings.log_level,
         log_json=settings.log_json,
         page_timeout_s=settings.page_timeout_s,
+        engine=engine,
     )
     fetcher = DocumentFetcher(
         FetchPolicy(
@@ -72,10 +75,10 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: str = KRAKEN_ENGINE) -> FastAPI:
     settings = settings or Settings()
     settings.check_memory_budget()
-    services = build_services(settings)
+    services = build_services(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
