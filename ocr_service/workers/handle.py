@@ -7,14 +7,13 @@ import logging
 import math
 import multiprocessing
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import ForkingPickler
-from typing import Any
 
 from ocr_service.workers.messages import PageTask, WorkerInfo, WorkerSpec
+from ocr_service.workers.pages import PageJob
 from ocr_service.workers.process import serve
 
 log = logging.getLogger(__name__)
@@ -23,22 +22,10 @@ log = logging.getLogger(__name__)
 _SPAWN = multiprocessing.get_context("spawn")
 # How long a worker that was asked to stop may take before it is killed.
 _STOP_GRACE_S = 5.0
+# After a worker could not start, the next try waits this long, doubling up to the cap.
+_RESTART_BACKOFF_S = (0.5, 30.0)
 # What pickling a page may raise for a value that cannot cross to a worker.
 UNSENDABLE = (pickle.PicklingError, TypeError, AttributeError, ValueError)
-
-
-@dataclass(eq=False)
-class PageJob:
-    """One page waiting for, or on, a worker; ``deliver(result, error)`` is called once, from the
-    supervisor's thread, unless the page was abandoned first."""
-
-    image: Any
-    model: Any
-    segmentation_model: Any
-    deliver: Callable[[Any, BaseException | None], None]
-    # How many times a worker died while it read this page.
-    kills: int = 0
-    abandoned: bool = False
 
 
 class State(enum.Enum):
@@ -76,6 +63,21 @@ class WorkerHandle:
             child.close()  # the worker holds its end; ours would keep the pipe open after it died
         self.process, self.conn, self.state, self.info = process, parent, State.STARTING, None
         self.restart_at = math.inf
+
+    def start_failed(self, now: float) -> None:
+        """Its process could not start: the next try waits, longer after each failure in a row."""
+        self.start_failures += 1
+        first, cap = _RESTART_BACKOFF_S
+        self.restart_at = now + min(cap, first * 2 ** (self.start_failures - 1))
+
+    def ready(self, info: WorkerInfo) -> None:
+        self.state, self.info, self.start_failures = State.IDLE, info, 0
+
+    def took(self, job: PageJob, task: PageTask, deadline: float) -> None:
+        self.state, self.job, self.task, self.threads, self.deadline = State.BUSY, job, task, task.threads, deadline
+
+    def page_done(self) -> None:
+        self.state, self.job, self.task, self.threads, self.deadline = State.IDLE, None, None, 0, math.inf
 
     def send(self, task: PageTask) -> None:
         """Hand ``task`` to the worker. Raises one of ``UNSENDABLE`` if the page cannot be pickled

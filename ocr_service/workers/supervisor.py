@@ -3,10 +3,10 @@ own pipe, a dead worker noticed by its process sentinel and replaced alone.
 
 Not ``ProcessPoolExecutor``: when one of its workers dies it declares the whole pool broken and
 fails every page in it, of every document. Here only the page that was on the dead worker is
-affected, and it is given a second chance on another worker (see ``_page_lost``).
+affected, and it is given a second chance on another worker (``pages.lost_page_error``).
 
 One thread (``ocr-workers``) owns the processes and pipes; other threads only queue pages,
-abandon them, or ask it to stop, under ``_lock``.
+abandon them, or ask it to stop.
 """
 
 from __future__ import annotations
@@ -19,19 +19,16 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from ocr_service.workers.handle import UNSENDABLE, PageJob, State, WorkerHandle
+from ocr_service.workers.handle import UNSENDABLE, State, WorkerHandle
 from ocr_service.workers.messages import (
     PageDone,
     PageFailedError,
-    PageKilledWorkerError,
     PageTask,
-    PageTimedOutError,
     PageTimeLimit,
     PoolClosedError,
     Ready,
@@ -39,13 +36,9 @@ from ocr_service.workers.messages import (
     WorkerInfo,
     WorkerSpec,
 )
+from ocr_service.workers.pages import PageJob, PageQueue, lost_page_error
 
 log = logging.getLogger(__name__)
-
-# A page is tried on at most this many workers that die under it; then it is the page's fault.
-MAX_KILLS = 2
-# After a worker could not start, the next try waits this long, doubling up to the cap.
-_RESTART_BACKOFF_S = (0.5, 30.0)
 
 
 class WorkerStartError(RuntimeError):
@@ -71,75 +64,72 @@ class Supervisor:
         self._spec = spec
         self._page_timeout_s = page_timeout_s
         self._kill_grace_s = kill_grace_s
-        self._queue: deque[PageJob] = deque()
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
+        self._queue = PageQueue()
+        self._started = threading.Condition()
+        self._start_error: str | None = None
+        self._starting = True
         self._closing = False
         self._closed = False
-        self._starting = True
-        self._start_error: str | None = None
-        self._serving = False
         self._info: list[WorkerInfo] = []
         self._task_ids = 0
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._reports = tempfile.mkdtemp(prefix="ocr-page-reports-")
+        # Made at start: an app that is built but never started holds no descriptors or folders.
+        self._wake_r = self._wake_w = -1
+        self._reports = ""
         self._thread = threading.Thread(target=self._run, name="ocr-workers", daemon=True)
 
     # --- called from other threads ------------------------------------------------------------
 
     def start(self) -> list[WorkerInfo]:
         """Start every worker and block until each has loaded its models."""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._reports = tempfile.mkdtemp(prefix="ocr-page-reports-")
         for worker in self._workers:
             self._spawn(worker)
         self._thread.start()
-        with self._changed:
-            self._changed.wait_for(lambda: self._closing or self._start_error is not None or self._serving)
+        with self._started:
+            self._started.wait_for(lambda: self._closing or self._start_error is not None or self._queue.accepting)
             if self._start_error is not None:
-                raise WorkerStartError(self._start_error)
+                raise WorkerStartError(self._start_error)  # no worker is started again
             self._starting = False
             return list(self._info)
 
     @property
     def serving(self) -> bool:
         """Whether pages are taken: started, not closing, and some worker is up or starting."""
-        return self._serving and not self._closing
+        return self._queue.accepting and not self._closing
 
     @property
     def info(self) -> list[WorkerInfo]:
         return list(self._info)
 
     def submit(self, job: PageJob) -> None:
-        with self._lock:
-            if not self.serving:
-                raise PoolClosedError("the OCR workers are not running")
-            self._queue.append(job)
+        self._queue.put(job)
         self._wake()
 
     def abandon(self, job: PageJob) -> None:
-        """The page's reader is gone: a page still queued never starts, a running one is dropped."""
-        with self._lock:
-            job.abandoned = True
-            with contextlib.suppress(ValueError):
-                self._queue.remove(job)
+        self._queue.abandon(job)
 
     def close(self) -> None:
-        with self._changed:
+        with self._started:
             if self._closed:
                 return
             self._closed = self._closing = True
-            self._changed.notify_all()
+            self._started.notify_all()
         self._wake()
         if self._thread.is_alive():
             self._thread.join()
         else:
             self._stop_all()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
-        shutil.rmtree(self._reports, ignore_errors=True)
+        if self._reports:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+            shutil.rmtree(self._reports, ignore_errors=True)
 
     def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
+        # A full pipe already wakes the thread; a closed one means it has stopped.
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b".")
 
     # --- the supervisor's thread ----------------------------------------------------------------
@@ -155,8 +145,7 @@ class Supervisor:
             # A bug here would leave every page waiting forever: fail them, loudly, and refuse
             # new ones (the service's health turns 503) instead.
             log.exception("the OCR worker supervisor failed; no more pages are read")
-            with self._lock:
-                self._closing = True
+            self._closing = True
         finally:
             self._stop_all()
 
@@ -198,16 +187,15 @@ class Supervisor:
 
     def _handle(self, worker: WorkerHandle, message: Any) -> None:
         if isinstance(message, Ready):
-            worker.state, worker.info, worker.start_failures = State.IDLE, message.info, 0
+            worker.ready(message.info)
             self._publish()
         elif isinstance(message, StartFailed):
             self._died(worker, reason=message.reason)
-        elif isinstance(message, PageDone):
-            job, task = worker.job, worker.task
-            if job is None or task is None or task.task_id != message.task_id:
-                return
-            worker.state, worker.job, worker.task, worker.threads, worker.deadline = State.IDLE, None, None, 0, math.inf
-            self._deliver(job, message.result, message.error)
+        elif isinstance(message, PageDone) and worker.task is not None and worker.task.task_id == message.task_id:
+            job = worker.job
+            worker.page_done()
+            if job is not None:
+                self._deliver(job, message.result, message.error)
 
     def _died(self, worker: WorkerHandle, reason: str | None = None, overdue: bool = False) -> None:
         if worker.process is None:
@@ -226,53 +214,30 @@ class Supervisor:
         if state is State.STARTING:
             self._start_failed(worker, reason or f"the process ended with exit code {exitcode}")
         elif state is State.BUSY and job is not None and task is not None:
-            self._page_lost(job, task, pid, exitcode, overdue)
+            error = lost_page_error(job, task, pid, exitcode, overdue)
+            if error is None:
+                self._queue.put_back(job)
+            else:
+                self._deliver(job, None, error)
             self._spawn(worker)
         else:
             log.error("OCR worker %s ended while idle (exit code %s); starting a new one", pid, exitcode)
             self._spawn(worker)
         self._publish()
 
-    def _page_lost(self, job: PageJob, task: PageTask, pid: int | None, exitcode: int | None, overdue: bool) -> None:
-        limit = task.limit
-        stacks = _take_report(limit.report) if limit is not None else ""
-        if limit is not None and (overdue or stacks.startswith("Timeout")):
-            # No second try for a hang: its own watchdog names this page, and a retry would hold
-            # another worker for the whole limit again. A kill is less certain (the kernel's OOM
-            # killer may pick a worker whose page is not the cause), so it gets one more try.
-            log.error(
-                "a page took longer than %g s; OCR worker %s was ended. Where it hung:\n%s",
-                limit.seconds,
-                pid,
-                stacks or "(its watchdog did not fire; the service killed it)",
-            )
-            self._deliver(job, None, PageTimedOutError(limit.seconds, stacks))
-            return
-        job.kills += 1
-        if job.kills >= MAX_KILLS:
-            log.error("a page ended its OCR worker %d times (last: worker %s, exit code %s)", job.kills, pid, exitcode)
-            self._deliver(job, None, PageKilledWorkerError(job.kills, exitcode))
-            return
-        log.warning("OCR worker %s ended under a page (exit code %s); the page is tried again", pid, exitcode)
-        with self._lock:
-            if not job.abandoned:
-                self._queue.appendleft(job)
-
     def _start_failed(self, worker: WorkerHandle, reason: str) -> None:
-        worker.start_failures += 1
         log.error("an OCR worker could not start: %s", reason)
-        with self._changed:
+        worker.start_failed(time.monotonic())
+        with self._started:
             if self._starting:
+                worker.restart_at = math.inf  # start() gives up: the service reports why
                 self._start_error = reason
-                self._changed.notify_all()
-                return
-        first, cap = _RESTART_BACKOFF_S
-        worker.restart_at = time.monotonic() + min(cap, first * 2 ** (worker.start_failures - 1))
+                self._started.notify_all()
 
     def _restart_due(self) -> None:
         now = time.monotonic()
         for worker in self._workers:
-            if worker.state is State.DOWN and worker.restart_at <= now and not self._closing:
+            if worker.state is State.DOWN and worker.restart_at <= now:
                 self._spawn(worker)
         self._publish()
 
@@ -285,17 +250,12 @@ class Supervisor:
     def _dispatch(self) -> None:
         idle = [w for w in self._workers if w.state is State.IDLE]
         while idle:
-            with self._lock:
-                job = self._queue.popleft() if self._queue else None
-                waiting = len(self._queue)
+            job, waiting = self._queue.take()
             if job is None:
                 return
             worker = idle.pop(0)
-            self._send(worker, job, self._threads_for(also_starting=min(len(idle), waiting)))
-
-    def _threads_for(self, also_starting: int) -> int:
-        held = [w.threads for w in self._workers if w.state is State.BUSY]
-        return threads_for(self._share, self._cores, held, also_starting)
+            held = [w.threads for w in self._workers if w.state is State.BUSY]
+            self._send(worker, job, threads_for(self._share, self._cores, held, min(len(idle), waiting)))
 
     def _send(self, worker: WorkerHandle, job: PageJob, threads: int) -> None:
         self._task_ids += 1
@@ -312,13 +272,10 @@ class Supervisor:
             return
         except OSError:
             # The worker was already gone: not the page's doing, so it keeps its place in line.
-            with self._lock:
-                self._queue.appendleft(job)
+            self._queue.put_back(job)
             self._died(worker)
             return
-        worker.state, worker.job, worker.task, worker.threads = State.BUSY, job, task, threads
-        if limit is not None:
-            worker.deadline = time.monotonic() + limit.seconds + self._kill_grace_s
+        worker.took(job, task, time.monotonic() + limit.seconds + self._kill_grace_s if limit else math.inf)
 
     def _end_overdue_pages(self) -> None:
         now = time.monotonic()
@@ -333,25 +290,20 @@ class Supervisor:
             job.deliver(result, error)
 
     def _publish(self) -> None:
-        """Share the workers' state with other threads; fail queued pages when none can read them."""
-        up = [w for w in self._workers if w.state is not State.DOWN]
-        orphaned: list[PageJob] = []
-        with self._changed:
+        """Share the workers' state with other threads; fail waiting pages when none can read them."""
+        with self._started:
             self._info = [w.info for w in self._workers if w.info is not None]
-            was_serving = self._serving
             if self._starting:
-                self._serving = all(w.state is State.IDLE for w in self._workers)
+                serving = all(w.state is State.IDLE for w in self._workers)
             else:
-                self._serving = bool(up)
-            if was_serving and not self._serving:
-                orphaned, self._queue = list(self._queue), deque()
-            self._changed.notify_all()
+                serving = any(w.state is not State.DOWN for w in self._workers)
+            orphaned = self._queue.set_accepting(serving) if serving != self._queue.accepting else []
+            self._started.notify_all()
         for job in orphaned:
             self._deliver(job, None, PoolClosedError("none of the OCR workers can start"))
 
     def _stop_all(self) -> None:
-        with self._lock:
-            queued, self._queue = list(self._queue), deque()
+        queued = self._queue.set_accepting(False)
         running = [w.job for w in self._workers if w.job is not None]
         for worker in self._workers:
             worker.stop()
@@ -372,15 +324,3 @@ def _poll(conn: Connection) -> bool:
         return conn.poll()
     except (EOFError, OSError):
         return False
-
-
-def _take_report(path: str) -> str:
-    """What a page's watchdog wrote (empty if it never fired); the file is removed."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ""
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
