@@ -25,6 +25,7 @@ from ocr_service.pool import WorkerPool
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
 from ocr_service.training.service import TrainingService
+from ocr_service.workers.messages import KRAKEN_ENGINE
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ _OCR_ROUTES = frozenset({"/ocr", "/ocr/stream"})
 _MULTIPART_SLACK = 64 * 1024
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
+    """``engine``: what each OCR worker runs ("module:callable"); tests name a fake one."""
     store = ModelStore(settings.models_dir, settings.default_model, segmentation_model=settings.segmentation_model)
     # One child process loading a model at a time: uploads, hand-placed files and trained models.
     checker = ModelChecker.from_settings(settings)
@@ -47,6 +49,7 @@ def build_services(settings: Settings) -> Services:
         log_level=settings.log_level,
         log_json=settings.log_json,
         page_timeout_s=settings.page_timeout_s,
+        engine=engine,
     )
     fetcher = DocumentFetcher(
         FetchPolicy(
@@ -78,10 +81,10 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: str = KRAKEN_ENGINE) -> FastAPI:
     settings = settings or Settings()
     settings.check_memory_budget()
-    services = build_services(settings)
+    services = build_services(settings, engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -70,6 +70,8 @@ class ErrorCode(StrEnum):
     OCR_FAILED = "OCR_FAILED"
     PAGE_TIMEOUT = "PAGE_TIMEOUT"
     INTERNAL_ERROR = "INTERNAL_ERROR"
+    # worker pool
+    PAGE_KILLED_WORKER = "PAGE_KILLED_WORKER"
 
 
 STATUS: dict[ErrorCode, int] = {
@@ -120,6 +122,9 @@ STATUS: dict[ErrorCode, int] = {
     # A 4xx: retrying a page that hung would only hang a worker again.
     ErrorCode.PAGE_TIMEOUT: 422,
     ErrorCode.INTERNAL_ERROR: 500,
+    # A 4xx: the page ended its worker on two tries (out of memory, a crash in kraken's C code);
+    # a retry by the backend would only end more workers.
+    ErrorCode.PAGE_KILLED_WORKER: 422,
 }
 
 

@@ -1,135 +1,57 @@
-"""The bounded pool of kraken worker processes, and admission control in front of it.
+"""The bounded pool of kraken worker processes (admission in front of it: ocr_service.admission).
 
 Processes, not threads: most of a page's time is blla's single-threaded Python/scipy
-post-processing, which holds the GIL. Each worker loads its own copy of the models and
-runs torch with ``cores // workers`` threads so workers never oversubscribe the cores
-(kraken #528). Pages of one document and of several documents overlap in the pool.
+post-processing, which holds the GIL. Each worker loads its own copy of the models once and
+reads one page at a time (``ocr_service.workers``). A worker's own share of the cores is
+``threads_per_worker`` so that busy workers never oversubscribe them (kraken #528); a page
+that starts while other workers are idle may use their share too, so one page alone is as
+fast as kraken's own loop. Pages of one document and of several documents overlap in the pool.
+
+A worker that dies costs only the page it was reading: that page is tried once more on another
+worker, and a page that ends two workers is the document's fault (422 PAGE_KILLED_WORKER).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import logging
-import multiprocessing
-import os
-import shutil
-import tempfile
-import threading
-import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from ocr_service.engine.pipeline import (
     ModelLoadError,
     ModelRef,
-    PageEngine,
     PageResult,
     SegmentationModelError,
     WrongModelKindError,
 )
 from ocr_service.errors import AppError, ErrorCode
-from ocr_service.logs import configure_logging
+from ocr_service.workers.handle import PageJob
+from ocr_service.workers.messages import (
+    KRAKEN_ENGINE,
+    PageFailedError,
+    PageKilledWorkerError,
+    PageTimedOutError,
+    PoolClosedError,
+    WorkerInfo,
+    WorkerSpec,
+)
+from ocr_service.workers.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-_engine: PageEngine | None = None
+__all__ = ["WorkerInfo", "WorkerPool"]
 
-
-class PageFailedError(Exception):
-    """kraken failed on a page in a way we did not foresee; the worker logged the traceback."""
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    pid: int
-    segmentation_model: str
-    threads: int
-
-
-def _init_worker(segmentation_model: str | None, threads: int, log_level: str, log_json: bool) -> None:
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    configure_logging(log_level, log_json)
-    torch.set_num_threads(threads)
-    threadpool_limits(threads)
-    global _engine
-    _engine = PageEngine(Path(segmentation_model) if segmentation_model else None)
-    log.info("OCR worker %d ready (%d thread(s))", os.getpid(), threads)
-
-
-def _describe_worker(linger_s: float) -> WorkerInfo:
-    assert _engine is not None
-    import time
-
-    import torch
-
-    # Lingering a moment lets the other idle workers take the other describe calls.
-    time.sleep(linger_s)
-
-    return WorkerInfo(os.getpid(), str(_engine.segmentation_model_path), torch.get_num_threads())
-
-
-@dataclass(frozen=True)
-class PageTimeLimit:
-    """How long one page may take, and the file its worker writes its stacks into if it hangs."""
-
-    seconds: float
-    report: str
-
-
-def _process_page(
-    image: Image.Image,
-    model: ModelRef | None,
-    segmentation_model: ModelRef | None,
-    limit: PageTimeLimit | None,
-) -> PageResult:
-    assert _engine is not None
-    with contextlib.ExitStack() as on_exit:
-        if limit is not None:
-            # A page stuck inside kraken or torch ends this worker: faulthandler's watchdog is a
-            # C thread that needs no GIL, so it fires even while C code holds it; it writes every
-            # thread's stack into the page's report file and exits the process. The pool then
-            # replaces the worker (ProcessPoolExecutor has no way to stop one task), and the
-            # report tells the parent that it was this page, and where it hung.
-            on_exit.callback(_remove, limit.report)
-            report = on_exit.enter_context(open(limit.report, "w"))
-            faulthandler.dump_traceback_later(limit.seconds, exit=True, file=report)
-            on_exit.callback(faulthandler.cancel_dump_traceback_later)  # runs first: before the file closes
-        try:
-            return _engine.process(image, model, segmentation_model)
-        except (WrongModelKindError, ModelLoadError, SegmentationModelError):
-            raise
-        except Exception as exc:
-            log.exception("kraken failed on a page")
-            raise PageFailedError(f"{type(exc).__name__}: {exc}") from None
-
-
-def _remove(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _take_report(path: str) -> str:
-    """What a page's watchdog wrote (empty if it never fired); the file is removed."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return ""
-    finally:
-        _remove(path)
+# How long past its limit a page may run when its worker's own watchdog did not end it.
+KILL_GRACE_S = 5.0
 
 
 class WorkerPool:
-    """A process pool that loads the models once per worker and survives a dead worker."""
+    """Worker processes that load the models once each; one dead worker fails at most one page."""
 
     def __init__(
         self,
@@ -139,130 +61,140 @@ class WorkerPool:
         log_level: str = "INFO",
         log_json: bool = False,
         page_timeout_s: float = 0.0,
+        *,
+        cores: int | None = None,
+        engine: str = KRAKEN_ENGINE,
+        kill_grace_s: float = KILL_GRACE_S,
     ) -> None:
         """``segmentation_file`` gives the segmentation model each new worker loads at start
-        (``OCR_SEGMENTATION_MODEL``'s current file, or None for the packaged one)."""
+        (``OCR_SEGMENTATION_MODEL``'s current file, or None for the packaged one). ``cores``:
+        the threads all workers may use together (default: each worker's share, summed).
+        ``engine``: "module:callable" building a worker's engine (tests name a fake one)."""
         self.workers = workers
-        self.page_timeout_s = page_timeout_s
         self.threads_per_worker = threads_per_worker
         self.segmentation_file = segmentation_file
-        self._reports = tempfile.mkdtemp(prefix="ocr-page-reports-")
+        self.cores = cores or workers * threads_per_worker
+        self._page_timeout_s = page_timeout_s
+        self._engine = engine
         self._log = (log_level, log_json)
-        self._executor: ProcessPoolExecutor | None = None
-        self._lock = threading.Lock()
-        self.ready = False
-        self._closing = False
-        self.info: list[WorkerInfo] = []
+        self._supervisor = Supervisor(
+            workers,
+            threads_per_worker,
+            self.cores,
+            self._spec,
+            page_timeout_s=page_timeout_s,
+            kill_grace_s=kill_grace_s,
+        )
+        self._started = False
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        # spawn, never fork: forking a process that has started threads (uvicorn, torch) deadlocks.
-        return ProcessPoolExecutor(
-            max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(
-                str(seg) if (seg := self.segmentation_file()) else None,
-                self.threads_per_worker,
-                *self._log,
-            ),
+    @property
+    def page_timeout_s(self) -> float:
+        return self._page_timeout_s
+
+    @property
+    def ready(self) -> bool:
+        return self._started and self._supervisor.serving
+
+    @property
+    def info(self) -> list[WorkerInfo]:
+        """The workers that have loaded their models, replacements included."""
+        return self._supervisor.info
+
+    def _spec(self) -> WorkerSpec:
+        segmentation = self.segmentation_file()
+        return WorkerSpec(
+            engine=self._engine,
+            segmentation_model=str(segmentation) if segmentation else None,
+            threads=self.threads_per_worker,
+            log_level=self._log[0],
+            log_json=self._log[1],
         )
 
     def start(self) -> list[WorkerInfo]:
         """Start every worker and wait until each has loaded its models (blocking)."""
-        with self._lock:
-            self._executor = self._new_executor()
-            executor = self._executor
-        # Submitting as many describe calls as workers makes the executor start all of them;
-        # ready means every worker has answered once, i.e. has loaded its models.
-        seen: dict[int, WorkerInfo] = {}
-        for _ in range(20):
-            futures = [executor.submit(_describe_worker, 0.3) for _ in range(self.workers - len(seen))]
-            for future in futures:
-                info = future.result()
-                seen[info.pid] = info
-            if len(seen) >= self.workers:
-                break
-        self.info = list(seen.values())
-        self.ready = True
-        log.info("OCR pool ready: %d worker(s), segmentation model %s", self.workers, self.info[0].segmentation_model)
-        return self.info
-
-    def _submit(
-        self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None
-    ) -> tuple[ProcessPoolExecutor, Future[PageResult], PageTimeLimit | None]:
-        with self._lock:
-            if self._executor is None:
-                raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.")
-            limit = None
-            if self.page_timeout_s > 0:
-                limit = PageTimeLimit(self.page_timeout_s, os.path.join(self._reports, f"{uuid.uuid4().hex}.stacks"))
-            args = (image, model, segmentation_model, limit)
-            try:
-                return self._executor, self._executor.submit(_process_page, *args), limit
-            except BrokenProcessPool:
-                self._restart_locked(self._executor)
-                assert self._executor is not None
-                return self._executor, self._executor.submit(_process_page, *args), limit
-
-    def _restart_locked(self, broken: ProcessPoolExecutor) -> None:
-        # Every page that was in a broken pool fails at once; only the first of them may
-        # replace it, or the later ones would shut down the fresh pool and its new pages.
-        if self._closing or broken is not self._executor:
-            return
-        log.error("an OCR worker died; restarting the worker pool")
-        broken.shutdown(wait=False, cancel_futures=True)
-        self._executor = self._new_executor()
+        info = self._supervisor.start()
+        self._started = True
+        log.info(
+            "OCR pool ready: %d worker(s) of %d thread(s), %d in all; segmentation model %s",
+            self.workers,
+            self.threads_per_worker,
+            self.cores,
+            info[0].segmentation_model,
+        )
+        return info
 
     async def process_page(
         self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
     ) -> PageResult:
-        """Read one page; ``segmentation_model`` None means the one the workers loaded at start."""
-        executor, future, limit = self._submit(image, model, segmentation_model)
+        """Read one page; ``segmentation_model`` None means the one the workers loaded at start.
+
+        Cancelling the caller abandons the page: if no worker has taken it yet it never starts,
+        if one has, its result is dropped."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[PageResult] = loop.create_future()
+
+        def deliver(result: Any, error: BaseException | None) -> None:
+            # The loop is gone only when the service stopped and nobody waits for the page.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, outcome, result, error)
+
+        job = PageJob(image, model, segmentation_model, deliver)
         try:
-            return await asyncio.wrap_future(future)
+            self._supervisor.submit(job)
+        except PoolClosedError as exc:
+            raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.") from exc
+        try:
+            return await outcome
         except asyncio.CancelledError:
-            future.cancel()
+            self._supervisor.abandon(job)
             raise
-        except BrokenProcessPool as exc:
-            if self._closing:
-                raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR service is shutting down.") from exc
-            with self._lock:
-                self._restart_locked(executor)
-            # The pool does not say why a worker died; this page's own watchdog report does.
-            stacks = _take_report(limit.report) if limit is not None else ""
-            if limit is not None and stacks.startswith("Timeout"):
-                log.error(
-                    "a page took longer than %g s; its worker was ended. Where it hung:\n%s", limit.seconds, stacks
-                )
-                raise AppError(
-                    ErrorCode.PAGE_TIMEOUT,
-                    f"Reading this page took longer than the limit of {limit.seconds:g} s (OCR_PAGE_TIMEOUT_S); "
-                    "its OCR worker was stopped and replaced. Retrying will not help: the page may be damaged "
-                    "or unusually complex.",
-                ) from exc
-            raise AppError(
-                ErrorCode.OCR_FAILED,
-                "An OCR worker stopped while this page was in the pool (out of memory, or another page hung "
-                "and its worker was ended); please try again.",
-            ) from exc
-        except WrongModelKindError as exc:
-            raise AppError(ErrorCode.WRONG_MODEL_KIND, f"{exc}; choose a recognition model.") from exc
-        except ModelLoadError as exc:
-            raise AppError(ErrorCode.UNKNOWN_MODEL, str(exc)) from exc
-        except SegmentationModelError as exc:
-            raise AppError(
-                ErrorCode.SEGMENTATION_MODEL_UNUSABLE,
-                f"OCR cannot run: {exc}. An admin must choose another segmentation model "
-                "(PUT /models/segmentation) or repair the file of OCR_SEGMENTATION_MODEL.",
-            ) from exc
-        except PageFailedError as exc:
-            raise AppError(ErrorCode.OCR_FAILED, f"OCR failed on this page: {exc}") from exc
+        except (PageTimedOutError, PageKilledWorkerError, PoolClosedError) as exc:
+            raise _pool_error(exc) from exc
+        except (WrongModelKindError, ModelLoadError, SegmentationModelError, PageFailedError) as exc:
+            raise _engine_error(exc) from exc
 
     def shutdown(self) -> None:
-        self.ready = False
-        self._closing = True
-        with self._lock:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._executor = None
-        shutil.rmtree(self._reports, ignore_errors=True)
+        """Stop every worker process (a page on one fails with MODELS_NOT_READY) and wait for them."""
+        self._started = False
+        self._supervisor.close()
+
+
+def _settle(outcome: asyncio.Future[PageResult], result: Any, error: BaseException | None) -> None:
+    if outcome.done():
+        return  # cancelled meanwhile
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        outcome.set_result(result)
+
+
+def _pool_error(exc: PageTimedOutError | PageKilledWorkerError | PoolClosedError) -> AppError:
+    if isinstance(exc, PageTimedOutError):
+        return AppError(
+            ErrorCode.PAGE_TIMEOUT,
+            f"Reading this page took longer than the limit of {exc.seconds:g} s (OCR_PAGE_TIMEOUT_S); "
+            "its OCR worker was stopped and replaced. Retrying will not help: the page may be damaged "
+            "or unusually complex.",
+        )
+    if isinstance(exc, PageKilledWorkerError):
+        return AppError(
+            ErrorCode.PAGE_KILLED_WORKER,
+            f"Reading this page ended the OCR worker {exc.attempts} times (out of memory, or a crash "
+            "inside kraken); it was not read. Retrying will not help: the page may be damaged or too "
+            "large to segment.",
+        )
+    return AppError(ErrorCode.MODELS_NOT_READY, f"This page was not read: {exc}.", headers={"Retry-After": "10"})
+
+
+def _engine_error(exc: Exception) -> AppError:
+    if isinstance(exc, WrongModelKindError):
+        return AppError(ErrorCode.WRONG_MODEL_KIND, f"{exc}; choose a recognition model.")
+    if isinstance(exc, ModelLoadError):
+        return AppError(ErrorCode.UNKNOWN_MODEL, str(exc))
+    if isinstance(exc, SegmentationModelError):
+        return AppError(
+            ErrorCode.SEGMENTATION_MODEL_UNUSABLE,
+            f"OCR cannot run: {exc}. An admin must choose another segmentation model "
+            "(PUT /models/segmentation) or repair the file of OCR_SEGMENTATION_MODEL.",
+        )
+    return AppError(ErrorCode.OCR_FAILED, f"OCR failed on this page: {exc}")

@@ -201,6 +201,21 @@ class PageEngine:
         # num_line_workers=0: kraken would otherwise start its own process pool inside ours.
         self._rec_config = RecognitionInferenceConfig(accelerator="cpu", device="auto", num_line_workers=0)
         self._recognizers: ModelCache[Recognizer] = ModelCache(Recognizer, max_cached_models)
+        self._threads = 0
+
+    def use_threads(self, threads: int) -> None:
+        """Run the next pages on ``threads`` cores: torch's intra-op pool and the BLAS/OpenMP
+        pools of numpy and scipy (kraken's ``num_threads`` setting is never applied, kraken #528).
+        Cheap when the number is unchanged, so the pool may set it for every page."""
+        if threads == self._threads:
+            return
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(threads)
+        # Looks the libraries up again each time: scipy may have loaded another BLAS since.
+        threadpool_limits(limits=threads)
+        self._threads = threads
 
     def recognizer(self, ref: ModelRef) -> Recognizer:
         return self._recognizers.get(ref)

@@ -20,7 +20,6 @@ from ocr_service.engine.pipeline import (
     load_segmentation_model,
     packaged_segmentation_model,
 )
-from ocr_service.pool import WorkerPool
 from tests.support.synthetic import page_texts, render_page
 
 
@@ -181,16 +180,20 @@ def test_a_segmentation_model_named_per_page_is_loaded_and_a_wrong_kind_is_refus
 
 WORKER = r"""
 import re, sys, time
-import ocr_service.pool as pool
+from ocr_service.workers.messages import PageTask, PageTimeLimit
+from ocr_service.workers.process import run_page
 
 class Engine:
+    def use_threads(self, threads):
+        pass
+
     def process(self, *args):
         if sys.argv[1] == "stuck":
             # catastrophic backtracking: C code that holds the GIL for far longer than the limit
             re.match(r"(a+)+$", "a" * 64 + "b")
 
-pool._engine = Engine()
-pool._process_page(None, None, None, pool.PageTimeLimit(1.0, sys.argv[2]))
+done = run_page(Engine(), PageTask(1, None, None, None, 1, PageTimeLimit(1.0, sys.argv[2])))
+assert done.error is None, done.error
 time.sleep(2)  # the limit has passed: a watchdog left armed would end the process now
 """
 
@@ -215,18 +218,3 @@ def test_a_page_within_the_limit_disarms_the_watchdog_and_leaves_no_report(tmp_p
     finished = run_worker("quick", report)
     assert finished.returncode == 0, finished.stderr
     assert not report.exists()
-
-
-def test_only_the_first_failure_of_a_broken_pool_replaces_it() -> None:
-    pool = WorkerPool(workers=1, threads_per_worker=1, segmentation_file=lambda: None)
-    broken = pool._executor = pool._new_executor()  # no page submitted: no process started
-    try:
-        with pool._lock:
-            pool._restart_locked(broken)
-        fresh = pool._executor
-        assert fresh is not None and fresh is not broken
-        with pool._lock:
-            pool._restart_locked(broken)  # another page of the same broken pool fails later
-        assert pool._executor is fresh
-    finally:
-        pool.shutdown()

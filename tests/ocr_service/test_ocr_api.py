@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +12,6 @@ import httpx
 import pytest
 from PIL import Image
 
-from ocr_service.api.deps import Services
 from tests.conftest import make_settings
 from tests.support.servers import FileServer, RunningApp, send_bytes, start_file_server
 from tests.support.synthetic import page_texts, render_page, to_pdf, to_png, to_tiff
@@ -292,60 +289,3 @@ def test_every_response_carries_a_request_id(shared_service: RunningApp) -> None
         made = client.get("/health", headers={"X-Request-ID": "no spaces allowed"})
     assert given.headers["x-request-id"] == "backend-42"
     assert made.headers["x-request-id"] not in ("", "no spaces allowed")
-
-
-# --- capacity and failures ---------------------------------------------------------------
-
-
-def test_a_dead_worker_is_replaced_and_the_next_page_is_read(service_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    running = service_factory(make_settings(tmp_path, workers=1))
-    services: Services = running.app.state.services
-    os.kill(services.pool.info[0].pid, signal.SIGKILL)
-    with running.client() as client:
-        response = client.post("/ocr", files={"file": ("a.png", to_png(letter(51, 1).image))})
-    assert response.status_code in (200, 500)
-    if response.status_code == 500:
-        # The request that met the dead worker says so; the one after it is served.
-        assert response.json()["code"] == "OCR_FAILED"
-        with running.client() as client:
-            response = client.post("/ocr", files={"file": ("a.png", to_png(letter(51, 1).image))})
-    assert response.status_code == 200, response.text
-    assert len(read_rows(response.json()["pages"][0]["lines"])) == 1
-
-
-def test_a_page_over_the_time_limit_ends_its_worker_and_the_next_page_is_read(  # type: ignore[no-untyped-def]
-    service_factory, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Every real page takes seconds in blla, so a limit of one second is always exceeded.
-    running = service_factory(make_settings(tmp_path, workers=1, page_timeout_s=1))
-    services: Services = running.app.state.services
-    stuck_worker = services.pool.info[0].pid
-    page = {"file": ("a.png", to_png(letter(52, 1).image))}
-    with running.client() as client:
-        timed_out = client.post("/ocr", files=page)
-        assert timed_out.status_code == 422, timed_out.text
-        assert timed_out.json()["code"] == "PAGE_TIMEOUT"
-        assert "longer than the limit of 1 s" in timed_out.json()["message"]
-        # the worker's own watchdog ended it, and its stacks went to the service's log
-        assert "Where it hung" in caplog.text and "Timeout (0:00:01)" in caplog.text
-        assert _ends(stuck_worker)
-        assert client.get("/health").status_code == 200
-
-        services.pool.page_timeout_s = 0  # no limit: the replaced pool reads the page
-        response = client.post("/ocr", files=page)
-    assert response.status_code == 200, response.text
-    assert len(read_rows(response.json()["pages"][0]["lines"])) == 1
-
-
-def _ends(pid: int, within_s: float = 30) -> bool:
-    """Whether process ``pid`` is gone (or a zombie) within ``within_s``: the pool notices a
-    worker's end when its pipes close, a moment before the kernel has finished with it."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] in ("Z", "X"):
-                return True
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
