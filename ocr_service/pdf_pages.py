@@ -85,8 +85,14 @@ class PdfPages:
         self._pdf.close()
 
 
-def _explain(data: bytes) -> AppError | None:
+def _explain(source: bytes | BinaryIO) -> AppError | None:
     """The refusals pdfium can tell apart from plain damage."""
+    # Only on this refusal path is a spooled file read whole: the raw load needs the bytes.
+    if isinstance(source, bytes):
+        data = source
+    else:
+        source.seek(0)
+        data = source.read()
     # pypdfium2 also refuses a PDF that loads but has no pages, and then reports whatever error
     # this thread's pdfium saw last (after a damaged PDF: "format error"). Loading it again
     # tells the two apart; a failed load sets the error afresh.
