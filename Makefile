@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-documents bench-ocr-client clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,14 @@ bench-ocr: install
 # the places are free after clients hang up.
 bench-memory: install
 	$(PY) bench/bench_memory.py
+
+# How long refusing hostile documents takes (a 50 000-frame TIFF, a TIFF of huge IFDs).
+bench-documents: install
+	$(PY) bench/bench_documents.py
+
+# The backend's OCR client: starting a call with the breaker open vs the service down.
+bench-ocr-client: install
+	$(PY) bench/bench_ocr_client.py
 
 # Peak RSS and seconds per epoch of recognition and segmentation (800 px) training.
 bench-training: install
