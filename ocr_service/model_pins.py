@@ -121,9 +121,12 @@ class ModelPins:
                     if model is not None:
                         pinned_model = self.hold(model)
                     return ModelPin(pinned_model, self.hold(segmentation), self)
-                except PinnedFileChangedError as exc:
+                except BaseException as exc:
+                    # Whatever stopped the segmentation pin, the recognition pin taken before it goes.
                     if pinned_model is not None:
                         self.drop(pinned_model)
+                    if not isinstance(exc, PinnedFileChangedError):
+                        raise
                     changed = exc
         raise AppError(
             ErrorCode.SERVICE_BUSY,
@@ -140,7 +143,13 @@ class ModelPins:
             pinned = folder / f"{ref.name}-{ref.stamp[0]}-{ref.stamp[1]}{Path(ref.path).suffix}"
             key = str(pinned)
             if key not in self._counts:
-                _link_or_copy(Path(ref.path), pinned)
+                try:
+                    _link_or_copy(Path(ref.path), pinned)
+                except FileNotFoundError as exc:
+                    # removed by hand between resolving and linking: resolve once more
+                    raise PinnedFileChangedError(
+                        f"the file of model '{ref.name}' was removed while it was pinned"
+                    ) from exc
                 if file_stamp(pinned) != ref.stamp:
                     pinned.unlink(missing_ok=True)
                     raise PinnedFileChangedError(f"the file of model '{ref.name}' changed while it was pinned")

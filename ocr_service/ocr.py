@@ -11,6 +11,7 @@ is done with it, so the pages of all documents together stay within the budget.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import tempfile
 from collections import deque
@@ -209,7 +210,7 @@ class OcrService:
                 # Unnamed, so it is gone from the disk as soon as it is closed, however the run ends.
                 source = resources.enter_context(tempfile.TemporaryFile(prefix="ocr-download-"))
                 await self.fetcher.fetch_into(request.url, source)
-            document = await self._on_thread(Document, source, self.limits)
+            document = await self._open(source)
             # pdfium objects are closed on the documents thread, like every other use of them.
             resources.push_async_callback(self._on_thread, document.close)
             await self._on_thread(document.check_all_pages)
@@ -230,6 +231,21 @@ class OcrService:
             segmentation_model.name,
         )
         return run
+
+    async def _open(self, source: BinaryIO) -> Document:
+        opening = self._on_thread(Document, source, self.limits)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # The client left while the documents thread opens the file; that thread goes on
+            # (bounded by the parse budget). Wait for it and close the document there: left to
+            # the garbage collector, pypdfium2 would close it on the event loop's thread while
+            # the documents thread renders another PDF (pdfium is not thread-safe), and the
+            # caller would close the spooled file under the thread that still reads it.
+            with contextlib.suppress(AppError):
+                opened = await opening
+                await self._on_thread(opened.close)
+            raise
 
     def close(self) -> None:
         self._documents_thread.shutdown(wait=False, cancel_futures=True)

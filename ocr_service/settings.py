@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # rendered, waiting for a worker or handed to one); a page waits for its share. None: the
     # service's memory (SERVICE_BASE_MEMORY_MB) less what the process itself needs.
     page_memory_mb: int | None = Field(None, gt=0)
+    # Seconds a /ocr request body (upload or JSON) may take to arrive once it is admitted: a
+    # client that trickles its body would otherwise hold a place in the queue for ever.
+    body_timeout_s: float = Field(120.0, gt=0, le=3600)
 
     # training (fail closed: no token, no training)
     training_token: SecretStr | None = None

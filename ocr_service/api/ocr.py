@@ -8,6 +8,7 @@ hangs up.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -63,10 +64,19 @@ async def _admit_and_start(request: Request, services: Services, cleanup: AsyncE
     max_bytes = services.settings.max_document_bytes
     kind = body_kind(request, max_bytes)
     cleanup.callback(services.ocr.admit().release)
-    if kind is BodyKind.JSON:
-        request_input = await read_json(request)
-    else:
-        request_input = await read_upload(request, max_bytes, cleanup)
+    timeout_s = services.settings.body_timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            if kind is BodyKind.JSON:
+                request_input = await read_json(request)
+            else:
+                request_input = await read_upload(request, max_bytes, cleanup)
+    except TimeoutError as exc:
+        raise AppError(
+            ErrorCode.BODY_TIMEOUT,
+            f"The request body did not arrive within {timeout_s:g} s (OCR_BODY_TIMEOUT_S); its place in the "
+            "queue was given to the next document.",
+        ) from exc
     run = await unless_client_leaves(request, services.ocr.start(request_input))
     cleanup.push_async_callback(run.aclose)
     return run

@@ -40,6 +40,8 @@ ALLOWED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", 
 FORBIDDEN_SUFFIXES = frozenset({".ckpt", ".pkl", ".pickle", ".pt", ".pth", ".bin", ".npy", ".npz", ".mlmodel"})
 # Linux's NAME_MAX and PATH_MAX (bytes): a longer name fails in open() with ENAMETOOLONG.
 NAME_MAX = 255
+# Path components of an entry (folders + file name).
+MAX_DEPTH = 32
 PATH_MAX = 4096
 _CHUNK = 1024 * 1024
 
@@ -160,6 +162,14 @@ def _check_name(name: str) -> PurePosixPath:
         raise _unsafe(f"The ZIP entry {name!r} has an absolute path.")
     if ".." in path.parts:
         raise _unsafe(f"The ZIP entry {name!r} points outside the archive ('..').")
+    # Training data is pages beside their XML, perhaps in a few folders; thousands of levels
+    # would only cost time (the layout check is quadratic in depth) and recursion in mkdir/rmtree.
+    if len(path.parts) > MAX_DEPTH:
+        raise AppError(
+            ErrorCode.INVALID_ARCHIVE,
+            f"The ZIP entry {name[:80]!r}… lies {len(path.parts) - 1} folders deep; "
+            f"at most {MAX_DEPTH - 1} are accepted.",
+        )
     for part in path.parts:
         if len(os.fsencode(part)) > NAME_MAX:
             raise AppError(

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import io
 import random
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from PIL import Image
 
 from ocr_service.admission import Admission, PageMemory, page_cost
 from ocr_service.documents import Document, PageLimits
-from ocr_service.engine.pipeline import ModelRef
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
+from ocr_service.model_ref import ModelRef
 from ocr_service.ocr import OcrInput, OcrService, PageDone
 from ocr_service.settings import SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB, WORKER_MEMORY_MB, Settings
 from tests.support.held_pool import HeldPool
@@ -147,12 +150,24 @@ def test_a_page_larger_than_the_budget_waits_until_it_can_run_alone() -> None:
 # --- the read path with page memory -----------------------------------------------------------
 
 
-class _Store:
-    def recognition_model(self, name: str | None) -> ModelRef | None:
-        return None
+@dataclass
+class _Pin:
+    model: ModelRef | None
+    segmentation_model: ModelRef
+    released: int = 0
 
-    def segmentation_model(self) -> ModelRef:
-        return ModelRef(name="blla", path="/nonexistent/blla.mlmodel", version=(0, 0))
+    def release(self) -> None:
+        self.released += 1
+
+
+class _Store:
+    def __init__(self) -> None:
+        self.pins: list[_Pin] = []
+
+    def pin_models(self, name: str | None) -> _Pin:
+        pin = _Pin(None, ModelRef(name="blla", path="/nonexistent/blla.mlmodel", stamp=(0, 0)))
+        self.pins.append(pin)
+        return pin
 
 
 def _service(pool: HeldPool, memory: PageMemory, max_pages: int = 20) -> OcrService:
@@ -238,6 +253,8 @@ def test_pages_of_many_documents_stay_within_the_page_memory_and_leavers_free_ev
         assert max(in_pool_bytes) <= limit
         assert memory.held == 0 and memory.waiting == 0
         assert pool.in_pool == 0
+        # Every document's model pins are released exactly once, however its client left.
+        assert [pin.released for pin in service.store.pins] == [1] * len(documents)  # type: ignore[attr-defined]
         service.close()
 
     asyncio.run(scenario())
@@ -302,3 +319,38 @@ def test_a_larger_page_memory_leaves_less_room_for_workers(tmp_path: Path, seed:
             explicit.check_memory_budget()
     else:
         explicit.check_memory_budget()
+
+
+def test_a_client_leaving_while_its_pdf_opens_gets_it_closed_on_the_documents_thread() -> None:
+    """pdfium is not thread-safe: a document opened for a client that left must still be
+    closed on the documents thread (not by the garbage collector on the event loop's)."""
+    entered, gate = threading.Event(), threading.Event()
+    opened: list[Document] = []
+    closed_on: list[str] = []
+
+    class SlowToOpen(Document):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            entered.set()
+            gate.wait(30)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+            opened.append(self)
+
+        def close(self) -> None:
+            closed_on.append(threading.current_thread().name)
+            super().close()
+
+    async def scenario() -> None:
+        service = _service(HeldPool(workers=1, ready=True), PageMemory(10**9))
+        source = io.BytesIO(to_pdf([Image.new("L", (40, 40))] * 2))
+        with patch("ocr_service.ocr.Document", SlowToOpen):
+            starting = asyncio.create_task(service.start(OcrInput(file=source)))
+            await asyncio.to_thread(entered.wait, 30)
+            starting.cancel()
+            gate.set()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+        assert len(opened) == 1 and closed_on and closed_on[0].startswith("documents")
+        assert [pin.released for pin in service.store.pins] == [1]  # type: ignore[attr-defined]
+        service.close()
+
+    asyncio.run(scenario())

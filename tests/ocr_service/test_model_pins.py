@@ -237,3 +237,33 @@ def test_a_segmentation_model_on_another_file_system_is_pinned_as_a_copy(
     assert read_page(pin.segmentation_model) == b"the house segmentation model, version 1"
     pin.release()
     assert pinned_files(store) == []
+
+
+def test_a_file_removed_between_resolving_and_pinning_is_resolved_again_not_a_500(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path, random.Random(2))
+    ref = scenario.store.recognition_model("reader")
+    assert ref is not None
+    gone = ModelRef(ref.name, str(Path(ref.path).with_name("gone.safetensors")), ref.stamp, ref.version)
+    with pytest.raises(PinnedFileChangedError):
+        scenario.store.pins.hold(gone)
+    assert pinned_files(scenario.store) == []
+
+
+@pytest.mark.parametrize("failure", [PinnedFileChangedError("changed"), OSError("disk full"), KeyboardInterrupt()])
+def test_a_failed_segmentation_pin_drops_the_recognition_pin_taken_before_it(
+    tmp_path: Path, failure: BaseException
+) -> None:
+    scenario = Scenario(tmp_path, random.Random(3))
+    pins = scenario.store.pins
+    hold = pins.hold
+
+    def failing_on_segmentation(ref: ModelRef) -> ModelRef:
+        if ref.name != "reader":
+            raise failure
+        return hold(ref)
+
+    pins.hold = failing_on_segmentation  # type: ignore[method-assign]
+    with pytest.raises((AppError, type(failure))):
+        scenario.store.pin_models("reader")
+    assert pins.held() == {}
+    assert pinned_files(scenario.store) == []

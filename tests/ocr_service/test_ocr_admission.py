@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -51,16 +52,20 @@ class HeldService:
 @pytest.fixture
 def held(tmp_path: Path) -> Iterator[HeldService]:
     """A service of one worker and a queue of one (two documents at most), no kraken."""
-    settings = make_settings(
-        tmp_path,
-        workers=1,
-        queue_size=1,
-        retry_after_s=7,
-        max_document_bytes=MAX_DOCUMENT_BYTES,
-        allowed_pdf_hosts=["127.0.0.1"],
-        allow_private_addresses=True,
-        fetch_timeout_s=120,
-    )
+    yield from _held_service(tmp_path)
+
+
+def _held_service(tmp_path: Path, **overrides: Any) -> Iterator[HeldService]:
+    values: dict[str, Any] = {
+        "workers": 1,
+        "queue_size": 1,
+        "retry_after_s": 7,
+        "max_document_bytes": MAX_DOCUMENT_BYTES,
+        "allowed_pdf_hosts": ["127.0.0.1"],
+        "allow_private_addresses": True,
+        "fetch_timeout_s": 120,
+    }
+    settings = make_settings(tmp_path, **{**values, **overrides})
     app = create_app(settings)
     services: Services = app.state.services
     pool = HeldPool(workers=1)
@@ -396,3 +401,36 @@ def test_mangled_multipart_bodies_get_a_4xx_with_a_code_never_a_5xx(held: HeldSe
             wait_until(held.idle)
     assert outcomes - {200}  # the mutations do reach the error paths
     served_at_once(held)
+
+
+# --- a body that never arrives -----------------------------------------------------------------
+
+
+@pytest.fixture
+def impatient(tmp_path: Path) -> Iterator[HeldService]:
+    """The held service, but a request body must arrive within one second."""
+    yield from _held_service(tmp_path, body_timeout_s=1)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("kind", ["upload", "json"])
+def test_a_body_that_trickles_past_the_time_limit_is_408_and_frees_its_place(
+    impatient: HeldService, path: str, kind: str
+) -> None:
+    if kind == "upload":
+        head, body = raw_request(impatient.running, path, files={"file": ("a.png", page_png())})
+    else:
+        head, body = raw_request(impatient.running, path, json={"documentUrl": "http://127.0.0.1:9/doc.pdf"})
+    slow = [connect(impatient.running) for _ in range(impatient.services.ocr.admission.limit)]
+    try:
+        for sock in slow:
+            sock.sendall(head + body[: len(body) // 2])  # and then nothing more: the rest never comes
+        answers = [read_head_and_body(sock) for sock in slow]
+    finally:
+        for sock in slow:
+            hang_up(sock)
+    for status, _, answer in answers:
+        assert status == 408
+        assert json.loads(answer)["code"] == "BODY_TIMEOUT"
+    wait_until(impatient.idle)
+    served_at_once(impatient)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from ocr_service.errors import AppError, ErrorCode
-from ocr_service.training.archive import ArchiveLimits, extract_training_zip
+from ocr_service.training.archive import MAX_DEPTH, ArchiveLimits, extract_training_zip
 from ocr_service.training.datasets import scan_training_data
 from tests.support.training_data import line_set, page_set
 from tests.support.zip_mutations import METHODS, build_zip, crafted_names, mutated, zip_of_names
@@ -133,3 +133,22 @@ def test_line_pairs_in_a_folder_named_like_the_line_folder_keep_their_texts(tmp_
     assert data.lines == 20
     for image in data.files:
         assert image.with_name(image.stem + ".gt.txt").read_bytes() == text_of[image.read_bytes()]
+
+
+@pytest.mark.parametrize("depth", [33, 34, 100, 1200, *random.Random(3).sample(range(35, 2000), 5)])
+def test_a_path_deeper_than_the_limit_is_an_invalid_archive(tmp_path: Path, depth: int) -> None:
+    # Under PATH_MAX, but mkdir and rmtree would recurse once per level (RecursionError: a 500).
+    name = "a/" * (depth - 1) + "x.png"
+    data = zip_of_names(["a.gt.txt", name], lambda n: b"x", zipfile.ZIP_STORED)
+    with pytest.raises(AppError) as caught:
+        extract_training_zip(io.BytesIO(data), tmp_path / "data", LIMITS)
+    assert caught.value.code == ErrorCode.INVALID_ARCHIVE
+    assert "folders deep" in caught.value.message
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_path_at_the_depth_limit_is_unpacked(tmp_path: Path) -> None:
+    name = "a/" * (MAX_DEPTH - 1) + "x.gt.txt"
+    data = zip_of_names([name], lambda n: b"Zeile", zipfile.ZIP_DEFLATED)
+    extract_training_zip(io.BytesIO(data), tmp_path / "data", LIMITS)
+    assert (tmp_path / "data" / name).read_text() == "Zeile"
