@@ -26,9 +26,9 @@ class ImagePages:
     def __init__(self, data: bytes | BinaryIO, fmt: str, limits: PageLimits, budget: ParseBudget) -> None:
         self.limits = limits
         self._budget = budget
+        self._data, self._format = data, fmt
         with decoding("The image"):
-            # Only the decoder of the sniffed type may read the bytes, not any Pillow can find.
-            self._image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=[fmt])
+            self._image = self._open()
         try:
             self.count = self._count_frames()
         except BaseException:
@@ -84,17 +84,28 @@ class ImagePages:
 
     def page(self, index: int) -> Image.Image:
         self.check(index)
-        with decoding(_subject(index)):
+        # Decoded by an image object of its own, closed at once: the object that decodes a frame
+        # keeps its pixels (until closed, or a seek to a frame of another size), which would hold
+        # a second copy of each page outside the read path's page memory.
+        with decoding(_subject(index)), self._open() as image:
+            image.seek(index)
             # kraken does not apply EXIF orientation to an image handed over in memory: a tablet
             # photo stored sideways would be segmented sideways (a 51-line page: 166 fragments).
             # (A TIFF frame is turned by Pillow as it loads; exif_transpose then finds no tag left.)
-            upright = ImageOps.exif_transpose(self._image)
+            upright = ImageOps.exif_transpose(image)
             page = upright if upright.mode in ("RGB", "L") else upright.convert("RGB")
             page.load()
         # The orientation is applied; the metadata (EXIF, XMP, ICC) is of no use to kraken and
         # would travel to a worker with every page.
         page.info.clear()
         return page
+
+    def _open(self) -> Image.Image:
+        # Only the decoder of the sniffed type may read the bytes, not any Pillow can find.
+        if isinstance(self._data, bytes):
+            return Image.open(io.BytesIO(self._data), formats=[self._format])
+        self._data.seek(0)
+        return Image.open(self._data, formats=[self._format])
 
     def close(self) -> None:
         self._image.close()

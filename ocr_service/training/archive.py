@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 ALLOWED_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp", ".xml", ".txt"})
 # Never accepted, whatever their name claims: Python pickles (kraken's .ckpt is one) and models.
 FORBIDDEN_SUFFIXES = frozenset({".ckpt", ".pkl", ".pickle", ".pt", ".pth", ".bin", ".npy", ".npz", ".mlmodel"})
+# Text files are read whole by the service itself (lxml parses the XML, the .gt.txt lines are
+# checked): bounded per file, far above a real page's (PAGE XML of a dense page: under 1 MB).
+MAX_TEXT_FILE_BYTES = {".xml": 64 * 1024 * 1024, ".txt": 1024 * 1024}
 # Linux's NAME_MAX and PATH_MAX (bytes): a longer name fails in open() with ENAMETOOLONG.
 NAME_MAX = 255
 # Path components of an entry (folders + file name).
@@ -254,6 +257,7 @@ def check_entries(
             # Unknown files are skipped rather than refused: exports often carry a README or a manifest.
             continue
         layout.add_file(path, name)
+        _check_text_size(name, suffix, info.file_size)
         declared += info.file_size
         if declared > limits.max_unpacked_bytes:
             raise AppError(
@@ -266,14 +270,27 @@ def check_entries(
     return plan
 
 
+def _check_text_size(name: str, suffix: str, size: int) -> None:
+    cap = MAX_TEXT_FILE_BYTES.get(suffix)
+    if cap is not None and size > cap:
+        raise AppError(
+            ErrorCode.ARCHIVE_TOO_LARGE,
+            f"The ZIP entry {name[:80]!r} is larger than {cap / 1024**2:g} MB; "
+            f"a {suffix} file of training data is far smaller.",
+        )
+
+
 def _write(archive: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, Path]], limits: ArchiveLimits) -> list[Path]:
     written: list[Path] = []
     total = 0
     for info, target in plan:
         target.parent.mkdir(parents=True, exist_ok=True)
+        suffix, size = target.suffix.lower(), 0
         with open(target, "xb") as dst:
             for chunk in _entry_chunks(archive, info):
                 total += len(chunk)
+                size += len(chunk)
+                _check_text_size(info.filename, suffix, size)
                 if total > limits.max_unpacked_bytes:
                     raise AppError(
                         ErrorCode.ARCHIVE_TOO_LARGE,

@@ -138,3 +138,16 @@ def test_an_oversized_pdf_page_is_rendered_within_the_pixel_limit() -> None:
     page = document.page(0)
     assert page.width * page.height <= 200_000
     assert page.width / page.height == pytest.approx(1.5, rel=0.01)
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_decoding_pages_leaves_no_decoded_pixels_in_the_open_document(frames: int) -> None:
+    # Pillow keeps a decoded frame's pixels in the object that decoded it: had the document's
+    # own handle decoded them, each open document would hold a page outside the page memory.
+    document = Document(to_tiff([Image.new("RGB", (400, 300), "white")] * frames), LIMITS)
+    try:
+        for index in range(frames):
+            assert document.page(index).size == (400, 300)
+        assert document._pages._image._im is None  # type: ignore[attr-defined]
+    finally:
+        document.close()

@@ -152,3 +152,16 @@ def test_a_path_at_the_depth_limit_is_unpacked(tmp_path: Path) -> None:
     data = zip_of_names([name], lambda n: b"Zeile", zipfile.ZIP_DEFLATED)
     extract_training_zip(io.BytesIO(data), tmp_path / "data", LIMITS)
     assert (tmp_path / "data" / name).read_text() == "Zeile"
+
+
+@pytest.mark.parametrize(("name", "size"), [("p.xml", 64 * 1024 * 1024 + 1), ("a.gt.txt", 1024 * 1024 + 1)])
+def test_a_text_file_larger_than_training_data_can_be_is_refused(tmp_path: Path, name: str, size: int) -> None:
+    # Deflated, a few KB; unpacked, read whole by the service itself. (A header that understates
+    # the size is caught by the CRC: zipfile stops reading at the declared size.)
+    data = zip_of_names(["p.png", name], lambda n: b"x" * (size if n == name else 10), zipfile.ZIP_DEFLATED)
+    assert len(data) < 200_000
+    with pytest.raises(AppError) as caught:
+        extract_training_zip(io.BytesIO(data), tmp_path / "data", LIMITS)
+    assert caught.value.code == ErrorCode.ARCHIVE_TOO_LARGE
+    assert "training data is far smaller" in caught.value.message
+    assert not (tmp_path / "data").exists()
