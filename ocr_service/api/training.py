@@ -54,9 +54,8 @@ def _number(fields: dict[str, str], name: str, kind: type[int] | type[float]) ->
 async def _submit(request: Request, service: TrainingService, kind: TrainingKind) -> JSONResponse:
     # After the token (a dependency) and before a byte of the body: a busy service refuses
     # a 1 GB upload at once. submit() checks again, under its lock, once the data is here.
-    service.check_capacity()
     settings = service.settings
-    with DiskSpool(settings.training_dir, settings.training_max_upload_bytes) as spool:
+    with service.upload_slot(), DiskSpool(settings.training_dir, settings.training_max_upload_bytes) as spool:
         fields = await receive_form(request, TRAINING_FORM, spool)
         model_name = _text(fields, "modelName")
         if model_name is None:

@@ -10,6 +10,7 @@ the trainer process is run and watched in :mod:`.trainer_process` (its progress 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -100,6 +101,7 @@ class TrainingService:
         self._installer = TrainedModelInstaller(store, validate)
         self._lock = threading.Lock()
         self._runs: dict[str, _Run] = {}
+        self._uploads = 0
 
     # --- life cycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -155,18 +157,28 @@ class TrainingService:
             return names
 
     # --- submitting ------------------------------------------------------------------------
-    def check_capacity(self) -> None:
-        """Raise TRAINING_BUSY if no job may start now: called before an upload is read."""
+    @contextlib.contextmanager
+    def upload_slot(self) -> Iterator[None]:
+        """A place for one upload, taken before its body is read: TRAINING_BUSY if the running
+        jobs and the uploads under way already fill OCR_TRAINING_MAX_JOBS, so concurrent uploads
+        cannot each spool a gigabyte only to be refused afterwards."""
         with self._lock:
-            self._refuse_if_busy()
+            self._refuse_if_busy(self._uploads)
+            self._uploads += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._uploads -= 1
 
-    def _refuse_if_busy(self) -> None:
+    def _refuse_if_busy(self, uploads: int = 0) -> None:
         # The caller holds self._lock. A run whose job has its final state is only tidying up.
         active = sorted(job_id for job_id, run in self._runs.items() if not run.job.status.finished)
-        if len(active) >= self.settings.training_max_jobs:
+        if len(active) + uploads >= self.settings.training_max_jobs:
+            running = f"a training job is running already ({', '.join(active)})" if active else "another upload"
             raise AppError(
                 ErrorCode.TRAINING_BUSY,
-                f"A training job is running already ({', '.join(active)}); wait until it ends or cancel it.",
+                f"Training is busy: {running} is under way; wait until it ends or cancel it.",
                 headers={"Retry-After": "60"},
             )
 

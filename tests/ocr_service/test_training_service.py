@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import shutil
 import sys
 import threading
@@ -352,3 +353,48 @@ def test_bad_requests_are_refused_before_anything_is_unpacked(
         service.submit(TrainingRequest(**values), io.BytesIO(DATA))  # type: ignore[arg-type]
     assert caught.value.code == code
     assert os.listdir(tmp_path / "training") == []
+
+
+@pytest.mark.parametrize("max_jobs", [1, 2, 3])
+def test_uploads_under_way_count_like_running_jobs(tmp_path: Path, model_file: Path, max_jobs: int) -> None:
+    """Many uploads at once: only as many as may run get a place; the others are refused
+    before they spool a byte, and a place comes back when its upload ends."""
+    service = make_service(tmp_path, "hang", model_file, training_max_jobs=max_jobs)
+    rng = random.Random(max_jobs)
+    outcomes: list[str] = []
+    holding = threading.Barrier(max_jobs + 1)
+    release = threading.Event()
+
+    def upload() -> None:
+        try:
+            with service.upload_slot():
+                outcomes.append("placed")
+                holding.wait(30)
+                release.wait(30)
+        except AppError as refused:
+            outcomes.append(refused.code)
+
+    callers = [threading.Thread(target=upload) for _ in range(max_jobs + rng.randint(1, 6))]
+    for caller in callers:
+        caller.start()
+    holding.wait(30)  # every place is taken and held; the other callers are refused meanwhile
+    deadline = time.monotonic() + 30  # a guard, not a timing
+    while len(outcomes) < len(callers) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    refused = len(callers) - max_jobs
+    assert sorted(outcomes) == sorted(["placed"] * max_jobs + [ErrorCode.TRAINING_BUSY] * refused)
+    release.set()
+    for caller in callers:
+        caller.join(30)
+    with service.upload_slot():  # all places came back
+        pass
+
+
+def test_an_upload_in_progress_does_not_refuse_its_own_submission(tmp_path: Path, model_file: Path) -> None:
+    service = make_service(tmp_path, "hang", model_file)
+    with service.upload_slot():
+        job = submit(service)
+    with pytest.raises(AppError) as caught, service.upload_slot():
+        pass
+    assert caught.value.code == ErrorCode.TRAINING_BUSY
+    service.cancel(job.job_id)
