@@ -323,7 +323,12 @@ def test_only_the_newest_finished_jobs_are_kept(tmp_path: Path, model_file: Path
     service.start()  # the leftover RUNNING job is now a finished (interrupted) one: one too many
     assert len(service.jobs.all()) == 2
     latest = [wait_finished(service, submit(service).job_id) for _ in range(2)]
-    assert {j.job_id for j in service.jobs.all()} == {j.job_id for j in latest}
+    # The job's final state is published first, then the history pruned (a moment later).
+    kept = {j.job_id for j in latest}
+    deadline = time.monotonic() + 30  # a guard, not a timing
+    while {j.job_id for j in service.jobs.all()} != kept and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert {j.job_id for j in service.jobs.all()} == kept
     with pytest.raises(AppError) as gone:
         service.get(old[2].job_id)
     assert gone.value.code == ErrorCode.JOB_NOT_FOUND
