@@ -1,7 +1,7 @@
 """A stand-in for kraken inside real worker processes, so the pool's tests run in seconds.
 
 Each page carries what the engine should do with it in ``image.info["fake-engine"]`` (JSON;
-pickled with the image, and read from a PNG text chunk when the page came over HTTP):
+pickled with the image; a page that came over HTTP carries them in its first row of pixels):
 
 - ``do``: ``ok`` (one line whose text is the page's name), ``kill`` (SIGKILL itself, as the
   kernel's OOM killer would), ``exit`` (``os._exit``, as a crash in C code), ``kill-once`` (kill
@@ -26,12 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from ocr_service.engine.pipeline import Line, PageResult, WrongModelKindError
 
 INFO_KEY = "fake-engine"
 ENGINE = "tests.support.fake_engine:FakeEngine"
+# Marks a page whose first row of pixels carries the instructions (see fake_png).
+PIXEL_MAGIC = b"FAKE"
 
 
 def fake_page(page: str, do: str = "ok", log: Path | None = None, gate: Path | None = None) -> Image.Image:
@@ -41,13 +43,17 @@ def fake_page(page: str, do: str = "ok", log: Path | None = None, gate: Path | N
 
 
 def fake_png(page: str, do: str = "ok", log: Path | None = None) -> bytes:
-    """A page as a PNG upload; the instructions travel in a text chunk."""
+    """A page as a PNG upload; the instructions travel in its first row of pixels (the service
+    drops every page's metadata before a worker sees it, so a text chunk would not arrive)."""
     import io
 
-    chunk = PngImagePlugin.PngInfo()
-    chunk.add_text(INFO_KEY, _instructions(page, do, log, None))
+    data = _instructions(page, do, log, None).encode()
+    row = PIXEL_MAGIC + len(data).to_bytes(2, "big") + data
+    image = Image.new("L", (320, 240), 255)
+    assert len(row) <= image.width, "instructions too long for one row"
+    image.putdata(list(row) + [255] * (image.width * image.height - len(row)))
     out = io.BytesIO()
-    Image.new("L", (320, 240), 255).save(out, format="PNG", pnginfo=chunk)
+    image.save(out, format="PNG")
     return out.getvalue()
 
 
@@ -57,7 +63,13 @@ def _instructions(page: str, do: str, log: Path | None, gate: Path | None) -> st
 
 def instructions(image: Image.Image) -> dict[str, Any]:
     """What the engine will do with ``image``: its ``page`` name, ``do``, ``log`` and ``gate``."""
-    what: dict[str, Any] = json.loads(image.info.get(INFO_KEY, '{"page": "", "do": "ok"}'))
+    raw = image.info.get(INFO_KEY)
+    if raw is None and image.mode == "L":
+        row = bytes(image.crop((0, 0, image.width, 1)).tobytes())
+        if row.startswith(PIXEL_MAGIC):
+            size = int.from_bytes(row[len(PIXEL_MAGIC) : len(PIXEL_MAGIC) + 2], "big")
+            raw = row[len(PIXEL_MAGIC) + 2 : len(PIXEL_MAGIC) + 2 + size].decode()
+    what: dict[str, Any] = json.loads(raw or '{"page": "", "do": "ok"}')
     return what
 
 
