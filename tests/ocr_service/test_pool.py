@@ -65,13 +65,20 @@ async def read_document(pool: WorkerPool, pages: list[Image.Image]) -> list[str]
     return texts
 
 
-def spawned_workers() -> list[psutil.Process]:
-    """This process's worker children (not multiprocessing's resource tracker, which stays)."""
+def spawned_workers(besides: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """This process's worker children (not multiprocessing's resource tracker, which stays),
+    except ``besides``: workers of services other tests of the session keep running."""
     return [
         child
         for child in psutil.Process().children(recursive=True)
-        if "spawn_main" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE
+        if child.pid not in besides
+        and "spawn_main" in " ".join(child.cmdline())
+        and child.status() != psutil.STATUS_ZOMBIE
     ]
+
+
+def other_workers() -> frozenset[int]:
+    return frozenset(child.pid for child in spawned_workers())
 
 
 def pages_tried(log: Path) -> list[str]:
@@ -226,6 +233,7 @@ def test_a_replacement_that_cannot_start_fails_the_waiting_page_with_503_and_the
 
 def test_a_worker_that_cannot_load_its_models_fails_the_start(tmp_path: Path) -> None:
     (tmp_path / "refuse").touch()
+    others = other_workers()
     pool = WorkerPool(2, 1, lambda: tmp_path / "refuse-seg.mlmodel", engine=ENGINE)
     try:
         with pytest.raises(WorkerStartError, match="told not to start"):
@@ -233,7 +241,7 @@ def test_a_worker_that_cannot_load_its_models_fails_the_start(tmp_path: Path) ->
         assert not pool.ready
     finally:
         pool.shutdown()
-    assert not spawned_workers()
+    assert not spawned_workers(others)
 
 
 # --- errors the engine reports ---------------------------------------------------------------------
@@ -345,6 +353,7 @@ def test_lent_threads_never_leave_a_page_below_its_share_or_above_all_cores() ->
 
 
 def test_shutdown_stops_every_worker_and_fails_the_page_on_one(tmp_path: Path) -> None:
+    others = other_workers()
     pool = WorkerPool(2, 1, lambda: None, engine=ENGINE)
     pool.start()
     workers = [w.pid for w in pool.info]
@@ -360,7 +369,7 @@ def test_shutdown_stops_every_worker_and_fails_the_page_on_one(tmp_path: Path) -
     failed = asyncio.run(scenario())
     assert (failed.code, failed.status) == (ErrorCode.MODELS_NOT_READY, 503)
     assert not any(psutil.pid_exists(pid) for pid in workers)
-    assert not spawned_workers()
+    assert not spawned_workers(others)
     assert not pool.ready
 
 
