@@ -111,19 +111,28 @@ class BaseModelChooser:
         if path is None:
             raise JobFailedError(f"the base model '{name}' is no longer in the store")
         entry = self.store.entry(name)
+        kind, line_type, alphabet_size = entry.kind, entry.line_type, entry.alphabet_size
+        if entry.checking:
+            # Placed by hand and not inspected yet: learn now what it is (this is the job's own
+            # thread, and the checker runs one model at a time) rather than train on a guess.
+            try:
+                facts = self._validate(path)
+            except ModelFileError as exc:
+                raise JobFailedError(f"the base model '{name}' cannot be loaded: {exc}") from exc
+            kind, line_type, alphabet_size = facts.kind, facts.line_type, facts.alphabet_size
         try:
-            model_rules.check_kind(name, entry.kind, "recognition")
+            model_rules.check_kind(name, kind, "recognition")
         except AppError as exc:
             raise JobFailedError(exc.message) from exc
-        if entry.line_type is not None and entry.line_type != data.line_type:
+        if line_type is not None and line_type != data.line_type:
             raise JobFailedError(
-                f"base model '{name}' reads {entry.line_type} lines but the data has {data.line_type} lines "
+                f"base model '{name}' reads {line_type} lines but the data has {data.line_type} lines "
                 "(line images are bbox lines, PAGE XML/ALTO lines are baselines); a model trained on mixed line "
                 "types reads neither well"
             )
         if name != request.model_name or request.base_model:
             choice.notes.append(f"Fine-tuning recognition model '{name}'; new characters grow its alphabet.")
-        choice.name, choice.path, choice.alphabet_size = name, path, entry.alphabet_size
+        choice.name, choice.path, choice.alphabet_size = name, path, alphabet_size
         return choice
 
     def _segmentation_candidate(self, request: TrainingRequest) -> tuple[str, Path] | None:

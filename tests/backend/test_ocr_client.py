@@ -360,7 +360,9 @@ def test_each_attempt_has_its_time_limit(standin: StandIn) -> None:
     sleep = RecordedSleep()
 
     async def go() -> dict[str, Any]:
-        client, _ = make_client(client_config(standin.url, attempt_timeout_s=0.5), sleep)
+        # Long enough that the answering attempt never hits it on a loaded machine; the hanging
+        # one always does (it waits for a gate nobody opens).
+        client, _ = make_client(client_config(standin.url, attempt_timeout_s=3), sleep)
         async with client:
             return await client.models()
 

@@ -386,7 +386,15 @@ def test_a_document_reads_every_page_with_the_segmentation_model_version_it_star
         done = events[-1]
         assert (done["type"], done["segmentationModel"], done["segmentationModelVersion"]) == ("done", "cutter", 1)
         baselines = [[e["baseline"] for e in events if e["type"] == "line" and e["page"] == n] for n in range(1, 5)]
-        assert baselines == [[line["baseline"] for line in page["lines"]] for page in reference["pages"]]
+        expected = [[line["baseline"] for line in page["lines"]] for page in reference["pages"]]
+        # The same lines as the reference, cut by the same model (the blind version finds none).
+        # Within a pixel or two, not to the pixel: a page read alone borrows idle cores, and torch
+        # sums in another order on another number of threads.
+        assert [len(page) for page in baselines] == [len(page) for page in expected]
+        for got, want in zip(baselines, expected, strict=True):
+            for line, reference_line in zip(got, want, strict=True):
+                assert len(line) == len(reference_line)
+                assert all(abs(a - b) <= 2 for p, q in zip(line, reference_line, strict=True) for a, b in zip(p, q, strict=True))
         # the next document uses what is chosen now
         after = client.post("/ocr", files={"file": ("doc.tif", pdf)}).json()
         assert after["segmentationModel"] != "cutter"
