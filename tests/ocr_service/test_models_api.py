@@ -394,7 +394,11 @@ def test_a_document_reads_every_page_with_the_segmentation_model_version_it_star
         for got, want in zip(baselines, expected, strict=True):
             for line, reference_line in zip(got, want, strict=True):
                 assert len(line) == len(reference_line)
-                assert all(abs(a - b) <= 2 for p, q in zip(line, reference_line, strict=True) for a, b in zip(p, q, strict=True))
+                assert all(
+                    abs(a - b) <= 2
+                    for p, q in zip(line, reference_line, strict=True)
+                    for a, b in zip(p, q, strict=True)
+                )
         # the next document uses what is chosen now
         after = client.post("/ocr", files={"file": ("doc.tif", pdf)}).json()
         assert after["segmentationModel"] != "cutter"
