@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from ocr_service.admission import page_cost  # noqa: E402
 from ocr_service.settings import SERVICE_BASE_MEMORY_MB, Settings  # noqa: E402
+from tests.support.servers import wait_until_healthy  # noqa: E402
 from tests.support.synthetic import font, page_texts  # noqa: E402
 
 A4_300DPI = (2480, 3508)
@@ -157,16 +158,7 @@ def run(pages: int, hold_s: float, workers: int, code: Path) -> dict[str, object
     sockets: list[socket.socket] = []
     try:
         with httpx.Client(base_url=f"http://{host}", timeout=60) as client:
-            deadline = time.monotonic() + 600
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not become healthy")
-                time.sleep(0.5)
+            wait_until_healthy(client, 600)
             queue = client.get("/health").json()["queue"]
             idle_rss = psutil.Process(process.pid).memory_info().rss / MB
             sampler = Sampler(process.pid, f"http://{host}")

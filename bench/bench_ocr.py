@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.models import tiny_recognition_model  # noqa: E402
+from tests.support.servers import wait_until_healthy  # noqa: E402
 from tests.support.synthetic import page_texts, render_page, to_pdf  # noqa: E402
 
 DPI = 150
@@ -103,16 +104,7 @@ def running_service(model: Path | None) -> Iterator[httpx.Client]:
     process = subprocess.Popen([sys.executable, "-m", "ocr_service"], env=env, cwd=ROOT)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=900) as client:
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if client.get("/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the service did not become healthy")
-                time.sleep(0.5)
+            wait_until_healthy(client, 300)
             yield client
     finally:
         process.terminate()

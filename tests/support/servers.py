@@ -136,3 +136,17 @@ def redirect_to(location: str, status: int = 302) -> Handler:
         handler.end_headers()
 
     return handle
+
+
+def wait_until_healthy(client: httpx.Client, timeout_s: float) -> None:
+    """Poll ``/health`` of a service started as its own process until it answers 200."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise RuntimeError("the service did not become healthy")
+        time.sleep(0.5)
