@@ -22,7 +22,7 @@ from typing import Any
 from backend.ocr.models import JobStatus
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
 from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
-from backend.storage import Storage
+from backend.storage import Storage, StorageUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,10 @@ class JobRunner:
         except OcrUnavailable as exc:
             # Breaker open, retries used up: FAILED, and POST /api/ocr/batches/{id}/retry re-queues it.
             await self._end(job, JobStatus.FAILED, UNAVAILABLE, exc.message)
+        except StorageUnavailableError as exc:
+            # The store, not the document: FAILED so the batch's retry route can re-queue it.
+            log.error("OCR job %s: the document store cannot be reached: %s", job.job_id, exc)
+            await self._end(job, JobStatus.FAILED, "STORAGE_UNAVAILABLE", "The document store cannot be reached.")
         except OSError as exc:
             log.exception("OCR job %s: the original of document %s cannot be read", job.job_id, job.document_id)
             await self._end(job, JobStatus.FAILED, "ORIGINAL_UNREADABLE", f"The original cannot be read: {exc}")
