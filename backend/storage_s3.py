@@ -40,7 +40,9 @@ _FAILURES = (BotoCoreError, ClientError, Boto3Error)
 
 def _status(exc: ClientError) -> tuple[int, str]:
     response: dict[str, Any] = exc.response
-    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)), str(response.get("Error", {}).get("Code"))
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)), str(
+        response.get("Error", {}).get("Code")
+    )
 
 
 def _secret(value: Any) -> str | None:
@@ -72,7 +74,9 @@ class S3Storage:
         self.prefix = prefix
         self.where = where or "S3"
         part = part_size_mib * _MIB
-        self._transfer = TransferConfig(multipart_threshold=part, multipart_chunksize=part, max_concurrency=_UPLOAD_THREADS)
+        self._transfer = TransferConfig(
+            multipart_threshold=part, multipart_chunksize=part, max_concurrency=_UPLOAD_THREADS
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
@@ -178,8 +182,7 @@ class S3ObjectReader(io.RawIOBase):
         try:
             response: dict[str, Any] = self._storage.client.get_object(**arguments)
         except ClientError as exc:
-            status, code = _status(exc)
-            if first_byte is None and code in _NOT_FOUND:
+            if first_byte is None and _status(exc)[1] in _NOT_FOUND:
                 raise FileNotFoundError(f"no stored object {self._object!r}") from exc
             raise self._storage.unavailable(f"read {self._object}", exc) from exc
         except _FAILURES as exc:

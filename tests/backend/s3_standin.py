@@ -21,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from backend.storage import KEY
 
 ACCESS_KEY = "test-access-key"  # moto takes any key unless a test turns its auth on (refused_keys)
-SECRET_KEY = "test-secret-key"  # noqa: S105 (moto's, not a secret)
+SECRET_KEY = "test-secret-key"
 REGION = "us-east-1"
 
 
