@@ -207,6 +207,13 @@ class S3ObjectReader(io.RawIOBase):
         self._position = base + offset
         return self._position
 
+    def readall(self) -> bytes:
+        # RawIOBase's own readall asks for 8 KiB at a time; the rest of the body in big reads instead.
+        chunks: list[bytes] = []
+        while chunk := self.read(_READ_BUFFER):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     def readinto(self, buffer: Any) -> int:
         if self.closed:
             raise ValueError("I/O operation on closed file")

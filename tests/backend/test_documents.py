@@ -291,3 +291,18 @@ def test_start_up_stops_with_the_setting_to_fix_when_the_bucket_is_missing(
     monkeypatch.setenv("APP_S3_BUCKET", "No_Such_Bucket")
     assert main([]) == 2
     assert "s3_bucket" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("storage_kind", ["s3"], indirect=True)
+def test_a_store_down_at_start_leaves_the_original_but_purges_the_trash_and_starts(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock, moto_s3: MotoS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, body = upload(actors, make_document("png", 22))
+    actors.client.delete(f"/api/documents/{body['id']}", headers=actors.archivist)
+    bucket = services_of(actors.client).settings.s3_bucket
+    assert bucket is not None
+    clock.advance(30 * 86400)
+    restarted = app_factory(clock=clock, s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1)
+    assert restarted.get("/api/trash", headers=bearer(restarted, "admin")).json() == []
+    assert len(moto_s3.objects(bucket)) == 1
+    assert "is left in the store (delete it by hand)" in caplog.text

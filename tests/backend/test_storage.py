@@ -7,6 +7,7 @@ stand-in for MinIO that the issue allows on these machines: real HTTP, real boto
 from __future__ import annotations
 
 import io
+import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -331,3 +332,14 @@ def test_the_secret_key_never_shows_in_the_settings_or_a_start_up_error(moto_s3:
     with pytest.raises(StorageUnavailableError) as caught:
         S3Storage.from_settings(settings_).check()
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_secret_key_is_in_no_log_line_even_at_debug(moto_s3: MotoS3, caplog: pytest.LogCaptureFixture) -> None:
+    moto_s3.client.create_bucket(Bucket="secret-bucket")
+    caplog.set_level(logging.DEBUG)
+    store = s3_storage(**moto_s3.settings("secret-bucket", s3_secret_access_key="hunter2-very-secret"))
+    store.check()
+    key = store.save(io.BytesIO(b"letter"))
+    with store.open(key) as stored:
+        assert stored.read() == b"letter"
+    assert caplog.records and all("hunter2" not in record.getMessage() for record in caplog.records)
