@@ -13,7 +13,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 KEY = re.compile(r"(?:originals|pages)/[0-9a-f]{32}")
 _CHUNK = 1024 * 1024
@@ -104,3 +104,28 @@ class LocalStorage:
                 pass
         except OSError as exc:
             raise StorageUnavailableError(f"APP_STORAGE_DIR: {self.root} is not a writable folder ({exc})") from exc
+
+
+def local_file(storage: Storage, key: str) -> IO[bytes]:
+    """The object as a file on this machine's disk; blocking, so async code calls it in a thread.
+
+    A folder store's own file; from any other store (S3) a temporary copy, deleted when it is
+    closed. Async code that then reads the file in its event loop (httpx's multipart upload to
+    the OCR service) waits on a local disk only, never on the network.
+    """
+    source = storage.open(key)
+    try:
+        source.fileno()
+    except OSError:  # no file descriptor: not on this machine
+        pass
+    else:
+        return source
+    with source:
+        copy = tempfile.NamedTemporaryFile(prefix=f"{key.rsplit('/', 1)[-1]}-")  # the caller closes it
+        try:
+            shutil.copyfileobj(source, copy, _CHUNK)
+            copy.seek(0)
+        except BaseException:
+            copy.close()
+            raise
+    return copy

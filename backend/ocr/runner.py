@@ -22,7 +22,7 @@ from typing import Any
 from backend.ocr.models import JobStatus
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
 from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
-from backend.storage import Storage, StorageUnavailableError
+from backend.storage import Storage, StorageUnavailableError, local_file
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,9 @@ class JobRunner:
         page: int | None = None
         lines: list[dict[str, Any]] = []
         seen: set[int] = set()
-        with self.storage.open(job.storage_key) as original:
+        # A copy on local disk when the store is remote: the stream below reads it in the event loop.
+        original = await asyncio.to_thread(local_file, self.storage, job.storage_key)
+        with original:
             async with self.client.stream_pages(original, model=job.model) as events:
                 async for event in events:
                     kind = event["type"]

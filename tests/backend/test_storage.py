@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from backend.settings import Settings
-from backend.storage import KEY, InvalidKeyError, LocalStorage, Storage, StorageUnavailableError
+from backend.storage import KEY, InvalidKeyError, LocalStorage, Storage, StorageUnavailableError, local_file
 from backend.storage_s3 import S3Storage
 from tests.backend.s3_standin import MotoS3, free_port
 
@@ -343,3 +343,14 @@ def test_the_secret_key_is_in_no_log_line_even_at_debug(moto_s3: MotoS3, caplog:
     with store.open(key) as stored:
         assert stored.read() == b"letter"
     assert caplog.records and all("hunter2" not in record.getMessage() for record in caplog.records)
+
+
+def test_local_file_is_the_folders_own_file_or_a_temporary_copy_gone_when_closed(store: Storage) -> None:
+    data = content(MIB + 3, seed=11)
+    key = store.save(io.BytesIO(data))
+    with local_file(store, key) as on_disk:
+        path = Path(on_disk.name)
+        assert path.is_file() and path.read_bytes() == data and on_disk.read() == data
+    assert path.exists() == isinstance(store, LocalStorage)  # the folder's file stays, a copy is deleted
+    with pytest.raises(FileNotFoundError):
+        local_file(store, "originals/" + "f" * 32)
