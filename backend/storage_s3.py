@@ -31,7 +31,7 @@ _MIB = 1024 * 1024
 _READ_BUFFER = _MIB
 # Seeking forward by at most this much reads on through the open body instead of a new GET.
 _SKIP_WITHIN = 256 * 1024
-# Parts of one upload in flight at once: bounds an upload's memory to this many parts.
+# Parts of one upload in flight at once, and read ahead at most: an upload holds about this many parts.
 _UPLOAD_THREADS = 4
 _NOT_FOUND = frozenset({"NoSuchKey", "NotFound", "404"})
 _REFUSED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "401"})
@@ -75,8 +75,13 @@ class S3Storage:
         self.where = where or "S3"
         part = part_size_mib * _MIB
         self._transfer = TransferConfig(
-            multipart_threshold=part, multipart_chunksize=part, max_concurrency=_UPLOAD_THREADS
+            multipart_threshold=part,
+            multipart_chunksize=part,
+            max_concurrency=_UPLOAD_THREADS,
+            preferred_transfer_client="classic",
         )
+        # Parts read ahead and waiting for a thread: s3transfer allows 10 by default (80 MiB at 8 MiB parts).
+        self._transfer.max_in_memory_upload_chunks = _UPLOAD_THREADS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -208,6 +209,31 @@ def test_a_big_original_goes_up_in_parts_never_read_whole(moto_s3: MotoS3) -> No
     assert etag.strip('"').endswith("-3")  # a multipart upload of three parts
     assert moto_s3.objects(bucket) == {key: data}
     assert moto_s3.multipart_uploads(bucket) == []
+
+
+def test_a_multipart_upload_reads_only_a_few_parts_ahead_of_what_s3_has_taken(moto_s3: MotoS3) -> None:
+    bucket = moto_s3.new_bucket()
+    store = s3_storage(**moto_s3.settings(bucket, s3_part_size_mib=5))
+    taken: list[int] = []
+    ahead: list[int] = []
+
+    def slow_part(**_: Any) -> None:
+        time.sleep(0.05)  # a slow link: without a bound the reader would run far ahead of the uploads
+
+    def part_done(**_: Any) -> None:
+        taken.append(1)
+
+    class Watched(CountingReader):
+        def read(self, size: int | None = -1) -> bytes:
+            ahead.append(len(self.reads) - len(taken))
+            return super().read(size)
+
+    store.client.meta.events.register("before-send.s3.UploadPart", slow_part)
+    store.client.meta.events.register("after-call.s3.UploadPart", part_done)
+    data = content(60 * MIB, seed=5)
+    key = store.save(Watched(data))  # type: ignore[arg-type]
+    assert len(taken) == 12 and max(ahead) <= 5  # four uploading, one being read
+    assert moto_s3.client.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(data)
 
 
 def test_an_upload_that_fails_midway_leaves_no_object_and_no_open_upload(moto_s3: MotoS3) -> None:
