@@ -64,7 +64,7 @@ def network_calls(store: Storage) -> Iterator[list[str]]:
         store.client.meta.events.unregister("before-send.s3", record)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=FIXTURES)
+@settings(max_examples=12, deadline=None, suppress_health_check=FIXTURES, derandomize=True, database=None)
 @given(size=st.sampled_from([0, 1, 4095, MIB + 17, 3 * MIB]) | st.integers(0, 300_000), start=st.integers(0, 5000))
 def test_what_is_saved_comes_back_from_the_position_the_source_was_at(store: Storage, size: int, start: int) -> None:
     data = content(size, seed=size)
@@ -103,7 +103,7 @@ operations = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES)
+@settings(max_examples=25, deadline=None, suppress_health_check=FIXTURES, derandomize=True, database=None)
 @given(steps=operations)
 def test_reads_and_seeks_on_an_opened_object_match_the_bytes(
     store: Storage, big_object: Stored, steps: list[Operation]
@@ -150,7 +150,7 @@ HOSTILE = [
 ]
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=FIXTURES)
+@settings(max_examples=60, deadline=None, suppress_health_check=FIXTURES, derandomize=True, database=None)
 @given(key=st.sampled_from(HOSTILE) | st.text(max_size=70))
 def test_a_key_not_of_the_storage_shape_is_refused_before_any_call(store: Storage, key: str) -> None:
     if KEY.fullmatch(key):
@@ -344,6 +344,7 @@ def test_a_bucket_name_s3_would_refuse_is_refused_at_start(name: str) -> None:
         Settings(s3_bucket=name)
 
 
+@settings(derandomize=True, database=None)
 @given(st.from_regex(r"[a-z0-9]([a-z0-9-]{1,40}|[a-z0-9]{1,10}(\.[a-z0-9]{1,10}){1,3})[a-z0-9]", fullmatch=True))
 def test_bucket_names_of_the_rules_are_taken(name: str) -> None:
     if name.startswith(("xn--", "sthree-")) or name.endswith("-s3alias") or name.replace(".", "").isdigit():
