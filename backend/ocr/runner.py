@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from backend.errors import ErrorCode
 from backend.ocr.models import JobStatus
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
 from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
@@ -124,7 +125,9 @@ class JobRunner:
         except StorageUnavailableError as exc:
             # The store, not the document: FAILED so the batch's retry route can re-queue it.
             log.error("OCR job %s: the document store cannot be reached: %s", job.job_id, exc)
-            await self._end(job, JobStatus.FAILED, "STORAGE_UNAVAILABLE", "The document store cannot be reached.")
+            await self._end(
+                job, JobStatus.FAILED, ErrorCode.STORAGE_UNAVAILABLE, "The document store cannot be reached."
+            )
         except OSError as exc:
             log.exception("OCR job %s: the original of document %s cannot be read", job.job_id, job.document_id)
             await self._end(job, JobStatus.FAILED, "ORIGINAL_UNREADABLE", f"The original cannot be read: {exc}")
