@@ -34,8 +34,15 @@ def _settings() -> Settings | None:
 
 def serve(settings: Settings) -> int:
     from backend.app import build_services, create_app, create_management_app
+    from backend.storage import StorageUnavailableError
 
     services = build_services(settings)
+    try:
+        services.documents.storage.check()
+    except StorageUnavailableError as exc:
+        print(f"The backend cannot start; its document store is not usable:\n{exc}", file=sys.stderr)
+        services.db.dispose()
+        return 2
     public = uvicorn.Server(
         uvicorn.Config(create_app(settings, services=services), host=settings.host, port=settings.port, log_config=None)
     )

@@ -20,7 +20,7 @@ from backend.metrics import Metrics
 from backend.ocr.service import Jobs
 from backend.ocr_client import BreakerConfig, OcrClient, OcrClientConfig
 from backend.settings import Settings
-from backend.storage import LocalStorage
+from backend.storage import LocalStorage, Storage
 from backend.users.models import Credential, CredentialKind, Role, User
 from backend.users.service import Credentials, Users, make_hasher
 from backend.users.throttle import LoginThrottle
@@ -94,6 +94,15 @@ def ocr_client_config(settings: Settings) -> OcrClientConfig:
     )
 
 
+def build_storage(settings: Settings) -> Storage:
+    """The configured store of originals (no call is made here; ``check()`` at start-up makes one)."""
+    if settings.storage == "s3":
+        from backend.storage_s3 import S3Storage  # boto3 is loaded only where it is used
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage(settings.storage_dir)
+
+
 def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient | None = None) -> Services:
     metrics = Metrics()
     return Services(
@@ -110,7 +119,7 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
             window_s=settings.login_window_s,
         ),
         documents=Documents(
-            LocalStorage(settings.storage_dir),
+            build_storage(settings),
             max_upload_bytes=settings.max_upload_bytes,
             max_pages=settings.max_pages,
             trash_days=settings.trash_days,

@@ -16,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from backend.storage import StorageUnavailableError
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +62,7 @@ class ErrorCode(StrEnum):
     OCR_ALREADY_RUNNING = "OCR_ALREADY_RUNNING"
     # the backend itself
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -98,6 +101,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.OCR_BATCH_NOT_FOUND: 404,
     ErrorCode.OCR_ALREADY_RUNNING: 409,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
+    ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 
@@ -181,6 +185,18 @@ def install_error_handlers(app: FastAPI) -> None:
             message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         error = AppError(code, message, headers=getattr(exc, "headers", None))
         return JSONResponse(error.body(), status_code=exc.status_code, headers=error.headers)
+
+    @app.exception_handler(StorageUnavailableError)
+    async def _storage(request: Request, exc: StorageUnavailableError) -> JSONResponse:
+        # The detail (endpoint, bucket, botocore's reason) is for the operator's log, not the client.
+        log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            AppError(
+                ErrorCode.STORAGE_UNAVAILABLE,
+                "The document store cannot be reached just now. Please try again in a minute.",
+                headers={"Retry-After": "30"},
+            )
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

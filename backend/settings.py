@@ -6,11 +6,31 @@ passed in (``create_app(settings)``); tests construct their own ``Settings(...)`
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+PREFIX = re.compile(r"[A-Za-z0-9._/-]+")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """What is wrong with an S3 bucket name (AWS's general-purpose bucket rules), or None."""
+    if not _BUCKET.fullmatch(name):
+        return "must be 3-63 lower-case letters, digits, '.' and '-', beginning and ending with a letter or digit"
+    if ".." in name or ".-" in name or "-." in name:
+        return "must not have two dots in a row or a dot beside a hyphen"
+    if _IPV4.fullmatch(name):
+        return "must not look like an IP address"
+    if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(("-s3alias", "--ol-s3", "--x-s3")):
+        return "must not use a prefix or suffix S3 reserves (xn--, sthree-, -s3alias, --ol-s3, --x-s3)"
+    return None
 
 
 class Settings(BaseSettings):
@@ -27,8 +47,31 @@ class Settings(BaseSettings):
 
     # SQLite file by default; postgresql://user:pass@host/db in production.
     database_url: str = "sqlite:///./data/backend.db"
+    # Where originals (and rendered pages) live: "local" (the folder storage_dir) or "s3"
+    # (an S3-compatible bucket, e.g. MinIO: the s3_* settings below).
+    storage: Literal["local", "s3"] = "local"
     # Originals (uploaded documents) live here, under keys the backend makes up.
     storage_dir: Path = Path("data/storage")
+    # S3: the endpoint (empty: AWS's own for s3_region), the bucket (it must exist), an optional
+    # key prefix (several archives in one bucket). Credentials: both keys here, or neither and
+    # boto3's usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile, an instance role).
+    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = ""
+    s3_access_key_id: SecretStr | None = None
+    s3_secret_access_key: SecretStr | None = None
+    # "path" (bucket in the URL's path) works with MinIO and most S3-compatible stores; AWS also
+    # takes "virtual" (bucket in the host name).
+    s3_addressing_style: Literal["path", "virtual", "auto"] = "path"
+    # Every call: connect and read time limits, and attempts in all (botocore's standard retry
+    # mode: throttling, 5xx and connection errors, with jittered exponential back-off).
+    s3_connect_timeout_s: float = Field(5.0, gt=0, le=300)
+    s3_read_timeout_s: float = Field(60.0, gt=0, le=3600)
+    s3_max_attempts: int = Field(3, ge=1, le=10)
+    # Originals larger than this are uploaded in parts of this size (S3's minimum is 5 MiB);
+    # one upload holds at most a few parts in memory, never the whole file.
+    s3_part_size_mib: int = Field(8, ge=5, le=512)
 
     # The first admin, created unattended at start when there are no users (both or neither).
     admin_username: str | None = None
@@ -98,6 +141,47 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("s3_endpoint_url", "s3_bucket", "s3_access_key_id", "s3_secret_access_key", mode="before")
+    @classmethod
+    def _s3_empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL such as http://minio:9000")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use APP_S3_ACCESS_KEY_ID / APP_S3_SECRET_ACCESS_KEY")
+        return value.rstrip("/")
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _s3_bucket(cls, value: str | None) -> str | None:
+        if value is not None and (problem := bucket_name_problem(value)):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("s3_region")
+    @classmethod
+    def _s3_region(cls, value: str) -> str:
+        if not REGION.fullmatch(value):
+            raise ValueError("must be a region name such as us-east-1 (lower-case letters, digits, hyphens)")
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _s3_prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value:
+            return ""
+        if len(value) > 200 or not PREFIX.fullmatch(value) or any(part in {"", ".", ".."} for part in value.split("/")):
+            raise ValueError("must be folder names of letters, digits, '-', '_' and '.' joined by '/' (no '..')")
+        return value + "/"
+
     @field_validator("admin_username", "admin_password", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -112,6 +196,10 @@ class Settings(BaseSettings):
         if self.login_max_delay_s < self.login_base_delay_s:
             raise ValueError("APP_LOGIN_MAX_DELAY_S must not be below APP_LOGIN_BASE_DELAY_S")
         self.storage_dir = self.storage_dir.expanduser().resolve()
+        if self.storage == "s3" and self.s3_bucket is None:
+            raise ValueError("APP_S3_BUCKET must name the bucket when APP_STORAGE is s3")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("APP_S3_ACCESS_KEY_ID and APP_S3_SECRET_ACCESS_KEY must be set together")
         if not self.ocr_url_list:
             raise ValueError("APP_OCR_URLS must name at least one OCR service URL")
         for url in self.ocr_url_list:

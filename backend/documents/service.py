@@ -26,7 +26,7 @@ from backend.documents.schemas import (
     parse_partial_date,
 )
 from backend.errors import AppError, ErrorCode
-from backend.storage import Storage
+from backend.storage import Storage, StorageUnavailableError
 from backend.users.models import User
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,11 @@ class Documents:
             session.delete(document)
         session.commit()
         for key in keys:
-            self.storage.delete(key)
+            try:
+                self.storage.delete(key)
+            except StorageUnavailableError as exc:
+                # The rows are gone already; a store that fails now must not stop the backend's start.
+                log.error("purge: original %s is left in the store (delete it by hand): %s", key, exc)
         if expired:
             log.info("purged %d documents from the trash", len(expired))
         return len(expired)

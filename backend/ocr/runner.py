@@ -19,10 +19,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from backend.errors import ErrorCode
 from backend.ocr.models import JobStatus
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
 from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
-from backend.storage import Storage
+from backend.storage import Storage, StorageUnavailableError, local_file
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,12 @@ class JobRunner:
         except OcrUnavailable as exc:
             # Breaker open, retries used up: FAILED, and POST /api/ocr/batches/{id}/retry re-queues it.
             await self._end(job, JobStatus.FAILED, UNAVAILABLE, exc.message)
+        except StorageUnavailableError as exc:
+            # The store, not the document: FAILED so the batch's retry route can re-queue it.
+            log.error("OCR job %s: the document store cannot be reached: %s", job.job_id, exc)
+            await self._end(
+                job, JobStatus.FAILED, ErrorCode.STORAGE_UNAVAILABLE, "The document store cannot be reached."
+            )
         except OSError as exc:
             log.exception("OCR job %s: the original of document %s cannot be read", job.job_id, job.document_id)
             await self._end(job, JobStatus.FAILED, "ORIGINAL_UNREADABLE", f"The original cannot be read: {exc}")
@@ -152,7 +159,9 @@ class JobRunner:
         page: int | None = None
         lines: list[dict[str, Any]] = []
         seen: set[int] = set()
-        with self.storage.open(job.storage_key) as original:
+        # A copy on local disk when the store is remote: the stream below reads it in the event loop.
+        original = await asyncio.to_thread(local_file, self.storage, job.storage_key)
+        with original:
             async with self.client.stream_pages(original, model=job.model) as events:
                 async for event in events:
                     kind = event["type"]

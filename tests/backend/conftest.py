@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,6 +27,9 @@ from backend.db import Base, Database, migrate
 from backend.deps import Clock, Services, build_services, utc_now
 from backend.settings import Settings
 from backend.users.models import Role, User
+
+if TYPE_CHECKING:
+    from tests.backend.s3_standin import MotoS3
 
 DATABASE_KIND = os.environ.get("APP_TEST_DATABASE", "sqlite")
 POSTGRES_URL = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -93,13 +96,45 @@ def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settin
 AppFactory = Callable[..., TestClient]
 
 
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3]:
+    """moto's S3 server (server mode, 127.0.0.1, a free port) for the whole run; see s3_standin.py."""
+    from tests.backend.s3_standin import MotoS3  # moto loads only for runs that use S3
+
+    server = MotoS3()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def app_factory(db: Database, database_url: str, tmp_path: Path) -> Iterator[AppFactory]:
+def storage_kind(request: pytest.FixtureRequest) -> str:
+    """Where the app's originals live: "local" unless a test parametrizes it (indirect) with "s3"."""
+    kind: str = getattr(request, "param", "local")
+    return kind
+
+
+@pytest.fixture
+def storage_settings(storage_kind: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for the test's storage: none for a folder, a fresh bucket for S3."""
+    if storage_kind == "local":
+        return {}
+    moto: MotoS3 = request.getfixturevalue("moto_s3")
+    return moto.settings()
+
+
+# Parametrize a test with this to run it on both stores (the app_factory, client and actors fixtures follow).
+BOTH_STORES = pytest.mark.parametrize("storage_kind", ["local", "s3"], indirect=True)
+
+
+@pytest.fixture
+def app_factory(
+    db: Database, database_url: str, tmp_path: Path, storage_settings: dict[str, Any]
+) -> Iterator[AppFactory]:
     """Start the backend on the test database with settings of the test's own (TestClient, lifespan run)."""
     clients: list[TestClient] = []
 
     def start(clock: Clock = utc_now, **overrides: Any) -> TestClient:
-        settings = make_settings(database_url, tmp_path, **overrides)
+        settings = make_settings(database_url, tmp_path, **{**storage_settings, **overrides})
         client = TestClient(create_app(settings, services=build_services(settings, clock=clock)))
         client.__enter__()
         clients.append(client)

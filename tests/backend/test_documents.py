@@ -12,9 +12,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backend.storage import KEY, InvalidKeyError, LocalStorage
+from backend.storage_s3 import S3Storage
 from backend.users.models import Role
-from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
+from tests.backend.conftest import BOTH_STORES, Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.documents import KINDS, make_document
+from tests.backend.s3_standin import MotoS3, free_port, stored_keys
 
 
 def upload(
@@ -30,11 +32,22 @@ def upload(
 
 
 def stored_files(actors: Actors) -> list[str]:
-    root = services_of(actors.client).settings.storage_dir / "originals"
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    """The keys of every object in the app's store, read from the folder or the bucket itself."""
+    settings = services_of(actors.client).settings
+    if settings.storage == "s3":
+        storage = services_of(actors.client).documents.storage
+        assert isinstance(storage, S3Storage)
+        listed = storage.client.list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])
+        return stored_keys({o["Key"]: b"" for o in listed}, settings.s3_prefix)
+    root = settings.storage_dir
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".staging" not in p.parts)
 
 
-@pytest.mark.parametrize(("kind", "pages"), [(k, 1) for k in KINDS] + [("pdf", 3), ("tiff", 4)])
+@pytest.mark.parametrize(
+    ("kind", "pages", "storage_kind"),
+    [(k, 1, "local") for k in KINDS] + [("pdf", 3, "local"), ("tiff", 4, "local"), ("pdf", 3, "s3"), ("jpeg", 1, "s3")],
+    indirect=["storage_kind"],
+)
 def test_an_upload_is_sniffed_counted_hashed_and_stored(actors: Actors, kind: str, pages: int) -> None:
     content = make_document(kind, seed=7, pages=pages)
     status, body = upload(actors, content, filename="letter.pdf", writer="Anna Müller", date="1916-05")
@@ -48,20 +61,23 @@ def test_an_upload_is_sniffed_counted_hashed_and_stored(actors: Actors, kind: st
         assert KEY.fullmatch(document.storage_key)
         with services.documents.storage.open(document.storage_key) as original:
             assert original.read() == content
+    assert stored_files(actors) == [document.storage_key]
     assert actors.client.get(f"/api/documents/{body['id']}", headers=actors.admin).json() == body
 
 
 @pytest.mark.parametrize(
-    ("content", "code"),
+    ("content", "code", "storage_kind"),
     [
-        (b"", "EMPTY_DOCUMENT"),
-        (b"hello, this is text", "UNSUPPORTED_DOCUMENT_TYPE"),
-        (b"PK\x03\x04" + b"\x00" * 40, "UNSUPPORTED_DOCUMENT_TYPE"),
-        (b"GIF89a" + b"\x00" * 40, "UNSUPPORTED_DOCUMENT_TYPE"),
-        (b"%PDF-1.7\nnot really a pdf", "CORRUPT_DOCUMENT"),
-        (make_document("png", 1)[:40], "CORRUPT_DOCUMENT"),
-        (b"RIFF\x00\x00\x00\x00WEBPVP8 garbage", "CORRUPT_DOCUMENT"),
+        (b"", "EMPTY_DOCUMENT", "local"),
+        (b"hello, this is text", "UNSUPPORTED_DOCUMENT_TYPE", "local"),
+        (b"PK\x03\x04" + b"\x00" * 40, "UNSUPPORTED_DOCUMENT_TYPE", "local"),
+        (b"GIF89a" + b"\x00" * 40, "UNSUPPORTED_DOCUMENT_TYPE", "local"),
+        (b"%PDF-1.7\nnot really a pdf", "CORRUPT_DOCUMENT", "local"),
+        (b"%PDF-1.7\nnot really a pdf", "CORRUPT_DOCUMENT", "s3"),
+        (make_document("png", 1)[:40], "CORRUPT_DOCUMENT", "local"),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8 garbage", "CORRUPT_DOCUMENT", "local"),
     ],
+    indirect=["storage_kind"],
 )
 def test_a_bad_file_is_refused_with_a_code_and_nothing_is_stored(actors: Actors, content: bytes, code: str) -> None:
     status, body = upload(actors, content)
@@ -83,6 +99,7 @@ def test_mutated_files_are_stored_or_refused_with_a_code_never_a_500(actors: Act
     assert len(stored_files(actors)) == (1 if status == 201 else 0)
 
 
+@BOTH_STORES
 def test_the_same_file_twice_is_reported_with_the_existing_document(actors: Actors) -> None:
     content = make_document("png", 3)
     _, first = upload(actors, content, title="Erster")
@@ -122,13 +139,14 @@ def test_an_oversized_upload_is_cut_off_with_or_without_a_declared_length(app_fa
     assert (declared.status_code, declared.json()["code"]) == (413, "DOCUMENT_TOO_LARGE")
 
 
+@BOTH_STORES
 def test_storage_keys_never_come_from_the_file_name(actors: Actors) -> None:
     for seed, filename in enumerate(["../../../etc/passwd.png", "..\\..\\boot.ini", "/originals/" + "0" * 32]):
         status, body = upload(actors, make_document("png", 5 + seed), filename=filename)
         assert status == 201
         assert body["originalFilename"] == filename.replace("\\", "/").rsplit("/", 1)[-1]
-    root = services_of(actors.client).settings.storage_dir
-    assert [p.parent == root / "originals" for p in root.rglob("*") if p.is_file()] == [True] * 3
+    stored = stored_files(actors)
+    assert len(stored) == 3 and all(KEY.fullmatch(key) and key.startswith("originals/") for key in stored)
 
 
 @given(st.text(max_size=60))
@@ -214,6 +232,7 @@ def test_trash_hides_a_document_until_an_admin_restores_it(actors: Actors) -> No
     assert actors.client.get(url, headers=actors.archivist).status_code == 200
 
 
+@BOTH_STORES
 def test_after_the_trash_period_a_document_cannot_be_restored_and_is_purged_at_start(
     actors: Actors, app_factory: AppFactory, clock: FakeClock
 ) -> None:
@@ -238,3 +257,52 @@ def test_partial_dates_keep_their_precision(actors: Actors) -> None:
     status, body = upload(actors, make_document("png", 40), date="1916-02-30")
     assert (status, body["code"]) == (422, "INVALID_REQUEST")
     assert date(1916, 1, 1).isoformat() == "1916-01-01"
+
+
+def test_an_upload_while_the_store_is_down_is_a_503_and_records_nothing(
+    app_factory: AppFactory, moto_s3: MotoS3
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    client = app_factory(**moto_s3.settings("archive", s3_endpoint_url=dead, s3_max_attempts=1))
+    add_user(client, "erika", Role.ARCHIVIST)
+    actors = Actors(client, {}, bearer(client, "erika"))
+    response = client.post(
+        "/api/documents",
+        headers=actors.archivist,
+        files={"file": ("scan.png", make_document("png", 60), "application/octet-stream")},
+        data={"title": "Brief"},
+    )
+    assert (response.status_code, response.json()["code"]) == (503, "STORAGE_UNAVAILABLE")
+    assert response.headers["Retry-After"] == "30" and dead not in response.text
+    assert client.get("/api/documents", headers=actors.archivist).json()["items"] == []
+
+
+def test_start_up_stops_with_the_setting_to_fix_when_the_bucket_is_missing(
+    moto_s3: MotoS3, database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from backend.__main__ import main
+
+    values = moto_s3.settings("no-such-bucket", s3_secret_access_key="hunter2-secret")
+    for name, value in {**values, "database_url": database_url, "argon2_time_cost": 1}.items():
+        monkeypatch.setenv(f"APP_{name.upper()}", str(value))
+    assert main([]) == 2
+    error = capsys.readouterr().err
+    assert "APP_S3_BUCKET: there is no bucket 'no-such-bucket'" in error and "hunter2" not in error
+    monkeypatch.setenv("APP_S3_BUCKET", "No_Such_Bucket")
+    assert main([]) == 2
+    assert "s3_bucket" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("storage_kind", ["s3"], indirect=True)
+def test_a_store_down_at_start_leaves_the_original_but_purges_the_trash_and_starts(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock, moto_s3: MotoS3, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, body = upload(actors, make_document("png", 22))
+    actors.client.delete(f"/api/documents/{body['id']}", headers=actors.archivist)
+    bucket = services_of(actors.client).settings.s3_bucket
+    assert bucket is not None
+    clock.advance(30 * 86400)
+    restarted = app_factory(clock=clock, s3_endpoint_url=f"http://127.0.0.1:{free_port()}", s3_max_attempts=1)
+    assert restarted.get("/api/trash", headers=bearer(restarted, "admin")).json() == []
+    assert len(moto_s3.objects(bucket)) == 1
+    assert "is left in the store (delete it by hand)" in caplog.text
