@@ -438,3 +438,26 @@ def test_hostile_ids_and_page_numbers_are_404_or_422(actors: Actors, document: s
 def upload_once(actors: Actors) -> int:
     listed = actors.client.get("/api/documents", headers=actors.archivist).json()["items"]
     return int(listed[0]["id"]) if listed else upload(actors, make_document("png", 16))
+
+
+def test_the_size_the_ocr_service_reports_replaces_the_one_worked_out(actors: Actors) -> None:
+    from tests.backend.ocr_jobs import drain, page_events, runner
+    from tests.backend.ocr_standin import Drip, start_standin
+
+    document_id = upload(actors, make_document("pdf", 17, pages=2))
+    listed = actors.client.get(f"/api/documents/{document_id}/pages", headers=actors.archivist).json()
+    worked_out = [(math.ceil(217 * (300 / 72)), math.ceil(height_pt * (300 / 72))) for height_pt in (300, 301)]
+    assert [(p["width"], p["height"]) for p in listed] == worked_out
+    standin = start_standin()
+    try:
+        events = list(page_events(2))
+        events[0] = {**events[0], "width": 1000, "height": 1400}  # e.g. the service's OCR_PDF_DPI differs
+        events[3] = {**events[3], "width": "wide", "height": -1}  # unusable: the size stays as it was
+        standin.service.plan("POST /ocr/stream", Drip(tuple(events)))
+        started = actors.client.post(f"/api/documents/{document_id}/ocr", headers=actors.archivist)
+        assert started.status_code == 202, started.text
+        drain(runner(actors.client, standin.url))
+    finally:
+        standin.stop()
+    listed = actors.client.get(f"/api/documents/{document_id}/pages", headers=actors.archivist).json()
+    assert [(p["width"], p["height"]) for p in listed] == [(1000, 1400), worked_out[1]]
