@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     # A PDF page is rendered at this DPI; an image page keeps its own pixels. Either way its
     # long side is brought down to page_max_side (px) and its thumbnail's to page_thumbnail_side.
     page_dpi: int = Field(150, ge=36, le=600)
-    page_max_side: int = Field(3000, ge=64, le=16383)  # WebP's own limit is 16383 px a side
+    page_max_side: int = Field(2400, ge=64, le=16383)  # WebP's own limit is 16383 px a side
     page_thumbnail_side: int = Field(300, ge=16, le=2000)
     # An image page with more pixels than this is not decoded for display (422 PAGE_TOO_LARGE):
     # decoding one holds about 4 bytes a pixel (a JPEG is decoded at a reduced scale instead).
