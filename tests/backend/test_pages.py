@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
 import pypdfium2
@@ -461,3 +461,65 @@ def test_the_size_the_ocr_service_reports_replaces_the_one_worked_out(actors: Ac
         standin.stop()
     listed = actors.client.get(f"/api/documents/{document_id}/pages", headers=actors.archivist).json()
     assert [(p["width"], p["height"]) for p in listed] == [(1000, 1400), worked_out[1]]
+
+
+class _Unseekable(io.RawIOBase):
+    """A stream read front to back only, as an object store's response body is."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self.inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.inner.close()
+        super().close()
+
+
+class _StreamingStorage:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def save(self, source: BinaryIO, kind: str = "originals") -> str:
+        key: str = self.inner.save(source, kind)
+        return key
+
+    def open(self, key: str) -> BinaryIO:
+        return cast(BinaryIO, _Unseekable(self.inner.open(key)))
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def exists(self, key: str) -> bool:
+        return bool(self.inner.exists(key))
+
+
+@pytest.mark.parametrize("kind", ["pdf", "tiff"])
+def test_an_original_from_a_storage_that_cannot_seek_is_spooled_first(actors: Actors, kind: str) -> None:
+    services = services_of(actors.client)
+    services.pages.storage = _StreamingStorage(services.pages.storage)
+    document_id = upload(actors, make_document(kind, 18, pages=2))
+    listed = actors.client.get(f"/api/documents/{document_id}/pages", headers=actors.archivist).json()
+    assert [p["number"] for p in listed] == [1, 2] and all(p["width"] for p in listed)
+    for page in listed:
+        assert decoded(actors.client.get(page["thumbnailUrl"], headers=actors.archivist)).size[0] >= 1
+        streamed = actors.client.get(page["imageUrl"], headers=actors.archivist)
+        assert decoded(streamed).size[0] >= 1
+
+
+def test_a_thumbnail_larger_than_the_page_image_is_refused_at_start_up(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from backend.settings import Settings
+
+    with pytest.raises(ValidationError, match="APP_PAGE_THUMBNAIL_SIDE"):
+        Settings(page_max_side=400, page_thumbnail_side=500, storage_dir=tmp_path)
