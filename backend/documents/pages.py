@@ -185,6 +185,7 @@ class PageImages:
         return page
 
     def _render_and_store(self, session: Session, document: Document, page: Page) -> Page:
+        session.commit()  # ends the reads' transaction: none stays open across a render (seconds)
         with self._original(document) as source:
             rendered = self.render(source, document.media_type, page.number, self.limits)
         keys = [self.storage.save(io.BytesIO(rendered.image), "pages")]
