@@ -252,6 +252,8 @@ def test_concurrent_requests_for_a_page_render_it_once(actors: Actors) -> None:
     with ThreadPoolExecutor(len(urls)) as pool:
         futures = [pool.submit(actors.client.get, url, headers=actors.archivist) for url in urls]
         assert counting.started.wait(30)
+        # The render runs in a thread: the app answers other requests meanwhile.
+        assert actors.client.get("/api/auth/me", headers=actors.archivist).status_code == 200
         # Let the render go only once every request waits for this page (or has its answer).
         with services.db.sessions() as session:
             page_id = session.query(Page.id).filter_by(document_id=document_id, number=1).scalar()
