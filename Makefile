@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-documents bench-ocr-client clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-documents bench-ocr-client bench-pages clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-documents: install
 # The backend's OCR client: starting a call with the breaker open vs the service down.
 bench-ocr-client: install
 	$(PY) bench/bench_ocr_client.py
+
+# The backend's first view of a page: rendering its display image and thumbnail.
+bench-pages: install
+	$(PY) bench/bench_pages.py
 
 # Peak RSS and seconds per epoch of recognition and segmentation (800 px) training.
 bench-training: install

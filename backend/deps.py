@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database
 from backend.documents.lines import Lines
+from backend.documents.pages import PageImages
+from backend.documents.render import RenderLimits
 from backend.documents.service import Documents
 from backend.errors import AppError, ErrorCode
 from backend.metrics import Metrics
@@ -67,6 +69,7 @@ class Services:
     users: Users
     throttle: LoginThrottle
     documents: Documents
+    pages: PageImages
     ocr: OcrClient
     metrics: Metrics
     clock: Clock = utc_now
@@ -103,8 +106,20 @@ def build_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.storage_dir)
 
 
+def render_limits(settings: Settings) -> RenderLimits:
+    return RenderLimits(
+        display_dpi=settings.page_dpi,
+        max_side=settings.page_max_side,
+        thumbnail_side=settings.page_thumbnail_side,
+        max_pixels=settings.page_max_pixels,
+        ocr_pdf_dpi=settings.ocr_pdf_dpi,
+        ocr_max_page_pixels=settings.ocr_max_page_pixels,
+    )
+
+
 def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient | None = None) -> Services:
     metrics = Metrics()
+    storage = build_storage(settings)
     return Services(
         metrics=metrics,
         ocr=ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock),
@@ -119,11 +134,12 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
             window_s=settings.login_window_s,
         ),
         documents=Documents(
-            build_storage(settings),
+            storage,
             max_upload_bytes=settings.max_upload_bytes,
             max_pages=settings.max_pages,
             trash_days=settings.trash_days,
         ),
+        pages=PageImages(storage, render_limits(settings), concurrency=settings.page_render_concurrency),
         clock=clock,
     )
 

@@ -50,6 +50,8 @@ class ErrorCode(StrEnum):
     DOCUMENT_TOO_LARGE = "DOCUMENT_TOO_LARGE"
     TOO_MANY_PAGES = "TOO_MANY_PAGES"
     NOT_IN_TRASH = "NOT_IN_TRASH"
+    PAGE_NOT_FOUND = "PAGE_NOT_FOUND"
+    PAGE_TOO_LARGE = "PAGE_TOO_LARGE"
     TRASH_EXPIRED = "TRASH_EXPIRED"
     # lines
     LINE_NOT_FOUND = "LINE_NOT_FOUND"
@@ -93,6 +95,9 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.DOCUMENT_TOO_LARGE: 413,
     ErrorCode.TOO_MANY_PAGES: 413,
     ErrorCode.NOT_IN_TRASH: 409,
+    ErrorCode.PAGE_NOT_FOUND: 404,
+    # 422, not 413: the request is small; the stored page is too large to be shown.
+    ErrorCode.PAGE_TOO_LARGE: 422,
     ErrorCode.TRASH_EXPIRED: 410,
     ErrorCode.LINE_NOT_FOUND: 404,
     ErrorCode.LINE_CHANGED: 409,

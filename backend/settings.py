@@ -98,6 +98,24 @@ class Settings(BaseSettings):
     # A deleted document stays in the trash this long; an admin can restore it until then.
     trash_days: int = Field(30, ge=1)
 
+    # --- Page images for the UI ---------------------------------------------------------
+    # A PDF page is rendered at this DPI; an image page keeps its own pixels. Either way its
+    # long side is brought down to page_max_side (px) and its thumbnail's to page_thumbnail_side.
+    page_dpi: int = Field(150, ge=36, le=600)
+    page_max_side: int = Field(2400, ge=64, le=16383)  # WebP's own limit is 16383 px a side
+    page_thumbnail_side: int = Field(300, ge=16, le=2000)
+    # An image page with more pixels than this is not decoded for display (422 PAGE_TOO_LARGE):
+    # decoding one holds about 4 bytes a pixel (a JPEG is decoded at a reduced scale instead).
+    page_max_pixels: int = Field(100_000_000, ge=1_000_000)
+    # Pages rendered at once by this process (each holds one decoded page in memory).
+    page_render_concurrency: int = Field(2, ge=1, le=32)
+    # How long a browser may reuse a page image without asking (it then asks with If-None-Match).
+    page_cache_max_age_s: int = Field(3600, ge=0)
+    # The OCR service's OCR_PDF_DPI and OCR_MAX_PAGE_PIXELS: a page's width and height (the space of
+    # its lines' coordinates) are those of the image the OCR service reads. Keep them equal to its.
+    ocr_pdf_dpi: int = Field(300, ge=50, le=1200)
+    ocr_max_page_pixels: int = Field(60_000_000, gt=0)
+
     # --- OCR service and OCR jobs -------------------------------------------------------
     # The OCR service's replicas, comma-separated; the backend is their only caller.
     ocr_urls: str = "http://127.0.0.1:8001"
@@ -193,6 +211,8 @@ class Settings(BaseSettings):
             raise ValueError("APP_ADMIN_USERNAME and APP_ADMIN_PASSWORD must be set together")
         if self.port == self.management_port:
             raise ValueError("APP_MANAGEMENT_PORT must differ from APP_PORT")
+        if self.page_thumbnail_side > self.page_max_side:
+            raise ValueError("APP_PAGE_THUMBNAIL_SIDE must not be above APP_PAGE_MAX_SIDE")
         if self.login_max_delay_s < self.login_base_delay_s:
             raise ValueError("APP_LOGIN_MAX_DELAY_S must not be below APP_LOGIN_BASE_DELAY_S")
         self.storage_dir = self.storage_dir.expanduser().resolve()

@@ -7,6 +7,7 @@ document's fault (422 CORRUPT_DOCUMENT), logged with its traceback so a bug of o
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -18,7 +19,12 @@ from backend.errors import AppError, ErrorCode
 log = logging.getLogger(__name__)
 
 PDF, PNG, JPEG, TIFF, WEBP = "application/pdf", "image/png", "image/jpeg", "image/tiff", "image/webp"
-_PILLOW_FORMATS = {PNG: "PNG", JPEG: "JPEG", TIFF: "TIFF", WEBP: "WEBP"}
+PILLOW_FORMATS = {PNG: "PNG", JPEG: "JPEG", TIFF: "TIFF", WEBP: "WEBP"}
+
+# pdfium is not thread-safe, not even for different documents (pypdfium2's docs: concurrent
+# calls corrupt the process); uploads and page renders run in threads. Every pdfium call of
+# the backend holds this lock.
+PDFIUM_LOCK = threading.Lock()
 
 
 def sniff(head: bytes) -> str:
@@ -49,16 +55,17 @@ def _too_many(max_pages: int) -> AppError:
 
 
 def _count_pdf(source: BinaryIO) -> int:
-    pdf = pypdfium2.PdfDocument(source)
-    try:
-        return len(pdf)  # read from the page tree: no page is parsed
-    finally:
-        pdf.close()
+    with PDFIUM_LOCK:
+        pdf = pypdfium2.PdfDocument(source)
+        try:
+            return len(pdf)  # read from the page tree: no page is parsed
+        finally:
+            pdf.close()
 
 
 def _count_image(source: BinaryIO, media_type: str, max_pages: int) -> int:
     with Image.open(source) as image:
-        if image.format != _PILLOW_FORMATS[media_type]:
+        if image.format != PILLOW_FORMATS[media_type]:
             raise AppError(ErrorCode.CORRUPT_DOCUMENT, "The file's content does not match its type.")
         if media_type != TIFF:
             return int(getattr(image, "n_frames", 1))

@@ -72,8 +72,12 @@ class Lines:
         model: str,
         model_version: str | None,
         now: datetime,
+        size: tuple[int, int] | None = None,
     ) -> None:
         """Put a new OCR reading of one page in place of the old one, without committing.
+
+        ``size``: the page's width and height as the OCR service read it (its lines' coordinates
+        are in those pixels); recorded in place of the size the backend worked out for itself.
 
         A person's work is never lost: a corrected line keeps its text and version and only
         takes the new OCR reading at its position (matched by reading-order index); a corrected
@@ -81,6 +85,8 @@ class Lines:
         """
         page = session.scalars(select(Page).where(Page.document_id == document_id, Page.number == page_number)).one()
         page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
+        if size is not None:
+            page.width, page.height = size
         # Deleted at once (not at flush): the unit of work would insert the new lines first and
         # collide with the old ones on (page, position).
         # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.

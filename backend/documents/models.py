@@ -84,10 +84,14 @@ class Page(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)  # 1-based
-    # Size in the upright page's pixels as the OCR service read it; None until read.
+    # Size in the upright page's pixels as the OCR service reads it (its lines' coordinates are
+    # in these pixels); None until the page list or a page image first needs it.
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)
+    # The page rendered for people (display size and thumbnail, WebP), in storage under pages/;
+    # None until first asked for. Both are set together, once.
     image_key: Mapped[str | None] = mapped_column(String(100))
+    thumbnail_key: Mapped[str | None] = mapped_column(String(100))
     # The model that read this page's lines (set when its lines are stored).
     ocr_model: Mapped[str | None] = mapped_column(String(100))
     ocr_model_version: Mapped[str | None] = mapped_column(String(100))

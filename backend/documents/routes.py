@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, BinaryIO
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from backend.deps import AdminUser, CurrentUser, ServicesDep, SessionDep
+from backend.deps import AdminUser, CurrentUser, Services, ServicesDep, SessionDep
+from backend.documents.pages import PageKind
+from backend.documents.render import MEDIA_TYPE
 from backend.documents.schemas import (
     CorrectionOut,
     DocumentFilter,
@@ -15,15 +20,20 @@ from backend.documents.schemas import (
     DocumentPage,
     LineCorrectionIn,
     LineOut,
+    PageOut,
     TrashedDocumentOut,
 )
 from backend.documents.service import document_out
 from backend.documents.upload import read_upload_form, upload_parts
+from backend.users.models import User
 
 router = APIRouter(prefix="/api")
 
 DocumentId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 LineId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+PageNumber = Annotated[int, Path(ge=1, le=2**31 - 1)]
+IfNoneMatch = Annotated[str | None, Header(max_length=8192)]
+_CHUNK = 64 * 1024
 
 
 @router.post("/documents", status_code=201)
@@ -90,3 +100,70 @@ def correct_line(
 @router.get("/lines/{line_id}/history")
 def line_history(line_id: LineId, _: CurrentUser, services: ServicesDep, session: SessionDep) -> list[CorrectionOut]:
     return services.lines.history(session, line_id)
+
+
+@router.get("/documents/{document_id}/pages")
+def document_pages(
+    document_id: DocumentId, user: CurrentUser, services: ServicesDep, session: SessionDep
+) -> list[PageOut]:
+    """Every page: its size in the OCR's pixels (the space of its lines' coordinates) and its image URLs."""
+    return services.pages.pages(session, services.documents.get_for(session, document_id, user))
+
+
+@router.get("/documents/{document_id}/pages/{number}/image", response_class=Response)
+async def page_image(
+    document_id: DocumentId,
+    number: PageNumber,
+    user: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The page as WebP, long side at most APP_PAGE_MAX_SIDE; rendered on first request, then cached."""
+    return await _page_image(document_id, number, PageKind.IMAGE, user, services, session, if_none_match)
+
+
+@router.get("/documents/{document_id}/pages/{number}/thumbnail", response_class=Response)
+async def page_thumbnail(
+    document_id: DocumentId,
+    number: PageNumber,
+    user: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+    if_none_match: IfNoneMatch = None,
+) -> Response:
+    """The page as a WebP thumbnail, long side at most APP_PAGE_THUMBNAIL_SIDE."""
+    return await _page_image(document_id, number, PageKind.THUMBNAIL, user, services, session, if_none_match)
+
+
+async def _page_image(
+    document_id: int,
+    number: int,
+    kind: PageKind,
+    user: User,
+    services: Services,
+    session: Session,
+    if_none_match: str | None,
+) -> Response:
+    document = await run_in_threadpool(services.documents.get_for, session, document_id, user)
+    image = await services.pages.fetch(session, document, number, kind, _client_has(if_none_match))
+    headers = {
+        "ETag": image.etag,
+        "Cache-Control": f"private, max-age={services.settings.page_cache_max_age_s}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if image.body is None:
+        return Response(status_code=304, headers=headers)
+    return StreamingResponse(_chunks(image.body), media_type=MEDIA_TYPE, headers=headers)
+
+
+def _client_has(if_none_match: str | None) -> Callable[[str], bool]:
+    """If-None-Match compares weakly (RFC 9110 13.1.2): ``W/"x"`` matches ``"x"``; ``*`` matches any."""
+    given = {tag.strip().removeprefix("W/") for tag in (if_none_match or "").split(",") if tag.strip()}
+    return lambda etag: "*" in given or etag in given
+
+
+def _chunks(body: BinaryIO) -> Iterator[bytes]:
+    with body:
+        while chunk := body.read(_CHUNK):
+            yield chunk

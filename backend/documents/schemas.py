@@ -96,6 +96,16 @@ class DocumentPage(ApiModel):
     next_cursor: str | None
 
 
+class PageOut(ApiModel):
+    number: int
+    # The page in the OCR's pixels: its lines' baselines and polygons are in this space. Lay the
+    # image (any size, same proportions) into a box of width × height to draw the lines over it.
+    width: int | None
+    height: int | None
+    image_url: str
+    thumbnail_url: str
+
+
 class LineOut(ApiModel):
     id: int
     page: int

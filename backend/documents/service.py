@@ -27,7 +27,7 @@ from backend.documents.schemas import (
 )
 from backend.errors import AppError, ErrorCode
 from backend.storage import Storage, StorageUnavailableError
-from backend.users.models import User
+from backend.users.models import Role, User
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,13 @@ class Documents:
             raise AppError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document {document_id}.")
         return document
 
+    def get_for(self, session: Session, document_id: int, user: User) -> Document:
+        """Like :meth:`get`, but an admin also sees a document in the trash (to recognise it before restoring)."""
+        document = session.get(Document, document_id)
+        if document is None or (document.deleted_at is not None and user.role is not Role.ADMIN):
+            raise AppError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document {document_id}.")
+        return document
+
     def search(self, session: Session, query: DocumentFilter) -> tuple[Sequence[Document], str | None]:
         """Newest first, keyset-paged on the id (stable while documents are added)."""
         statement = select(Document).where(Document.deleted_at.is_(None))
@@ -202,9 +209,18 @@ class Documents:
         return document
 
     def purge_expired(self, session: Session, now: datetime) -> int:
-        """Delete for good what has been in the trash longer than the trash period (rows, then files)."""
+        """Delete for good what has been in the trash longer than the trash period (rows, then files).
+
+        The files are the originals and their rendered page images. A page being rendered while its
+        document is purged finds its row gone when it stores its keys, and deletes its own files.
+        """
         expired = list(session.scalars(select(Document).where(Document.deleted_at <= now - self.trash)).unique())
         keys = [d.storage_key for d in expired]
+        if expired:
+            rendered = session.execute(
+                select(Page.image_key, Page.thumbnail_key).where(Page.document_id.in_([d.id for d in expired]))
+            )
+            keys += [key for row in rendered for key in row if key is not None]
         for document in expired:
             session.delete(document)
         session.commit()

@@ -124,12 +124,13 @@ class JobQueue:
         model: str,
         model_version: str | None,
         now: datetime,
+        size: tuple[int, int] | None = None,
     ) -> None:
         """The page's lines and the job's progress in one transaction: never one without the other."""
         with self.db.sessions() as session:
             self._guard(session, job.job_id, now, pages_done=page)
             self.lines.replace_page(
-                session, job.document_id, page, lines, model=model, model_version=model_version, now=now
+                session, job.document_id, page, lines, model=model, model_version=model_version, now=now, size=size
             )
             session.commit()
 

@@ -157,6 +157,7 @@ class JobRunner:
     async def _read(self, job: Claimed) -> None:
         model = job.model or DEFAULT_MODEL
         page: int | None = None
+        size: tuple[int, int] | None = None
         lines: list[dict[str, Any]] = []
         seen: set[int] = set()
         # A copy on local disk when the store is remote: the stream below reads it in the event loop.
@@ -178,16 +179,26 @@ class JobRunner:
                     ):
                         raise MalformedEvent(event)
                     if page is not None:
-                        await self._store(job, page, lines, model)
+                        await self._store(job, page, lines, model, size)
                     if kind == "done":
                         await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
                         return
-                    page, lines, seen = event["page"], [], set()
+                    page, size, lines, seen = event["page"], _page_size(event), [], set()
 
-    async def _store(self, job: Claimed, page: int, lines: list[dict[str, Any]], model: str) -> None:
+    async def _store(
+        self, job: Claimed, page: int, lines: list[dict[str, Any]], model: str, size: tuple[int, int] | None
+    ) -> None:
         if page <= job.pages_done:
             await asyncio.to_thread(self.queue.renew, job.job_id, self.clock())
             return
         await asyncio.to_thread(
-            self.queue.store_page, job, page, lines, model=model, model_version=None, now=self.clock()
+            self.queue.store_page, job, page, lines, model=model, model_version=None, now=self.clock(), size=size
         )
+
+
+def _page_size(event: dict[str, Any]) -> tuple[int, int] | None:
+    """The page's pixels as the OCR service read it (its lines' space); None where it sent none usable."""
+    width, height = event.get("width"), event.get("height")
+    if type(width) is int and type(height) is int and 1 <= width < 2**31 and 1 <= height < 2**31:
+        return width, height
+    return None

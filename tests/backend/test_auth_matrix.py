@@ -33,6 +33,9 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/trash", ADMIN, {}),
     ("POST", "/api/trash/{document_id}/restore", ADMIN, {}),
     ("GET", "/api/documents/{document_id}/lines", USER, {}),
+    ("GET", "/api/documents/{document_id}/pages", USER, {}),
+    ("GET", "/api/documents/{document_id}/pages/{number}/image", USER, {}),
+    ("GET", "/api/documents/{document_id}/pages/{number}/thumbnail", USER, {}),
     ("PATCH", "/api/lines/{line_id}", USER, {"json": {"text": "x", "version": 1}}),
     ("GET", "/api/lines/{line_id}/history", USER, {}),
     ("POST", "/api/documents/{document_id}/ocr", USER, {}),
@@ -45,7 +48,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
 
 
 def _url(path: str) -> str:
-    for name in ("document_id", "line_id", "user_id", "job_id", "batch_id"):
+    for name in ("document_id", "line_id", "user_id", "job_id", "batch_id", "number"):
         path = path.replace("{" + name + "}", "999")
     return path
 

@@ -109,6 +109,7 @@ PATH_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/api/documents/{}", None),
     ("POST", "/api/trash/{}/restore", None),
     ("GET", "/api/documents/{}/lines", None),
+    ("GET", "/api/documents/{}/pages", None),
     ("GET", "/api/lines/{}/history", None),
     ("PATCH", "/api/lines/{}", {"text": "x", "version": 1}),
     ("PATCH", "/api/users/{}", {"isActive": True}),
