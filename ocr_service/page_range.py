@@ -81,7 +81,7 @@ class PageRange:
 
     def indices(self, page_count: int) -> range:
         """The pages to read as indices from 0; refused when the range reaches past the document."""
-        first = self.first or 1
+        first = 1 if self.first is None else self.first
         last = page_count if self.last is None else self.last
         for name, value in ((FIRST_PAGE, self.first), (LAST_PAGE, self.last)):
             if value is not None and value > page_count:
