@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from ocr_service.admission import Admission, PageMemory, Slot, page_cost
@@ -50,7 +50,7 @@ class OcrInput:
     file: BinaryIO | None = None
     url: str | None = None
     model: str | None = None
-    pages: PageRange = PageRange()
+    pages: PageRange = field(default_factory=PageRange)
 
 
 @dataclass(frozen=True)
