@@ -11,6 +11,7 @@ import json
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from enum import Enum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.datastructures import UploadFile
@@ -90,10 +91,22 @@ async def _capped(request: Request, cap: int, too_large: AppError) -> AsyncGener
         yield chunk
 
 
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once: json.loads would keep the last of two
+    ``firstPage`` silently, where the multipart reader refuses a repeated field."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            code = ErrorCode.INVALID_PAGE_RANGE if key in (FIRST_PAGE, LAST_PAGE) else ErrorCode.INVALID_REQUEST
+            raise AppError(code, f"The key '{key[:64]}' was sent more than once.")
+        result[key] = value
+    return result
+
+
 async def read_json(request: Request) -> OcrInput:
     raw = b"".join([chunk async for chunk in _capped(request, MAX_JSON_BYTES, json_too_large())])
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, object_pairs_hook=_no_repeated_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON.") from exc
     try:

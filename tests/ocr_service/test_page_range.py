@@ -306,6 +306,20 @@ def fields_as_parts(fields: list[tuple[str, str]]) -> list[tuple[str, tuple[None
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("key", ["firstPage", "lastPage"])
+def test_a_page_key_given_twice_in_json_is_refused_before_anything_is_fetched(
+    service: Service, path: str, key: str
+) -> None:
+    before = list(service.files.hits)
+    url = json.dumps(f"{service.files.url}/pdf-3")
+    content = f'{{"documentUrl": {url}, "{key}": 1, "{key}": 2}}'.encode()
+    status, body = read(service, path, content=content, headers={"content-type": "application/json"})
+    assert (status, body["code"]) == (422, "INVALID_PAGE_RANGE"), body
+    assert "more than once" in body["message"]
+    assert service.files.hits == before
+
+
+@pytest.mark.parametrize("path", PATHS)
 def test_a_page_number_sent_as_a_file_is_refused(service: Service, path: str) -> None:
     # A second file part is over the form's one-file limit; a lone one is not text.
     status, body = read(
