@@ -2,8 +2,8 @@
 
 Counted from 1, both inclusive, in the document's own numbering: a client resuming a
 200-page document at page 151 asks for ``firstPage=151`` and gets pages numbered 151 to 200.
-The numbers are checked in two steps: their form as soon as the request is read (a whole
-number written in ASCII digits, at least 1, ``lastPage`` not before ``firstPage``), and against
+The numbers are checked in two steps: their form as soon as the request is read (a form
+field in ASCII digits or a JSON integer, at least 1, ``lastPage`` not before ``firstPage``), and against
 the document once its page count is known (a range past the last page is refused, naming
 the page count). Every refusal is 422 ``INVALID_PAGE_RANGE``.
 """
@@ -19,8 +19,8 @@ FIRST_PAGE = "firstPage"
 LAST_PAGE = "lastPage"
 
 # ASCII digits only: str.isdigit() and int() also take "３" (full-width), "٣" (Arabic-Indic),
-# " 3" and "+3"; a page number has one spelling.
-# Up to the 1 KB a form field may hold: well below int()'s 4300-digit guard.
+# " 3" and "+3"; a page number has one spelling. Up to the 1 KB a form field may hold: well
+# below int()'s 4300-digit guard.
 _DIGITS = re.compile(r"[0-9]{1,1024}")
 # A number quoted back in a message is cut to this many digits (a form field holds up to 1 KB).
 _QUOTED_DIGITS = 12
