@@ -136,8 +136,13 @@ class Document:
     def check_all_pages(self) -> None:
         """Check every page's size and shape from its header before any work starts, so a
         bomb on page 9 fails at once; within the document's time budget."""
+        self.check_pages(range(self.page_count))
+
+    def check_pages(self, indices: range) -> None:
+        """:meth:`check_all_pages` for the pages that will be read (a page range): a page
+        outside it is neither checked nor decoded."""
         with self._budget.running():
-            for index in range(self.page_count):
+            for index in indices:
                 self._budget.check()
                 self._pages.check(index)
 

@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     # documents: structure too costly to read, pages kraken cannot segment sensibly
     DOCUMENT_TOO_COMPLEX = "DOCUMENT_TOO_COMPLEX"
     PAGE_SHAPE_UNSUPPORTED = "PAGE_SHAPE_UNSUPPORTED"
+    # firstPage / lastPage: not a page number, or past the document's last page
+    INVALID_PAGE_RANGE = "INVALID_PAGE_RANGE"
     # document URLs
     URL_NOT_ALLOWED = "URL_NOT_ALLOWED"
     DOCUMENT_FETCH_FAILED = "DOCUMENT_FETCH_FAILED"
@@ -92,6 +94,7 @@ STATUS: dict[ErrorCode, int] = {
     # 4xx: the same document would take as long again, so a retry would only block others.
     ErrorCode.DOCUMENT_TOO_COMPLEX: 422,
     ErrorCode.PAGE_SHAPE_UNSUPPORTED: 422,
+    ErrorCode.INVALID_PAGE_RANGE: 422,
     ErrorCode.URL_NOT_ALLOWED: 400,
     # The remote server answered 4xx: the URL is wrong, retrying will not help.
     ErrorCode.DOCUMENT_FETCH_FAILED: 422,

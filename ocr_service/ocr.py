@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from ocr_service.admission import Admission, PageMemory, Slot, page_cost
@@ -27,6 +27,7 @@ from ocr_service.engine.pipeline import PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
 from ocr_service.model_ref import ModelRef
+from ocr_service.page_range import PageRange
 from ocr_service.pool import WorkerPool
 from ocr_service.store import ModelStore
 
@@ -43,11 +44,13 @@ OnThread = Callable[..., "asyncio.Future[Any]"]
 
 @dataclass(frozen=True)
 class OcrInput:
-    """The document as a spooled file (the caller keeps it open until the run is closed) or a URL."""
+    """The document as a spooled file (the caller keeps it open until the run is closed) or a URL;
+    ``pages``: the pages to read (all by default)."""
 
     file: BinaryIO | None = None
     url: str | None = None
     model: str | None = None
+    pages: PageRange = field(default_factory=PageRange)
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,11 @@ class _PageInFlight:
 
 
 class OcrRun:
-    """One admitted document on its way through the pool; always ``await aclose()`` it."""
+    """One admitted document on its way through the pool; always ``await aclose()`` it.
+
+    ``indices``: the pages to read, from 0 (a page range); pages outside it are never decoded.
+    Events carry the document's own page numbers and its whole page count.
+    """
 
     def __init__(
         self,
@@ -84,17 +91,19 @@ class OcrRun:
         memory: PageMemory,
         on_thread: OnThread,
         resources: AsyncExitStack,
+        indices: range,
     ) -> None:
         self.document = document
         self.model = model
         self.segmentation_model = segmentation_model
         self.pages = document.page_count
+        self.indices = indices
         self._pool = pool
         self._memory = memory
         self._on_thread = on_thread
         self._resources = resources
         self._in_flight: deque[_PageInFlight] = deque()
-        self._next_page = 0
+        self._next_page = indices.start
         self._closed = False
 
     @property
@@ -117,7 +126,7 @@ class OcrRun:
     def _fill_window(self) -> None:
         # As many pages in flight as there are workers: enough to keep every core busy; the
         # page memory decides how many of them may be decoded at once.
-        while self._next_page < self.pages and len(self._in_flight) < max(1, self._pool.workers):
+        while self._next_page < self.indices.stop and len(self._in_flight) < max(1, self._pool.workers):
             self._submit()
 
     async def _decoded(self, page: _PageInFlight) -> tuple[int, int]:
@@ -213,8 +222,13 @@ class OcrService:
             document = await self._open(source)
             # pdfium objects are closed on the documents thread, like every other use of them.
             resources.push_async_callback(self._on_thread, document.close)
-            await self._on_thread(document.check_all_pages)
-            run = OcrRun(document, model, segmentation_model, self.pool, self.memory, self._on_thread, resources)
+            # After the page-count limit (checked as the document opened): a range refers to pages
+            # of a document that is accepted as a whole.
+            indices = request.pages.indices(document.page_count)
+            await self._on_thread(document.check_pages, indices)
+            run = OcrRun(
+                document, model, segmentation_model, self.pool, self.memory, self._on_thread, resources, indices
+            )
         except BaseException:
             await resources.aclose()
             raise
@@ -224,9 +238,11 @@ class OcrService:
             await run.aclose()
             raise
         log.info(
-            "OCR of a %s document with %d page(s), model %s, segmentation model %s",
+            "OCR of a %s document with %d page(s), pages %d-%d, model %s, segmentation model %s",
             document.kind,
             document.page_count,
+            indices.start + 1,
+            indices.stop,
             model.name if model else None,
             segmentation_model.name,
         )

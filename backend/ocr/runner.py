@@ -5,10 +5,12 @@ the OCR service's worker count, so every worker is busy and none queues). Tests 
 with ``drain()`` and their own clock. Lines arrive from ``/ocr/stream`` and are stored page
 by page, each page in a transaction of its own that never spans a call to the service.
 
-Resume: a job taken up again (its runner died, its stream broke) reads the document from the
-start and skips storing the pages it stored before (``pages_done``). Asking the service for
-the missing pages only (``firstPage``) waits for the OCR service's page range, which is
-another change; then ``stream_pages(first_page=pages_done + 1)`` replaces the skipping.
+Resume: a job taken up again (its runner died, its stream broke) asks the OCR service for
+the pages it has not stored yet only (``firstPage = pages_done + 1``, the service's page
+range), so a 200-page document broken at page 150 is not read from page 1 again; the stream
+then numbers its pages from ``pages_done + 1`` (the document's own numbers), which is what
+the event checks expect. A job whose pages are all stored (its runner died between the last
+page and the end) ends DONE without a call.
 """
 
 from __future__ import annotations
@@ -156,41 +158,50 @@ class JobRunner:
 
     async def _read(self, job: Claimed) -> None:
         model = job.model or DEFAULT_MODEL
-        page: int | None = None
+        if job.pages_done >= job.pages_total:
+            # Nothing left to read (and a firstPage past the document would be refused).
+            await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
+            return
+        # The last page stored; the stream starts at the next one.
+        page = job.pages_done
+        started = False
         size: tuple[int, int] | None = None
         lines: list[dict[str, Any]] = []
         seen: set[int] = set()
         # A copy on local disk when the store is remote: the stream below reads it in the event loop.
         original = await asyncio.to_thread(local_file, self.storage, job.storage_key)
         with original:
-            async with self.client.stream_pages(original, model=job.model) as events:
+            # A job that stored no page yet asks for the whole document, without a range.
+            first_page = page + 1 if page else None
+            async with self.client.stream_pages(original, model=job.model, first_page=first_page) as events:
                 async for event in events:
                     kind = event["type"]
                     if kind == "line":
                         index = event.get("index")
-                        if page is None or event.get("page") != page or not isinstance(index, int) or index in seen:
+                        if not started or event.get("page") != page or not isinstance(index, int) or index in seen:
                             raise MalformedEvent(event)
                         seen.add(index)
                         lines.append(event)
                         continue
-                    # Checked before the page before it is stored: only a good next event proves it complete.
-                    if kind not in ("page", "done") or (
-                        kind == "page" and (event.get("page") != (page or 0) + 1 or event["page"] > job.pages_total)
-                    ):
+                    # Checked before the page before it is stored: only a good next event proves it
+                    # complete. Pages come one after another from pages_done + 1; "done" only
+                    # after the document's last page (an early "done" would leave pages unread).
+                    number = event.get("page")
+                    if kind == "page":
+                        if type(number) is not int or number != page + 1 or number > job.pages_total:
+                            raise MalformedEvent(event)
+                    elif kind != "done" or page != job.pages_total:
                         raise MalformedEvent(event)
-                    if page is not None:
+                    if started:
                         await self._store(job, page, lines, model, size)
                     if kind == "done":
                         await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
                         return
-                    page, size, lines, seen = event["page"], _page_size(event), [], set()
+                    page, size, lines, seen, started = event["page"], _page_size(event), [], set(), True
 
     async def _store(
         self, job: Claimed, page: int, lines: list[dict[str, Any]], model: str, size: tuple[int, int] | None
     ) -> None:
-        if page <= job.pages_done:
-            await asyncio.to_thread(self.queue.renew, job.job_id, self.clock())
-            return
         await asyncio.to_thread(
             self.queue.store_page, job, page, lines, model=model, model_version=None, now=self.clock(), size=size
         )

@@ -11,22 +11,26 @@ import json
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
 from enum import Enum
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.ocr import OcrInput
+from ocr_service.page_range import FIRST_PAGE, LAST_PAGE, PageRange
 
-# {"documentUrl": up to 4096 characters, "model": up to 64}: 4 KB more than holds the contract.
+# {"documentUrl": up to 4096 characters, "model": up to 64, two page numbers}: 4 KB more than
+# holds the contract.
 MAX_JSON_BYTES = 8 * 1024
 # Multipart framing around the document (boundaries, part headers, the 'model' field) is small;
 # this slack keeps a file of exactly the document limit from being refused by the body cap.
 MULTIPART_SLACK = 64 * 1024
-# The 'model' field, the only text field: a model name is at most 64 characters.
+# The text fields ('model': a model name is at most 64 characters; two page numbers).
 MAX_FIELD_BYTES = 1024
+TEXT_FIELDS = ("model", FIRST_PAGE, LAST_PAGE)
 
 
 class BodyKind(Enum):
@@ -38,6 +42,9 @@ class OcrJsonRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     documentUrl: str = Field(min_length=1, max_length=4096)  # noqa: N815 - the contract is camelCase
     model: str | None = Field(None, max_length=64)
+    # Checked by PageRange (422 INVALID_PAGE_RANGE, like the multipart fields), not by pydantic.
+    firstPage: JsonValue = None  # noqa: N815
+    lastPage: JsonValue = None  # noqa: N815
 
 
 def document_too_large(max_bytes: int) -> AppError:
@@ -51,7 +58,8 @@ def document_too_large(max_bytes: int) -> AppError:
 def json_too_large() -> AppError:
     return AppError(
         ErrorCode.REQUEST_TOO_LARGE,
-        f"A JSON request to /ocr holds only documentUrl and model; it is at most {MAX_JSON_BYTES} bytes.",
+        f"A JSON request to /ocr holds only documentUrl, model, firstPage and lastPage; it is at most "
+        f"{MAX_JSON_BYTES} bytes.",
         details={"maxBytes": MAX_JSON_BYTES},
     )
 
@@ -83,10 +91,22 @@ async def _capped(request: Request, cap: int, too_large: AppError) -> AsyncGener
         yield chunk
 
 
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are each given once: json.loads would keep the last of two
+    ``firstPage`` silently, where the multipart reader refuses a repeated field."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            code = ErrorCode.INVALID_PAGE_RANGE if key in (FIRST_PAGE, LAST_PAGE) else ErrorCode.INVALID_REQUEST
+            raise AppError(code, f"The key '{key[:64]}' was sent more than once.")
+        result[key] = value
+    return result
+
+
 async def read_json(request: Request) -> OcrInput:
     raw = b"".join([chunk async for chunk in _capped(request, MAX_JSON_BYTES, json_too_large())])
     try:
-        payload = json.loads(raw)
+        payload = json.loads(raw, object_pairs_hook=_no_repeated_keys)
     except (ValueError, UnicodeDecodeError) as exc:
         raise AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON.") from exc
     try:
@@ -94,14 +114,18 @@ async def read_json(request: Request) -> OcrInput:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise AppError(ErrorCode.INVALID_REQUEST, f"The request is not valid: {problems}") from exc
-    return OcrInput(url=body.documentUrl, model=body.model or None)
+    pages = PageRange.of(body.firstPage, body.lastPage, text=False)
+    return OcrInput(url=body.documentUrl, model=body.model or None, pages=pages)
 
 
 async def read_upload(request: Request, max_document_bytes: int, cleanup: AsyncExitStack) -> OcrInput:
     """Spool the multipart ``file`` to disk as it arrives (Starlette's parser keeps at most
     1 MB of it in memory); ``cleanup`` closes, and so removes, the spooled file."""
     stream = _capped(request, max_document_bytes + MULTIPART_SLACK, document_too_large(max_document_bytes))
-    parser = MultiPartParser(request.headers, stream, max_files=1, max_fields=4, max_part_size=MAX_FIELD_BYTES)
+    # The text fields each once, and one spare: a repeated field is refused by name below.
+    parser = MultiPartParser(
+        request.headers, stream, max_files=1, max_fields=len(TEXT_FIELDS) + 1, max_part_size=MAX_FIELD_BYTES
+    )
     try:
         # On any failure while parsing (a cut-off body, a client that left) the parser
         # closes the spooled file itself.
@@ -114,7 +138,12 @@ async def read_upload(request: Request, max_document_bytes: int, cleanup: AsyncE
         raise AppError(ErrorCode.INVALID_REQUEST, "Send the document as the multipart field 'file'.")
     if upload.size is None or upload.size > max_document_bytes:
         raise document_too_large(max_document_bytes)
+    for name in TEXT_FIELDS:
+        if len(form.getlist(name)) > 1:
+            code = ErrorCode.INVALID_REQUEST if name == "model" else ErrorCode.INVALID_PAGE_RANGE
+            raise AppError(code, f"The field '{name}' was sent more than once.")
     model = form.get("model")
     if model is not None and not isinstance(model, str):
         raise AppError(ErrorCode.INVALID_REQUEST, "The field 'model' must be text.")
-    return OcrInput(file=upload.file, model=model or None)
+    pages = PageRange.of(form.get(FIRST_PAGE), form.get(LAST_PAGE), text=True)
+    return OcrInput(file=upload.file, model=model or None, pages=pages)

@@ -5,6 +5,13 @@ with a body, a hang until released, an NDJSON stream that drips or dies mid-way.
 request is recorded with its form fields, file digest and headers, so a test can assert
 what reached the network — and that nothing did.
 
+Like the real service, ``/ocr`` and ``/ocr/stream`` honour a page range (``firstPage``,
+``lastPage``): a scripted document (its page count from its page events, or its pages) is
+answered from ``firstPage`` on, with its own page numbers, and a range that is no page
+range, or reaches past the document, is 422 ``INVALID_PAGE_RANGE`` — checked by the real
+service's own rules (``ocr_service.page_range``). Events without a whole page number (a
+scripted ``done``, or a spoiled event) are sent as scripted.
+
 Run as ``python -m tests.backend.ocr_standin`` it serves the plain successes in a process
 of its own (for SIGSTOP / kill tests) and prints its port.
 """
@@ -12,6 +19,7 @@ of its own (for SIGSTOP / kill tests) and prints its port.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import socket
@@ -27,6 +35,9 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
+
+from ocr_service.errors import AppError
+from ocr_service.page_range import FIRST_PAGE, LAST_PAGE, PageRange
 
 
 @dataclass(frozen=True)
@@ -44,12 +55,14 @@ class Hang:
 @dataclass(frozen=True)
 class Drip:
     """An NDJSON stream: ``events`` with ``interval_s`` between them; ``die_after`` breaks the
-    connection after that many events; ``forever`` repeats the last event without end."""
+    connection after that many events; ``forever`` repeats the last event without end;
+    ``honours_range=False`` sends every event whatever page range was asked (a broken service)."""
 
     events: tuple[dict[str, Any], ...]
     interval_s: float = 0.0
     die_after: int | None = None
     forever: bool = False
+    honours_range: bool = True
 
 
 Behaviour = Reply | Hang | Drip
@@ -123,6 +136,8 @@ class ScriptedService:
             self.seen.append(seen)
             queue = self.script.get(route)
             behaviour = queue.popleft() if queue else _DEFAULTS.get(route, Reply(200, {"path": request.url.path}))
+        if route in ("POST /ocr", "POST /ocr/stream"):
+            behaviour = _in_range(behaviour, seen.fields)
         gate = self.gate
         self.in_flight += 1
         try:
@@ -152,6 +167,52 @@ async def _record(request: Request) -> Seen:
                 else:
                     fields[name] = value
     return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers))
+
+
+def _number(item: dict[str, Any]) -> int | None:
+    page = item.get("page")
+    return page if type(page) is int else None
+
+
+def _page_count(behaviour: Behaviour) -> int | None:
+    """How many pages the scripted document has: what its answer says, if it says."""
+    if isinstance(behaviour, Drip):
+        counts = [e["pages"] for e in behaviour.events if e.get("type") == "page" and type(e.get("pages")) is int]
+        return max(counts, default=None)
+    if isinstance(behaviour, Reply) and behaviour.status == 200 and behaviour.body is not None:
+        pages = behaviour.body.get("pages")
+        if isinstance(pages, list):
+            numbers = [n for n in (_number(p) for p in pages if isinstance(p, dict)) if n is not None]
+            return max(numbers, default=None)
+    return None
+
+
+def _in_range(behaviour: Behaviour, fields: dict[str, str]) -> Behaviour:
+    """The scripted answer as the real service gives it for the request's page range."""
+    if FIRST_PAGE not in fields and LAST_PAGE not in fields:
+        return behaviour
+    if isinstance(behaviour, Drip) and not behaviour.honours_range:
+        return behaviour
+    pages = _page_count(behaviour)
+    if pages is None:  # an error, a hang, a stream scripted without pages: as scripted
+        return behaviour
+    try:
+        wanted = PageRange.of(fields.get(FIRST_PAGE), fields.get(LAST_PAGE), text=True).indices(pages)
+    except AppError as exc:
+        return Reply(exc.status, exc.body())
+
+    def kept(item: dict[str, Any]) -> bool:
+        number = _number(item)
+        # A scripted page past the document (a spoiled stream) stays: only the range's lower end,
+        # and an upper end the client asked for, cut pages away.
+        last = wanted.stop if LAST_PAGE in fields else None
+        return number is None or (number > wanted.start and (last is None or number <= last))
+
+    if isinstance(behaviour, Drip):
+        return dataclasses.replace(behaviour, events=tuple(e for e in behaviour.events if kept(e)))
+    assert isinstance(behaviour, Reply) and behaviour.body is not None
+    pages_kept = [p for p in behaviour.body["pages"] if not isinstance(p, dict) or kept(p)]
+    return dataclasses.replace(behaviour, body={**behaviour.body, "pages": pages_kept})
 
 
 async def _drip(drip: Drip) -> AsyncIterator[bytes]:

@@ -27,6 +27,7 @@ from backend.ocr_client import (
     Unavailability,
 )
 from tests.backend.ocr_client_support import HandClock, RecordedSleep, client_config, make_client, sample
+from tests.backend.ocr_jobs import page_events
 from tests.backend.ocr_standin import PAGE_EVENTS, Drip, Hang, Reply, StandIn, error_body, start_standin
 
 OCR = "POST /ocr"
@@ -412,13 +413,17 @@ def test_the_deadline_stops_a_dripping_stream(standin: StandIn, document: Path) 
 
 
 def test_a_stream_is_read_to_its_done_event(standin: StandIn, document: Path) -> None:
+    events = page_events(4)
+    standin.service.plan(STREAM, Drip(events))
+
     async def go() -> list[dict[str, Any]]:
         client, _ = make_client(client_config(standin.url))
         async with client:
             async with client.stream_pages(document, model="tiny", first_page=2, last_page=3) as stream:
                 return [event async for event in stream]
 
-    assert asyncio.run(go()) == list(PAGE_EVENTS)
+    # Pages 2 and 3 of the four, with their own numbers, then the end.
+    assert asyncio.run(go()) == [e for e in events if e.get("page") in (2, 3) or e["type"] == "done"]
     seen = standin.service.seen[0]
     assert seen.fields == {"model": "tiny", "firstPage": "2", "lastPage": "3"}
     assert seen.file_sha256 == hashlib.sha256(document.read_bytes()).hexdigest()
@@ -522,14 +527,15 @@ class _ReadSpy(io.BytesIO):
 def test_the_upload_is_streamed_in_chunks_and_resent_whole_on_retry(standin: StandIn) -> None:
     data = random.Random(3).randbytes(1_000_000)
     spy = _ReadSpy(data)
-    standin.service.plan(OCR, Reply(500))
+    four_pages = [{"page": n, "width": 100, "height": 80, "lines": []} for n in range(1, 5)]
+    standin.service.plan(OCR, Reply(500), Reply(200, {"pages": four_pages, "model": "tiny"}))
 
-    async def go() -> None:
+    async def go() -> dict[str, Any]:
         client, _ = make_client(client_config(standin.url), RecordedSleep())
         async with client:
-            await client.ocr_document(spy, first_page=4)
+            return await client.ocr_document(spy, first_page=4)
 
-    asyncio.run(go())
+    assert asyncio.run(go())["pages"] == four_pages[3:]
     assert spy.reads and all(0 < size <= 64 * 1024 for size in spy.reads)
     digest = hashlib.sha256(data).hexdigest()
     assert [(seen.file_sha256, seen.fields) for seen in standin.service.seen] == [(digest, {"firstPage": "4"})] * 2
