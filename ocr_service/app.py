@@ -68,6 +68,7 @@ def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
             max_aspect_ratio=settings.max_page_aspect_ratio,
             max_segmentation_width=settings.max_segmentation_width,
             open_timeout_s=settings.document_open_timeout_s,
+            render_timeout_s=settings.pdf_render_timeout_s,
         ),
         store=store,
         pool=pool,
