@@ -54,8 +54,10 @@ _POLL_S = 0.2
 class PdfRenderer:
     """Renders pages of registered PDFs; safe to share between threads (one render at a time)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, child: str = _CHILD) -> None:
+        """``child``: the module the child process runs (``python -m``); tests name a stand-in."""
         self._clock = clock
+        self._child = child
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -65,6 +67,11 @@ class PdfRenderer:
         self._keys = itertools.count(1)
         self._closing = False
         self.children_started = 0
+
+    @property
+    def child_pid(self) -> int | None:
+        """The running child's process id; None until a page is rendered, or after it was ended."""
+        return self._process.pid if self._process is not None else None
 
     def add(self, source: bytes | BinaryIO) -> int:
         """Register a document (its bytes, or a seekable file kept open until :meth:`remove`)."""
@@ -180,7 +187,7 @@ class PdfRenderer:
         env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", _CHILD, str(theirs.fileno())],
+                [sys.executable, "-m", self._child, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 env=env,
