@@ -123,6 +123,7 @@ def _eight_bit_grey(image: Image.Image) -> Image.Image:
     white, so a 16-bit scan (paper at 60 000, ink at 10 000) would become a blank page."""
     wide = image.convert("I")
     top = wide.getextrema()[1]
+    assert isinstance(top, int)  # one band of integers
     # 16-bit levels: the high byte (v >> 8); 32-bit ones: their own range.
     scale = 1 / 256 if top <= 0xFFFF else 255 / top
     return wide.point(lambda v: v * scale).convert("L")

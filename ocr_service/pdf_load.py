@@ -16,7 +16,7 @@ import pypdfium2.raw as pdfium_c
 
 class LoadFailure(enum.Enum):
     DAMAGED = "damaged"
-    PASSWORD = "password"
+    PASSWORD = "password"  # noqa: S105 - the kind of refusal, not a secret
     NO_PAGES = "no pages"
 
 

@@ -61,7 +61,7 @@ def _reopen(fd: int) -> BinaryIO:
     """The service's file, opened anew: a descriptor of our own with its own read position
     (the passed one shares the service's position, which its own pdfium moves)."""
     try:
-        return open(f"/proc/self/fd/{fd}", "rb")  # noqa: SIM115 - closed with its document
+        return open(f"/proc/self/fd/{fd}", "rb")  # closed with its document
     finally:
         os.close(fd)
 

@@ -1,6 +1,6 @@
 """PDF pages are rendered in a child process within a time limit; opening a PDF leaks nothing.
 
-A page that renders for minutes (a 3.5 KB PDF of nested forms) is refused with 422
+A page that renders for hours (a 4 KB PDF of nested forms) is refused with 422
 DOCUMENT_TOO_COMPLEX once the limit has passed, its renderer is killed, and the documents that
 were open in it are rendered by the next one. The child's pages are the pixels pdfium renders
 in-process.
@@ -172,7 +172,9 @@ def test_a_page_that_ends_the_renderer_twice_is_a_damaged_document(monkeypatch: 
         with pytest.raises(AppError) as caught:
             document.page(1)
         assert caught.value.code is ErrorCode.CORRUPT_DOCUMENT
-        assert caught.value.message == "Page 2 of the PDF made the renderer fail twice; it is damaged and cannot be read."
+        assert (
+            caught.value.message == "Page 2 of the PDF made the renderer fail twice; it is damaged and cannot be read."
+        )
         assert renderer.children_started == 2
     finally:
         document.close()

@@ -1,5 +1,5 @@
 """PDFs written object by object, for what a drawing program would never produce: a page that
-takes minutes to render in 3.5 KB, a page tree with no pages behind a large cross-reference table."""
+takes hours to render in 4 KB, a page tree with no pages behind a large cross-reference table."""
 
 from __future__ import annotations
 
