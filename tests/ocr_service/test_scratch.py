@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,10 +54,8 @@ def test_the_sweep_removes_the_folders_no_process_holds(
     try:
         freed = 0
         for sizes in dead:
-            # A folder whose process died: made the same way, but its lock is gone with it.
-            held = ScratchFolder.create("page-reports", parent)
-            freed += fill(held.path, sizes)
-            os.close(held._lock_fd)
+            # A folder whose process died: named alike, its lock gone with the process.
+            freed += fill(Path(tempfile.mkdtemp(prefix=f"{PREFIX}page-reports-", dir=parent)), sizes)
         for folder, sizes in zip(live, alive, strict=True):
             fill(folder.path, sizes)
 
