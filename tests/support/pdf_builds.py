@@ -25,12 +25,21 @@ def _stream(entries: bytes, data: bytes) -> bytes:
     return b"<< " + entries + b" /Length %d >>\nstream\n" % len(data) + data + b"\nendstream"
 
 
-def nested_forms_pdf(depth: int, fan: int) -> bytes:
-    """One A4 page that draws a form which draws the next form ``fan`` times, ``depth`` levels
+def nested_forms_pdf(depth: int, fan: int, *, quick_pages: int = 0) -> bytes:
+    """An A4 page that draws a form which draws the next form ``fan`` times, ``depth`` levels
     deep: ``fan ** (depth - 1)`` strokes. pdfium renders it as one object, without a pause:
-    depth 7, fan 10 takes about 16 s on the build machine, and each level ten times more."""
+    depth 7, fan 10 takes about 16 s on the build machine, and each level ten times more.
+    ``quick_pages`` pages of one stroke each come before it."""
+    # Objects: 1 catalog, 2 page tree, the quick pages, the slow page, its content, the quick
+    # pages' one content stream (if any), the forms.
+    slow_page = 3 + quick_pages
+    quick_content = slow_page + 2
+    first_form = quick_content + (1 if quick_pages else 0)
+    quick = [
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents %d 0 R >>" % quick_content,
+    ] * quick_pages
+    kids = b" ".join(b"%d 0 R" % (3 + n) for n in range(quick_pages + 1))
     forms = []
-    first_form = 5
     for level in range(depth):
         if level == depth - 1:
             data, resources = b"0 0 m 10 10 l S", b""
@@ -41,10 +50,12 @@ def nested_forms_pdf(depth: int, fan: int) -> bytes:
     return build_pdf(
         [
             b"<< /Type /Catalog /Pages 2 0 R >>",
-            b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R "
-            b"/Resources << /XObject << /F 5 0 R >> >> >>",
+            b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, quick_pages + 1),
+            *quick,
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents %d 0 R "
+            b"/Resources << /XObject << /F %d 0 R >> >> >>" % (slow_page + 1, first_form),
             _stream(b"", b"/F Do"),
+            *([_stream(b"", b"0 0 m 500 700 l S")] if quick_pages else []),
             *forms,
         ]
     )
