@@ -74,6 +74,10 @@ def same_pixels(a: Image.Image, b: Image.Image) -> bool:
     return a.size == b.size and a.mode == b.mode and ImageChops.difference(a, b).getbbox() is None
 
 
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -83,6 +87,7 @@ def alive(pid: int) -> bool:
 
 
 def test_a_page_slow_to_render_is_refused_and_the_next_pages_are_rendered(renderer: PdfRenderer) -> None:
+    fds = open_fds()
     waiting = Document(noise_pdf(2), LIMITS, renderer=renderer)
     slow = Document(SLOW_PDF, LIMITS, renderer=renderer)
     try:
@@ -96,6 +101,8 @@ def test_a_page_slow_to_render_is_refused_and_the_next_pages_are_rendered(render
         assert caught.value.message.startswith("Page 1 of the PDF took longer than 5 s to render")
         assert caught.value.details == {"page": 1, "limitSeconds": 5.0}
         assert not alive(child) and renderer.child_pid is None
+        # Nothing of the killed child is left here: not its socket, not a zombie process.
+        assert open_fds() == fds and child not in [c.pid for c in psutil.Process().children()]
 
         # The document is refused for good: its other pages are not tried for another 5 s each.
         with pytest.raises(AppError) as again:
@@ -189,10 +196,6 @@ def test_a_closed_renderer_leaves_no_child(renderer: PdfRenderer) -> None:
     document.close()
     renderer.close()
     assert not alive(child)
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_pdfs_without_pages_leave_no_document_open() -> None:
