@@ -8,6 +8,10 @@
    limit, but costly to walk; refused with 422 DOCUMENT_TOO_COMPLEX once reading its
    structure has taken OCR_DOCUMENT_OPEN_TIMEOUT_S.
 3. For scale, legitimate 200-page documents (a TIFF, a PDF): opened and every page checked.
+4. A PDF page of forms nested nine levels deep (3.5 KB, hours to render): refused with 422
+   DOCUMENT_TOO_COMPLEX once rendering it has taken OCR_PDF_RENDER_TIMEOUT_S; then the time
+   until the next document's page is rendered (a fresh renderer process), and what rendering
+   in that process costs against pdfium in the service's own process (an A4 scan at 300 dpi).
 
 ``--compare`` also times Pillow's own ``n_frames`` on the 50 000-frame TIFF, the walk the
 service did before (minutes). Limits are the shipped defaults. Results are printed and
@@ -34,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 from ocr_service.documents import Document, PageLimits  # noqa: E402
 from ocr_service.errors import AppError  # noqa: E402
 from ocr_service.settings import Settings  # noqa: E402
+from tests.support.pdf_builds import nested_forms_pdf  # noqa: E402
+from tests.support.synthetic import to_pdf  # noqa: E402
 from tests.support.tiff_frames import many_frame_tiff  # noqa: E402
 
 
@@ -48,6 +54,7 @@ def shipped_limits() -> PageLimits:
         max_aspect_ratio=float(str(default("max_page_aspect_ratio"))),
         max_segmentation_width=int(str(default("max_segmentation_width"))),
         open_timeout_s=float(str(default("document_open_timeout_s"))),
+        render_timeout_s=float(str(default("pdf_render_timeout_s"))),
     )
 
 
@@ -84,6 +91,43 @@ def blank_pdf(pages: int) -> bytes:
     return buffer.getvalue()
 
 
+def render_first_page(data: bytes, limits: PageLimits) -> str:
+    document = Document(data, limits)
+    try:
+        document.page(0)
+    except AppError as error:
+        return error.code.value
+    finally:
+        document.close()
+    return "rendered"
+
+
+def render_in_process(data: bytes, scale: float) -> str:
+    pdf = pdfium.PdfDocument(data)
+    page = pdf[0]
+    page.render(scale=scale, grayscale=False).to_pil().convert("RGB")
+    page.close()
+    pdf.close()
+    return "rendered"
+
+
+def rendering(limits: PageLimits, repeat: int) -> dict[str, object]:
+    """Case 4: a page that renders for hours, the page after it, and a scan page's cost."""
+    scan = to_pdf([Image.effect_noise((2480, 3508), 60).convert("RGB")], dpi=300)
+    render_first_page(scan, limits)  # the renderer process starts once, before anything is timed
+    result: dict[str, object] = {
+        "nested_forms_page": {
+            "bytes": len(nested := nested_forms_pdf(9, 10)),
+            **timed(lambda: render_first_page(nested, limits), 1),
+        },
+        # The first page after the kill: a new renderer process starts and opens the document.
+        "next_page_after_refusal": timed(lambda: render_first_page(scan, limits), 1),
+        "a4_scan_page_in_child": timed(lambda: render_first_page(scan, limits), repeat),
+        "a4_scan_page_in_process": timed(lambda: render_in_process(scan, limits.pdf_dpi / 72), repeat),
+    }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=5)
@@ -100,11 +144,17 @@ def main() -> None:
         "pdf_200_pages": (blank_pdf(limits.max_pages), args.repeat),
     }
     result: dict[str, object] = {
-        "limits": {"max_pages": limits.max_pages, "document_open_timeout_s": limits.open_timeout_s},
+        "limits": {
+            "max_pages": limits.max_pages,
+            "document_open_timeout_s": limits.open_timeout_s,
+            "pdf_render_timeout_s": limits.render_timeout_s,
+        },
     }
     for name, (data, repeat) in cases.items():
         result[name] = {"bytes": len(data), **timed(lambda data=data: open_and_check(data, limits), repeat)}
         print(name, result[name], flush=True)
+    result["pdf_rendering"] = rendering(limits, args.repeat)
+    print("pdf_rendering", result["pdf_rendering"], flush=True)
     if args.compare:
         started = time.perf_counter()
         counted = Image.open(io.BytesIO(frames)).n_frames

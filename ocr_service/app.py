@@ -22,6 +22,7 @@ from ocr_service.model_inspection import ModelChecker
 from ocr_service.models_admin import ModelAdmin
 from ocr_service.ocr import OcrService
 from ocr_service.pool import WorkerPool
+from ocr_service.scratch import sweep
 from ocr_service.settings import Settings
 from ocr_service.store import ModelStore
 from ocr_service.training.service import TrainingService
@@ -68,6 +69,7 @@ def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
             max_aspect_ratio=settings.max_page_aspect_ratio,
             max_segmentation_width=settings.max_segmentation_width,
             open_timeout_s=settings.document_open_timeout_s,
+            render_timeout_s=settings.pdf_render_timeout_s,
         ),
         store=store,
         pool=pool,
@@ -88,6 +90,9 @@ def create_app(settings: Settings | None = None, *, engine: str = KRAKEN_ENGINE)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What a killed service left in TMPDIR (its scratch folders only, never others' files).
+        await asyncio.to_thread(sweep)
+
         async def load() -> None:
             try:
                 await asyncio.to_thread(services.pool.start)

@@ -51,7 +51,7 @@ def decoding(subject: str) -> Iterator[None]:
         raise
     except DECODER_ERRORS as exc:
         log.info("%s cannot be decoded: %s: %s", subject, type(exc).__name__, exc)
-        raise _corrupt(subject) from exc
+        raise corrupt(subject) from exc
     except Exception as exc:
         # The trust boundary: known for damaged TIFFs (TypeError, KeyError, IndexError), but it
         # may also be a bug of ours inside the block, so the traceback goes to the log.
@@ -61,10 +61,11 @@ def decoding(subject: str) -> Iterator[None]:
             type(exc).__name__,
             exc_info=exc,
         )
-        raise _corrupt(subject) from exc
+        raise corrupt(subject) from exc
 
 
-def _corrupt(subject: str) -> AppError:
+def corrupt(subject: str) -> AppError:
+    """422 CORRUPT_DOCUMENT for ``subject`` (the start of a sentence: "Page 3 of the PDF")."""
     return AppError(ErrorCode.CORRUPT_DOCUMENT, f"{subject} is damaged and cannot be read.")
 
 

@@ -20,6 +20,7 @@ from ocr_service.errors import AppError, ErrorCode
 from ocr_service.image_pages import ImagePages
 from ocr_service.page_limits import PageLimits
 from ocr_service.pdf_pages import PdfPages
+from ocr_service.pdf_render import PdfRenderer, shared_renderer
 
 __all__ = ["Document", "DocumentType", "PageLimits", "sniff"]
 
@@ -78,10 +79,16 @@ class Document:
 
     ``data`` is the document's bytes, or a seekable binary file (a spooled upload) that pdfium
     and Pillow read from as they need it; the file must stay open until :meth:`close`.
+    ``renderer`` renders a PDF's pages (the service's own; else one shared by the process).
     """
 
     def __init__(
-        self, data: bytes | BinaryIO, limits: PageLimits, *, clock: Callable[[], float] = time.monotonic
+        self,
+        data: bytes | BinaryIO,
+        limits: PageLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        renderer: PdfRenderer | None = None,
     ) -> None:
         if isinstance(data, bytes):
             self.kind = sniff(data)
@@ -93,7 +100,7 @@ class Document:
         self._budget = ParseBudget(limits.open_timeout_s, clock)
         with self._budget.running():
             self._pages: Pages = (
-                PdfPages(data, limits)
+                PdfPages(data, limits, renderer or shared_renderer())
                 if self.kind is DocumentType.PDF
                 else ImagePages(data, self.kind.value.upper(), limits, self._budget)
             )

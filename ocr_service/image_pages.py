@@ -16,6 +16,8 @@ Image.MAX_IMAGE_PIXELS = None
 
 # EXIF orientations 5-8 store the page turned by a quarter: its upright width is the stored height.
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
+# Grey levels of 16 bits (a 16-bit PNG or TIFF scan) and of 32-bit integers.
+_WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 
 class ImagePages:
@@ -93,7 +95,12 @@ class ImagePages:
             # photo stored sideways would be segmented sideways (a 51-line page: 166 fragments).
             # (A TIFF frame is turned by Pillow as it loads; exif_transpose then finds no tag left.)
             upright = ImageOps.exif_transpose(image)
-            page = upright if upright.mode in ("RGB", "L") else upright.convert("RGB")
+            if upright.mode in ("RGB", "L"):
+                page = upright
+            elif upright.mode in _WIDE_GREY:
+                page = _eight_bit_grey(upright)
+            else:
+                page = upright.convert("RGB")
             page.load()
         # The orientation is applied; the metadata (EXIF, XMP, ICC) is of no use to kraken and
         # would travel to a worker with every page.
@@ -109,6 +116,17 @@ class ImagePages:
 
     def close(self) -> None:
         self._image.close()
+
+
+def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    """Wide grey levels scaled to 8 bits: Pillow's own conversion clips every level over 255 to
+    white, so a 16-bit scan (paper at 60 000, ink at 10 000) would become a blank page."""
+    wide = image.convert("I")
+    top = wide.getextrema()[1]
+    assert isinstance(top, int)  # one band of integers
+    # 16-bit levels: the high byte (v >> 8); 32-bit ones: their own range.
+    scale = 1 / 256 if top <= 0xFFFF else 255 / top
+    return wide.point(lambda v: v * scale).convert("L")
 
 
 def _subject(index: int) -> str:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
 from ocr_service.admission import Admission, PageMemory, Slot, page_cost
@@ -28,6 +29,7 @@ from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
 from ocr_service.model_ref import ModelRef
 from ocr_service.page_range import PageRange
+from ocr_service.pdf_render import PdfRenderer
 from ocr_service.pool import WorkerPool
 from ocr_service.store import ModelStore
 
@@ -189,6 +191,8 @@ class OcrService:
         self.memory = memory
         # pdfium is not thread-safe: every document operation runs on this one thread.
         self._documents_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="documents")
+        # Renders PDF pages in a child process it kills when a page passes its time limit.
+        self._renderer = PdfRenderer()
 
     def _on_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._documents_thread, fn, *args)
@@ -249,7 +253,7 @@ class OcrService:
         return run
 
     async def _open(self, source: BinaryIO) -> Document:
-        opening = self._on_thread(Document, source, self.limits)
+        opening = self._on_thread(partial(Document, renderer=self._renderer), source, self.limits)
         try:
             return await asyncio.shield(opening)
         except asyncio.CancelledError:
@@ -265,3 +269,4 @@ class OcrService:
 
     def close(self) -> None:
         self._documents_thread.shutdown(wait=False, cancel_futures=True)
+        self._renderer.close()

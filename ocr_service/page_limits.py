@@ -12,6 +12,10 @@ from ocr_service.errors import AppError, ErrorCode
 # aspect ratio (its input is (1, 3, 1800, 0)); a wide page therefore becomes a wide input.
 SEGMENTATION_HEIGHT = 1800
 
+# Seconds pdfium may take to render one PDF page (OCR_PDF_RENDER_TIMEOUT_S): a scanned A4 page
+# at 300 dpi takes about 1 s on a loaded 2-core machine, a path of 100 000 segments 2 s.
+PDF_RENDER_TIMEOUT_S = 30.0
+
 
 @dataclass(frozen=True)
 class PageLimits:
@@ -24,6 +28,8 @@ class PageLimits:
     max_segmentation_width: int
     # Time reading one document's structure may take (OCR_DOCUMENT_OPEN_TIMEOUT_S).
     open_timeout_s: float
+    # Time rendering one PDF page may take (OCR_PDF_RENDER_TIMEOUT_S).
+    render_timeout_s: float = PDF_RENDER_TIMEOUT_S
 
     def check_shape(self, page: int, width: float, height: float) -> None:
         """Refuse a page that has no usable size or that blla cannot segment sensibly.

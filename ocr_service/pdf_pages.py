@@ -1,4 +1,4 @@
-"""The pages of a PDF: sized from the page tree, rendered one at a time with pdfium."""
+"""The pages of a PDF: sized from the page tree here, rendered one at a time in a child process."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import logging
 import math
 from typing import BinaryIO
 
-import pypdfium2 as pdfium
-import pypdfium2.raw as pdfium_c
 from PIL import Image
 
 from ocr_service.decoding import decoding
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.page_limits import PageLimits
+from ocr_service.pdf_load import LoadFailure, OpenPdf, PdfLoadError
+from ocr_service.pdf_render import PdfRenderer
 
 log = logging.getLogger(__name__)
 
@@ -22,27 +22,21 @@ class PdfPages:
 
     exact_count = True
 
-    def __init__(self, data: bytes | BinaryIO, limits: PageLimits) -> None:
+    def __init__(self, data: bytes | BinaryIO, limits: PageLimits, renderer: PdfRenderer) -> None:
         self.limits = limits
         with decoding("The PDF"):
             try:
-                self._pdf = pdfium.PdfDocument(data)
-            except pdfium.PdfiumError as exc:
-                explained = _explain(data)
-                if explained is None:
-                    raise
-                raise explained from exc
-        try:
-            with decoding("The PDF"):
-                self.count = len(self._pdf)
-        except BaseException:
-            self._pdf.close()
-            raise
+                self._pdf = OpenPdf(data)
+            except PdfLoadError as exc:
+                raise _refusal(exc) from exc
+        self.count = self._pdf.pages
+        self._renderer = renderer
+        self._key = renderer.add(data)
 
     def _size(self, index: int) -> tuple[float, float]:
         # From the page tree alone: pdfium parses no content stream for it.
         with decoding(_subject(index)):
-            width, height = self._pdf.get_page_size(index)
+            width, height = self._pdf.document.get_page_size(index)
         return width, height
 
     def check(self, index: int) -> None:
@@ -56,17 +50,13 @@ class PdfPages:
         return min(math.ceil(width_pt * scale) * math.ceil(height_pt * scale), self.limits.max_page_pixels)
 
     def page(self, index: int) -> Image.Image:
-        """Render page ``index`` at the configured DPI, or lower where the pixel limit demands."""
+        """Render page ``index`` at the configured DPI, or lower where the pixel limit demands,
+        within the render time limit (422 DOCUMENT_TOO_COMPLEX past it)."""
         width_pt, height_pt = self._size(index)
         self.limits.check_shape(index + 1, width_pt, height_pt)
         scale = self._scale(index, width_pt, height_pt)
-        with decoding(_subject(index)):
-            page = self._pdf[index]
-            try:
-                image = page.render(scale=scale, grayscale=False).to_pil()
-            finally:
-                page.close()
-            return image.convert("RGB") if image.mode != "RGB" else image
+        image = self._renderer.render(self._key, index, scale, self.limits.render_timeout_s)
+        return image.convert("RGB") if image.mode != "RGB" else image
 
     def _scale(self, index: int, width_pt: float, height_pt: float) -> float:
         scale = self.limits.pdf_dpi / 72
@@ -82,27 +72,18 @@ class PdfPages:
         return scale
 
     def close(self) -> None:
+        self._renderer.remove(self._key)
         self._pdf.close()
 
 
-def _explain(source: bytes | BinaryIO) -> AppError | None:
-    """The refusals pdfium can tell apart from plain damage."""
-    # Only on this refusal path is a spooled file read whole: the raw load needs the bytes.
-    if isinstance(source, bytes):
-        data = source
-    else:
-        source.seek(0)
-        data = source.read()
-    # pypdfium2 also refuses a PDF that loads but has no pages, and then reports whatever error
-    # this thread's pdfium saw last (after a damaged PDF: "format error"). Loading it again
-    # tells the two apart; a failed load sets the error afresh.
-    loaded = pdfium_c.FPDF_LoadMemDocument64(data, len(data), None)
-    if loaded:
-        pdfium_c.FPDF_CloseDocument(loaded)
+def _refusal(error: PdfLoadError) -> AppError:
+    """What pdfium's refusal to load the PDF means to the client."""
+    if error.failure is LoadFailure.NO_PAGES:
         return AppError(ErrorCode.EMPTY_DOCUMENT, "The PDF has no pages.")
-    if pdfium_c.FPDF_GetLastError() == pdfium_c.FPDF_ERR_PASSWORD:
+    if error.failure is LoadFailure.PASSWORD:
         return AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is password-protected.")
-    return None
+    log.info("The PDF cannot be decoded: %s", error)
+    return AppError(ErrorCode.CORRUPT_DOCUMENT, "The PDF is damaged and cannot be read.")
 
 
 def _subject(index: int) -> str:

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocr_service.cgroups import Cgroup, available_cpus
+from ocr_service.page_limits import PDF_RENDER_TIMEOUT_S
 
 # Measured on this design's target (2 cores, kraken 7.1.1, torch 2.14): one worker process
 # with the packaged segmentation model and a recognition model peaks at about 1.1 GB while
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     # Seconds reading one document's structure (its page count, every page's size) may take on
     # the shared documents thread before it is refused (422 DOCUMENT_TOO_COMPLEX).
     document_open_timeout_s: float = Field(5.0, gt=0, le=600)
+    # Seconds rendering one PDF page may take; past it the renderer process is killed and the
+    # document refused (422 DOCUMENT_TOO_COMPLEX), so the next document is rendered at once.
+    pdf_render_timeout_s: float = Field(PDF_RENDER_TIMEOUT_S, gt=0, le=600)
 
     # worker pool
     memory_limit_mb: int | None = Field(None, gt=0)

@@ -15,8 +15,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +22,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from ocr_service.scratch import ScratchFolder
 from ocr_service.workers.handle import UNSENDABLE, State, WorkerHandle
 from ocr_service.workers.messages import (
     PageDone,
@@ -75,6 +74,7 @@ class Supervisor:
         # Made at start: an app that is built but never started holds no descriptors or folders.
         self._wake_r = self._wake_w = -1
         self._reports = ""
+        self._scratch: ScratchFolder | None = None
         self._thread = threading.Thread(target=self._run, name="ocr-workers", daemon=True)
 
     # --- called from other threads ------------------------------------------------------------
@@ -83,7 +83,9 @@ class Supervisor:
         """Start every worker and block until each has loaded its models."""
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._reports = tempfile.mkdtemp(prefix="ocr-page-reports-")
+        # Locked while this process lives: a service killed with its folder is swept at start-up.
+        self._scratch = ScratchFolder.create("page-reports")
+        self._reports = str(self._scratch.path)
         for worker in self._workers:
             self._spawn(worker)
         self._thread.start()
@@ -125,7 +127,8 @@ class Supervisor:
             os.close(self._wake_r)
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
-            shutil.rmtree(self._reports, ignore_errors=True)
+            if self._scratch is not None:
+                self._scratch.remove()
 
     def _wake(self) -> None:
         # A full pipe already wakes the thread; a closed one means it has stopped.
