@@ -375,9 +375,7 @@ def test_random_abandon_timings_never_free_the_memory_of_a_page_a_worker_still_h
     rng = random.Random(seed)
     pool = pools(workers=2)
     gates = [tmp_path / f"gate-{i}" for i in range(16)]
-    pages = [
-        fake_page(f"p{i}", log=tmp_path, gate=gates[i] if rng.random() < 0.6 else None) for i in range(len(gates))
-    ]
+    pages = [fake_page(f"p{i}", log=tmp_path, gate=gates[i] if rng.random() < 0.6 else None) for i in range(len(gates))]
     limit = rng.randint(2, 5) * UNIT
 
     async def scenario() -> None:
