@@ -17,18 +17,18 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocr_service.cgroups import Cgroup, available_cpus
 
-# One worker process's peak while it reads a page grows with two things: the page's width once
-# blla has scaled it to 1800 px height (its input is (1, 3, 1800, width)), and the page's own
-# pixels (the page arrives whole; kraken converts and scales it). Measured with
-# bench/bench_worker_memory.py (one process, the packaged blla and a recognition model, torch on
-# one thread; peak RSS): 0.9-1.2 GB with the models loaded, then about 0.31 MB per pixel of width
-# and 22 bytes per page pixel on top (1273 px / 4.4 MP: 1987 MB; 3700 px / 12.6 MP: 2913 MB;
-# 3700 px / 50.6 MP: 3422 MB; README "Benchmark: a worker's memory"). A worker reserves that
-# peak for the widest and largest page admitted (OCR_MAX_SEGMENTATION_WIDTH, OCR_MAX_PAGE_PIXELS),
-# rounded up, so that no page admitted can push the container over its limit.
-WORKER_BASE_MEMORY_MB = 1500
-WORKER_MEMORY_PER_WIDTH_PX_MB = 0.32
-WORKER_BYTES_PER_PAGE_PIXEL = 22
+# One worker process's peak while it reads a page grows with the page's width once blla has
+# scaled it to 1800 px height (its input is (1, 3, 1800, width)) and, less, with the page's own
+# pixels (the page crosses to the worker whole). Measured with bench/bench_worker_memory.py
+# (one process, the packaged blla and a recognition model, torch on one thread; peak RSS, the
+# highest of repeated runs, which differ by up to 12 %): 1987 MB at 1273 px (A4 portrait),
+# 2500 MB at 2546 px (A4 landscape), 3277 MB at 3700 px (12.6 MP), 3457 MB at 3700 px (60 MP).
+# A worker reserves that peak, with a margin of 10 % or more, for the widest and largest page
+# admitted (OCR_MAX_SEGMENTATION_WIDTH, OCR_MAX_PAGE_PIXELS), so that no page admitted can push
+# the container over its limit.
+WORKER_BASE_MEMORY_MB = 1400
+WORKER_MEMORY_PER_WIDTH_PX_MB = 0.6
+WORKER_BYTES_PER_PAGE_PIXEL = 8
 
 
 def worker_memory_mb(max_segmentation_width: int, max_page_pixels: int) -> int:

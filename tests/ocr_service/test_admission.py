@@ -310,6 +310,40 @@ def test_a_client_that_hangs_up_again_and_again_gets_no_more_pages_decoded_than_
     asyncio.run(scenario())
 
 
+def test_a_page_whose_client_leaves_while_it_is_decoded_keeps_its_memory_until_the_decoder_is_done() -> None:
+    page = Image.new("RGB", (120, 90), "white")
+    cost = page_cost(page.width * page.height)
+    entered, gate = threading.Event(), threading.Event()
+    decoded: list[Image.Image] = []
+
+    class SlowToDecode(Document):
+        def page(self, index: int) -> Image.Image:
+            entered.set()
+            assert gate.wait(30), "the test never opened the gate"
+            decoded.append(super().page(index))
+            return decoded[-1]
+
+    async def scenario() -> None:
+        pool = HeldPool(workers=1, ready=True)
+        memory = PageMemory(10 * cost)
+        service = _service(pool, memory)
+        with patch("ocr_service.ocr.Document", SlowToDecode):
+            starting = asyncio.create_task(service.start(OcrInput(file=io.BytesIO(to_tiff([page])))))
+            await asyncio.to_thread(entered.wait, 30)
+            starting.cancel()  # the client leaves while the documents thread decodes its page
+            for _ in range(20):  # the page's own task is cancelled too (closing the document
+                await asyncio.sleep(0)  # waits for the documents thread, so `starting` does)
+            assert memory.held == cost  # the thread still builds the page
+            gate.set()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            await _until(lambda: memory.held == 0)
+        assert len(decoded) == 1 and pool.entered == []
+        service.close()
+
+    asyncio.run(scenario())
+
+
 @pytest.mark.parametrize("seed", range(25))
 def test_pages_of_clients_that_leave_at_random_moments_keep_their_memory_until_the_pool_lets_them_go(
     seed: int,

@@ -67,18 +67,21 @@ def test_worker_count_follows_the_memory_limit(tmp_path: Path) -> None:
 
 
 # Peak RSS of one worker reading one page (bench/bench_worker_memory.py, README "Benchmark: a
-# worker's memory"): (width at blla's 1800 px height, page pixels, peak MB).
+# worker's memory"), the highest of repeated runs: (width at blla's 1800 px height, page pixels, MB).
 MEASURED_WORKER_PEAKS = [
     (1273, 1754 * 2480, 1987),
     (1273, 2481 * 3508, 1704),
-    (3700, 5098 * 2480, 2913),
+    (2546, 3508 * 2480, 2500),
+    (3700, 5098 * 2480, 3277),
     (3700, 10196 * 4960, 3422),
+    (3700, 11100 * 5400, 3457),
 ]
 
 
 @pytest.mark.parametrize(("width", "pixels", "peak_mb"), MEASURED_WORKER_PEAKS)
-def test_a_workers_reservation_covers_its_measured_peak(width: int, pixels: int, peak_mb: int) -> None:
-    assert worker_memory_mb(width, pixels) >= peak_mb
+def test_a_workers_reservation_covers_its_measured_peak_with_a_margin(width: int, pixels: int, peak_mb: int) -> None:
+    # Runs of the same page differ by up to 12 %: the reservation keeps at least 5 % above the highest.
+    assert worker_memory_mb(width, pixels) >= 1.05 * peak_mb
 
 
 @hyp_settings(max_examples=300, deadline=None)
