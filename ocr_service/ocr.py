@@ -130,7 +130,11 @@ class OcrRun:
         def decode() -> Image.Image | None:
             return self.document.page(index) if wanted else None
 
-        decoding = self._on_thread(decode)
+        try:
+            decoding = self._on_thread(decode)
+        except BaseException:  # the documents thread is shut down: the service is stopping
+            reservation.release()
+            raise
         try:
             image = await asyncio.shield(decoding)
         except asyncio.CancelledError:
