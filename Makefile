@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-documents bench-ocr-client bench-pages clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ bench-ocr: install
 # the places are free after clients hang up.
 bench-memory: install
 	$(PY) bench/bench_memory.py
+
+# One worker's peak memory by the page's width at blla's height, against its reservation.
+bench-worker-memory: install
+	$(PY) bench/bench_worker_memory.py
 
 # How long refusing hostile documents takes (a 50 000-frame TIFF, a TIFF of huge IFDs).
 bench-documents: install

@@ -4,8 +4,11 @@ The service process holds, per document, a small amount of state (its spooled up
 disk, pdfium and Pillow read from that file) and, per page in flight, the decoded page. So the
 service's own memory is bounded by two counters: ``Admission`` limits the documents (checked
 when a request's headers have arrived, before its body is read), ``PageMemory`` limits the
-bytes of decoded pages (reserved before a page is decoded, given back when its worker is done
-with it). Both are used from the event loop only, so they need no lock.
+bytes of decoded pages (reserved before a page is decoded, given back when nothing holds the
+page any more: not the read path, not the documents thread still decoding it, and not the worker
+supervisor, which lets a page go only once it is delivered, dropped from the queue, or its
+worker has finished with it or died). Both are used from the event loop only, so they need no
+lock.
 """
 
 from __future__ import annotations
@@ -65,6 +68,24 @@ class Admission:
         return Slot(self)
 
 
+class Reservation:
+    """One page's share of the page memory; ``release`` (on the event loop) is idempotent, so
+    whichever of the page's holders lets it go last may call it."""
+
+    def __init__(self, memory: PageMemory, nbytes: int) -> None:
+        self._memory: PageMemory | None = memory
+        self.nbytes = nbytes
+
+    def release(self) -> None:
+        memory, self._memory = self._memory, None
+        if memory is not None:
+            memory._release(self.nbytes)
+
+    @property
+    def held(self) -> bool:
+        return self._memory is not None
+
+
 class PageMemory:
     """Bytes of decoded pages in the service; a page waits, in order of arrival, for its share.
 
@@ -84,11 +105,16 @@ class PageMemory:
     @asynccontextmanager
     async def reserve(self, nbytes: int) -> AsyncIterator[int]:
         """Hold ``nbytes`` (clamped to the budget) for the block; waits while the budget is full."""
-        granted = await self._acquire(nbytes)
+        reservation = await self.acquire(nbytes)
         try:
-            yield granted
+            yield reservation.nbytes
         finally:
-            self._release(granted)
+            reservation.release()
+
+    async def acquire(self, nbytes: int) -> Reservation:
+        """Hold ``nbytes`` (clamped to the budget) until the reservation is released; waits while
+        the budget is full. For a page whose last holder is not the task that reserved it."""
+        return Reservation(self, await self._acquire(nbytes))
 
     async def _acquire(self, nbytes: int) -> int:
         nbytes = max(0, min(nbytes, self.limit))

@@ -14,6 +14,7 @@ namespace, and the next store that opens sweeps folders nobody owns.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
@@ -172,6 +173,29 @@ class ModelPins:
         """Pinned files and how many documents hold each (for tests and diagnostics)."""
         with self._lock:
             return dict(self._counts)
+
+
+async def pin_off_loop(pin: Callable[[str | None], ModelPin], recognition: str | None) -> ModelPin:
+    """``pin(recognition)`` on a worker thread, so the event loop keeps serving while it waits
+    for the store's file lock or copies a model across file systems.
+
+    Shielded: cancelling the caller does not stop the thread (it could not), and the pin it
+    takes after all is released as soon as it has been taken, so nothing stays pinned for a
+    document that never started.
+    """
+    taking = asyncio.ensure_future(asyncio.to_thread(pin, recognition))
+    try:
+        return await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        taking.add_done_callback(_release_unwanted)
+        raise
+
+
+def _release_unwanted(taking: asyncio.Future[ModelPin]) -> None:
+    if taking.cancelled():
+        return  # the loop is shutting down: the thread never ran, or the process ends with its pins
+    if taking.exception() is None:  # a failed pin holds nothing (and its error has no reader)
+        taking.result().release()
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -4,8 +4,9 @@
 ``OcrService.start`` then does every check that can fail on bad input *before* any result is
 sent (so even ``/ocr/stream`` answers a 4xx for a corrupt file); ``OcrRun.events`` yields each
 page as soon as it is done while the next pages are already in the pool. Every decoded page
-holds its share of the page memory (``PageMemory``) from before it is decoded until its worker
-is done with it, so the pages of all documents together stay within the budget.
+holds its share of the page memory (``PageMemory``) from before it is decoded until nothing
+holds it any more (for a page whose client left: until the documents thread and the worker
+are done with it), so the pages of all documents together stay within the budget.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, TypeVar
 
-from ocr_service.admission import Admission, PageMemory, Slot, page_cost
+from PIL import Image
+
+from ocr_service.admission import Admission, PageMemory, Reservation, Slot, page_cost
 from ocr_service.documents import Document, PageLimits
 from ocr_service.engine.pipeline import PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
+from ocr_service.model_pins import pin_off_loop
 from ocr_service.model_ref import ModelRef
 from ocr_service.page_range import PageRange
 from ocr_service.pdf_render import PdfRenderer
@@ -114,10 +118,45 @@ class OcrRun:
 
     async def _read_page(self, index: int, decoded: asyncio.Future[tuple[int, int]]) -> PageResult:
         pixels: int = await self._on_thread(self.document.page_pixels, index)
-        async with self._memory.reserve(page_cost(pixels)):
-            image = await self._on_thread(self.document.page, index)
-            decoded.set_result((image.width, image.height))
-            return await self._pool.process_page(image, self.model, self.segmentation_model)
+        # Given back by the page's last holder, not when this task ends: a client that leaves
+        # must not free the memory of a page still being decoded or read by a worker, or one
+        # that connects, sends a large page and hangs up, again and again, gets more pages
+        # decoded at once than the budget allows.
+        reservation = await self._memory.acquire(page_cost(pixels))
+        image = await self._decode(index, reservation)
+        try:
+            if not decoded.done():
+                decoded.set_result((image.width, image.height))
+        except BaseException:
+            reservation.release()
+            raise
+        return await self._pool.process_page(image, self.model, self.segmentation_model, let_go=reservation.release)
+
+    async def _decode(self, index: int, reservation: Reservation) -> Image.Image:
+        """Page ``index``, decoded on the documents thread. If it fails, its memory is given
+        back; if the caller is cancelled, once the thread is done with it (a decode that has
+        not started yet is skipped)."""
+        wanted = True
+
+        def decode() -> Image.Image | None:
+            return self.document.page(index) if wanted else None
+
+        try:
+            decoding = self._on_thread(decode)
+        except BaseException:  # the documents thread is shut down: the service is stopping
+            reservation.release()
+            raise
+        try:
+            image = await asyncio.shield(decoding)
+        except asyncio.CancelledError:
+            wanted = False
+            decoding.add_done_callback(lambda _: reservation.release())
+            raise
+        except BaseException:
+            reservation.release()
+            raise
+        assert image is not None  # only a cancelled caller's decode is skipped
+        return image
 
     def _submit(self) -> None:
         decoded: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
@@ -210,9 +249,10 @@ class OcrService:
     async def start(self, request: OcrInput) -> OcrRun:
         """Open and check the document and decode its first page (the caller holds its slot)."""
         # Resolved and pinned once per document: every page is read with the same files, even
-        # if a model is replaced, removed or another one chosen meanwhile. On the loop, not a
-        # thread: a cancelled await would leave a pin nobody releases (the store lock is brief).
-        pin = self.store.pin_models(request.model)
+        # if a model is replaced, removed or another one chosen meanwhile. Off the loop (the
+        # store's file lock, maybe a copy across file systems); a client that leaves meanwhile
+        # leaves no pin behind.
+        pin = await pin_off_loop(self.store.pin_models, request.model)
         model, segmentation_model = pin.model, pin.segmentation_model
         resources = AsyncExitStack()
         resources.callback(pin.release)

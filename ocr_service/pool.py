@@ -124,39 +124,69 @@ class WorkerPool:
         return info
 
     async def process_page(
-        self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
+        self,
+        image: Image.Image,
+        model: ModelRef | None,
+        segmentation_model: ModelRef | None = None,
+        *,
+        let_go: Callable[[], None] | None = None,
     ) -> PageResult:
         """Read one page; ``segmentation_model`` None means the one the workers loaded at start.
 
         Cancelling the caller abandons the page: if no worker has taken it yet it never starts,
-        if one has, its result is dropped."""
+        if one has, its result is dropped. ``let_go`` is called once, on this event loop, when
+        neither this call nor the workers hold the image any more — for an abandoned page that
+        may be long after the caller was cancelled (its worker reads it to the end), which is
+        what a page's memory reservation must wait for."""
         loop = asyncio.get_running_loop()
         outcome: asyncio.Future[PageResult] = loop.create_future()
+        holders = _Holders(let_go)
 
         def deliver(result: Any, error: BaseException | None) -> None:
             # The loop is gone only when the service stopped and nobody waits for the page.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_settle, outcome, result, error)
 
-        job = PageJob(image, model, segmentation_model, deliver)
+        def workers_let_go() -> None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(holders.drop)
+
+        job = PageJob(image, model, segmentation_model, deliver, workers_let_go)
         try:
-            self._supervisor.submit(job)
-        except PoolClosedError as exc:
-            raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.") from exc
-        try:
-            return await outcome
-        except asyncio.CancelledError:
-            self._supervisor.abandon(job)
-            raise
-        except (PageTimedOutError, PageKilledWorkerError, PoolClosedError) as exc:
-            raise _pool_error(exc) from exc
-        except (WrongModelKindError, ModelLoadError, SegmentationModelError, PageFailedError) as exc:
-            raise _engine_error(exc) from exc
+            try:
+                self._supervisor.submit(job)
+            except PoolClosedError as exc:
+                holders.drop()  # the workers never had it
+                raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.") from exc
+            try:
+                return await outcome
+            except asyncio.CancelledError:
+                self._supervisor.abandon(job)
+                raise
+            except (PageTimedOutError, PageKilledWorkerError, PoolClosedError) as exc:
+                raise _pool_error(exc) from exc
+            except (WrongModelKindError, ModelLoadError, SegmentationModelError, PageFailedError) as exc:
+                raise _engine_error(exc) from exc
+        finally:
+            holders.drop()
 
     def shutdown(self) -> None:
         """Stop every worker process (a page on one fails with MODELS_NOT_READY) and wait for them."""
         self._started = False
         self._supervisor.close()
+
+
+class _Holders:
+    """A page's two holders, this call and the workers; ``let_go`` when both have dropped it."""
+
+    def __init__(self, let_go: Callable[[], None] | None) -> None:
+        self._left = 2
+        self._let_go = let_go
+
+    def drop(self) -> None:
+        self._left -= 1
+        if self._left == 0 and self._let_go is not None:
+            self._let_go()
 
 
 def _settle(outcome: asyncio.Future[PageResult], result: Any, error: BaseException | None) -> None:

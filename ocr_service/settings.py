@@ -18,10 +18,30 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from ocr_service.cgroups import Cgroup, available_cpus
 from ocr_service.page_limits import PDF_RENDER_TIMEOUT_S
 
-# Measured on this design's target (2 cores, kraken 7.1.1, torch 2.14): one worker process
-# with the packaged segmentation model and a recognition model peaks at about 1.1 GB while
-# it segments a 300-dpi page. Rounded up so a worker never pushes the container over its limit.
-WORKER_MEMORY_MB = 1400
+# One worker process's peak while it reads a page grows with the page's width once blla has
+# scaled it to 1800 px height (its input is (1, 3, 1800, width)) and, less, with the page's own
+# pixels (the page crosses to the worker whole). Measured with bench/bench_worker_memory.py
+# (one process, the packaged blla and a recognition model, torch on one thread; peak RSS, the
+# highest of repeated runs, which differ by up to 12 %): 1987 MB at 1273 px (A4 portrait),
+# 2500 MB at 2546 px (A4 landscape), 3277 MB at 3700 px (12.6 MP), 3457 MB at 3700 px (60 MP).
+# A worker reserves that peak, with a margin of 10 % or more, for the widest and largest page
+# admitted (OCR_MAX_SEGMENTATION_WIDTH, OCR_MAX_PAGE_PIXELS), so that no page admitted can push
+# the container over its limit.
+WORKER_BASE_MEMORY_MB = 1400
+WORKER_MEMORY_PER_WIDTH_PX_MB = 0.6
+WORKER_BYTES_PER_PAGE_PIXEL = 8
+
+
+def worker_memory_mb(max_segmentation_width: int, max_page_pixels: int) -> int:
+    """The memory one worker may take at its peak, for pages up to ``max_segmentation_width``
+    px wide at blla's height and ``max_page_pixels`` in all."""
+    return math.ceil(
+        WORKER_BASE_MEMORY_MB
+        + WORKER_MEMORY_PER_WIDTH_PX_MB * max_segmentation_width
+        + WORKER_BYTES_PER_PAGE_PIXEL * max_page_pixels / 2**20
+    )
+
+
 # The parent process (FastAPI, the PDF rasteriser, pages waiting in the queue).
 SERVICE_BASE_MEMORY_MB = 800
 # The model-check child (engine/validate.py) imports torch and kraken and loads one candidate
@@ -77,9 +97,8 @@ class Settings(BaseSettings):
     # The long side of a page over its short side: blla scales every page to 1800 px height,
     # so a tall strip (1:10 → 180 px wide) has little left to segment. 1:10 lets long receipts in.
     max_page_aspect_ratio: float = Field(10.0, ge=1.5, le=100.0)
-    # A page's width once blla has scaled it to 1800 px height; a worker's memory grows with it
-    # (one process segmenting with blla, measured: 1.8 GB at 1273 px (A4 portrait), 2.6 GB at
-    # 2546 px (A4 landscape), 3.9 GB at 4500 px). 3700 px (2.05:1) lets every ISO, US and
+    # A page's width once blla has scaled it to 1800 px height; a worker's memory grows with it,
+    # and each worker reserves it (worker_memory_mb). 3700 px (2.05:1) lets every ISO, US and
     # envelope format in either orientation in (a DL or C6/5 envelope lying down: 3600-3616 px).
     max_segmentation_width: int = Field(3700, ge=1800, le=20_000)
     # Seconds reading one document's structure (its page count, every page's size) may take on
@@ -236,16 +255,21 @@ class Settings(BaseSettings):
         return self.service_memory_mb + self.model_check_memory_mb + self.trainers_memory_mb
 
     @property
+    def worker_memory_mb(self) -> int:
+        """What one worker may take at its peak: it grows with the widest and largest page admitted."""
+        return worker_memory_mb(self.max_segmentation_width, self.max_page_pixels)
+
+    @property
     def worker_count(self) -> int:
         """Workers that fit in memory, never more than CPUs.
 
-        Each worker process holds its own copy of the models, so the count is bounded by
-        ``(memory limit - reserved) / per-worker memory``. An explicit ``OCR_WORKERS``
+        Each worker process holds its own copy of the models and segments one page at a time,
+        so the count is bounded by ``(memory limit - reserved) / worker_memory_mb``. An explicit ``OCR_WORKERS``
         wins, but must fit too (checked in :meth:`check_memory_budget`).
         """
         if self.workers is not None:
             return self.workers
-        fit = (self.effective_memory_limit_mb - self.reserved_memory_mb) // WORKER_MEMORY_MB
+        fit = (self.effective_memory_limit_mb - self.reserved_memory_mb) // self.worker_memory_mb
         return max(1, min(self.effective_cpus, fit))
 
     @property
@@ -256,13 +280,15 @@ class Settings(BaseSettings):
         return max(1, self.effective_cpus // self.worker_count)
 
     def check_memory_budget(self) -> None:
-        workers_mb = self.worker_count * WORKER_MEMORY_MB
+        workers_mb = self.worker_count * self.worker_memory_mb
         need = self.reserved_memory_mb + workers_mb
         limit = self.effective_memory_limit_mb
         if need <= limit:
             return
         parts = [
-            f"{self.worker_count} OCR workers {workers_mb} MB (lower OCR_WORKERS)",
+            f"{self.worker_count} OCR worker(s) {workers_mb} MB, {self.worker_memory_mb} MB each for pages up to "
+            f"{self.max_segmentation_width} px wide at blla's 1800 px height and {self.max_page_pixels:,} pixels "
+            "(lower OCR_WORKERS, OCR_MAX_SEGMENTATION_WIDTH or OCR_MAX_PAGE_PIXELS)",
             f"the service {self.service_memory_mb} MB (lower OCR_PAGE_MEMORY_MB)",
             f"a model check {self.model_check_memory_mb} MB (lower OCR_MAX_MODEL_BYTES)",
         ]

@@ -29,7 +29,7 @@ def tiny_model() -> Path:
 
 
 def make_settings(models_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"models_dir": models_dir, "workers": 2, "memory_limit_mb": 8192}
+    values: dict[str, Any] = {"models_dir": models_dir, "workers": 2, "memory_limit_mb": 16384}
     values.update(overrides)
     return Settings(**values)
 

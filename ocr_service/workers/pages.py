@@ -20,15 +20,26 @@ log = logging.getLogger(__name__)
 MAX_KILLS = 2
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(eq=False)
 class PageJob:
     """One page waiting for, or on, a worker; ``deliver(result, error)`` is called once, from the
-    supervisor's thread, unless the page was abandoned first."""
+    supervisor's thread, unless the page was abandoned first.
+
+    ``let_go()`` is called exactly once, from whichever thread drops the pool's last hold on the
+    page (its image): after it was delivered, when it was abandoned while still queued, or, for
+    a page abandoned on a worker, once that worker has finished it or died. Until then the image
+    is in this process (the job and the task sent to the worker hold it), so its memory is too.
+    """
 
     image: Any
     model: Any
     segmentation_model: Any
     deliver: Callable[[Any, BaseException | None], None]
+    let_go: Callable[[], None] = _nothing
     # How many times a worker died while it read this page.
     kills: int = 0
     abandoned: bool = False
@@ -50,10 +61,13 @@ class PageQueue:
             self._jobs.append(job)
 
     def put_back(self, job: PageJob) -> None:
-        """First in line again: a page that lost its worker has waited its turn already."""
+        """First in line again: a page that lost its worker has waited its turn already. One
+        abandoned meanwhile is dropped instead (and let go)."""
         with self._lock:
             if not job.abandoned:
                 self._jobs.appendleft(job)
+                return
+        job.let_go()
 
     def take(self) -> tuple[PageJob | None, int]:
         """The next page, and how many still wait after it."""
@@ -62,11 +76,15 @@ class PageQueue:
             return job, len(self._jobs)
 
     def abandon(self, job: PageJob) -> None:
-        """The page's reader is gone: a page still queued never starts, a running one is dropped."""
+        """The page's reader is gone: a page still queued never starts (and is let go now), a
+        running one is dropped when its worker is done with it (and let go then)."""
         with self._lock:
             job.abandoned = True
-            with contextlib.suppress(ValueError):
+            try:
                 self._jobs.remove(job)
+            except ValueError:
+                return  # on a worker, or on its way to one: the supervisor lets it go
+        job.let_go()
 
     def set_accepting(self, accepting: bool) -> list[PageJob]:
         """Open or close the queue; closing it returns the pages that were waiting."""

@@ -289,8 +289,11 @@ class Supervisor:
                 self._died(worker, overdue=True)
 
     def _deliver(self, job: PageJob, result: Any, error: BaseException | None) -> None:
+        """The page's end in the pool: its outcome to its reader (unless abandoned), and the
+        pool's hold on its image let go. Called once per page, when no worker holds it."""
         if not job.abandoned:
             job.deliver(result, error)
+        job.let_go()
 
     def _publish(self) -> None:
         """Share the workers' state with other threads; fail waiting pages when none can read them."""

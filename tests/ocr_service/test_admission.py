@@ -10,6 +10,7 @@ import asyncio
 import io
 import random
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from unittest.mock import patch
@@ -23,7 +24,7 @@ from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
 from ocr_service.model_ref import ModelRef
 from ocr_service.ocr import OcrInput, OcrService, PageDone
-from ocr_service.settings import SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB, WORKER_MEMORY_MB, Settings
+from ocr_service.settings import SERVICE_BASE_MEMORY_MB, SERVICE_PROCESS_MEMORY_MB, Settings
 from tests.support.held_pool import HeldPool
 from tests.support.synthetic import to_pdf, to_tiff
 
@@ -213,6 +214,7 @@ def test_pages_of_many_documents_stay_within_the_page_memory_and_leavers_free_ev
         memory = PageMemory(limit)
         service = _service(pool, memory)
         in_pool_bytes: list[int] = []
+        uncovered: list[int] = []
 
         async def client(data: bytes, pixels: list[int], leave_after: int | None) -> list[int]:
             run = await service.start(OcrInput(file=io.BytesIO(data)))
@@ -231,6 +233,8 @@ def test_pages_of_many_documents_stay_within_the_page_memory_and_leavers_free_ev
             # The pool finishes pages in bursts, so that pages pile up in between.
             while True:
                 in_pool_bytes.append(memory.held)
+                # Pages still in the pool (those of clients that left too) keep their memory.
+                uncovered.append(page_cost(pool.pixels_in_pool) - memory.held)
                 if rng.random() < 0.5:
                     pool.release.set()
                 else:
@@ -244,6 +248,13 @@ def test_pages_of_many_documents_stay_within_the_page_memory_and_leavers_free_ev
             )
         finally:
             releaser.cancel()
+        # The pages of clients that left are read to their end in the pool, then let go.
+        pool.release.set()
+        for _ in range(10_000):
+            if pool.in_pool == 0 and memory.held == 0:
+                break
+            await asyncio.sleep(0.002)
+        assert max(uncovered) <= 0
         for (_, pixels), leave, seen in zip(documents, leaves_after, results, strict=True):
             expected = len(pixels) if leave is None else min(len(pixels), leave + 1)
             assert seen == list(range(1, expected + 1))
@@ -254,6 +265,134 @@ def test_pages_of_many_documents_stay_within_the_page_memory_and_leavers_free_ev
         assert memory.held == 0 and memory.waiting == 0
         assert pool.in_pool == 0
         # Every document's model pins are released exactly once, however its client left.
+        assert [pin.released for pin in service.store.pins] == [1] * len(documents)  # type: ignore[attr-defined]
+        service.close()
+
+    asyncio.run(scenario())
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Wait on the loop for what the pool does on its own time (a guard, not a timing)."""
+    for _ in range(20_000):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the condition never came true")
+
+
+def test_a_client_that_hangs_up_again_and_again_gets_no_more_pages_decoded_than_the_budget() -> None:
+    """The attack: send a large page, hang up once it is in a worker, repeat. The page is still
+    in the worker (read to its end there), so its memory is not free for the next one."""
+    page = Image.new("RGB", (120, 90), "white")
+    limit = page_cost(page.width * page.height)
+
+    async def scenario() -> None:
+        pool = HeldPool(workers=4, ready=True)
+        memory = PageMemory(limit)
+        service = _service(pool, memory)
+        run = await service.start(OcrInput(file=io.BytesIO(to_tiff([page]))))
+        await _until(lambda: pool.in_pool == 1)
+        await run.aclose()  # the client hangs up while its page is in a worker
+        assert (pool.in_pool, memory.held) == (1, limit)
+        # The next client's page waits: admitted, not decoded.
+        starting = asyncio.create_task(service.start(OcrInput(file=io.BytesIO(to_tiff([page])))))
+        await _until(lambda: memory.waiting == 1)
+        assert not starting.done() and len(pool.entered) == 1
+        pool.let_finish(1)  # the worker is done with the abandoned page: now the next one runs
+        second = await starting
+        assert len(pool.entered) == 2 and pool.abandoned_done == 1
+        await second.aclose()
+        pool.release.set()
+        await _until(lambda: memory.held == 0 and pool.in_pool == 0)
+        assert page_cost(pool.most_pixels_in_pool) <= limit and memory.peak <= limit
+        service.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_page_whose_client_leaves_while_it_is_decoded_keeps_its_memory_until_the_decoder_is_done() -> None:
+    page = Image.new("RGB", (120, 90), "white")
+    cost = page_cost(page.width * page.height)
+    entered, gate = threading.Event(), threading.Event()
+    decoded: list[Image.Image] = []
+
+    class SlowToDecode(Document):
+        def page(self, index: int) -> Image.Image:
+            entered.set()
+            assert gate.wait(30), "the test never opened the gate"
+            decoded.append(super().page(index))
+            return decoded[-1]
+
+    async def scenario() -> None:
+        pool = HeldPool(workers=1, ready=True)
+        memory = PageMemory(10 * cost)
+        service = _service(pool, memory)
+        with patch("ocr_service.ocr.Document", SlowToDecode):
+            starting = asyncio.create_task(service.start(OcrInput(file=io.BytesIO(to_tiff([page])))))
+            await asyncio.to_thread(entered.wait, 30)
+            starting.cancel()  # the client leaves while the documents thread decodes its page
+            for _ in range(20):  # the page's own task is cancelled too (closing the document
+                await asyncio.sleep(0)  # waits for the documents thread, so `starting` does)
+            assert memory.held == cost  # the thread still builds the page
+            gate.set()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+            await _until(lambda: memory.held == 0)
+        assert len(decoded) == 1 and pool.entered == []
+        service.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_pages_of_clients_that_leave_at_random_moments_keep_their_memory_until_the_pool_lets_them_go(
+    seed: int,
+) -> None:
+    """Many short documents whose clients leave at random moments (before the first page is
+    decoded, while a page is in the pool, between pages) while the pool finishes and drops
+    pages at random: the pages really alive (counted by the pool) never exceed the budget, and
+    everything is given back in the end."""
+    rng = random.Random(seed)
+    documents = [_document(rng) for _ in range(10)]
+    biggest = max(page_cost(p) for _, pixels in documents for p in pixels)
+    limit = rng.randint(biggest, 2 * biggest)
+
+    async def scenario() -> None:
+        pool = HeldPool(workers=rng.randint(1, 4), ready=True)
+        memory = PageMemory(limit)
+        service = _service(pool, memory)
+
+        async def client(data: bytes, wait_s: float) -> None:
+            run = await service.start(OcrInput(file=io.BytesIO(data)))
+            try:
+                async with asyncio.timeout(wait_s):
+                    async for _ in run.events():
+                        pass
+            except TimeoutError:
+                pass  # the client hangs up
+            finally:
+                await run.aclose()
+
+        async def let_pages_go() -> None:
+            while True:
+                if rng.random() < 0.3:
+                    pool.let_finish(rng.randint(1, 2))
+                await asyncio.sleep(rng.choice([0, 0.001, 0.003]))
+
+        releaser = asyncio.create_task(let_pages_go())
+        clients = []
+        for data, _ in documents:
+            clients.append(asyncio.create_task(client(data, rng.choice([0, 0.001, 0.005, 0.02, 1.0]))))
+            await asyncio.sleep(rng.choice([0, 0.001, 0.004]))
+        try:
+            await asyncio.gather(*clients)
+        finally:
+            releaser.cancel()
+        pool.release.set()
+        await _until(lambda: memory.held == 0 and pool.in_pool == 0)
+        assert page_cost(pool.most_pixels_in_pool) <= limit
+        assert memory.peak <= limit and memory.waiting == 0
+        assert pool.finished + pool.abandoned_done == len(pool.entered)
         assert [pin.released for pin in service.store.pins] == [1] * len(documents)  # type: ignore[attr-defined]
         service.close()
 
@@ -311,10 +450,10 @@ def test_a_larger_page_memory_leaves_less_room_for_workers(tmp_path: Path, seed:
     assert settings.service_memory_mb == service_mb
     # Beside the service: a model check (and trainers, with training on), one reserve for all.
     assert settings.reserved_memory_mb == service_mb + settings.model_check_memory_mb + settings.trainers_memory_mb
-    fit = (limit_mb - settings.reserved_memory_mb) // WORKER_MEMORY_MB
+    fit = (limit_mb - settings.reserved_memory_mb) // settings.worker_memory_mb
     assert settings.worker_count == max(1, min(settings.effective_cpus, fit))
     explicit = Settings(models_dir=tmp_path, memory_limit_mb=limit_mb, page_memory_mb=page_mb, workers=1)
-    if settings.reserved_memory_mb + WORKER_MEMORY_MB > limit_mb:
+    if settings.reserved_memory_mb + settings.worker_memory_mb > limit_mb:
         with pytest.raises(ValueError, match="memory limit"):
             explicit.check_memory_budget()
     else:

@@ -8,19 +8,29 @@ refuses any other file; see test_engine.py). Interleavings are generated from se
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import random
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
+from ocr_service.admission import Admission, PageMemory
+from ocr_service.documents import PageLimits
 from ocr_service.errors import AppError, ErrorCode
-from ocr_service.model_pins import ModelPin, PinnedFileChangedError
+from ocr_service.fetch import DocumentFetcher, FetchPolicy
+from ocr_service.model_pins import ModelPin, PinnedFileChangedError, pin_off_loop
 from ocr_service.model_ref import ModelFacts, ModelRef, file_stamp, packaged_segmentation_model
+from ocr_service.ocr import OcrInput, OcrService
 from ocr_service.store import ModelStore
+from tests.support.held_pool import HeldPool
+from tests.support.synthetic import to_png
 
 RECOGNITION = ModelFacts(kind="recognition", line_type="bbox", alphabet="abc", input_height=32)
 SEGMENTATION = ModelFacts(kind="segmentation", line_type=None, alphabet=None, input_height=1800)
@@ -266,4 +276,118 @@ def test_a_failed_segmentation_pin_drops_the_recognition_pin_taken_before_it(
     with pytest.raises((AppError, type(failure))):
         scenario.store.pin_models("reader")
     assert pins.held() == {}
+    assert pinned_files(scenario.store) == []
+
+
+# --- pins are taken off the event loop -----------------------------------------------------------
+
+
+class SlowPins:
+    """Makes the store's ``hold`` wait at a gate on its ``stop``-th call (1: the recognition
+    model, 2: the segmentation model), as a slow disk or a copy across file systems would."""
+
+    def __init__(self, store: ModelStore, stop: int) -> None:
+        self.entered, self.gate = threading.Event(), threading.Event()
+        self.calls = 0
+        hold = store.pins.hold
+
+        def slow_hold(ref: ModelRef) -> ModelRef:
+            self.calls += 1
+            if self.calls == stop:
+                self.entered.set()
+                assert self.gate.wait(60), "the test never opened the gate"
+            return hold(ref)
+
+        store.pins.hold = slow_hold  # type: ignore[method-assign]
+
+
+def _service(store: ModelStore) -> OcrService:
+    return OcrService(
+        limits=PageLimits(
+            max_pages=5,
+            max_page_pixels=1_000_000,
+            pdf_dpi=72,
+            max_aspect_ratio=10,
+            max_segmentation_width=3700,
+            open_timeout_s=5,
+        ),
+        store=store,
+        pool=HeldPool(workers=1, ready=True),  # type: ignore[arg-type]
+        fetcher=DocumentFetcher(FetchPolicy(frozenset(), False, 1, 1.0, 0)),
+        admission=Admission(5, 1),
+        memory=PageMemory(10**9),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_document_cancelled_while_its_models_are_pinned_leaves_no_pin(tmp_path: Path, seed: int) -> None:
+    """The client leaves while the recognition or the segmentation model is being pinned (on
+    its thread), or in the very moment the pin is taken: once the thread is done, nothing is
+    pinned and no link is left; and the event loop ran on meanwhile."""
+    rng = random.Random(seed)
+    scenario = Scenario(tmp_path, rng)
+    slow = SlowPins(scenario.store, stop=rng.choice([1, 2]))
+    service = _service(scenario.store)
+    data = to_png(Image.new("L", (40, 30), 255))
+
+    async def main() -> int:
+        starting = asyncio.create_task(service.start(OcrInput(file=io.BytesIO(data), model="reader")))
+        ticks = 0
+        while not slow.entered.is_set():  # the loop is free while the pin waits at its gate
+            ticks += 1
+            await asyncio.sleep(0.001)
+        if rng.random() < 0.5:
+            slow.gate.set()  # the pin may be taken in the same moment as the client leaves
+            await asyncio.sleep(rng.choice([0, 0.001]))
+        starting.cancel()
+        for _ in range(10):
+            ticks += 1
+            await asyncio.sleep(0)
+        slow.gate.set()
+        try:
+            run = await starting
+        except asyncio.CancelledError:
+            pass
+        else:  # the pin was taken and the document started before the cancel arrived
+            await run.aclose()
+        # Both models pinned (the second hold has begun), then let go again.
+        for _ in range(5000):
+            if slow.calls == 2 and scenario.store.pins.held() == {}:
+                break
+            await asyncio.sleep(0.002)
+        return ticks
+
+    assert asyncio.run(main()) > 0
+    assert scenario.store.pins.held() == {}
+    assert pinned_files(scenario.store) == []
+    service.close()
+
+
+def test_a_pin_taken_after_its_caller_left_is_released_and_a_failed_one_reports_nothing(tmp_path: Path) -> None:
+    scenario = Scenario(tmp_path, random.Random(4))
+    slow = SlowPins(scenario.store, stop=2)
+
+    async def main() -> None:
+        taking = asyncio.create_task(pin_off_loop(scenario.store.pin_models, "reader"))
+        await asyncio.to_thread(slow.entered.wait, 60)
+        taking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await taking
+        held_meanwhile = scenario.store.pins.held()
+        slow.gate.set()
+        assert list(held_meanwhile.values()) == [1]  # the thread had pinned the recognition model
+        for _ in range(5000):
+            if slow.calls == 2 and scenario.store.pins.held() == {}:
+                break
+            await asyncio.sleep(0.002)
+        # An unknown model fails in the thread: the caller that left gets no error, nothing is pinned.
+        failing = asyncio.create_task(pin_off_loop(scenario.store.pin_models, "nobody"))
+        await asyncio.sleep(0)
+        failing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await failing
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert scenario.store.pins.held() == {}
     assert pinned_files(scenario.store) == []

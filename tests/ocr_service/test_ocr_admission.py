@@ -26,6 +26,7 @@ from PIL import Image
 from ocr_service.api.deps import Services
 from ocr_service.api.ocr_input import MAX_JSON_BYTES
 from ocr_service.app import create_app
+from ocr_service.model_ref import ModelFacts
 from tests.conftest import make_settings
 from tests.support.held_pool import HeldPool
 from tests.support.servers import FileServer, RunningApp, send_bytes, start_app, start_file_server
@@ -256,9 +257,14 @@ def test_the_json_body_is_capped_at_a_few_kilobytes(held: HeldService, path: str
 
 
 def _leave_and_check(held: HeldService, sock: socket.socket, cancelled_pages: int) -> float:
+    """The client's place is free at once; the memory of a page it left in the pool only once
+    the pool lets that page go (a worker reads it to the end)."""
     hang_up(sock)
-    seconds = wait_until(held.idle)
-    assert held.pool.cancelled == cancelled_pages
+    seconds = wait_until(lambda: held.active == 0 and held.pool.cancelled == cancelled_pages)
+    assert (held.pool.in_pool, held.services.ocr.memory.held > 0) == (cancelled_pages, cancelled_pages > 0)
+    held.pool.release.set()
+    wait_until(held.idle)
+    assert held.pool.abandoned_done == cancelled_pages
     return seconds
 
 
@@ -354,6 +360,10 @@ def test_clients_that_leave_at_random_moments_never_leave_anything_behind(held: 
         held.pool.let_finish(rng.randint(0, 2))
         for sock, _ in sockets:
             hang_up(sock)
+        wait_until(lambda: held.active == 0)
+        # Pages left in the pool keep their memory until the pool lets them go.
+        assert held.services.ocr.memory.held > 0 or held.pool.in_pool == 0
+        held.pool.release.set()
         wait_until(held.idle)
         assert leaked_temp_files() == before
     finally:
@@ -434,3 +444,81 @@ def test_a_body_that_trickles_past_the_time_limit_is_408_and_frees_its_place(
         assert json.loads(answer)["code"] == "BODY_TIMEOUT"
     wait_until(impatient.idle)
     served_at_once(impatient)
+
+
+# --- model pins off the event loop ---------------------------------------------------------------
+
+
+class _SlowPin:
+    """The store's pin waits at a gate, as on a slow disk (or a copy across file systems)."""
+
+    def __init__(self, held: HeldService, tmp_path: Path) -> None:
+        self.entered, self.gate = threading.Event(), threading.Event()
+        # A segmentation model in the store (the packaged one is read in place, never pinned).
+        store = held.services.ocr.store
+        model = tmp_path / "upload" / "house.mlmodel"
+        model.parent.mkdir()
+        model.write_bytes(b"a house segmentation model")
+        facts = ModelFacts(kind="segmentation", line_type=None, alphabet=None, input_height=1800)
+        store.install(model, "house", facts, source="uploaded", replace=False)
+        store.set_segmentation("house")
+        self.pins = store.pins
+        hold = self.pins.hold
+
+        def slow_hold(ref: Any) -> Any:
+            self.entered.set()
+            assert self.gate.wait(120), "the test never opened the gate"
+            return hold(ref)
+
+        self.pins.hold = slow_hold  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_service_answers_health_while_a_document_waits_for_its_model_pin(
+    held: HeldService, path: str, tmp_path: Path
+) -> None:
+    held.pool.release.set()
+    slow = _SlowPin(held, tmp_path)
+    answers: list[httpx.Response] = []
+
+    def read() -> None:
+        with held.running.client() as client:
+            answers.append(client.post(path, files={"file": ("a.png", page_png())}))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert slow.entered.wait(60)
+        assert list(slow.pins.held().values()) == []  # the segmentation model's pin is on its way
+        # On the event loop, a pin that waits would hold every request up until the gate opens
+        # (this one would time out); off it, the service answers at once.
+        with held.running.client(timeout=30) as client:
+            health = client.get("/health")
+        assert health.status_code == 200
+        assert health.json()["queue"]["active"] == 1
+    finally:
+        slow.gate.set()
+        reader.join()
+    assert answers[0].status_code == 200, answers[0].text
+    wait_until(held.idle)
+    assert slow.pins.held() == {}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_a_client_that_leaves_while_its_model_is_pinned_leaves_no_pin_and_frees_its_place(
+    held: HeldService, path: str, tmp_path: Path
+) -> None:
+    slow = _SlowPin(held, tmp_path)
+    head, body = raw_request(held.running, path, files={"file": ("a.png", page_png())})
+    sock = connect(held.running)
+    sock.sendall(head + body)
+    try:
+        assert slow.entered.wait(60)
+        hang_up(sock)
+        held_meanwhile = slow.pins.held()
+        wait_until(lambda: held.active == 0)
+    finally:
+        slow.gate.set()
+    wait_until(lambda: slow.pins.held() == {} and held.idle())
+    assert held_meanwhile == {} and held.pool.entered == []
+    served_at_once(held)

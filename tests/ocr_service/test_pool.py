@@ -19,6 +19,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from ocr_service.admission import PageMemory, Reservation
 from ocr_service.engine.pipeline import PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.pool import WorkerPool
@@ -302,6 +303,122 @@ def test_a_cancelled_page_on_a_worker_is_dropped_and_the_worker_reads_on(pools: 
 
     assert asyncio.run(scenario()) == "next"
     assert pages_tried(tmp_path) == ["dropped", "next"]
+
+
+# --- page memory: a page is let go when no worker holds it ---------------------------------------
+
+UNIT = 1000  # the page memory each test page reserves
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait on the loop (the pool lets pages go through it) for what the workers do on their own time."""
+    for _ in range(15_000):
+        if condition():
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("the condition never came true")
+
+
+@pytest.mark.parametrize("worker_lets_go_by", ["finishing", "dying"])
+def test_an_abandoned_page_gives_its_memory_back_only_when_its_worker_lets_it_go(
+    pools: PoolFactory, tmp_path: Path, worker_lets_go_by: str
+) -> None:
+    pool = pools(workers=1)
+    gate = tmp_path / "gate"
+
+    async def scenario() -> list[str]:
+        memory = PageMemory(10 * UNIT)
+        on_worker, queued = await memory.acquire(UNIT), await memory.acquire(UNIT)
+        running = asyncio.create_task(
+            pool.process_page(fake_page("held", log=tmp_path, gate=gate), None, let_go=on_worker.release)
+        )
+        await asyncio.to_thread(wait_until, lambda: pages_tried(tmp_path) == ["held"])
+        waiting = asyncio.create_task(pool.process_page(fake_page("queued"), None, let_go=queued.release))
+        await asyncio.sleep(0)
+        for task in (running, waiting):  # both readers leave
+            task.cancel()
+        await asyncio.gather(running, waiting, return_exceptions=True)
+        # The queued page is dropped at once; the one on the worker is still there (its
+        # worker waits for the gate), and so is its memory.
+        await until(lambda: not queued.held)
+        assert (on_worker.held, memory.held) == (True, UNIT)
+        if worker_lets_go_by == "finishing":
+            gate.touch()
+        else:
+            os.kill(pool.info[0].pid, signal.SIGKILL)
+        await until(lambda: memory.held == 0)
+        assert not on_worker.held
+        gate.touch()
+        return [(await pool.process_page(fake_page("next", log=tmp_path), None)).lines[0].text]
+
+    assert asyncio.run(scenario()) == ["next"]
+    # An abandoned page whose worker died is not tried again: nobody waits for it.
+    assert pages_tried(tmp_path) == ["held", "next"]
+
+
+def _pages_the_workers_hold(pool: WorkerPool) -> list[Image.Image]:
+    """The images the supervisor holds now (queued or on a worker); read from its state."""
+    supervisor = pool._supervisor
+    held = [w.job.image for w in supervisor._workers if w.job is not None]
+    with supervisor._queue._lock:
+        held += [job.image for job in supervisor._queue._jobs]
+    return held
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_abandon_timings_never_free_the_memory_of_a_page_a_worker_still_holds(
+    pools: PoolFactory, tmp_path: Path, seed: int
+) -> None:
+    """Pages that finish at once or wait for a gate, readers that leave at random moments, gates
+    opened at random: whatever the workers hold keeps its memory, the reserved total never
+    exceeds the budget, and all of it comes back."""
+    rng = random.Random(seed)
+    pool = pools(workers=2)
+    gates = [tmp_path / f"gate-{i}" for i in range(16)]
+    pages = [fake_page(f"p{i}", log=tmp_path, gate=gates[i] if rng.random() < 0.6 else None) for i in range(len(gates))]
+    limit = rng.randint(2, 5) * UNIT
+
+    async def scenario() -> None:
+        memory = PageMemory(limit)
+        reservations: dict[int, Reservation] = {}
+        broken: list[str] = []
+
+        async def read(page: Image.Image) -> None:
+            reservation = await memory.acquire(UNIT)
+            reservations[id(page)] = reservation
+            await pool.process_page(page, None, let_go=reservation.release)
+
+        async def watch() -> None:
+            while True:
+                if memory.held > limit:
+                    broken.append(f"{memory.held} reserved of {limit}")
+                for image in _pages_the_workers_hold(pool):
+                    if not reservations[id(image)].held:
+                        broken.append(f"{instructions(image)['page']} freed while a worker holds it")
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.create_task(watch())
+        readers = []
+        for page in pages:
+            readers.append(asyncio.create_task(read(page)))
+            for _ in range(rng.randint(0, 3)):
+                await asyncio.sleep(rng.choice([0, 0.002, 0.01]))
+                choice = rng.random()
+                if choice < 0.35:
+                    readers[rng.randrange(len(readers))].cancel()
+                elif choice < 0.7:
+                    rng.choice(gates).touch()
+        for gate in gates:
+            await asyncio.sleep(rng.choice([0, 0.005]))
+            gate.touch()
+        await asyncio.gather(*readers, return_exceptions=True)
+        await until(lambda: memory.held == 0 and not _pages_the_workers_hold(pool))
+        watcher.cancel()
+        assert broken == []
+        assert memory.peak <= limit and memory.waiting == 0
+        assert all(not r.held for r in reservations.values())
+
+    asyncio.run(scenario())
 
 
 # --- threads ---------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from ocr_service.settings import (
     MODEL_CHECK_BASE_MEMORY_MB,
     MODEL_CHECK_MEMORY_PER_MODEL_MB,
     SERVICE_BASE_MEMORY_MB,
-    WORKER_MEMORY_MB,
     Settings,
+    worker_memory_mb,
 )
 from ocr_service.training import runner
 from ocr_service.training.service import default_trainer_command
@@ -58,11 +58,64 @@ def test_a_segmentation_model_escaping_the_store_with_dots_is_refused(tmp_path: 
 
 
 def test_worker_count_follows_the_memory_limit(tmp_path: Path) -> None:
-    one = Settings(models_dir=tmp_path, memory_limit_mb=SERVICE_BASE_MEMORY_MB + WORKER_MEMORY_MB)
+    probe = Settings(models_dir=tmp_path, memory_limit_mb=8192)
+    one = Settings(models_dir=tmp_path, memory_limit_mb=probe.reserved_memory_mb + probe.worker_memory_mb, cpus=8)
     assert one.worker_count == 1
-    # The 8 GB container of the old deployment: as many workers as fit, never more than cores.
-    roomy = Settings(models_dir=tmp_path, memory_limit_mb=8192)
-    assert 1 <= roomy.worker_count <= 8192 // WORKER_MEMORY_MB
+    one.check_memory_budget()
+    roomy = Settings(models_dir=tmp_path, memory_limit_mb=64 * 1024, cpus=8)
+    assert roomy.worker_count == min(8, (64 * 1024 - roomy.reserved_memory_mb) // roomy.worker_memory_mb)
+
+
+# Peak RSS of one worker reading one page (bench/bench_worker_memory.py, README "Benchmark: a
+# worker's memory"), the highest of repeated runs: (width at blla's 1800 px height, page pixels, MB).
+MEASURED_WORKER_PEAKS = [
+    (1273, 1754 * 2480, 1987),
+    (1273, 2481 * 3508, 1704),
+    (2546, 3508 * 2480, 2500),
+    (3700, 5098 * 2480, 3277),
+    (3700, 10196 * 4960, 3422),
+    (3700, 11100 * 5400, 3457),
+]
+
+
+@pytest.mark.parametrize(("width", "pixels", "peak_mb"), MEASURED_WORKER_PEAKS)
+def test_a_workers_reservation_covers_its_measured_peak_with_a_margin(width: int, pixels: int, peak_mb: int) -> None:
+    # Runs of the same page differ by up to 12 %: the reservation keeps at least 5 % above the highest.
+    assert worker_memory_mb(width, pixels) >= 1.05 * peak_mb
+
+
+@hyp_settings(max_examples=300, deadline=None)
+@given(
+    width=st.integers(1800, 20_000),
+    pixels=st.integers(1, 400_000_000),
+    memory=st.integers(2048, 128 * 1024),
+    cpus=st.integers(1, 32),
+)
+def test_the_worker_count_and_the_budget_follow_the_widest_and_largest_page_admitted(
+    width: int, pixels: int, memory: int, cpus: int
+) -> None:
+    settings = Settings(
+        models_dir=Path("/nonexistent"),
+        memory_limit_mb=memory,
+        cpus=cpus,
+        max_segmentation_width=width,
+        max_page_pixels=pixels,
+    )
+    each = settings.worker_memory_mb
+    assert each == worker_memory_mb(width, pixels)
+    # A wider or larger page admitted never makes a worker's reservation smaller.
+    assert worker_memory_mb(width + 1, pixels) >= each and worker_memory_mb(width, pixels + 1) >= each
+    fit = (memory - settings.reserved_memory_mb) // each
+    assert settings.worker_count == max(1, min(cpus, fit))
+    if fit >= 1:
+        settings.check_memory_budget()
+        assert settings.reserved_memory_mb + settings.worker_count * each <= memory
+    else:
+        with pytest.raises(ValueError) as refused:
+            settings.check_memory_budget()
+        message = str(refused.value)
+        assert f"{each} MB each" in message
+        assert "OCR_MAX_SEGMENTATION_WIDTH" in message and "OCR_MAX_PAGE_PIXELS" in message
 
 
 def test_too_many_workers_for_the_memory_limit_are_refused(tmp_path: Path) -> None:
@@ -127,7 +180,7 @@ def test_the_budget_counts_workers_the_service_a_model_check_and_each_trainer_wh
         max_model_bytes=model_mb * 1024 * 1024,
     )
     check_mb = MODEL_CHECK_BASE_MEMORY_MB + MODEL_CHECK_MEMORY_PER_MODEL_MB * model_mb
-    need = SERVICE_BASE_MEMORY_MB + check_mb + workers * WORKER_MEMORY_MB + (jobs * trainer_mb if token else 0)
+    need = SERVICE_BASE_MEMORY_MB + check_mb + workers * settings.worker_memory_mb + (jobs * trainer_mb if token else 0)
     if need <= memory:
         settings.check_memory_budget()
         return
@@ -139,10 +192,10 @@ def test_the_budget_counts_workers_the_service_a_model_check_and_each_trainer_wh
 
 
 def test_turning_training_on_reserves_a_trainer_and_leaves_fewer_workers() -> None:
-    common = {"models_dir": Path("/nonexistent"), "cpus": 8, "memory_limit_mb": 8192}
-    assert Settings(**common).worker_count == 4
+    common = {"models_dir": Path("/nonexistent"), "cpus": 8, "memory_limit_mb": 16 * 1024}
+    without = Settings(**common)
     with_training = Settings(**common, training_token="t")
-    assert with_training.worker_count == 1
+    assert with_training.worker_count == without.worker_count - 1 >= 1
     with_training.check_memory_budget()
 
 

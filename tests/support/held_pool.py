@@ -1,4 +1,5 @@
-"""A stand-in for ``WorkerPool`` whose pages finish only when the test lets them.
+"""A stand-in for ``WorkerPool`` whose pages finish only when the test lets them (pages whose
+reader left too: like a worker, the pool holds such a page until it is done with it).
 
 It keeps kraken out of the read-path tests that are about admission, memory and clients
 that leave: those need a page that stays in the pool for exactly as long as the test says,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from PIL import Image
@@ -32,12 +34,15 @@ class HeldPool:
     entered: list[tuple[int, int]] = field(default_factory=list)
     finished: int = 0
     cancelled: int = 0
+    # Abandoned pages the test has let finish (and so let go).
+    abandoned_done: int = 0
     in_pool: int = 0
     most_in_pool: int = 0
     # Pixels of the decoded pages in the pool now, and at the most.
     pixels_in_pool: int = 0
     most_pixels_in_pool: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _dropping: set[asyncio.Task[None]] = field(default_factory=set)
 
     def let_finish(self, pages: int) -> None:
         with self._lock:
@@ -60,8 +65,15 @@ class HeldPool:
         self.ready = False
 
     async def process_page(
-        self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
+        self,
+        image: Image.Image,
+        model: ModelRef | None,
+        segmentation_model: ModelRef | None = None,
+        *,
+        let_go: Callable[[], None] | None = None,
     ) -> PageResult:
+        """Like a worker: a page whose reader is cancelled is still held (and its memory not
+        let go) until the test lets it finish; then it is dropped (``abandoned_done``)."""
         with self._lock:
             self.entered.append(image.size)
             self.in_pool += 1
@@ -69,16 +81,32 @@ class HeldPool:
             self.pixels_in_pool += image.width * image.height
             self.most_pixels_in_pool = max(self.most_pixels_in_pool, self.pixels_in_pool)
         try:
-            while not self._may_finish():
-                await asyncio.sleep(_POLL_S)
+            await self._held()
         except asyncio.CancelledError:
             with self._lock:
                 self.cancelled += 1
+            dropping = asyncio.get_running_loop().create_task(self._finish_abandoned(image, let_go))
+            self._dropping.add(dropping)
+            dropping.add_done_callback(self._dropping.discard)
             raise
-        finally:
-            with self._lock:
-                self.in_pool -= 1
-                self.pixels_in_pool -= image.width * image.height
+        self._leave(image, let_go)
         with self._lock:
             self.finished += 1
         return PageResult(width=image.width, height=image.height, lines=[])
+
+    async def _held(self) -> None:
+        while not self._may_finish():
+            await asyncio.sleep(_POLL_S)
+
+    async def _finish_abandoned(self, image: Image.Image, let_go: Callable[[], None] | None) -> None:
+        await self._held()
+        with self._lock:
+            self.abandoned_done += 1
+        self._leave(image, let_go)
+
+    def _leave(self, image: Image.Image, let_go: Callable[[], None] | None) -> None:
+        with self._lock:
+            self.in_pool -= 1
+            self.pixels_in_pool -= image.width * image.height
+        if let_go is not None:
+            let_go()
