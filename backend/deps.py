@@ -96,11 +96,13 @@ def ocr_client_config(settings: Settings) -> OcrClientConfig:
 
 def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient | None = None) -> Services:
     metrics = Metrics()
+    db = Database(settings.database_url)
+    metrics.watch_jobs(db)
     return Services(
         metrics=metrics,
         ocr=ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock),
         settings=settings,
-        db=Database(settings.database_url),
+        db=db,
         users=Users(make_hasher(settings)),
         throttle=LoginThrottle(
             lambda: clock().timestamp(),
@@ -116,6 +118,7 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
             trash_days=settings.trash_days,
         ),
         clock=clock,
+        jobs=Jobs(metrics),
     )
 
 

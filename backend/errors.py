@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     OCR_JOB_NOT_FOUND = "OCR_JOB_NOT_FOUND"
     OCR_BATCH_NOT_FOUND = "OCR_BATCH_NOT_FOUND"
     OCR_ALREADY_RUNNING = "OCR_ALREADY_RUNNING"
+    OCR_JOB_FINISHED = "OCR_JOB_FINISHED"
     # the backend itself
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -97,6 +98,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.OCR_JOB_NOT_FOUND: 404,
     ErrorCode.OCR_BATCH_NOT_FOUND: 404,
     ErrorCode.OCR_ALREADY_RUNNING: 409,
+    # Cancelling a job (or every job of a batch) that has already ended.
+    ErrorCode.OCR_JOB_FINISHED: 409,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }

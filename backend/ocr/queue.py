@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from backend.db import Database, skip_locked
 from backend.documents.lines import Lines
 from backend.documents.models import Document, DocumentStatus
+from backend.metrics import Metrics
 from backend.ocr.models import JobStatus, OcrJob
 
 
@@ -34,6 +35,8 @@ class Claimed:
     pages_total: int
     attempts: int
     model: str | None
+    # Who asked to discard the corrections of the pages this job reads; None: keep them.
+    discard_by: int | None = None
 
 
 _DOCUMENT_STATUS = {
@@ -50,11 +53,14 @@ def _changed(result: Any) -> int:
 
 
 class JobQueue:
-    def __init__(self, db: Database, lines: Lines, owner: str, lease: timedelta) -> None:
+    def __init__(
+        self, db: Database, lines: Lines, owner: str, lease: timedelta, *, metrics: Metrics | None = None
+    ) -> None:
         self.db = db
         self.lines = lines
         self.owner = owner
         self.lease = lease
+        self.metrics = metrics
 
     def claim(self, limit: int, now: datetime) -> list[Claimed]:
         """Take up to ``limit`` jobs: queued ones, and running ones whose lease expired."""
@@ -77,6 +83,7 @@ class JobQueue:
                         lease_expires_at=now + self.lease,
                         attempts=OcrJob.attempts + 1,
                         started_at=now,
+                        pages_at_claim=OcrJob.pages_done,
                     )
                     .execution_options(synchronize_session=False)
                 )
@@ -94,6 +101,7 @@ class JobQueue:
                         job.pages_total,
                         job.attempts,
                         job.model_requested,
+                        job.created_by if job.discard_corrections else None,
                     )
                 )
             session.commit()
@@ -109,6 +117,12 @@ class JobQueue:
         if _changed(result) != 1:
             session.rollback()
             raise LeaseLost(f"OCR job {job_id} is no longer held by {self.owner}")
+
+    def holds(self, job_id: int) -> bool:
+        """Whether this runner still holds the job: False once it was cancelled or another runner took it."""
+        with self.db.sessions() as session:
+            row = session.execute(select(OcrJob.status, OcrJob.lease_owner).where(OcrJob.id == job_id)).first()
+        return row is not None and row.status is JobStatus.RUNNING and row.lease_owner == self.owner
 
     def renew(self, job_id: int, now: datetime) -> None:
         with self.db.sessions() as session:
@@ -128,10 +142,26 @@ class JobQueue:
         """The page's lines and the job's progress in one transaction: never one without the other."""
         with self.db.sessions() as session:
             self._guard(session, job.job_id, now, pages_done=page)
-            self.lines.replace_page(
-                session, job.document_id, page, lines, model=model, model_version=model_version, now=now
+            discarded = self.lines.replace_page(
+                session,
+                job.document_id,
+                page,
+                lines,
+                model=model,
+                model_version=model_version,
+                now=now,
+                discard_by=job.discard_by,
+                job_id=job.job_id,
             )
+            if discarded:
+                session.execute(
+                    update(OcrJob)
+                    .where(OcrJob.id == job.job_id)
+                    .values(corrections_discarded=OcrJob.corrections_discarded + discarded)
+                )
             session.commit()
+        if self.metrics is not None:
+            self.metrics.ocr_pages.inc()
 
     def finish(self, job_id: int, status: JobStatus, now: datetime, code: str | None = None, message: str = "") -> None:
         """End the job (DONE/FAILED) or give it back to the queue (QUEUED), lease released."""
@@ -153,3 +183,5 @@ class JobQueue:
             job = session.get_one(OcrJob, job_id)
             session.get_one(Document, job.document_id).status = _DOCUMENT_STATUS[status]
             session.commit()
+        if self.metrics is not None and status is not JobStatus.QUEUED and job.started_at is not None:
+            self.metrics.job_ended(status, (now - job.started_at).total_seconds())

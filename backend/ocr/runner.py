@@ -107,11 +107,20 @@ class JobRunner:
             message = f"OCR was started {job.attempts} times for this document and never finished."
             await self._end(job, JobStatus.FAILED, UNAVAILABLE, message)
             return
-        renewer = asyncio.create_task(self._renew(job.job_id))
+        reading = asyncio.create_task(self._read(job), name=f"ocr-read-{job.job_id}")
+        watching = asyncio.create_task(self._renew(job.job_id), name=f"ocr-watch-{job.job_id}")
         try:
-            await self._read(job)
+            done, _ = await asyncio.wait({reading, watching}, return_when=asyncio.FIRST_COMPLETED)
+            if reading not in done:
+                # The watcher saw the job leave this runner (cancelled, or taken over): the
+                # stream is closed now rather than at the next page, and nothing more is written.
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                log.info("OCR job %s: stopped reading (cancelled or taken over)", job.job_id)
+                return
+            reading.result()
         except LeaseLost:
-            log.warning("OCR job %s: another runner took it up (the lease expired); this one stops", job.job_id)
+            log.warning("OCR job %s: no longer held by this runner (cancelled, or its lease expired)", job.job_id)
         except (OcrRejected, OcrStreamError) as exc:
             # The document's fault (corrupt, too many pages): the service's word, not retried.
             await self._end(job, JobStatus.FAILED, exc.code, exc.message)
@@ -130,7 +139,11 @@ class JobRunner:
             log.exception("OCR job %s failed unexpectedly", job.job_id)
             await self._end(job, JobStatus.FAILED, "INTERNAL_ERROR", "OCR failed inside the backend; see its log.")
         finally:
-            renewer.cancel()
+            # Also when this task is cancelled (the runner stops): the stream is closed before
+            # stop() hands the job back, so no page of it can be stored after that.
+            for task in (reading, watching):
+                task.cancel()
+            await asyncio.gather(reading, watching, return_exceptions=True)
 
     async def _end(self, job: Claimed, status: JobStatus, code: str | None, message: str) -> None:
         try:
@@ -139,12 +152,21 @@ class JobRunner:
             log.warning("OCR job %s: another runner took it up before it could end here", job.job_id)
 
     async def _renew(self, job_id: int) -> None:
+        """Watch a running job: every poll interval, stop if it left this runner; renew its lease
+        every third of the lease. Returns when the job is no longer this runner's: the person
+        cancelled it (in this or any other backend process: the database says so), or the lease
+        was lost to another runner."""
+        renew_every = max(1, round(self.queue.lease.total_seconds() / 3 / self.poll_s))
+        polls = 0
         try:
             while True:
-                await self._sleep(self.queue.lease.total_seconds() / 3)
-                await asyncio.to_thread(self.queue.renew, job_id, self.clock())
+                await self._sleep(self.poll_s)
+                polls += 1
+                if not await asyncio.to_thread(self.queue.holds, job_id):
+                    return
+                if polls % renew_every == 0:
+                    await asyncio.to_thread(self.queue.renew, job_id, self.clock())
         except LeaseLost:
-            # The job's next page commit finds the same and stops the job; nothing to do here.
             log.warning("OCR job %s: lease lost while renewing it", job_id)
 
     async def _read(self, job: Claimed) -> None:
