@@ -44,12 +44,14 @@ class Hang:
 @dataclass(frozen=True)
 class Drip:
     """An NDJSON stream: ``events`` with ``interval_s`` between them; ``die_after`` breaks the
-    connection after that many events; ``forever`` repeats the last event without end."""
+    connection after that many events; ``forever`` repeats the last event without end;
+    ``stall_after`` sends nothing more after that many events until the test releases the gate."""
 
     events: tuple[dict[str, Any], ...]
     interval_s: float = 0.0
     die_after: int | None = None
     forever: bool = False
+    stall_after: int | None = None
 
 
 Behaviour = Reply | Hang | Drip
@@ -131,7 +133,7 @@ class ScriptedService:
                     await asyncio.sleep(0.005)
                 return JSONResponse({"released": True})
             if isinstance(behaviour, Drip):
-                return StreamingResponse(_drip(behaviour), media_type="application/x-ndjson")
+                return StreamingResponse(_drip(behaviour, gate), media_type="application/x-ndjson")
             if behaviour.delay_s:
                 await asyncio.sleep(behaviour.delay_s)
             return JSONResponse(behaviour.body or {}, status_code=behaviour.status)
@@ -154,10 +156,13 @@ async def _record(request: Request) -> Seen:
     return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers))
 
 
-async def _drip(drip: Drip) -> AsyncIterator[bytes]:
+async def _drip(drip: Drip, gate: threading.Event) -> AsyncIterator[bytes]:
     sent = 0
     events = list(drip.events)
     while events:
+        if drip.stall_after is not None and sent >= drip.stall_after:
+            while not gate.is_set():
+                await asyncio.sleep(0.005)
         if drip.die_after is not None and sent >= drip.die_after:
             # An exception inside the body ends the response without its last chunk: the
             # client sees the connection break mid-stream, as when the service dies.
