@@ -11,7 +11,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page
-from backend.documents.schemas import CorrectionOut, LineOut
+from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, LineOut
 from backend.errors import AppError, ErrorCode
 from backend.users.models import User
 
@@ -46,6 +46,32 @@ class Lines:
             .order_by(Page.number, Line.order_index)
         ).all()
         return [line_out(line, number) for line, number in rows]
+
+    def discarded(self, session: Session, document: Document) -> list[DiscardedCorrectionOut]:
+        """The corrections OCR re-runs dropped from the document, newest first."""
+        rows = session.scalars(
+            select(DiscardedCorrection)
+            .where(DiscardedCorrection.document_id == document.id)
+            .order_by(DiscardedCorrection.id.desc())
+        )
+        return [
+            DiscardedCorrectionOut(
+                id=row.id,
+                page=row.page_number,
+                order_index=row.order_index,
+                line_id=row.line_id,
+                ocr_text=row.ocr_text,
+                text=row.text,
+                corrected_by=row.corrected_by,
+                corrected_at=row.corrected_at,
+                version=row.version,
+                history=[CorrectionOut.model_validate(entry) for entry in row.history],
+                discarded_by=row.discarded_by,
+                discarded_at=row.discarded_at,
+                job_id=row.job_id,
+            )
+            for row in rows
+        ]
 
     def store_page(
         self,

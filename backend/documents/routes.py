@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.deps import AdminUser, CurrentUser, ServicesDep, SessionDep
 from backend.documents.schemas import (
     CorrectionOut,
+    DiscardedCorrectionOut,
     DocumentFilter,
     DocumentOut,
     DocumentPage,
@@ -77,6 +78,14 @@ def document_lines(
     document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
 ) -> list[LineOut]:
     return services.lines.for_document(session, services.documents.get(session, document_id))
+
+
+@router.get("/documents/{document_id}/discarded-corrections")
+def discarded_corrections(
+    document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
+) -> list[DiscardedCorrectionOut]:
+    """Corrections an OCR re-run with ``discardCorrections`` dropped: each person's text and its history."""
+    return services.lines.discarded(session, services.documents.get(session, document_id))
 
 
 @router.patch("/lines/{line_id}")

@@ -74,7 +74,9 @@ def runner(
     the OCR client's settings (tests/backend/ocr_client_support.py: client_config)."""
     services = services_of(client)
     queue = JobQueue(db or services.db, services.lines, owner, LEASE, metrics=services.metrics)
-    ocr = OcrClient(client_config(url, breaker=breaker, attempts=attempts, **config), CollectorRegistry(), sleep=RecordedSleep())
+    ocr = OcrClient(
+        client_config(url, breaker=breaker, attempts=attempts, **config), CollectorRegistry(), sleep=RecordedSleep()
+    )
     return JobRunner(
         queue,
         ocr,
