@@ -135,7 +135,10 @@ async def progress_events(services: Services, first: JobOut) -> AsyncIterator[by
     job, sent = first, 0
     while True:
         for page in range(sent + 1, job.pages_done + 1):
-            yield _sse("page", {"page": page, "pagesDone": page, "pagesTotal": job.pages_total})
+            # The estimate as of the latest look (the same for pages seen in one look).
+            yield _sse(
+                "page", {"page": page, "pagesDone": page, "pagesTotal": job.pages_total, "etaSeconds": job.eta_seconds}
+            )
         sent = max(sent, job.pages_done)
         if job.status in FINISHED:
             yield _sse("end", job.model_dump(mode="json", by_alias=True))
@@ -151,7 +154,8 @@ async def progress_events(services: Services, first: JobOut) -> AsyncIterator[by
 
 @router.get("/ocr/jobs/{job_id}/events", response_class=StreamingResponse)
 async def job_events(job_id: Id, _: CurrentUser, services: ServicesDep) -> StreamingResponse:
-    """``event: page`` per page stored (``{page, pagesDone, pagesTotal}``), then ``event: end`` with the job."""
+    """``event: page`` per page stored (``{page, pagesDone, pagesTotal, etaSeconds}``), then ``event: end``
+    with the job."""
     first = await run_in_threadpool(read_job, services, job_id)
     return StreamingResponse(
         progress_events(services, first),
