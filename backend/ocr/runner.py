@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from backend.ocr.models import JobStatus
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
 from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
@@ -158,16 +160,24 @@ class JobRunner:
         was lost to another runner."""
         renew_every = max(1, round(self.queue.lease.total_seconds() / 3 / self.poll_s))
         polls = 0
-        try:
-            while True:
-                await self._sleep(self.poll_s)
-                polls += 1
+        while True:
+            await self._sleep(self.poll_s)
+            polls += 1
+            try:
                 if not await asyncio.to_thread(self.queue.holds, job_id):
                     return
                 if polls % renew_every == 0:
                     await asyncio.to_thread(self.queue.renew, job_id, self.clock())
-        except LeaseLost:
-            log.warning("OCR job %s: lease lost while renewing it", job_id)
+            except LeaseLost:
+                log.warning("OCR job %s: lease lost while renewing it", job_id)
+                return
+            except SQLAlchemyError:
+                # A database hiccup must not stop a job that is reading well: the next look tries
+                # again, and the lease outlasts two missed renewals. (The page commit, not this,
+                # decides whether a page is stored.)
+                log.warning(
+                    "OCR job %s: could not look at the job in the database; trying again", job_id, exc_info=True
+                )
 
     async def _read(self, job: Claimed) -> None:
         model = job.model or DEFAULT_MODEL

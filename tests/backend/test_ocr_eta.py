@@ -5,14 +5,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend.app import create_management_app
+from backend.db import Database
+from backend.metrics import Metrics
 from backend.ocr.eta import Run, batch_eta, job_eta, seconds_per_page
 from backend.ocr.models import ACTIVE, JobStatus
 from backend.ocr.queue import JobQueue
@@ -198,3 +202,13 @@ def test_job_metrics_count_jobs_by_status_pages_read_and_job_durations(
     assert after[("ocr_job_duration_seconds_sum", (("status", "CANCELLED"),))] == 30
     assert after[("ocr_job_duration_seconds_count", (("status", "DONE"),))] == 2
     assert after[("ocr_job_duration_seconds_sum", (("status", "DONE"),))] == 0  # the clock stood still
+
+
+def test_a_scrape_without_the_database_leaves_out_only_the_jobs_gauge(tmp_path: Path) -> None:
+    metrics = Metrics()
+    gone = Database(f"sqlite:///{tmp_path / 'no such folder' / 'backend.db'}")
+    metrics.watch_jobs(gone)
+    metrics.ocr_pages.inc()
+    names = {family.name for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
+    assert "ocr_pages_read" in names and "ocr_jobs" not in names
+    gone.dispose()

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 
 from backend.db import Database
 from backend.documents.models import Line
@@ -287,3 +288,28 @@ def test_retry_leaves_out_a_document_someone_started_again_meanwhile(actors: Act
 def test_cancelling_a_batch_that_does_not_exist_is_404(actors: Actors) -> None:
     response = actors.client.post("/api/ocr/batches/424242/cancel", headers=actors.archivist)
     assert (response.status_code, response.json()["code"]) == (404, "OCR_BATCH_NOT_FOUND")
+
+
+@pytest.mark.timeout(120)
+def test_a_database_hiccup_while_watching_does_not_stop_a_job_that_reads_well(actors: Actors, standin: StandIn) -> None:
+    document_id = upload(actors, 30, pages=2)
+    standin.service.plan(STREAM, _stalling_after_page(2, complete=1))
+    job_id = _start(actors, document_id)
+    job_runner = runner(actors.client, standin.url, sleep=asyncio.sleep)
+    holds = job_runner.queue.holds
+    hiccups: list[int] = []
+
+    def flaky_holds(job: int) -> bool:
+        if len(hiccups) < 3:
+            hiccups.append(job)
+            if len(hiccups) == 3:
+                standin.service.release()  # the stream goes on only after the third failed look
+            raise OperationalError("SELECT status", {}, ConnectionError("database restarting"))
+        return holds(job)
+
+    job_runner.queue.holds = flaky_holds  # type: ignore[method-assign]
+    drain(job_runner)
+    assert hiccups == [job_id] * 3
+    job = _job(actors, job_id)
+    assert (job["status"], job["pagesDone"]) == ("DONE", 2)
+    assert _pages_with_lines(actors, document_id) == [1, 2]
