@@ -98,6 +98,7 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
     metrics = Metrics()
     db = Database(settings.database_url)
     metrics.watch_jobs(db)
+    jobs = Jobs(metrics)
     return Services(
         metrics=metrics,
         ocr=ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock),
@@ -116,9 +117,10 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
             max_upload_bytes=settings.max_upload_bytes,
             max_pages=settings.max_pages,
             trash_days=settings.trash_days,
+            jobs=jobs,
         ),
         clock=clock,
-        jobs=Jobs(metrics),
+        jobs=jobs,
     )
 
 

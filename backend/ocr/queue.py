@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.db import Database, skip_locked
@@ -20,6 +20,7 @@ from backend.documents.lines import Lines
 from backend.documents.models import Document, DocumentStatus
 from backend.metrics import Metrics
 from backend.ocr.models import JobStatus, OcrJob
+from backend.ocr.service import settle_documents
 
 
 class LeaseLost(Exception):  # noqa: N818 - a state, not a failure of this runner's making
@@ -72,6 +73,10 @@ class JobQueue:
             )
             candidates = session.scalars(skip_locked(select(OcrJob).where(takeable).order_by(OcrJob.id).limit(limit)))
             for job in list(candidates):
+                document = session.get_one(Document, job.document_id)
+                if document.deleted_at is not None:
+                    self._drop_trashed(session, job, document, takeable, now)
+                    continue
                 # The guard repeats the condition: on SQLite (no row locks) two runners may
                 # have read the same row, and only the first UPDATE finds it still takeable.
                 taken = session.execute(
@@ -90,7 +95,6 @@ class JobQueue:
                 if _changed(taken) != 1:
                     continue
                 session.refresh(job)
-                document = session.get_one(Document, job.document_id)
                 document.status = DocumentStatus.RUNNING
                 claimed.append(
                     Claimed(
@@ -106,6 +110,28 @@ class JobQueue:
                 )
             session.commit()
         return claimed
+
+    def _drop_trashed(
+        self, session: Session, job: OcrJob, document: Document, takeable: ColumnElement[bool], now: datetime
+    ) -> None:
+        """Cancel a job whose document is in the trash instead of reading it.
+
+        Moving a document to the trash cancels its job; this catches the job of a start that
+        raced the trash (on SQLite the start reads the document before the trash commits)."""
+        dropped = session.execute(
+            update(OcrJob)
+            .where(OcrJob.id == job.id, takeable)
+            .values(
+                status=JobStatus.CANCELLED,
+                cancelled_by=document.deleted_by,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _changed(dropped) == 1:
+            settle_documents(session, [document.id])
 
     def _guard(self, session: Session, job_id: int, now: datetime, **values: Any) -> None:
         result = session.execute(

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import ColumnElement, case, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.documents.models import Document, DocumentStatus, Page
@@ -29,6 +29,28 @@ def _may_discard(user: User, documents: Sequence[Document]) -> list[int]:
     if user.role is Role.ADMIN:
         return []
     return [document.id for document in documents if document.created_by != user.id]
+
+
+def settle_documents(session: Session, document_ids: Sequence[int]) -> None:
+    """A document whose OCR was cancelled says what it holds: DONE (every page read), PARTIAL, or NEW."""
+    read = func.sum(case((Page.ocr_at.is_not(None), 1), else_=0))
+    rows = session.execute(
+        select(Page.document_id, func.count(), read)
+        .where(Page.document_id.in_(document_ids))
+        .group_by(Page.document_id)
+    ).all()
+    for document_id, pages, pages_read in rows:
+        status = DocumentStatus.NEW
+        if pages_read and pages_read >= pages:
+            status = DocumentStatus.DONE
+        elif pages_read:
+            status = DocumentStatus.PARTIAL
+        session.execute(
+            update(Document)
+            .where(Document.id == document_id)
+            .values(status=status)
+            .execution_options(synchronize_session=False)
+        )
 
 
 class Jobs:
@@ -177,30 +199,39 @@ class Jobs:
         return cancelled
 
     def _cancel(self, session: Session, job_ids: Sequence[int], user: User, now: datetime) -> list[int]:
-        """End the given jobs still active as CANCELLED, in one transaction; the ids it cancelled.
+        """End the given jobs still active as CANCELLED, in one transaction; the ids it cancelled."""
+        if not job_ids:
+            return []
+        stopped = self.stop(session, OcrJob.id.in_(job_ids), user, now)
+        if not stopped:
+            session.rollback()
+            return []
+        session.commit()
+        self.record_stopped(stopped, now)
+        return list(stopped)
+
+    def stop(
+        self, session: Session, which: ColumnElement[bool], user: User, now: datetime
+    ) -> dict[int, datetime | None]:
+        """Mark the active jobs ``which`` selects CANCELLED, without committing (the caller's
+        transaction may hold more: moving a document to the trash). ``{id: started_at}`` of each
+        job stopped (started_at None for a queued one); after the commit, :meth:`record_stopped`.
 
         Through the database only, so it reaches a job run by any backend process: the UPDATE is
         guarded by the status (of a cancel and a runner's last page or its end, exactly one wins),
         and the runner sees its job is no longer RUNNING under its lease within APP_OCR_POLL_S,
         closes the stream and stores nothing more. The pages stored stay.
         """
-        if not job_ids:
-            return []
         # Locked on PostgreSQL: a runner's page commit in flight finishes first (or waits).
         jobs = session.scalars(
-            select(OcrJob)
-            .where(OcrJob.id.in_(job_ids), OcrJob.status.in_(ACTIVE))
-            .order_by(OcrJob.id)
-            .with_for_update()
+            select(OcrJob).where(which, OcrJob.status.in_(ACTIVE)).order_by(OcrJob.id).with_for_update()
         ).all()
-        running = {job.id: job.started_at for job in jobs if job.status is JobStatus.RUNNING}
-        ids = [job.id for job in jobs]
-        if not ids:
-            session.rollback()
-            return []
+        if not jobs:
+            return {}
+        stopped = {job.id: job.started_at if job.status is JobStatus.RUNNING else None for job in jobs}
         session.execute(
             update(OcrJob)
-            .where(OcrJob.id.in_(ids), OcrJob.status.in_(ACTIVE))
+            .where(OcrJob.id.in_(list(stopped)), OcrJob.status.in_(ACTIVE))
             .values(
                 status=JobStatus.CANCELLED,
                 cancelled_by=user.id,
@@ -212,34 +243,16 @@ class Jobs:
             )
             .execution_options(synchronize_session=False)
         )
-        self._settle_documents(session, [job.document_id for job in jobs])
-        session.commit()
-        if self.metrics is not None:
-            for started_at in running.values():
-                if started_at is not None:
-                    self.metrics.job_ended(JobStatus.CANCELLED, (now - started_at).total_seconds())
-        return ids
+        settle_documents(session, [job.document_id for job in jobs])
+        return stopped
 
-    def _settle_documents(self, session: Session, document_ids: Sequence[int]) -> None:
-        """A document whose OCR was cancelled says what it holds: DONE (every page read), PARTIAL, or NEW."""
-        read = func.sum(case((Page.ocr_at.is_not(None), 1), else_=0))
-        rows = session.execute(
-            select(Page.document_id, func.count(), read)
-            .where(Page.document_id.in_(document_ids))
-            .group_by(Page.document_id)
-        ).all()
-        for document_id, pages, pages_read in rows:
-            status = DocumentStatus.NEW
-            if pages_read and pages_read >= pages:
-                status = DocumentStatus.DONE
-            elif pages_read:
-                status = DocumentStatus.PARTIAL
-            session.execute(
-                update(Document)
-                .where(Document.id == document_id)
-                .values(status=status)
-                .execution_options(synchronize_session=False)
-            )
+    def record_stopped(self, stopped: dict[int, datetime | None], now: datetime) -> None:
+        """The duration metric of the running jobs :meth:`stop` ended (once their end is committed)."""
+        if self.metrics is None:
+            return
+        for started_at in stopped.values():
+            if started_at is not None:
+                self.metrics.job_ended(JobStatus.CANCELLED, (now - started_at).total_seconds())
 
     def retry_batch(self, session: Session, batch_id: int, *, include_cancelled: bool = False) -> list[int]:
         """Re-queue exactly the batch's FAILED jobs (and its CANCELLED ones when the person asks);

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from backend.db import Database
-from backend.documents.models import Line
+from backend.documents.models import Document, Line
 from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
 from backend.users.models import Role
@@ -313,3 +313,60 @@ def test_a_database_hiccup_while_watching_does_not_stop_a_job_that_reads_well(ac
     job = _job(actors, job_id)
     assert (job["status"], job["pagesDone"]) == ("DONE", 2)
     assert _pages_with_lines(actors, document_id) == [1, 2]
+
+
+def test_moving_a_document_to_the_trash_cancels_its_queued_job(actors: Actors, standin: StandIn) -> None:
+    document_id = upload(actors, 40, pages=2)
+    job_id = _start(actors, document_id)
+    assert actors.client.delete(f"/api/documents/{document_id}", headers=actors.archivist).status_code == 204
+    job = _job(actors, job_id)
+    erika = actors.client.get("/api/auth/me", headers=actors.archivist).json()["id"]
+    assert (job["status"], job["cancelledBy"], job["finishedAt"] is not None) == ("CANCELLED", erika, True)
+    drain(runner(actors.client, standin.url))
+    assert standin.service.count(STREAM) == 0
+    # Restored, it holds no active job: OCR may start again.
+    assert actors.client.post(f"/api/trash/{document_id}/restore", headers=actors.admin).status_code == 200
+    assert _document_status(actors, document_id) == "NEW"
+    _start(actors, document_id)
+
+
+def test_moving_a_document_to_the_trash_stops_its_running_job_and_keeps_the_pages_read(
+    actors: Actors, clock: FakeClock
+) -> None:
+    document_id = upload(actors, 41, pages=3)
+    job_id = _start(actors, document_id)
+    services = services_of(actors.client)
+    queue = JobQueue(services.db, services.lines, "runner", LEASE)
+    [claimed] = queue.claim(1, clock())
+    page_lines = [e for e in page_events(3) if e["type"] == "line" and e["page"] == 1]
+    queue.store_page(claimed, 1, page_lines, model="default", model_version=None, now=clock())
+    assert actors.client.delete(f"/api/documents/{document_id}", headers=actors.admin).status_code == 204
+    # The runner (in any process) sees the job is no longer its own and stores nothing more.
+    assert not queue.holds(job_id)
+    with pytest.raises(LeaseLost):
+        queue.store_page(claimed, 2, page_lines, model="default", model_version=None, now=clock())
+    clock.advance(LEASE.total_seconds() * 2)
+    assert JobQueue(services.db, services.lines, "heir", LEASE).claim(5, clock()) == []
+    job = _job(actors, job_id)
+    admin = actors.client.get("/api/auth/me", headers=actors.admin).json()["id"]
+    assert (job["status"], job["pagesDone"], job["cancelledBy"]) == ("CANCELLED", 1, admin)
+    assert actors.client.post(f"/api/trash/{document_id}/restore", headers=actors.admin).status_code == 200
+    assert _document_status(actors, document_id) == "PARTIAL"
+    assert _pages_with_lines(actors, document_id) == [1]
+
+
+def test_a_job_queued_for_a_document_trashed_meanwhile_is_cancelled_not_run(
+    actors: Actors, standin: StandIn, clock: FakeClock
+) -> None:
+    # A start racing the trash (on SQLite the start reads the document before the trash commits):
+    # the job row exists, its document is in the trash. The runner must not read it.
+    document_id = upload(actors, 42, pages=1)
+    job_id = _start(actors, document_id)
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        document = session.get_one(Document, document_id)
+        document.deleted_at, document.deleted_by = clock(), document.created_by
+        session.commit()
+    drain(runner(actors.client, standin.url))
+    assert standin.service.count(STREAM) == 0
+    assert _job(actors, job_id)["status"] == "CANCELLED"
