@@ -121,7 +121,15 @@ class Lines:
             .where(Line.page_id == page.id, Line.text.is_(None))
             .execution_options(synchronize_session="fetch")
         )
-        corrected = {line.order_index: line for line in session.scalars(select(Line).where(Line.page_id == page.id))}
+        # Locked (PostgreSQL; SQLite has one writer at a time): a person's save in flight on one of
+        # these lines commits first and is read here, else archiving would copy the text before it
+        # and the update below would wipe the one saved.
+        corrected = {
+            line.order_index: line
+            for line in session.scalars(
+                select(Line).where(Line.page_id == page.id).with_for_update().execution_options(populate_existing=True)
+            )
+        }
         discarded = 0
         if discard_by is not None and corrected:
             new_texts = {int(item["index"]): str(item["text"]) for item in lines}

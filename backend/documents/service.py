@@ -184,11 +184,11 @@ class Documents:
         """Into the trash, and its OCR job (queued or running) cancelled in the same transaction:
         nobody reads a document nobody can see. The pages already read keep their lines."""
         document = self.get(session, document_id)
-        document.deleted_at, document.deleted_by = now, user.id
-        # Flushed first: on PostgreSQL this waits for a start that holds the document's row, so
-        # the job it queued is found (and a start after this finds the document gone).
-        session.flush()
+        # The jobs first, then the document: the order a runner's claim and end lock them in
+        # (the other order could deadlock with a claim on PostgreSQL). A start racing this may
+        # still queue a job; the runner cancels it at its claim (JobQueue.claim).
         stopped = self.jobs.stop(session, OcrJob.document_id == document_id, user, now)
+        document.deleted_at, document.deleted_by = now, user.id
         session.commit()
         self.jobs.record_stopped(stopped, now)
         log.info(
