@@ -108,7 +108,7 @@ def cancel_batch(batch_id: Id, user: CurrentUser, services: ServicesDep, session
 @router.post("/ocr/batches/{batch_id}/retry", status_code=202)
 def retry_batch(
     batch_id: Id,
-    _: CurrentUser,
+    user: CurrentUser,
     services: ServicesDep,
     session: SessionDep,
     client: OcrClientDep,
@@ -116,7 +116,7 @@ def retry_batch(
 ) -> BatchRetried:
     _refuse_while_open(client)
     include_cancelled = body.include_cancelled if body else False
-    requeued = services.jobs.retry_batch(session, batch_id, include_cancelled=include_cancelled)
+    requeued = services.jobs.retry_batch(session, batch_id, user, include_cancelled=include_cancelled)
     return BatchRetried(batch_id=batch_id, requeued=requeued)
 
 

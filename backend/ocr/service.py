@@ -254,18 +254,32 @@ class Jobs:
             if started_at is not None:
                 self.metrics.job_ended(JobStatus.CANCELLED, (now - started_at).total_seconds())
 
-    def retry_batch(self, session: Session, batch_id: int, *, include_cancelled: bool = False) -> list[int]:
+    def retry_batch(self, session: Session, batch_id: int, user: User, *, include_cancelled: bool = False) -> list[int]:
         """Re-queue exactly the batch's FAILED jobs (and its CANCELLED ones when the person asks);
         each resumes after the pages it stored. A document that has another job queued or
-        running meanwhile is left out, so no document is ever read by two jobs at once."""
+        running meanwhile is left out, so no document is ever read by two jobs at once; so is a
+        document in the trash. A job that discards corrections is re-queued only by someone who
+        may start one (an admin or the uploader): it would drop what people corrected since."""
         self._batch(session, batch_id)
         statuses = (JobStatus.FAILED, JobStatus.CANCELLED) if include_cancelled else (JobStatus.FAILED,)
-        failed = session.scalars(
-            select(OcrJob)
-            .where(OcrJob.batch_id == batch_id, OcrJob.status.in_(statuses))
+        found = session.execute(
+            select(OcrJob, Document)
+            .join(Document, Document.id == OcrJob.document_id)
+            .where(OcrJob.batch_id == batch_id, OcrJob.status.in_(statuses), Document.deleted_at.is_(None))
             .order_by(OcrJob.id)
-            .with_for_update()
+            .with_for_update(of=OcrJob)
         ).all()
+        refused = _may_discard(user, [document for job, document in found if job.discard_corrections])
+        if refused:
+            session.rollback()
+            raise AppError(
+                ErrorCode.FORBIDDEN,
+                "Only an admin or the person who uploaded a document may re-run OCR that discards its corrections: "
+                + ", ".join(f"document {i}" for i in sorted(refused)[:20])
+                + ".",
+                details={"documentIds": sorted(refused)},
+            )
+        failed = [job for job, _ in found]
         busy = set(
             session.scalars(
                 select(OcrJob.document_id).where(

@@ -4,17 +4,21 @@ typed is lost silently (each dropped correction is archived with its history; th
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select, text, update
 
+from backend.db import Database
 from backend.documents.models import DiscardedCorrection, Line, LineCorrection, Page
 from backend.ocr.models import OcrBatch, OcrJob
+from backend.ocr.queue import JobQueue
 from backend.users.models import Role
 from tests.backend.conftest import Actors, add_user, bearer, services_of
-from tests.backend.ocr_jobs import drain, page_events, runner, upload
+from tests.backend.ocr_jobs import LEASE, drain, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, StandIn, start_standin
 
 STREAM = "POST /ocr/stream"
@@ -198,3 +202,103 @@ def test_discarding_leaves_exactly_the_new_reading_and_archives_every_correction
         for index, row in archived.items():
             assert (row.line_id, row.text, row.discarded_by, row.job_id) == (*corrected[index], admin, 7)
             assert [(h["textBefore"], h["textAfter"]) for h in row.history] == [(f"old{index}", corrected[index][1])]
+
+
+def _waiting_on_a_lock(database: Database) -> bool:
+    with database.engine.connect() as connection:
+        waiting = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return bool(waiting)
+
+
+@pytest.mark.timeout(120)
+def test_a_correction_saved_while_a_discarding_rerun_stores_its_page_is_archived_not_lost(
+    actors: Actors, clock: Any
+) -> None:
+    """The person's save commits while the page's transaction is under way: the archive must hold
+    that newest text (not the one before it), the history one row per version."""
+    services = services_of(actors.client)
+    document_id = upload(actors, 60, pages=1)
+    with services.db.sessions() as session:
+        old = [e for e in page_events(1, 2) if e["type"] == "line"]
+        services.lines.replace_page(session, document_id, 1, old, model="m", model_version=None, now=clock())
+        session.commit()
+    line = _lines(actors, document_id)[0]
+    _correct(actors, line, "Liebe Muter", 1)
+    started = actors.client.post(
+        f"/api/documents/{document_id}/ocr", headers=actors.archivist, json={"discardCorrections": True}
+    )
+    assert started.status_code == 202, started.text
+    queue = JobQueue(services.db, services.lines, "runner", LEASE)
+    [claimed] = queue.claim(1, clock())
+    erika = _user_id(actors, actors.archivist)
+    new = [e for e in page_events(1, 2, tag="new ") if e["type"] == "line"]
+    # The person's second save, as Lines.correct makes it, held open across the runner's page.
+    with services.db.engine.connect() as person:
+        saving = person.begin()
+        saved = person.execute(
+            update(Line)
+            .where(Line.id == line["id"], Line.version == 2)
+            .values(text="Liebe Mutter", corrected_by=erika, corrected_at=clock(), version=3)
+        )
+        assert saved.rowcount == 1
+        person.execute(
+            insert(LineCorrection).values(
+                line_id=line["id"],
+                user_id=erika,
+                corrected_at=clock(),
+                text_before="Liebe Muter",
+                text_after="Liebe Mutter",
+                version=3,
+            )
+        )
+        with ThreadPoolExecutor(1) as pool:
+            storing = pool.submit(queue.store_page, claimed, 1, new, model="m2", model_version=None, now=clock())
+            if services.db.engine.dialect.name == "postgresql":
+                # Let the page's transaction run up to the person's row before the save commits
+                # (on SQLite it waits for the write lock from its first statement).
+                while not _waiting_on_a_lock(services.db):
+                    time.sleep(0.01)
+            saving.commit()
+            storing.result()
+    archived = actors.client.get(f"/api/documents/{document_id}/discarded-corrections", headers=actors.archivist).json()
+    assert [(a["text"], a["version"]) for a in archived] == [("Liebe Mutter", 3)]
+    assert [h["textAfter"] for h in archived[0]["history"]] == ["Liebe Muter", "Liebe Mutter"]
+    history = actors.client.get(f"/api/lines/{line['id']}/history", headers=actors.archivist).json()
+    assert [(h["textAfter"], h["version"]) for h in history] == [
+        ("Liebe Muter", 2),
+        ("Liebe Mutter", 3),
+        ("new p1 l0", 4),
+    ]
+    after = _lines(actors, document_id)[0]
+    assert (after["text"], after["ocrText"], after["version"]) == (None, "new p1 l0", 4)
+
+
+def test_retrying_a_batch_that_discards_corrections_is_the_uploaders_or_an_admins_to_ask(actors: Actors) -> None:
+    # Retrying re-runs the discard on what people have corrected since: the same right as starting it.
+    add_user(actors.client, "otto", Role.ARCHIVIST)
+    otto = bearer(actors.client, "otto")
+    erikas = upload(actors, 70, pages=1)
+    batch = actors.client.post(
+        "/api/ocr/batches", headers=actors.archivist, json={"documentIds": [erikas], "discardCorrections": True}
+    )
+    batch_id = batch.json()["batchId"]
+    assert actors.client.post(f"/api/ocr/batches/{batch_id}/cancel", headers=otto).status_code == 200
+    for body in ({"includeCancelled": True}, None):
+        refused = actors.client.post(f"/api/ocr/batches/{batch_id}/retry", headers=otto, json=body)
+        if body is None:  # nothing FAILED: nothing to re-queue, so nothing to refuse
+            assert refused.json()["requeued"] == []
+            continue
+        assert (refused.status_code, refused.json()["code"]) == (403, "FORBIDDEN"), refused.text
+        assert refused.json()["details"] == {"documentIds": [erikas]}
+    with services_of(actors.client).db.sessions() as session:
+        assert session.scalars(select(OcrJob.status)).all() == ["CANCELLED"]
+    for allowed in (actors.archivist, actors.admin):
+        again = actors.client.post(
+            f"/api/ocr/batches/{batch_id}/retry", headers=allowed, json={"includeCancelled": True}
+        )
+        assert again.status_code == 202 and len(again.json()["requeued"]) == 1, again.text
+        actors.client.post(f"/api/ocr/batches/{batch_id}/cancel", headers=allowed)

@@ -370,3 +370,19 @@ def test_a_job_queued_for_a_document_trashed_meanwhile_is_cancelled_not_run(
     drain(runner(actors.client, standin.url))
     assert standin.service.count(STREAM) == 0
     assert _job(actors, job_id)["status"] == "CANCELLED"
+
+
+def test_retry_leaves_out_a_document_in_the_trash(actors: Actors) -> None:
+    ids = [upload(actors, 43 + n, pages=1) for n in range(2)]
+    batch_id = actors.client.post("/api/ocr/batches", headers=actors.archivist, json={"documentIds": ids}).json()[
+        "batchId"
+    ]
+    assert actors.client.delete(f"/api/documents/{ids[0]}", headers=actors.archivist).status_code == 204
+    asked = actors.client.post(f"/api/ocr/batches/{batch_id}/cancel", headers=actors.archivist)
+    assert asked.status_code == 200
+    retried = actors.client.post(
+        f"/api/ocr/batches/{batch_id}/retry", headers=actors.archivist, json={"includeCancelled": True}
+    )
+    batch = actors.client.get(f"/api/ocr/batches/{batch_id}", headers=actors.archivist).json()
+    assert retried.json()["requeued"] == [batch["jobs"][1]["id"]]
+    assert [job["status"] for job in batch["jobs"]] == ["CANCELLED", "QUEUED"]
