@@ -72,6 +72,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # 0002 knows no PARTIAL: a cancel left the document NEW there (its pages keep their lines).
+    op.execute(sa.text("UPDATE documents SET status = 'NEW' WHERE status = 'PARTIAL'"))
     op.drop_table("discarded_corrections")
     with op.batch_alter_table("ocr_jobs") as batch:
         batch.drop_constraint(batch.f("fk_ocr_jobs_cancelled_by_users"), type_="foreignkey")
