@@ -76,6 +76,7 @@ class JobRunner:
             return 0
         claimed = await asyncio.to_thread(self.queue.claim, free, self.clock())
         for job in claimed:
+            await self._retire(job.job_id)
             task = asyncio.create_task(self._run_job(job), name=f"ocr-job-{job.job_id}")
             self._running[task] = job
             task.add_done_callback(self._forget)
@@ -99,6 +100,17 @@ class JobRunner:
             # A task cancelled before it began never ran its own handlers: the job is handed back here.
             if task.cancelled():
                 await self._end(job, JobStatus.QUEUED, None, "")
+
+    async def _retire(self, job_id: int) -> None:
+        """Stop this runner's earlier run of a job it has just claimed again.
+
+        A job cancelled and re-queued (a batch retry) before this runner's watcher looked is
+        claimed under the same owner: the earlier run would pass every lease guard too, and
+        two readers would store the same pages. The new run resumes after the pages stored."""
+        stale = [task for task, running in self._running.items() if running.job_id == job_id]
+        for task in stale:
+            task.cancel()
+        await asyncio.gather(*stale, return_exceptions=True)
 
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)

@@ -386,3 +386,41 @@ def test_retry_leaves_out_a_document_in_the_trash(actors: Actors) -> None:
     batch = actors.client.get(f"/api/ocr/batches/{batch_id}", headers=actors.archivist).json()
     assert retried.json()["requeued"] == [batch["jobs"][1]["id"]]
     assert [job["status"] for job in batch["jobs"]] == ["CANCELLED", "QUEUED"]
+
+
+@pytest.mark.timeout(120)
+def test_a_job_retried_before_its_runner_saw_the_cancel_has_one_reader(actors: Actors, standin: StandIn) -> None:
+    # Cancel and retry at once: the same runner claims the job again (same owner, RUNNING) while
+    # its first run, which has not looked yet, still reads. Both would pass every lease guard.
+    document_id = upload(actors, 50, pages=3)
+    batch_id = actors.client.post(
+        "/api/ocr/batches", headers=actors.archivist, json={"documentIds": [document_id]}
+    ).json()["batchId"]
+    standin.service.plan(STREAM, _stalling_after_page(3, complete=1), Drip(page_events(3, tag="again ")))
+    job_runner = runner(actors.client, standin.url, concurrency=2)  # its watcher never looks
+    database = services_of(actors.client).db
+
+    async def go() -> list[int]:
+        assert await job_runner.tick() == 1
+        [job_id] = [job.job_id for job in job_runner._running.values()]
+        while await asyncio.to_thread(_pages_done, database, job_id) < 1:
+            await asyncio.sleep(0.01)
+        for url, body in (("cancel", None), ("retry", {"includeCancelled": True})):
+            response = await asyncio.to_thread(
+                actors.client.post, f"/api/ocr/batches/{batch_id}/{url}", headers=actors.archivist, json=body
+            )
+            assert response.status_code in (200, 202), response.text
+        assert await job_runner.tick() == 1
+        readers = [job.job_id for job in job_runner._running.values()]
+        standin.service.release()
+        await job_runner.drain()
+        await job_runner.client.aclose()
+        return readers
+
+    readers = asyncio.run(go())
+    assert len(readers) == 1
+    assert job_counts(actors.client) == {JobStatus.DONE: 1}
+    lines = actors.client.get(f"/api/documents/{document_id}/lines", headers=actors.archivist).json()
+    assert [line["ocrText"] for line in lines if line["page"] > 1] == [
+        f"again p{p} l{i}" for p in (2, 3) for i in (0, 1)
+    ]
