@@ -208,7 +208,7 @@ class Jobs:
             return []
         session.commit()
         self.record_stopped(stopped, now)
-        return list(stopped)
+        return sorted(stopped)
 
     def stop(
         self, session: Session, which: ColumnElement[bool], user: User, now: datetime
@@ -228,10 +228,12 @@ class Jobs:
         ).all()
         if not jobs:
             return {}
-        stopped = {job.id: job.started_at if job.status is JobStatus.RUNNING else None for job in jobs}
-        session.execute(
+        started = {job.id: job.started_at if job.status is JobStatus.RUNNING else None for job in jobs}
+        # RETURNING: on SQLite (no row locks) a job read as active above may have ended since
+        # (another cancel, the runner's end); only the rows this UPDATE changed count as stopped.
+        changed = session.execute(
             update(OcrJob)
-            .where(OcrJob.id.in_(list(stopped)), OcrJob.status.in_(ACTIVE))
+            .where(OcrJob.id.in_(list(started)), OcrJob.status.in_(ACTIVE))
             .values(
                 status=JobStatus.CANCELLED,
                 cancelled_by=user.id,
@@ -241,10 +243,12 @@ class Jobs:
                 error_code=None,
                 error_message=None,
             )
+            .returning(OcrJob.id, OcrJob.document_id)
             .execution_options(synchronize_session=False)
-        )
-        settle_documents(session, [job.document_id for job in jobs])
-        return stopped
+        ).all()
+        if changed:
+            settle_documents(session, [document_id for _, document_id in changed])
+        return {job_id: started[job_id] for job_id, _ in changed}
 
     def record_stopped(self, stopped: dict[int, datetime | None], now: datetime) -> None:
         """The duration metric of the running jobs :meth:`stop` ended (once their end is committed)."""
