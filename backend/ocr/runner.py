@@ -170,10 +170,14 @@ class JobRunner:
         every third of the lease. Returns when the job is no longer this runner's: the person
         cancelled it (in this or any other backend process: the database says so), or the lease
         was lost to another runner."""
-        renew_every = max(1, round(self.queue.lease.total_seconds() / 3 / self.poll_s))
+        # A poll interval longer than a third of the lease would let the lease run out while
+        # the job reads well: the watch then looks every third of the lease.
+        third = self.queue.lease.total_seconds() / 3
+        step = min(self.poll_s, third)
+        renew_every = max(1, int(third // step))
         polls = 0
         while True:
-            await self._sleep(self.poll_s)
+            await self._sleep(step)
             polls += 1
             try:
                 if not await asyncio.to_thread(self.queue.holds, job_id):

@@ -10,14 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from backend.db import Database
 from backend.documents.models import Document, Line
 from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
-from backend.users.models import Role
+from backend.users.models import Role, User
 from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, StandIn, start_standin
@@ -424,3 +424,59 @@ def test_a_job_retried_before_its_runner_saw_the_cancel_has_one_reader(actors: A
     assert [line["ocrText"] for line in lines if line["page"] > 1] == [
         f"again p{p} l{i}" for p in (2, 3) for i in (0, 1)
     ]
+
+
+def test_of_two_cancels_racing_on_one_job_exactly_one_cancels_it(actors: Actors) -> None:
+    services = services_of(actors.client)
+    if services.db.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL locks the job's row (FOR UPDATE): the second cancel waits and finds it ended")
+    document_id = upload(actors, 51, pages=1)
+    job_id = _start(actors, document_id)
+    with services.db.sessions() as session:
+        admin = session.scalars(select(User).where(User.username == "admin")).one()
+    pending = [True]
+
+    def cancel_in_between(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # Another request's cancel commits after this one read the job and before it writes.
+        if pending and statement.startswith("UPDATE ocr_jobs") and "cancelled_by" in statement:
+            pending.clear()
+            with services.db.sessions() as other:
+                assert services.jobs.cancel(other, job_id, admin, services.clock()).status is JobStatus.CANCELLED
+
+    event.listen(services.db.engine, "before_cursor_execute", cancel_in_between)
+    try:
+        response = actors.client.post(f"/api/ocr/jobs/{job_id}/cancel", headers=actors.archivist)
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", cancel_in_between)
+    assert not pending
+    assert (response.status_code, response.json()["code"]) == (409, "OCR_JOB_FINISHED"), response.text
+    assert _job(actors, job_id)["cancelledBy"] == admin.id
+
+
+@pytest.mark.timeout(120)
+def test_a_poll_interval_longer_than_the_lease_still_renews_the_lease_in_time(actors: Actors, standin: StandIn) -> None:
+    # APP_OCR_POLL_S paces the cancel watch; the lease must still be renewed every third of it,
+    # or a second runner takes a job that is reading well.
+    document_id = upload(actors, 52, pages=1)
+    standin.service.plan(STREAM, _stalling_after_page(1, complete=0))
+    _start(actors, document_id)
+    asked: list[float] = []
+    watched = asyncio.Event()
+
+    async def recorded_sleep(seconds: float) -> None:
+        asked.append(seconds)
+        watched.set()
+        await asyncio.Event().wait()
+
+    job_runner = runner(actors.client, standin.url, sleep=recorded_sleep)
+    job_runner.poll_s = LEASE.total_seconds() * 2
+
+    async def go() -> None:
+        assert await job_runner.tick() == 1
+        await watched.wait()
+        await job_runner.stop()
+        await job_runner.client.aclose()
+
+    asyncio.run(go())
+    standin.service.release()
+    assert asked and asked[0] <= LEASE.total_seconds() / 3
