@@ -24,11 +24,19 @@ def job_out(job: OcrJob, eta_seconds: int | None = None) -> JobOut:
     return out
 
 
-def _may_discard(user: User, documents: Sequence[Document]) -> list[int]:
-    """The documents whose corrections ``user`` may not discard (only an admin or the uploader may)."""
+def _check_discard(user: User, documents: Sequence[Document], what: str) -> None:
+    """403 naming the documents whose corrections ``user`` may not discard (only an admin or the uploader may)."""
     if user.role is Role.ADMIN:
-        return []
-    return [document.id for document in documents if document.created_by != user.id]
+        return
+    refused = sorted(document.id for document in documents if document.created_by != user.id)
+    if refused:
+        raise AppError(
+            ErrorCode.FORBIDDEN,
+            f"Only an admin or the person who uploaded a document may {what}: "
+            + ", ".join(f"document {i}" for i in refused[:20])
+            + ".",
+            details={"documentIds": refused},
+        )
 
 
 def settle_documents(session: Session, document_ids: Sequence[int]) -> None:
@@ -90,15 +98,8 @@ class Jobs:
                 f"There is no document {', '.join(map(str, missing[:20]))}.",
                 details={"documentIds": missing},
             )
-        refused = _may_discard(user, list(documents.values())) if discard_corrections else []
-        if refused:
-            raise AppError(
-                ErrorCode.FORBIDDEN,
-                "Only an admin or the person who uploaded a document may discard its corrections: "
-                + ", ".join(f"document {i}" for i in sorted(refused)[:20])
-                + ".",
-                details={"documentIds": sorted(refused)},
-            )
+        if discard_corrections:
+            _check_discard(user, list(documents.values()), "discard its corrections")
         active = session.scalars(
             select(OcrJob).where(OcrJob.document_id.in_(wanted), OcrJob.status.in_(ACTIVE)).order_by(OcrJob.id)
         ).all()
@@ -273,16 +274,8 @@ class Jobs:
             .order_by(OcrJob.id)
             .with_for_update(of=OcrJob)
         ).all()
-        refused = _may_discard(user, [document for job, document in found if job.discard_corrections])
-        if refused:
-            session.rollback()
-            raise AppError(
-                ErrorCode.FORBIDDEN,
-                "Only an admin or the person who uploaded a document may re-run OCR that discards its corrections: "
-                + ", ".join(f"document {i}" for i in sorted(refused)[:20])
-                + ".",
-                details={"documentIds": sorted(refused)},
-            )
+        discarding = [document for job, document in found if job.discard_corrections]
+        _check_discard(user, discarding, "re-run OCR that discards its corrections")
         failed = [job for job, _ in found]
         busy = set(
             session.scalars(
