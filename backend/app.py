@@ -44,7 +44,9 @@ def make_runner(services: Services, *, owner: str | None = None) -> JobRunner | 
     if settings.ocr_jobs_concurrency == 0:
         return None
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-    queue = JobQueue(services.db, services.lines, owner, timedelta(seconds=settings.ocr_lease_s))
+    queue = JobQueue(
+        services.db, services.lines, owner, timedelta(seconds=settings.ocr_lease_s), metrics=services.metrics
+    )
     return JobRunner(
         queue,
         services.ocr,
@@ -105,6 +107,8 @@ def create_management_app(services: Services) -> FastAPI:
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        # In a thread: the jobs-by-status gauge asks the database at each scrape.
+        body = await run_in_threadpool(generate_latest, services.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -120,11 +120,14 @@ def render_limits(settings: Settings) -> RenderLimits:
 def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient | None = None) -> Services:
     metrics = Metrics()
     storage = build_storage(settings)
+    db = Database(settings.database_url)
+    metrics.watch_jobs(db)
+    jobs = Jobs(metrics)
     return Services(
         metrics=metrics,
         ocr=ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock),
         settings=settings,
-        db=Database(settings.database_url),
+        db=db,
         users=Users(make_hasher(settings)),
         throttle=LoginThrottle(
             lambda: clock().timestamp(),
@@ -138,9 +141,11 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
             max_upload_bytes=settings.max_upload_bytes,
             max_pages=settings.max_pages,
             trash_days=settings.trash_days,
+            jobs=jobs,
         ),
         pages=PageImages(storage, render_limits(settings), concurrency=settings.page_render_concurrency),
         clock=clock,
+        jobs=jobs,
     )
 
 

@@ -62,6 +62,7 @@ class ErrorCode(StrEnum):
     OCR_JOB_NOT_FOUND = "OCR_JOB_NOT_FOUND"
     OCR_BATCH_NOT_FOUND = "OCR_BATCH_NOT_FOUND"
     OCR_ALREADY_RUNNING = "OCR_ALREADY_RUNNING"
+    OCR_JOB_FINISHED = "OCR_JOB_FINISHED"
     # the backend itself
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
@@ -105,6 +106,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.OCR_JOB_NOT_FOUND: 404,
     ErrorCode.OCR_BATCH_NOT_FOUND: 404,
     ErrorCode.OCR_ALREADY_RUNNING: 409,
+    # Cancelling a job (or every job of a batch) that has already ended.
+    ErrorCode.OCR_JOB_FINISHED: 409,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
+
+from backend.db import Database
+from backend.ocr.models import JobStatus, OcrJob
+
+log = logging.getLogger(__name__)
+
+# An OCR job reads a document of 1 to hundreds of pages at 10-30 s a page.
+_JOB_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800)
 
 
 class Metrics:
@@ -21,6 +34,50 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+        # Counted by the process whose runner stored the page; Prometheus sums the processes.
+        self.ocr_pages = Counter(
+            "ocr_pages_read", "Pages whose OCR lines were stored by this process's job runner", registry=self.registry
+        )
+        self.ocr_job_seconds = Histogram(
+            "ocr_job_duration_seconds",
+            "Duration of an OCR job's last run (claimed by a runner until it ended), by how it ended",
+            ["status"],
+            registry=self.registry,
+            buckets=_JOB_BUCKETS,
+        )
+
+    def watch_jobs(self, db: Database) -> None:
+        """Serve ``ocr_jobs{status}``: the queue as the database holds it, counted at each scrape."""
+        self.registry.register(_JobsByStatus(db))
+
+    def job_ended(self, status: JobStatus, seconds: float) -> None:
+        self.ocr_job_seconds.labels(status.value).observe(max(seconds, 0.0))
+
+
+class _JobsByStatus(Collector):
+    """Read from the database at scrape time, so it is true across every backend process and restart."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def describe(self) -> list[Metric]:
+        # Described without a query: registering must not touch the database.
+        return [GaugeMetricFamily("ocr_jobs", "OCR jobs in the database by status", labels=["status"])]
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("ocr_jobs", "OCR jobs in the database by status", labels=["status"])
+        try:
+            with self._db.sessions() as session:
+                rows = session.execute(select(OcrJob.status, func.count()).group_by(OcrJob.status)).tuples().all()
+        except SQLAlchemyError:
+            # Left out of this scrape rather than failing it: the breaker's state and the rest
+            # matter most exactly when the database is in trouble (/health says so).
+            log.warning("metrics: OCR jobs by status could not be counted", exc_info=True)
+            return
+        counts = dict(rows)
+        for status in JobStatus:
+            family.add_metric([status.value], counts.get(status, 0))
+        yield family
 
 
 def _route_template(request: Request) -> str:

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-from backend.documents.models import Document, Line, LineCorrection, Page, Writer
+from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page, Writer
 from backend.ocr.models import OcrBatch, OcrJob
 from backend.users.models import Credential, User
 
-__all__ = ["Credential", "Document", "Line", "LineCorrection", "OcrBatch", "OcrJob", "Page", "User", "Writer"]
+__all__ = [
+    "Credential",
+    "DiscardedCorrection",
+    "Document",
+    "Line",
+    "LineCorrection",
+    "OcrBatch",
+    "OcrJob",
+    "Page",
+    "User",
+    "Writer",
+]

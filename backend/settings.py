@@ -130,7 +130,8 @@ class Settings(BaseSettings):
     # A running job's lease: a live runner renews it; a job whose lease expired (its runner
     # died) is taken up again by any runner. Long enough to outlast a slow page's commit.
     ocr_lease_s: float = Field(60.0, gt=0)
-    # How often an idle runner looks for queued jobs, and the progress stream for news.
+    # How often an idle runner looks for queued jobs, the progress stream for news, and a
+    # runner whether its running jobs were cancelled (a cancel stops the stream within this).
     ocr_poll_s: float = Field(1.0, gt=0)
     # A broken stream re-queues the job (it resumes at the first missing page) until it has
     # been taken up this often; then it is FAILED with OCR_SERVICE_UNAVAILABLE.

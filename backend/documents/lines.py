@@ -10,8 +10,8 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
-from backend.documents.models import Document, Line, LineCorrection, Page
-from backend.documents.schemas import CorrectionOut, LineOut
+from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page
+from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, LineOut
 from backend.errors import AppError, ErrorCode
 from backend.users.models import User
 
@@ -47,6 +47,32 @@ class Lines:
         ).all()
         return [line_out(line, number) for line, number in rows]
 
+    def discarded(self, session: Session, document: Document) -> list[DiscardedCorrectionOut]:
+        """The corrections OCR re-runs dropped from the document, newest first."""
+        rows = session.scalars(
+            select(DiscardedCorrection)
+            .where(DiscardedCorrection.document_id == document.id)
+            .order_by(DiscardedCorrection.id.desc())
+        )
+        return [
+            DiscardedCorrectionOut(
+                id=row.id,
+                page=row.page_number,
+                order_index=row.order_index,
+                line_id=row.line_id,
+                ocr_text=row.ocr_text,
+                text=row.text,
+                corrected_by=row.corrected_by,
+                corrected_at=row.corrected_at,
+                version=row.version,
+                history=[CorrectionOut.model_validate(entry) for entry in row.history],
+                discarded_by=row.discarded_by,
+                discarded_at=row.discarded_at,
+                job_id=row.job_id,
+            )
+            for row in rows
+        ]
+
     def store_page(
         self,
         session: Session,
@@ -73,7 +99,9 @@ class Lines:
         model_version: str | None,
         now: datetime,
         size: tuple[int, int] | None = None,
-    ) -> None:
+        discard_by: int | None = None,
+        job_id: int | None = None,
+    ) -> int:
         """Put a new OCR reading of one page in place of the old one, without committing.
 
         ``size``: the page's width and height as the OCR service read it (its lines' coordinates
@@ -82,6 +110,10 @@ class Lines:
         A person's work is never lost: a corrected line keeps its text and version and only
         takes the new OCR reading at its position (matched by reading-order index); a corrected
         line whose position the new reading lacks stays as it is. Uncorrected lines are replaced.
+
+        ``discard_by`` (a user id): the person asked to drop the corrections; each corrected
+        line is archived (see :meth:`_discard`) and read afresh like the others. Returns how
+        many corrected lines were discarded.
         """
         page = session.scalars(select(Page).where(Page.document_id == document_id, Page.number == page_number)).one()
         page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
@@ -95,7 +127,19 @@ class Lines:
             .where(Line.page_id == page.id, Line.text.is_(None))
             .execution_options(synchronize_session="fetch")
         )
-        corrected = {line.order_index: line for line in session.scalars(select(Line).where(Line.page_id == page.id))}
+        # Locked (PostgreSQL; SQLite has one writer at a time): a person's save in flight on one of
+        # these lines commits first and is read here, else archiving would copy the text before it
+        # and the update below would wipe the one saved.
+        corrected = {
+            line.order_index: line
+            for line in session.scalars(
+                select(Line).where(Line.page_id == page.id).with_for_update().execution_options(populate_existing=True)
+            )
+        }
+        discarded = 0
+        if discard_by is not None and corrected:
+            new_texts = {int(item["index"]): str(item["text"]) for item in lines}
+            discarded = self._discard(session, page, corrected, new_texts, discard_by, job_id, now)
         for item in lines:
             index = int(item["index"])
             ocr = {
@@ -112,6 +156,82 @@ class Lines:
             else:
                 for name, value in ocr.items():
                     setattr(kept, name, value)
+        return discarded
+
+    def _discard(
+        self,
+        session: Session,
+        page: Page,
+        corrected: dict[int, Line],
+        new_texts: dict[int, str],
+        user_id: int,
+        job_id: int | None,
+        now: datetime,
+    ) -> int:
+        """Drop the person's text of every line in ``corrected``, archiving it with its history first.
+
+        A line at a position the new reading has stays (same id, its history rows with it), its
+        person's text cleared, its version raised, and one more history row says who dropped
+        which text. A line at a position the new reading lacks is deleted (its history rows go
+        with it): the archived copy is then the only record, which is why it is complete.
+        Lines left in ``corrected`` are the ones the caller gives the new OCR reading.
+        """
+        history: dict[int, list[dict[str, Any]]] = {line.id: [] for line in corrected.values()}
+        for row in session.scalars(
+            select(LineCorrection)
+            .where(LineCorrection.line_id.in_(list(history)))
+            .order_by(LineCorrection.line_id, LineCorrection.version)
+        ):
+            history[row.line_id].append(
+                {
+                    "userId": row.user_id,
+                    "correctedAt": row.corrected_at.isoformat(),
+                    "textBefore": row.text_before,
+                    "textAfter": row.text_after,
+                    "version": row.version,
+                }
+            )
+        gone: list[int] = []
+        for index, line in sorted(corrected.items()):
+            assert line.text is not None
+            session.add(
+                DiscardedCorrection(
+                    document_id=page.document_id,
+                    page_number=page.number,
+                    order_index=index,
+                    line_id=line.id,
+                    ocr_text=line.ocr_text,
+                    text=line.text,
+                    corrected_by=line.corrected_by,
+                    corrected_at=line.corrected_at,
+                    version=line.version,
+                    history=history[line.id],
+                    discarded_by=user_id,
+                    discarded_at=now,
+                    job_id=job_id,
+                )
+            )
+            if index not in new_texts:
+                gone.append(line.id)
+                continue
+            session.add(
+                LineCorrection(
+                    line_id=line.id,
+                    user_id=user_id,
+                    corrected_at=now,
+                    text_before=line.text,
+                    text_after=new_texts[index],
+                    version=line.version + 1,
+                )
+            )
+            line.text, line.corrected_by, line.corrected_at = None, None, None
+            line.version += 1
+        count = len(corrected)
+        if gone:
+            session.execute(delete(Line).where(Line.id.in_(gone)).execution_options(synchronize_session="fetch"))
+            for index in [i for i, line in corrected.items() if line.id in gone]:
+                del corrected[index]
+        return count
 
     def _line(self, session: Session, line_id: int) -> tuple[Line, int]:
         row = session.execute(

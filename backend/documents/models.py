@@ -23,6 +23,8 @@ class DocumentStatus(StrEnum):
     RUNNING = "RUNNING"
     DONE = "DONE"
     FAILED = "FAILED"
+    # OCR was cancelled after some pages were read: those pages keep their lines.
+    PARTIAL = "PARTIAL"
 
 
 class DatePrecision(StrEnum):
@@ -131,3 +133,31 @@ class LineCorrection(Base):
     text_before: Mapped[str] = mapped_column(Text)
     text_after: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer)  # the line's version this correction created
+
+
+class DiscardedCorrection(Base):
+    """A person's correction dropped by an OCR re-run the person asked to discard corrections on.
+
+    Nothing a person typed is lost silently: the line's text, who corrected it and its whole
+    correction history (``history``: the ``line_corrections`` rows, copied) are kept here,
+    also when the line itself is gone (the new reading has no line at its position).
+    """
+
+    __tablename__ = "discarded_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
+    page_number: Mapped[int] = mapped_column(Integer)
+    order_index: Mapped[int] = mapped_column(Integer)
+    # The line's id then (a line at a position the new reading has keeps it).
+    line_id: Mapped[int] = mapped_column(Integer)
+    ocr_text: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+    corrected_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    corrected_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    version: Mapped[int] = mapped_column(Integer)
+    history: Mapped[list[Any]] = mapped_column(JsonType)
+    discarded_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    discarded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The OCR job that discarded it (a plain number: the job may be purged, the record stays).
+    job_id: Mapped[int | None] = mapped_column(Integer)

@@ -15,6 +15,7 @@ from backend.documents.pages import PageKind
 from backend.documents.render import MEDIA_TYPE
 from backend.documents.schemas import (
     CorrectionOut,
+    DiscardedCorrectionOut,
     DocumentFilter,
     DocumentOut,
     DocumentPage,
@@ -87,6 +88,14 @@ def document_lines(
     document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
 ) -> list[LineOut]:
     return services.lines.for_document(session, services.documents.get(session, document_id))
+
+
+@router.get("/documents/{document_id}/discarded-corrections")
+def discarded_corrections(
+    document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
+) -> list[DiscardedCorrectionOut]:
+    """Corrections an OCR re-run with ``discardCorrections`` dropped: each person's text and its history."""
+    return services.lines.discarded(session, services.documents.get(session, document_id))
 
 
 @router.patch("/lines/{line_id}")

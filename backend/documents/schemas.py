@@ -135,3 +135,22 @@ class CorrectionOut(ApiModel):
     text_before: str
     text_after: str
     version: int
+
+
+class DiscardedCorrectionOut(ApiModel):
+    """A person's text dropped by an OCR re-run asked to discard corrections, with its history then."""
+
+    id: int
+    page: int
+    order_index: int
+    # The line's id then; the line itself is gone where the new reading had no line there.
+    line_id: int
+    ocr_text: str
+    text: str
+    corrected_by: int | None
+    corrected_at: datetime | None
+    version: int
+    history: list[CorrectionOut]
+    discarded_by: int
+    discarded_at: datetime
+    job_id: int | None

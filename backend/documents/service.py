@@ -26,6 +26,8 @@ from backend.documents.schemas import (
     parse_partial_date,
 )
 from backend.errors import AppError, ErrorCode
+from backend.ocr.models import OcrJob
+from backend.ocr.service import Jobs
 from backend.storage import Storage, StorageUnavailableError
 from backend.users.models import Role, User
 
@@ -71,8 +73,12 @@ def _hash(source: BinaryIO) -> tuple[str, int]:
 
 
 class Documents:
-    def __init__(self, storage: Storage, *, max_upload_bytes: int, max_pages: int, trash_days: int) -> None:
+    def __init__(
+        self, storage: Storage, *, max_upload_bytes: int, max_pages: int, trash_days: int, jobs: Jobs | None = None
+    ) -> None:
         self.storage = storage
+        # Moving a document to the trash cancels its OCR job (the runner stops within APP_OCR_POLL_S).
+        self.jobs = jobs or Jobs()
         self.max_upload_bytes = max_upload_bytes
         self.max_pages = max_pages
         self.trash = timedelta(days=trash_days)
@@ -182,10 +188,19 @@ class Documents:
         return rows, str(rows[-1].id) if more else None
 
     def move_to_trash(self, session: Session, document_id: int, user: User, now: datetime) -> None:
+        """Into the trash, and its OCR job (queued or running) cancelled in the same transaction:
+        nobody reads a document nobody can see. The pages already read keep their lines."""
         document = self.get(session, document_id)
+        # The jobs first, then the document: the order a runner's claim and end lock them in
+        # (the other order could deadlock with a claim on PostgreSQL). A start racing this may
+        # still queue a job; the runner cancels it at its claim (JobQueue.claim).
+        stopped = self.jobs.stop(session, OcrJob.document_id == document_id, user, now)
         document.deleted_at, document.deleted_by = now, user.id
         session.commit()
-        log.info("document %d moved to the trash by user %d", document_id, user.id)
+        self.jobs.record_stopped(stopped, now)
+        log.info(
+            "document %d moved to the trash by user %d (OCR jobs cancelled: %s)", document_id, user.id, list(stopped)
+        )
 
     def trashed(self, session: Session) -> list[TrashedDocumentOut]:
         rows = session.scalars(

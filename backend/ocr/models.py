@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import Boolean, Enum, ForeignKey, Integer, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, UtcDateTime
@@ -57,6 +57,15 @@ class OcrJob(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     # How often a runner has taken the job up (a resumed job counts again).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # pages_done when the current run was claimed: the pace of this run (the time estimate)
+    # counts only the pages it stored itself since started_at.
+    pages_at_claim: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The person asked to drop the corrections of the pages this job reads (admin or the
+    # document's uploader); how many corrected lines it has dropped so far (each is archived
+    # in discarded_corrections with its whole history).
+    discard_corrections: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    corrections_discarded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    cancelled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, and_, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend.db import Database, skip_locked
 from backend.documents.lines import Lines
 from backend.documents.models import Document, DocumentStatus
+from backend.metrics import Metrics
 from backend.ocr.models import JobStatus, OcrJob
+from backend.ocr.service import settle_documents
 
 
 class LeaseLost(Exception):  # noqa: N818 - a state, not a failure of this runner's making
@@ -34,6 +36,8 @@ class Claimed:
     pages_total: int
     attempts: int
     model: str | None
+    # Who asked to discard the corrections of the pages this job reads; None: keep them.
+    discard_by: int | None = None
 
 
 _DOCUMENT_STATUS = {
@@ -50,11 +54,14 @@ def _changed(result: Any) -> int:
 
 
 class JobQueue:
-    def __init__(self, db: Database, lines: Lines, owner: str, lease: timedelta) -> None:
+    def __init__(
+        self, db: Database, lines: Lines, owner: str, lease: timedelta, *, metrics: Metrics | None = None
+    ) -> None:
         self.db = db
         self.lines = lines
         self.owner = owner
         self.lease = lease
+        self.metrics = metrics
 
     def claim(self, limit: int, now: datetime) -> list[Claimed]:
         """Take up to ``limit`` jobs: queued ones, and running ones whose lease expired."""
@@ -66,6 +73,10 @@ class JobQueue:
             )
             candidates = session.scalars(skip_locked(select(OcrJob).where(takeable).order_by(OcrJob.id).limit(limit)))
             for job in list(candidates):
+                document = session.get_one(Document, job.document_id)
+                if document.deleted_at is not None:
+                    self._drop_trashed(session, job, document, takeable, now)
+                    continue
                 # The guard repeats the condition: on SQLite (no row locks) two runners may
                 # have read the same row, and only the first UPDATE finds it still takeable.
                 taken = session.execute(
@@ -77,13 +88,13 @@ class JobQueue:
                         lease_expires_at=now + self.lease,
                         attempts=OcrJob.attempts + 1,
                         started_at=now,
+                        pages_at_claim=OcrJob.pages_done,
                     )
                     .execution_options(synchronize_session=False)
                 )
                 if _changed(taken) != 1:
                     continue
                 session.refresh(job)
-                document = session.get_one(Document, job.document_id)
                 document.status = DocumentStatus.RUNNING
                 claimed.append(
                     Claimed(
@@ -94,10 +105,33 @@ class JobQueue:
                         job.pages_total,
                         job.attempts,
                         job.model_requested,
+                        job.created_by if job.discard_corrections else None,
                     )
                 )
             session.commit()
         return claimed
+
+    def _drop_trashed(
+        self, session: Session, job: OcrJob, document: Document, takeable: ColumnElement[bool], now: datetime
+    ) -> None:
+        """Cancel a job whose document is in the trash instead of reading it.
+
+        Moving a document to the trash cancels its job; this catches the job of a start that
+        raced the trash (on SQLite the start reads the document before the trash commits)."""
+        dropped = session.execute(
+            update(OcrJob)
+            .where(OcrJob.id == job.id, takeable)
+            .values(
+                status=JobStatus.CANCELLED,
+                cancelled_by=document.deleted_by,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if _changed(dropped) == 1:
+            settle_documents(session, [document.id])
 
     def _guard(self, session: Session, job_id: int, now: datetime, **values: Any) -> None:
         result = session.execute(
@@ -109,6 +143,12 @@ class JobQueue:
         if _changed(result) != 1:
             session.rollback()
             raise LeaseLost(f"OCR job {job_id} is no longer held by {self.owner}")
+
+    def holds(self, job_id: int) -> bool:
+        """Whether this runner still holds the job: False once it was cancelled or another runner took it."""
+        with self.db.sessions() as session:
+            row = session.execute(select(OcrJob.status, OcrJob.lease_owner).where(OcrJob.id == job_id)).first()
+        return row is not None and row.status is JobStatus.RUNNING and row.lease_owner == self.owner
 
     def renew(self, job_id: int, now: datetime) -> None:
         with self.db.sessions() as session:
@@ -129,10 +169,27 @@ class JobQueue:
         """The page's lines and the job's progress in one transaction: never one without the other."""
         with self.db.sessions() as session:
             self._guard(session, job.job_id, now, pages_done=page)
-            self.lines.replace_page(
-                session, job.document_id, page, lines, model=model, model_version=model_version, now=now, size=size
+            discarded = self.lines.replace_page(
+                session,
+                job.document_id,
+                page,
+                lines,
+                model=model,
+                model_version=model_version,
+                now=now,
+                size=size,
+                discard_by=job.discard_by,
+                job_id=job.job_id,
             )
+            if discarded:
+                session.execute(
+                    update(OcrJob)
+                    .where(OcrJob.id == job.job_id)
+                    .values(corrections_discarded=OcrJob.corrections_discarded + discarded)
+                )
             session.commit()
+        if self.metrics is not None:
+            self.metrics.ocr_pages.inc()
 
     def finish(self, job_id: int, status: JobStatus, now: datetime, code: str | None = None, message: str = "") -> None:
         """End the job (DONE/FAILED) or give it back to the queue (QUEUED), lease released."""
@@ -154,3 +211,5 @@ class JobQueue:
             job = session.get_one(OcrJob, job_id)
             session.get_one(Document, job.document_id).status = _DOCUMENT_STATUS[status]
             session.commit()
+        if self.metrics is not None and status is not JobStatus.QUEUED and job.started_at is not None:
+            self.metrics.job_ended(status, (now - job.started_at).total_seconds())

@@ -1,4 +1,4 @@
-"""OCR jobs and batches: start, read, retry, and live progress as Server-Sent Events."""
+"""OCR jobs and batches: start, read, cancel, retry, and live progress as Server-Sent Events."""
 
 from __future__ import annotations
 
@@ -14,8 +14,17 @@ from starlette.concurrency import run_in_threadpool
 from backend.deps import CurrentUser, OcrClientDep, Services, ServicesDep, SessionDep
 from backend.errors import AppError, ErrorCode
 from backend.ocr.models import FINISHED
-from backend.ocr.schemas import BatchCreated, BatchIn, BatchOut, BatchRetried, JobCreated, JobOut, OcrStartIn
-from backend.ocr.service import job_out
+from backend.ocr.schemas import (
+    BatchCancelled,
+    BatchCreated,
+    BatchIn,
+    BatchOut,
+    BatchRetried,
+    JobCreated,
+    JobOut,
+    OcrStartIn,
+    RetryIn,
+)
 from backend.ocr_client import BreakerState, OcrClient
 
 router = APIRouter(prefix="/api")
@@ -42,8 +51,16 @@ def start_document_ocr(
     body: Annotated[OcrStartIn | None, Body()] = None,
 ) -> JobCreated:
     _refuse_while_open(client)
-    model = body.model if body else None
-    _, jobs = services.jobs.start(session, [document_id], user, model, services.clock(), batch=False)
+    body = body or OcrStartIn()
+    _, jobs = services.jobs.start(
+        session,
+        [document_id],
+        user,
+        body.model,
+        services.clock(),
+        batch=False,
+        discard_corrections=body.discard_corrections,
+    )
     return JobCreated(job_id=jobs[0].id)
 
 
@@ -52,32 +69,60 @@ def start_batch(
     body: BatchIn, user: CurrentUser, services: ServicesDep, session: SessionDep, client: OcrClientDep
 ) -> BatchCreated:
     _refuse_while_open(client)
-    batch_id, _ = services.jobs.start(session, body.document_ids, user, body.model, services.clock(), batch=True)
+    batch_id, _ = services.jobs.start(
+        session,
+        body.document_ids,
+        user,
+        body.model,
+        services.clock(),
+        batch=True,
+        discard_corrections=body.discard_corrections,
+    )
     assert batch_id is not None
     return BatchCreated(batch_id=batch_id)
 
 
 @router.get("/ocr/jobs/{job_id}")
 def get_job(job_id: Id, _: CurrentUser, services: ServicesDep, session: SessionDep) -> JobOut:
-    return job_out(services.jobs.job(session, job_id))
+    return services.jobs.job_out(session, services.jobs.job(session, job_id), services.clock())
+
+
+@router.post("/ocr/jobs/{job_id}/cancel")
+def cancel_job(job_id: Id, user: CurrentUser, services: ServicesDep, session: SessionDep) -> JobOut:
+    """CANCELLED at once; a running job's runner stops within APP_OCR_POLL_S; pages stored stay."""
+    return services.jobs.cancel(session, job_id, user, services.clock())
 
 
 @router.get("/ocr/batches/{batch_id}")
 def get_batch(batch_id: Id, _: CurrentUser, services: ServicesDep, session: SessionDep) -> BatchOut:
-    return services.jobs.batch(session, batch_id)
+    return services.jobs.batch(session, batch_id, services.clock())
+
+
+@router.post("/ocr/batches/{batch_id}/cancel")
+def cancel_batch(batch_id: Id, user: CurrentUser, services: ServicesDep, session: SessionDep) -> BatchCancelled:
+    return BatchCancelled(
+        batch_id=batch_id, cancelled=services.jobs.cancel_batch(session, batch_id, user, services.clock())
+    )
 
 
 @router.post("/ocr/batches/{batch_id}/retry", status_code=202)
 def retry_batch(
-    batch_id: Id, _: CurrentUser, services: ServicesDep, session: SessionDep, client: OcrClientDep
+    batch_id: Id,
+    user: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+    client: OcrClientDep,
+    body: Annotated[RetryIn | None, Body()] = None,
 ) -> BatchRetried:
     _refuse_while_open(client)
-    return BatchRetried(batch_id=batch_id, requeued=services.jobs.retry_batch(session, batch_id))
+    include_cancelled = body.include_cancelled if body else False
+    requeued = services.jobs.retry_batch(session, batch_id, user, include_cancelled=include_cancelled)
+    return BatchRetried(batch_id=batch_id, requeued=requeued)
 
 
 def read_job(services: Services, job_id: int) -> JobOut:
     with services.db.sessions() as session:
-        return job_out(services.jobs.job(session, job_id))
+        return services.jobs.job_out(session, services.jobs.job(session, job_id), services.clock())
 
 
 def _sse(event: str, data: object) -> bytes:
@@ -90,7 +135,10 @@ async def progress_events(services: Services, first: JobOut) -> AsyncIterator[by
     job, sent = first, 0
     while True:
         for page in range(sent + 1, job.pages_done + 1):
-            yield _sse("page", {"page": page, "pagesDone": page, "pagesTotal": job.pages_total})
+            # The estimate as of the latest look (the same for pages seen in one look).
+            yield _sse(
+                "page", {"page": page, "pagesDone": page, "pagesTotal": job.pages_total, "etaSeconds": job.eta_seconds}
+            )
         sent = max(sent, job.pages_done)
         if job.status in FINISHED:
             yield _sse("end", job.model_dump(mode="json", by_alias=True))
@@ -106,7 +154,8 @@ async def progress_events(services: Services, first: JobOut) -> AsyncIterator[by
 
 @router.get("/ocr/jobs/{job_id}/events", response_class=StreamingResponse)
 async def job_events(job_id: Id, _: CurrentUser, services: ServicesDep) -> StreamingResponse:
-    """``event: page`` per page stored (``{page, pagesDone, pagesTotal}``), then ``event: end`` with the job."""
+    """``event: page`` per page stored (``{page, pagesDone, pagesTotal, etaSeconds}``), then ``event: end``
+    with the job."""
     first = await run_in_threadpool(read_job, services, job_id)
     return StreamingResponse(
         progress_events(services, first),

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from backend.errors import ErrorCode
 from backend.ocr.models import JobStatus
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
@@ -77,6 +79,7 @@ class JobRunner:
             return 0
         claimed = await asyncio.to_thread(self.queue.claim, free, self.clock())
         for job in claimed:
+            await self._retire(job.job_id)
             task = asyncio.create_task(self._run_job(job), name=f"ocr-job-{job.job_id}")
             self._running[task] = job
             task.add_done_callback(self._forget)
@@ -101,6 +104,17 @@ class JobRunner:
             if task.cancelled():
                 await self._end(job, JobStatus.QUEUED, None, "")
 
+    async def _retire(self, job_id: int) -> None:
+        """Stop this runner's earlier run of a job it has just claimed again.
+
+        A job cancelled and re-queued (a batch retry) before this runner's watcher looked is
+        claimed under the same owner: the earlier run would pass every lease guard too, and
+        two readers would store the same pages. The new run resumes after the pages stored."""
+        stale = [task for task, running in self._running.items() if running.job_id == job_id]
+        for task in stale:
+            task.cancel()
+        await asyncio.gather(*stale, return_exceptions=True)
+
     def _forget(self, task: asyncio.Task[None]) -> None:
         self._running.pop(task, None)
 
@@ -110,11 +124,20 @@ class JobRunner:
             message = f"OCR was started {job.attempts} times for this document and never finished."
             await self._end(job, JobStatus.FAILED, UNAVAILABLE, message)
             return
-        renewer = asyncio.create_task(self._renew(job.job_id))
+        reading = asyncio.create_task(self._read(job), name=f"ocr-read-{job.job_id}")
+        watching = asyncio.create_task(self._renew(job.job_id), name=f"ocr-watch-{job.job_id}")
         try:
-            await self._read(job)
+            done, _ = await asyncio.wait({reading, watching}, return_when=asyncio.FIRST_COMPLETED)
+            if reading not in done:
+                # The watcher saw the job leave this runner (cancelled, or taken over): the
+                # stream is closed now rather than at the next page, and nothing more is written.
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+                log.info("OCR job %s: stopped reading (cancelled or taken over)", job.job_id)
+                return
+            reading.result()
         except LeaseLost:
-            log.warning("OCR job %s: another runner took it up (the lease expired); this one stops", job.job_id)
+            log.warning("OCR job %s: no longer held by this runner (cancelled, or its lease expired)", job.job_id)
         except (OcrRejected, OcrStreamError) as exc:
             # The document's fault (corrupt, too many pages): the service's word, not retried.
             await self._end(job, JobStatus.FAILED, exc.code, exc.message)
@@ -139,7 +162,11 @@ class JobRunner:
             log.exception("OCR job %s failed unexpectedly", job.job_id)
             await self._end(job, JobStatus.FAILED, "INTERNAL_ERROR", "OCR failed inside the backend; see its log.")
         finally:
-            renewer.cancel()
+            # Also when this task is cancelled (the runner stops): the stream is closed before
+            # stop() hands the job back, so no page of it can be stored after that.
+            for task in (reading, watching):
+                task.cancel()
+            await asyncio.gather(reading, watching, return_exceptions=True)
 
     async def _end(self, job: Claimed, status: JobStatus, code: str | None, message: str) -> None:
         try:
@@ -148,13 +175,34 @@ class JobRunner:
             log.warning("OCR job %s: another runner took it up before it could end here", job.job_id)
 
     async def _renew(self, job_id: int) -> None:
-        try:
-            while True:
-                await self._sleep(self.queue.lease.total_seconds() / 3)
-                await asyncio.to_thread(self.queue.renew, job_id, self.clock())
-        except LeaseLost:
-            # The job's next page commit finds the same and stops the job; nothing to do here.
-            log.warning("OCR job %s: lease lost while renewing it", job_id)
+        """Watch a running job: every poll interval, stop if it left this runner; renew its lease
+        every third of the lease. Returns when the job is no longer this runner's: the person
+        cancelled it (in this or any other backend process: the database says so), or the lease
+        was lost to another runner."""
+        # A poll interval longer than a third of the lease would let the lease run out while
+        # the job reads well: the watch then looks every third of the lease.
+        third = self.queue.lease.total_seconds() / 3
+        step = min(self.poll_s, third)
+        renew_every = max(1, int(third // step))
+        polls = 0
+        while True:
+            await self._sleep(step)
+            polls += 1
+            try:
+                if not await asyncio.to_thread(self.queue.holds, job_id):
+                    return
+                if polls % renew_every == 0:
+                    await asyncio.to_thread(self.queue.renew, job_id, self.clock())
+            except LeaseLost:
+                log.warning("OCR job %s: lease lost while renewing it", job_id)
+                return
+            except SQLAlchemyError:
+                # A database hiccup must not stop a job that is reading well: the next look tries
+                # again, and the lease outlasts two missed renewals. (The page commit, not this,
+                # decides whether a page is stored.)
+                log.warning(
+                    "OCR job %s: could not look at the job in the database; trying again", job_id, exc_info=True
+                )
 
     async def _read(self, job: Claimed) -> None:
         model = job.model or DEFAULT_MODEL

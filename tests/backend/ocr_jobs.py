@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
+from backend.db import Database
 from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue
 from backend.ocr.runner import JobRunner
@@ -62,11 +64,19 @@ def runner(
     clock: FakeClock | None = None,
     breaker: BreakerConfig = QUIET_BREAKER,
     attempts: int = 1,
+    db: Database | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    **config: Any,
 ) -> JobRunner:
-    """A runner on the app's database whose OCR client calls the stand-in; never sleeps for real."""
+    """A runner on the app's database whose OCR client calls the stand-in; never sleeps for real
+    (unless given ``sleep``: then it watches its jobs, e.g. for a cancel, every 0.01 s).
+    ``db``: a database handle of its own, as another backend process would have; ``config``:
+    the OCR client's settings (tests/backend/ocr_client_support.py: client_config)."""
     services = services_of(client)
-    queue = JobQueue(services.db, services.lines, owner, LEASE)
-    ocr = OcrClient(client_config(url, breaker=breaker, attempts=attempts), CollectorRegistry(), sleep=RecordedSleep())
+    queue = JobQueue(db or services.db, services.lines, owner, LEASE, metrics=services.metrics)
+    ocr = OcrClient(
+        client_config(url, breaker=breaker, attempts=attempts, **config), CollectorRegistry(), sleep=RecordedSleep()
+    )
     return JobRunner(
         queue,
         ocr,
@@ -75,7 +85,7 @@ def runner(
         poll_s=0.01,
         max_attempts=3,
         clock=clock or services.clock,
-        sleep=_never_renew,
+        sleep=sleep or _never_renew,
     )
 
 

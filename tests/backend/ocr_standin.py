@@ -56,13 +56,15 @@ class Hang:
 class Drip:
     """An NDJSON stream: ``events`` with ``interval_s`` between them; ``die_after`` breaks the
     connection after that many events; ``forever`` repeats the last event without end;
-    ``honours_range=False`` sends every event whatever page range was asked (a broken service)."""
+    ``honours_range=False`` sends every event whatever page range was asked (a broken service);
+    ``stall_after`` sends nothing more after that many events until the test releases the gate."""
 
     events: tuple[dict[str, Any], ...]
     interval_s: float = 0.0
     die_after: int | None = None
     forever: bool = False
     honours_range: bool = True
+    stall_after: int | None = None
 
 
 Behaviour = Reply | Hang | Drip
@@ -146,7 +148,7 @@ class ScriptedService:
                     await asyncio.sleep(0.005)
                 return JSONResponse({"released": True})
             if isinstance(behaviour, Drip):
-                return StreamingResponse(_drip(behaviour), media_type="application/x-ndjson")
+                return StreamingResponse(_drip(behaviour, gate), media_type="application/x-ndjson")
             if behaviour.delay_s:
                 await asyncio.sleep(behaviour.delay_s)
             return JSONResponse(behaviour.body or {}, status_code=behaviour.status)
@@ -215,10 +217,13 @@ def _in_range(behaviour: Behaviour, fields: dict[str, str]) -> Behaviour:
     return dataclasses.replace(behaviour, body={**behaviour.body, "pages": pages_kept})
 
 
-async def _drip(drip: Drip) -> AsyncIterator[bytes]:
+async def _drip(drip: Drip, gate: threading.Event) -> AsyncIterator[bytes]:
     sent = 0
     events = list(drip.events)
     while events:
+        if drip.stall_after is not None and sent >= drip.stall_after:
+            while not gate.is_set():
+                await asyncio.sleep(0.005)
         if drip.die_after is not None and sent >= drip.die_after:
             # An exception inside the body ends the response without its last chunk: the
             # client sees the connection break mid-stream, as when the service dies.

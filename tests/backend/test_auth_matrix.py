@@ -36,13 +36,16 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/documents/{document_id}/pages", USER, {}),
     ("GET", "/api/documents/{document_id}/pages/{number}/image", USER, {}),
     ("GET", "/api/documents/{document_id}/pages/{number}/thumbnail", USER, {}),
+    ("GET", "/api/documents/{document_id}/discarded-corrections", USER, {}),
     ("PATCH", "/api/lines/{line_id}", USER, {"json": {"text": "x", "version": 1}}),
     ("GET", "/api/lines/{line_id}/history", USER, {}),
     ("POST", "/api/documents/{document_id}/ocr", USER, {}),
     ("POST", "/api/ocr/batches", USER, {"json": {"documentIds": [999]}}),
     ("GET", "/api/ocr/jobs/{job_id}", USER, {}),
     ("GET", "/api/ocr/jobs/{job_id}/events", USER, {}),
+    ("POST", "/api/ocr/jobs/{job_id}/cancel", USER, {}),
     ("GET", "/api/ocr/batches/{batch_id}", USER, {}),
+    ("POST", "/api/ocr/batches/{batch_id}/cancel", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
 ]
 

@@ -80,8 +80,9 @@ JSON_ROUTES = [
     ("PATCH", "/api/lines/1", {"text": "t", "version": 1}),
     ("PATCH", "/api/users/1", {"isActive": True}),
     ("POST", "/api/auth/password", {"currentPassword": "p" * 12, "newPassword": "q" * 12}),
-    ("POST", "/api/documents/1/ocr", {"model": "tiny"}),
-    ("POST", "/api/ocr/batches", {"documentIds": [1], "model": "tiny"}),
+    ("POST", "/api/documents/1/ocr", {"model": "tiny", "discardCorrections": True}),
+    ("POST", "/api/ocr/batches", {"documentIds": [1], "model": "tiny", "discardCorrections": False}),
+    ("POST", "/api/ocr/batches/1/retry", {"includeCancelled": True}),
 ]
 
 
@@ -112,6 +113,7 @@ PATH_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("POST", "/api/trash/{}/restore", None),
     ("GET", "/api/documents/{}/lines", None),
     ("GET", "/api/documents/{}/pages", None),
+    ("GET", "/api/documents/{}/discarded-corrections", None),
     ("GET", "/api/lines/{}/history", None),
     ("PATCH", "/api/lines/{}", {"text": "x", "version": 1}),
     ("PATCH", "/api/users/{}", {"isActive": True}),
@@ -120,6 +122,8 @@ PATH_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/ocr/jobs/{}/events", None),
     ("GET", "/api/ocr/batches/{}", None),
     ("POST", "/api/ocr/batches/{}/retry", None),
+    ("POST", "/api/ocr/jobs/{}/cancel", None),
+    ("POST", "/api/ocr/batches/{}/cancel", None),
 ]
 
 
