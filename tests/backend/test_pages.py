@@ -145,11 +145,12 @@ def _pdf(sizes: list[tuple[float, float]]) -> bytes:
 )
 def test_pdf_page_sizes_are_those_the_ocr_service_renders(actors: Actors, sizes: list[tuple[float, float]]) -> None:
     from ocr_service.pdf_pages import PdfPages
+    from ocr_service.pdf_render import shared_renderer
 
     services = services_of(actors.client)
     # Headers only: the service's rule for pages over its pixel limit included (5000 pt at 300 dpi).
     content = _pdf(sizes)
-    ocr = PdfPages(content, _ocr_limits())
+    ocr = PdfPages(content, _ocr_limits(), shared_renderer())
     try:
         expected = []
         for index, (width_pt, height_pt) in enumerate(sizes):
