@@ -11,7 +11,10 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -238,3 +241,42 @@ def test_a_damaged_pdf_is_refused_without_being_read_whole(cut: float) -> None:
         document.close()
     assert caught.value.code is ErrorCode.CORRUPT_DOCUMENT
     assert not damaged.read_whole
+
+
+def test_the_renderer_ends_with_a_service_killed_in_the_middle_of_a_render() -> None:
+    # A service killed by the OOM killer or `kill -9` while its child renders a page of hours
+    # must not leave the child rendering on, an orphan, for those hours.
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.renderer_parent"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    child: psutil.Process | None = None
+    try:
+        assert parent.stdout is not None
+        child = psutil.Process(int(parent.stdout.readline()))
+        # The child is rendering once it spends CPU time after it said it was ready.
+        started = child.cpu_times().user
+        while child.cpu_times().user < started + 0.3:
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait()
+        # Not a bound on how fast: a child that renders on would still render in an hour.
+        for _ in range(600):
+            if _ended(child):
+                break
+            time.sleep(0.05)
+        assert _ended(child)
+    finally:
+        parent.kill()
+        parent.wait()
+        if child is not None and not _ended(child):
+            child.kill()
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie (ended, waiting for a PID 1 that may not reap orphans)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
