@@ -17,6 +17,7 @@ Messages in: ``("open", key, data | None)`` (with ``None`` a file descriptor fol
 from __future__ import annotations
 
 import os
+import resource
 import select
 import signal
 import sys
@@ -107,8 +108,12 @@ def _end_with_the_service(fd: int) -> None:
                 os._exit(0)
 
 
-def serve(conn: Connection) -> None:
-    """Answer the service on ``conn`` until it closes the connection."""
+def serve(conn: Connection, address_space: int = 0) -> None:
+    """Answer the service on ``conn`` until it closes the connection; ``address_space``: the
+    bytes this process may map (0: no limit), so that a page that makes pdfium allocate without
+    bound fails here (a failed allocation, or this process's end) instead of taking the machine's memory."""
+    if address_space:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     # Ctrl-C in a terminal reaches the whole process group; the service ends this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_end_with_the_service, args=(conn.fileno(),), name="watch", daemon=True).start()
@@ -130,5 +135,6 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    # python -m ocr_service.pdf_render_child FD: FD is this end of the service's socket pair.
-    serve(Connection(int(sys.argv[1])))
+    # python -m ocr_service.pdf_render_child FD BYTES: FD is this end of the service's socket
+    # pair, BYTES the address space this process may map (0: no limit).
+    serve(Connection(int(sys.argv[1])), int(sys.argv[2]))

@@ -3,7 +3,6 @@ process id and the child's CPU time at that moment, and waits to be killed."""
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 
