@@ -253,7 +253,11 @@ class PdfRenderer:
         # Killed and reaped here rather than by Popen (whose kill() reaps a child that has died
         # already), for the kernel's account of its peak memory; not reaped yet, its pid is ours.
         os.kill(process.pid, signal.SIGKILL)
-        _, status, usage = os.wait4(process.pid, 0)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except ChildProcessError:  # reaped by someone else's waitpid(-1): its account is gone
+            process.returncode = -signal.SIGKILL
+            return None, 0
         process.returncode = os.waitstatus_to_exitcode(status)
         return process.returncode, usage.ru_maxrss * 1024
 
