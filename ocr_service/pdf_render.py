@@ -46,6 +46,13 @@ log = logging.getLogger(__name__)
 # module, as multiprocessing's spawn would): never fork a process that has started threads.
 _CHILD = "ocr_service.pdf_render_child"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# `python -c _BOOT ROOT MODULE ARGS...` runs MODULE as `python -m MODULE ARGS...` would, with
+# this package importable from ROOT (the service's environment, PYTHONPATH included, is not
+# read or changed: settings come only through Settings).
+_BOOT = (
+    "import runpy, sys; sys.path.insert(0, sys.argv[1]); module = sys.argv[2]; del sys.argv[1:3]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 # A fresh interpreter importing pypdfium2: well under a second, seconds on a loaded machine.
 _START_TIMEOUT_S = 60.0
 # How often a render that waits for its page looks whether the renderer is being closed.
@@ -208,14 +215,19 @@ class PdfRenderer:
         if self._conn is not None:
             return self._conn
         ours, theirs = socket.socketpair()
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", self._child, str(theirs.fileno()), str(self._address_space or 0)],
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    _PACKAGE_ROOT,
+                    self._child,
+                    str(theirs.fileno()),
+                    str(self._address_space or 0),
+                ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
-                env=env,
             )
         except OSError:
             ours.close()
