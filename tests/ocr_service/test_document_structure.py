@@ -137,3 +137,20 @@ def test_a_document_refused_while_opening_is_closed(monkeypatch: pytest.MonkeyPa
     with pytest.raises(AppError):
         Document(blank_pdf(6), LIMITS)
     assert closed == ["pdf"]
+
+
+def test_decoding_a_late_tiff_frame_does_not_walk_the_directories_before_it_again(ifd_loads: list[int]) -> None:
+    # Each page is decoded by an image object of its own; finding frame n from the file's start
+    # reread n directories for every page: with 1000 tags each (2.3 MB, 200 frames, within the
+    # structure budget) about 75 s of the one documents thread for the whole document, measured.
+    limits = replace(LIMITS, max_pages=200)
+    document = Document(many_frame_tiff(120, padding_tags=50), limits)
+    try:
+        document.check_all_pages()
+        for index in (119, 0, 60, 118, 119, 1):
+            before = ifd_loads[0]
+            page = document.page(index)
+            assert ifd_loads[0] - before <= 4, f"page {index + 1} reread {ifd_loads[0] - before} directories"
+            assert page.size == (1, 1) and page.getpixel((0, 0)) == index % 256
+    finally:
+        document.close()
