@@ -70,6 +70,7 @@ def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
             max_segmentation_width=settings.max_segmentation_width,
             open_timeout_s=settings.document_open_timeout_s,
             render_timeout_s=settings.pdf_render_timeout_s,
+            render_address_space=settings.pdf_render_address_space,
         ),
         store=store,
         pool=pool,

@@ -231,7 +231,7 @@ class OcrService:
         # pdfium is not thread-safe: every document operation runs on this one thread.
         self._documents_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="documents")
         # Renders PDF pages in a child process it kills when a page passes its time limit.
-        self._renderer = PdfRenderer()
+        self._renderer = PdfRenderer(address_space=limits.render_address_space)
 
     def _on_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         return asyncio.get_running_loop().run_in_executor(self._documents_thread, fn, *args)

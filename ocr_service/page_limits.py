@@ -16,6 +16,20 @@ SEGMENTATION_HEIGHT = 1800
 # at 300 dpi takes about 1 s on a loaded 2-core machine, a path of 100 000 segments 2 s.
 PDF_RENDER_TIMEOUT_S = 30.0
 
+# The PDF renderer child's address space (RLIMIT_AS, OCR_PDF_RENDER_MEMORY_MB), so that a page
+# that makes pdfium allocate without bound ends the child, not the machine's memory (measured:
+# a 4 KB page of forms nested nine levels deep grows it by 500 MB a second, 15 GB within the
+# render time limit): the interpreter, pdfium and a thread's arena (under 100 MB mapped), plus
+# per pixel of the largest page the bitmap pdfium renders into (4 bytes) and room for three
+# times as much in its intermediate layers (transparency groups, soft masks, images).
+RENDER_BASE_ADDRESS_SPACE = 512 * 2**20
+RENDER_BYTES_PER_PIXEL = 16
+
+
+def render_address_space(max_page_pixels: int) -> int:
+    """The bytes the renderer child may map by default, for pages up to ``max_page_pixels``."""
+    return RENDER_BASE_ADDRESS_SPACE + RENDER_BYTES_PER_PIXEL * max_page_pixels
+
 
 @dataclass(frozen=True)
 class PageLimits:
@@ -30,6 +44,8 @@ class PageLimits:
     open_timeout_s: float
     # Time rendering one PDF page may take (OCR_PDF_RENDER_TIMEOUT_S).
     render_timeout_s: float = PDF_RENDER_TIMEOUT_S
+    # Bytes the PDF renderer child may map (OCR_PDF_RENDER_MEMORY_MB); None: no limit.
+    render_address_space: int | None = None
 
     def check_shape(self, page: int, width: float, height: float) -> None:
         """Refuse a page that has no usable size or that blla cannot segment sensibly.

@@ -21,6 +21,7 @@ import io
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -45,19 +46,37 @@ log = logging.getLogger(__name__)
 # module, as multiprocessing's spawn would): never fork a process that has started threads.
 _CHILD = "ocr_service.pdf_render_child"
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+# `python -c _BOOT ROOT MODULE ARGS...` runs MODULE as `python -m MODULE ARGS...` would, with
+# this package importable from ROOT (the service's environment, PYTHONPATH included, is not
+# read or changed: settings come only through Settings).
+_BOOT = (
+    "import runpy, sys; sys.path.insert(0, sys.argv[1]); module = sys.argv[2]; del sys.argv[1:3]; "
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
+)
 # A fresh interpreter importing pypdfium2: well under a second, seconds on a loaded machine.
 _START_TIMEOUT_S = 60.0
 # How often a render that waits for its page looks whether the renderer is being closed.
 _POLL_S = 0.2
+# A child that ended with this close to its address-space limit resident ended at the limit
+# (what it maps but never touches, code and thread stacks, is well under it: measured 80 MB).
+_AT_THE_LIMIT = 256 * 2**20
 
 
 class PdfRenderer:
     """Renders pages of registered PDFs; safe to share between threads (one render at a time)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic, *, child: str = _CHILD) -> None:
-        """``child``: the module the child process runs (``python -m``); tests name a stand-in."""
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        child: str = _CHILD,
+        address_space: int | None = None,
+    ) -> None:
+        """``child``: the module the child process runs (``python -m``); tests name a stand-in.
+        ``address_space``: the child's RLIMIT_AS in bytes (``OCR_PDF_RENDER_MEMORY_MB``); None: none."""
         self._clock = clock
         self._child = child
+        self._address_space = address_space
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
@@ -93,8 +112,10 @@ class PdfRenderer:
     def render(self, key: int, index: int, scale: float, timeout_s: float) -> Image.Image:
         """Page ``index`` of document ``key`` at ``scale``, within ``timeout_s`` of rendering.
 
-        422 ``DOCUMENT_TOO_COMPLEX`` past the limit (and for every later page of the document);
-        422 ``CORRUPT_DOCUMENT`` if pdfium cannot render it, or if the page ends the child twice.
+        422 ``DOCUMENT_TOO_COMPLEX`` past the limit (and for every later page of the document), or
+        when the page needs more memory than the child may map; 422 ``CORRUPT_DOCUMENT`` if pdfium
+        cannot render it, or if the page ends the child twice; 503 ``MODELS_NOT_READY`` while the
+        renderer is being closed (the service is stopping).
         """
         page = index + 1
         with self._lock:
@@ -120,7 +141,16 @@ class PdfRenderer:
                     log.info("page %d of a PDF rendered for longer than %g s; its renderer was killed", page, timeout_s)
                     raise error from None
                 except (EOFError, OSError) as exc:
-                    exitcode = self._stop()
+                    exitcode, peak = self._stop()
+                    if self._closing:
+                        raise _stopping() from None
+                    if self._address_space and peak >= self._address_space - _AT_THE_LIMIT:
+                        # pdfium ends its process when an allocation fails: this page wanted more
+                        # than any page may map. Not retried (it would only grow as far again).
+                        error = _too_much_memory(page)
+                        self._refused[key] = error
+                        log.info("page %d of a PDF ended its renderer at its memory limit (%d MB)", page, peak >> 20)
+                        raise error from None
                     log.warning(
                         "the PDF renderer ended while rendering page %d (exit code %s, try %d): %s",
                         page,
@@ -149,7 +179,9 @@ class PdfRenderer:
             log.info("%s cannot be decoded: %s", subject, reply[1])
             raise corrupt(subject) from pdfium.PdfiumError(reply[1])
         if reply[0] == "memory":
-            raise MemoryError(f"the PDF renderer ran out of memory on {subject.lower()}: {reply[1]}")
+            # Within its own address-space limit, sized for the largest page: the document's demand.
+            log.info("%s needs more memory to render than a page may take: %s", subject, reply[1])
+            raise _too_much_memory(page)
         # As decoding() does for an undeclared failure: answered as damage, logged with its traceback.
         log.warning("%s: the PDF renderer failed unexpectedly; answered as a damaged document\n%s", subject, reply[1])
         raise corrupt(subject)
@@ -179,18 +211,23 @@ class PdfRenderer:
 
     def _started(self) -> Connection:
         if self._closing:
-            raise RuntimeError("the PDF renderer is closed")
+            raise _stopping()
         if self._conn is not None:
             return self._conn
         ours, theirs = socket.socketpair()
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": _PACKAGE_ROOT + (os.pathsep + path if path else "")}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", self._child, str(theirs.fileno())],
+                [
+                    sys.executable,
+                    "-c",
+                    _BOOT,
+                    _PACKAGE_ROOT,
+                    self._child,
+                    str(theirs.fileno()),
+                    str(self._address_space or 0),
+                ],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
-                env=env,
             )
         except OSError:
             ours.close()
@@ -213,17 +250,28 @@ class PdfRenderer:
             raise
         return parent
 
-    def _stop(self) -> int | None:
-        """End the child (it holds nothing the service needs); its exit code."""
+    def _stop(self) -> tuple[int | None, int]:
+        """End the child (it holds nothing the service needs); its exit code and the most
+        memory it held (resident bytes)."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
         self._opened.clear()
         if conn is not None:
             conn.close()
         if process is None:
-            return None
-        process.kill()
-        return process.wait()
+            return None, 0
+        if process.returncode is not None:
+            return process.returncode, 0
+        # Killed and reaped here rather than by Popen (whose kill() reaps a child that has died
+        # already), for the kernel's account of its peak memory; not reaped yet, its pid is ours.
+        os.kill(process.pid, signal.SIGKILL)
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except ChildProcessError:  # reaped by someone else's waitpid(-1): its account is gone
+            process.returncode = -signal.SIGKILL
+            return None, 0
+        process.returncode = os.waitstatus_to_exitcode(status)
+        return process.returncode, usage.ru_maxrss * 1024
 
     def close(self) -> None:
         """End the child; a render waiting for its page gives up within a fraction of a second."""
@@ -231,6 +279,24 @@ class PdfRenderer:
         with self._lock:
             self._stop()
             self._sources.clear()
+
+
+def _too_much_memory(page: int) -> AppError:
+    return AppError(
+        ErrorCode.DOCUMENT_TOO_COMPLEX,
+        f"Page {page} of the PDF needs more memory to render than any page may take; the document is "
+        "refused as too complex. Retrying will not help.",
+        details={"page": page},
+    )
+
+
+def _stopping() -> AppError:
+    # Not the document's fault, and no 500 for the backend to count against the service.
+    return AppError(
+        ErrorCode.MODELS_NOT_READY,
+        "The OCR service is stopping; the PDF page was not rendered. Please try again shortly.",
+        headers={"Retry-After": "10"},
+    )
 
 
 def _fileno(source: BinaryIO) -> int | None:

@@ -4,7 +4,9 @@ The service kills this process when a page takes longer than its limit (pdfium c
 interrupted inside one page object: a form drawing a form ten times, eight levels deep, is one
 object that takes minutes). So it holds nothing the service needs back: the documents are
 reopened from the service's own file (a descriptor passed over the pipe) or bytes, and when
-the pipe closes (the service closed it, or died) this process ends.
+the pipe closes (the service closed it, or died) this process ends — at once, even in the
+middle of a page: a thread watches the pipe while pdfium renders (pdfium releases the GIL), so
+a service killed with ``kill -9`` or by the OOM killer leaves no orphan rendering for hours.
 
 Messages in: ``("open", key, data | None)`` (with ``None`` a file descriptor follows),
 ``("render", key, index, scale)``, ``("close", key)``. Replies to ``render`` only:
@@ -15,8 +17,11 @@ Messages in: ``("open", key, data | None)`` (with ``None`` a file descriptor fol
 from __future__ import annotations
 
 import os
+import resource
+import select
 import signal
 import sys
+import threading
 import traceback
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
@@ -91,10 +96,27 @@ def _render(conn: Connection, documents: _Documents, key: int, index: int, scale
         bitmap.close()
 
 
-def serve(conn: Connection) -> None:
-    """Answer the service on ``conn`` until it closes the connection."""
+def _end_with_the_service(fd: int) -> None:
+    """Wait until the service's end of the socket is closed (it closed it, or it died), then end
+    this process, whatever the main thread is rendering."""
+    watch = select.poll()
+    # Hang-up only (POLLHUP is always reported): a message waiting to be read is not the end.
+    watch.register(fd, select.POLLRDHUP)
+    while True:
+        for _, events in watch.poll():
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                os._exit(0)
+
+
+def serve(conn: Connection, address_space: int = 0) -> None:
+    """Answer the service on ``conn`` until it closes the connection; ``address_space``: the
+    bytes this process may map (0: no limit), so that a page that makes pdfium allocate without
+    bound fails here (a failed allocation, or this process's end) instead of taking the machine's memory."""
+    if address_space:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     # Ctrl-C in a terminal reaches the whole process group; the service ends this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_end_with_the_service, args=(conn.fileno(),), name="watch", daemon=True).start()
     documents = _Documents()
     conn.send((READY,))
     while True:
@@ -113,5 +135,6 @@ def serve(conn: Connection) -> None:
 
 
 if __name__ == "__main__":
-    # python -m ocr_service.pdf_render_child FD: FD is this end of the service's socket pair.
-    serve(Connection(int(sys.argv[1])))
+    # python -m ocr_service.pdf_render_child FD BYTES: FD is this end of the service's socket
+    # pair, BYTES the address space this process may map (0: no limit).
+    serve(Connection(int(sys.argv[1])), int(sys.argv[2]))

@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocr_service.cgroups import Cgroup, available_cpus
-from ocr_service.page_limits import PDF_RENDER_TIMEOUT_S
+from ocr_service.page_limits import PDF_RENDER_TIMEOUT_S, render_address_space
 
 # One worker process's peak while it reads a page grows with the page's width once blla has
 # scaled it to 1800 px height (its input is (1, 3, 1800, width)) and, less, with the page's own
@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     # Seconds rendering one PDF page may take; past it the renderer process is killed and the
     # document refused (422 DOCUMENT_TOO_COMPLEX), so the next document is rendered at once.
     pdf_render_timeout_s: float = Field(PDF_RENDER_TIMEOUT_S, gt=0, le=600)
+    # Address space (not resident memory) the PDF renderer process may map, in MB; a page that
+    # needs more is refused (422 DOCUMENT_TOO_COMPLEX). None: 512 MB + 16 bytes per pixel of
+    # OCR_MAX_PAGE_PIXELS (1.4 GB at 60 MP). Below 256 MB the renderer cannot start.
+    pdf_render_memory_mb: int | None = Field(None, ge=256)
 
     # worker pool
     memory_limit_mb: int | None = Field(None, gt=0)
@@ -225,6 +229,13 @@ class Settings(BaseSettings):
     @property
     def page_memory_bytes(self) -> int:
         return (self.page_memory_mb or SERVICE_BASE_MEMORY_MB - SERVICE_PROCESS_MEMORY_MB) * 1024 * 1024
+
+    @property
+    def pdf_render_address_space(self) -> int:
+        """Bytes the PDF renderer process may map (OCR_PDF_RENDER_MEMORY_MB, or derived)."""
+        if self.pdf_render_memory_mb is not None:
+            return self.pdf_render_memory_mb * 2**20
+        return render_address_space(self.max_page_pixels)
 
     @property
     def service_memory_mb(self) -> int:

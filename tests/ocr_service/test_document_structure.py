@@ -4,12 +4,17 @@ time spent on page counts and page sizes has a budget (an injected clock, never 
 from __future__ import annotations
 
 import io
+import random
+import tempfile
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import BinaryIO
 
 import pypdfium2 as pdfium
 import pytest
-from PIL import TiffImagePlugin
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageChops, TiffImagePlugin
 
 from ocr_service.documents import Document, PageLimits
 from ocr_service.errors import AppError, ErrorCode
@@ -137,3 +142,61 @@ def test_a_document_refused_while_opening_is_closed(monkeypatch: pytest.MonkeyPa
     with pytest.raises(AppError):
         Document(blank_pdf(6), LIMITS)
     assert closed == ["pdf"]
+
+
+def test_decoding_a_late_tiff_frame_does_not_walk_the_directories_before_it_again(ifd_loads: list[int]) -> None:
+    # Each page is decoded by an image object of its own; finding frame n from the file's start
+    # reread n directories for every page: with 1000 tags each (2.3 MB, 200 frames, within the
+    # structure budget) about 75 s of the one documents thread for the whole document, measured.
+    limits = replace(LIMITS, max_pages=200)
+    document = Document(many_frame_tiff(120, padding_tags=50), limits)
+    try:
+        document.check_all_pages()
+        loads = {}
+        for index in (119, 0, 60, 118, 119, 1):
+            before = ifd_loads[0]
+            page = document.page(index)
+            loads[index + 1] = ifd_loads[0] - before
+            assert page.size == (1, 1) and page.getpixel((0, 0)) == index % 256
+        # A few directory reads per page (its own, in the shared image and the decoding one;
+        # its EXIF), the same for the last page as for the first: before, page 120 read 123.
+        assert max(loads.values()) <= 6, loads
+    finally:
+        document.close()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    compression=st.sampled_from(["raw", "tiff_lzw", "tiff_adobe_deflate", "packbits", "group4", "jpeg"]),
+    frames=st.integers(2, 6),
+    source=st.sampled_from(["bytes", "file", "memory"]),
+    seed=st.integers(0, 2**16),
+)
+def test_every_tiff_frame_opened_at_its_directory_is_the_frame_pillow_decodes(
+    compression: str, frames: int, source: str, seed: int
+) -> None:
+    # A frame's pixels come from the file through Pillow (raw) or libtiff, which reads the
+    # descriptor (a spooled file), the whole bytes, or what the reader gives it (no descriptor).
+    rng = random.Random(seed)
+    mode = "1" if compression == "group4" else rng.choice(["L", "RGB"])
+    images = [
+        Image.frombytes("L", (w, h), rng.randbytes(w * h)).convert(mode)
+        for w, h in ((rng.randint(20, 70), rng.randint(70, 140)) for _ in range(frames))  # upright pages
+    ]
+    buffer = io.BytesIO()
+    images[0].save(buffer, "TIFF", save_all=True, append_images=images[1:], compression=compression)
+    data = buffer.getvalue()
+    with tempfile.TemporaryFile() as spooled:
+        spooled.write(data)
+        opened: bytes | BinaryIO = {"bytes": data, "file": spooled, "memory": io.BytesIO(data)}[source]
+        document = Document(opened, replace(LIMITS, max_pages=10))
+        try:
+            for index in [*range(frames)][::-1]:
+                expected = Image.open(io.BytesIO(data))
+                expected.seek(index)
+                wanted = expected.convert("RGB" if expected.mode not in ("RGB", "L") else expected.mode)
+                page = document.page(index)
+                assert page.size == wanted.size and page.mode == wanted.mode
+                assert ImageChops.difference(page, wanted).getbbox() is None
+        finally:
+            document.close()

@@ -11,8 +11,12 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from PIL import Image, ImageChops
 
 from ocr_service.documents import Document, PageLimits
 from ocr_service.errors import AppError, ErrorCode
+from ocr_service.page_limits import render_address_space
 from ocr_service.pdf_render import PdfRenderer
 from tests.support import crashing_pdf_renderer
 from tests.support.pdf_builds import nested_forms_pdf, pageless_pdf
@@ -238,3 +243,113 @@ def test_a_damaged_pdf_is_refused_without_being_read_whole(cut: float) -> None:
         document.close()
     assert caught.value.code is ErrorCode.CORRUPT_DOCUMENT
     assert not damaged.read_whole
+
+
+def test_the_renderer_ends_with_a_service_killed_in_the_middle_of_a_render() -> None:
+    # A service killed by the OOM killer or `kill -9` while its child renders a page of hours
+    # must not leave the child rendering on, an orphan, for those hours.
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.renderer_parent"],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    child: psutil.Process | None = None
+    try:
+        assert parent.stdout is not None
+        child = psutil.Process(int(parent.stdout.readline()))
+        # The child is rendering once it spends CPU time after it said it was ready.
+        started = child.cpu_times().user
+        while child.cpu_times().user < started + 0.3:
+            time.sleep(0.05)
+        parent.kill()
+        parent.wait()
+        # Not a bound on how fast: a child that renders on would still render in an hour.
+        for _ in range(600):
+            if _ended(child):
+                break
+            time.sleep(0.05)
+        assert _ended(child)
+    finally:
+        parent.kill()
+        parent.wait()
+        if child is not None and not _ended(child):
+            child.kill()
+
+
+def _ended(process: psutil.Process) -> bool:
+    """Gone, or a zombie (ended, waiting for a PID 1 that may not reap orphans)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_page_that_needs_more_memory_than_the_renderer_may_map_is_refused() -> None:
+    # RLIMIT_AS sized for pages of 4 MP: the bitmap of a 400 MP render (1.6 GB) cannot be mapped,
+    # as an image or pattern pdfium would inflate without bound cannot: the child is refused the
+    # memory, not the machine, and renders on.
+    renderer = PdfRenderer(address_space=render_address_space(LIMITS.max_page_pixels))
+    key = renderer.add(noise_pdf(1, (200, 200)))
+    try:
+        assert renderer.render(key, 0, 40.0, 30.0).size == (8000, 8000)  # 64 MP: within the limit
+        child = renderer.child_pid
+        assert child is not None
+        assert psutil.Process(child).rlimit(psutil.RLIMIT_AS) == (render_address_space(LIMITS.max_page_pixels),) * 2
+        with pytest.raises(AppError) as caught:
+            renderer.render(key, 0, 100.0, 30.0)
+        assert caught.value.code is ErrorCode.DOCUMENT_TOO_COMPLEX and caught.value.status == 422
+        assert caught.value.message.startswith("Page 1 of the PDF needs more memory to render than any page may take")
+        assert caught.value.details == {"page": 1}
+        # The same child renders the next page.
+        assert same_pixels(renderer.render(key, 0, 1.0, 30.0), in_process(noise_pdf(1, (200, 200)), 0, 1.0))
+        assert renderer.child_pid == child and renderer.children_started == 1
+    finally:
+        renderer.remove(key)
+        renderer.close()
+
+
+def test_a_page_that_makes_pdfium_allocate_without_bound_ends_at_the_renderers_limit() -> None:
+    # The 4 KB page of nested forms grows pdfium by about 500 MB a second (15 GB within the
+    # default time limit, measured): at the child's limit pdfium ends its process. That is the
+    # page's demand, not a passing fault: refused at once, not tried on a second child.
+    renderer = PdfRenderer(address_space=render_address_space(LIMITS.max_page_pixels))
+    slow = Document(SLOW_PDF, replace(LIMITS, render_timeout_s=600.0), renderer=renderer)
+    waiting = Document(noise_pdf(2), LIMITS, renderer=renderer)
+    try:
+        with pytest.raises(AppError) as caught:
+            slow.page(0)
+        assert caught.value.code is ErrorCode.DOCUMENT_TOO_COMPLEX and caught.value.status == 422
+        assert caught.value.message.startswith("Page 1 of the PDF needs more memory to render than any page may take")
+        assert renderer.children_started == 1
+        with pytest.raises(AppError) as again:
+            slow.page(0)
+        assert again.value.code is ErrorCode.DOCUMENT_TOO_COMPLEX and renderer.children_started == 1
+        assert same_pixels(waiting.page(1), in_process(noise_pdf(2), 1, 100 / 72))
+        assert renderer.children_started == 2
+    finally:
+        slow.close()
+        waiting.close()
+        renderer.close()
+
+
+def test_a_render_cut_off_by_the_renderer_closing_is_503_not_500() -> None:
+    # The service stops while a page renders: the page is not the document's fault, and no 500.
+    renderer = PdfRenderer()
+    document = Document(SLOW_PDF, replace(LIMITS, render_timeout_s=600.0), renderer=renderer)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            rendering = thread.submit(document.page, 0)
+            while renderer.child_pid is None:
+                time.sleep(0.05)
+            child = psutil.Process(renderer.child_pid)
+            started = child.cpu_times().user
+            while child.cpu_times().user < started + 0.3:  # rendering, not starting
+                time.sleep(0.05)
+            renderer.close()
+            with pytest.raises(AppError) as caught:
+                rendering.result()
+        assert caught.value.code is ErrorCode.MODELS_NOT_READY and caught.value.status == 503
+        assert caught.value.headers == {"Retry-After": "10"}
+        assert not alive(child.pid)
+    finally:
+        document.close()

@@ -25,6 +25,7 @@ from ocr_service.settings import (
 )
 from ocr_service.training import runner
 from ocr_service.training.service import default_trainer_command
+from tests.conftest import make_settings
 
 
 def test_defaults_are_the_documented_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,3 +240,22 @@ def test_the_model_check_runs_under_the_address_space_the_settings_give(tmp_path
     cramped = functools.partial(validate_model_file, timeout_s=120, address_space_mb=2048)
     with pytest.raises(ModelFileError, match="crashed"):
         cramped(blla)
+
+
+@hyp_settings(max_examples=25, deadline=None)
+@given(pixels=st.integers(1, 400_000_000), memory_mb=st.one_of(st.none(), st.integers(256, 1 << 20)))
+def test_the_pdf_renderers_address_space_is_the_setting_or_grows_with_the_largest_page(
+    pixels: int, memory_mb: int | None
+) -> None:
+    settings = make_settings(Path("/unused"), max_page_pixels=pixels, pdf_render_memory_mb=memory_mb)
+    if memory_mb is not None:
+        assert settings.pdf_render_address_space == memory_mb * 2**20
+    else:
+        # The interpreter and pdfium, plus 16 bytes for each pixel of the largest page.
+        assert settings.pdf_render_address_space == 512 * 2**20 + 16 * pixels
+
+
+@pytest.mark.parametrize("memory_mb", [0, 1, 255])
+def test_a_pdf_renderer_address_space_it_cannot_start_in_is_refused(memory_mb: int) -> None:
+    with pytest.raises(ValidationError, match="pdf_render_memory_mb"):
+        make_settings(Path("/unused"), pdf_render_memory_mb=memory_mb)
