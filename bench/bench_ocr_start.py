@@ -90,9 +90,10 @@ def _wait_for(condition: str, check: Callable[[], bool], timeout_s: float) -> fl
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="bench-ocr-start-") as folder, bench_database(
-        args.database, Path(folder)
-    ) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-ocr-start-") as folder,
+        bench_database(args.database, Path(folder)) as url,
+    ):
         database = migrated(url)
         add_archivists(database, ["starter"])
         database.dispose()
@@ -102,9 +103,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "ocr_breaker_open_s": "3600",
             "ocr_poll_s": "0.2",
         }
-        with running_backend(url, Path(folder) / "storage", **settings) as backend, httpx.Client(
-            base_url=backend.url, timeout=60
-        ) as client:
+        with (
+            running_backend(url, Path(folder) / "storage", **settings) as backend,
+            httpx.Client(base_url=backend.url, timeout=60) as client,
+        ):
             login(client, "starter")
             documents = []
             for number in range(args.closed_starts):
@@ -159,12 +161,13 @@ def main() -> None:
     parser.add_argument("--open-starts", type=int, default=500)
     parser.add_argument("--backoff-s", type=float, default=2.0, help="APP_OCR_BACKOFF_S (the operator's default: 2)")
     parser.add_argument("--quick", action="store_true", help="3 + 30 starts, back-off 0.1 s")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="where the JSON goes")
     args = parser.parse_args()
     if args.quick:
         args.closed_starts, args.open_starts, args.backoff_s = 3, 30, 0.1
     result = run(args)
     print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results"
+    out = args.results
     out.mkdir(parents=True, exist_ok=True)
     (out / "ocr_start.json").write_text(json.dumps(result, indent=2) + "\n")
     closed, opened = result["serviceDownBreakerClosed"], result["breakerOpen"]
