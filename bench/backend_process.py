@@ -98,7 +98,7 @@ def running_backend(database_url: str, storage_dir: Path, **settings: str) -> It
     port, management_port = free_port(), free_port()
     env = {
         **os.environ,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
         "APP_DATABASE_URL": database_url,
         "APP_STORAGE_DIR": str(storage_dir),
         "APP_PORT": str(port),
