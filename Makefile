@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,19 @@ bench-ocr-client: install
 # The backend's first view of a page: rendering its display image and thumbnail.
 bench-pages: install
 	$(PY) bench/bench_pages.py
+
+# The backend's API at 50 concurrent clients over 2 000 documents x 100 lines, on SQLite and PostgreSQL.
+bench-api: install
+	$(PY) bench/bench_api.py --database sqlite
+	$(PY) bench/bench_api.py --database postgresql
+
+# Starting OCR through the backend's API: breaker open vs the OCR service down, breaker closed.
+bench-ocr-start: install
+	$(PY) bench/bench_ocr_start.py
+
+# A 6-page document through the backend (upload, job, lines stored) vs straight through /ocr/stream.
+bench-backend-overhead: install
+	$(PY) bench/bench_backend_overhead.py
 
 # Peak RSS and seconds per epoch of recognition and segmentation (800 px) training.
 bench-training: install

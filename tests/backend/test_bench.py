@@ -1,0 +1,69 @@
+"""The backend benchmarks run end to end at tiny sizes (``--quick``) and report what they measured.
+
+No figure is compared with a target here (speed targets live in bench/ and the README); what
+is checked is that every request was made, answered as expected and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backend.conftest import DATABASE_KIND
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, results: Path, *args: str, timeout_s: float = 600) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick", "--results", str(results), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+
+
+def _ordered(figures: dict[str, Any]) -> None:
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+
+
+@pytest.mark.slow
+def test_api_benchmark_makes_and_counts_every_request(tmp_path: Path) -> None:
+    _run("bench_api.py", tmp_path, "--database", DATABASE_KIND, "--think-ms", "5")
+    result = json.loads((tmp_path / f"api-{DATABASE_KIND}.json").read_text())
+    assert result["clients"] == 5 and result["archive"]["documents"] == 40
+    for operation in ("list", "lines", "correct"):
+        assert result["operations"][operation]["requests"] == 5 * 2
+        _ordered(result["operations"][operation])
+    assert result["serverCpuMsPerRequest"] > 0
+
+
+@pytest.mark.slow
+def test_ocr_start_benchmark_sees_the_breaker_closed_then_open(tmp_path: Path) -> None:
+    _run("bench_ocr_start.py", tmp_path, "--database", DATABASE_KIND)
+    result = json.loads((tmp_path / "ocr_start.json").read_text())
+    closed, opened = result["serviceDownBreakerClosed"], result["breakerOpen"]
+    assert closed["starts"] == 3 and opened["starts"] == 30
+    _ordered(closed)
+    _ordered(opened)
+    # Four attempts with back-off 0.1, 0.2, 0.4 s before the first job could fail.
+    assert closed["firstJobFailedAfterS"] >= 0.7
+
+
+@pytest.mark.slow
+def test_backend_overhead_benchmark_stores_what_the_service_read(tmp_path: Path) -> None:
+    _run("bench_backend_overhead.py", tmp_path, timeout_s=1200)
+    result = json.loads((tmp_path / "backend_overhead.json").read_text())
+    assert result["backend"]["pages"] == result["direct"]["pages"] == 1
+    assert result["backend"]["lines"] == result["direct"]["lines"] > 0
+    assert result["backend"]["seconds"] > 0 and result["direct"]["seconds"] > 0
