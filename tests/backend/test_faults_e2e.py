@@ -151,12 +151,17 @@ class OcrService:
     processes: Processes
     folder: Path
     port: int = field(default_factory=_free_port)
-    process: Process | None = None
+    running: Process | None = None
     trace: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def process(self) -> Process:
+        assert self.running is not None, "not started"
+        return self.running
 
     @property
     def release(self) -> Path:
@@ -183,7 +188,7 @@ class OcrService:
             "FAULT_HOLD": json.dumps(hold or {}),
             "FAULT_RELEASE": str(self.release),
         }
-        self.process = self.processes.start("ocr-service", ["-m", "tests.support.traced_ocr_service"], env)
+        self.running = self.processes.start("ocr-service", ["-m", "tests.support.traced_ocr_service"], env)
         wait_for(lambda: _healthy(self.url + "/health"), "the OCR service is healthy", (self.process,))
         return self
 
@@ -235,14 +240,19 @@ class Letter:
 class Backend:
     processes: Processes
     env: dict[str, str]
-    process: Process | None = None
+    running: Process | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.env['APP_PORT']}"
 
+    @property
+    def process(self) -> Process:
+        assert self.running is not None, "not started"
+        return self.running
+
     def start(self) -> Backend:
-        self.process = self.processes.start("backend", ["-m", "backend"], self.env)
+        self.running = self.processes.start("backend", ["-m", "backend"], self.env)
         health = f"http://127.0.0.1:{self.env['APP_MANAGEMENT_PORT']}/health"
         wait_for(lambda: _healthy(health), "the backend is healthy", (self.process,))
         # The management port opens first; the API's answer (401 without a token) says it is up too.
@@ -370,10 +380,9 @@ def test_a_backend_killed_mid_document_is_resumed_by_the_next_at_the_first_missi
         wait_for(
             lambda: letter.sha256 in ocr.held() and job(client, job_id)["pagesDone"] == 1,
             "page 1 stored while the reading waits before page 3",
-            (first.process, ocr.process),  # type: ignore[arg-type]
+            (first.process, ocr.process),
         )
         page_1 = lines(client, document_id)
-    assert first.process is not None
     first.process.kill()
 
     # Killed, not stopped: nobody handed the job back; it is RUNNING under a lease that will expire.
@@ -387,7 +396,7 @@ def test_a_backend_killed_mid_document_is_resumed_by_the_next_at_the_first_missi
         done = wait_for(
             lambda: (j := job(client, job_id))["status"] in ("DONE", "FAILED") and j,
             "the job ends",
-            (second.process, ocr.process),  # type: ignore[arg-type]
+            (second.process, ocr.process),
         )
         assert (done["status"], done["pagesDone"], done["pagesTotal"], done["attempts"]) == ("DONE", 3, 3, 2)
         stored = lines(client, document_id)
@@ -424,18 +433,17 @@ def test_an_ocr_service_killed_mid_batch_fails_the_rest_and_the_retry_finishes_t
         wait_for(
             lambda: broken.sha256 in ocr.held() and batch_jobs(client, batch_id)[ids[1]]["pagesDone"] == 1,
             "the first document done and the second's page 1 stored",
-            watched,  # type: ignore[arg-type]
+            watched,
         )
         jobs = batch_jobs(client, batch_id)
         assert [jobs[i]["status"] for i in ids] == ["DONE", "RUNNING", "QUEUED"]
         before = {i: lines(client, i) for i in ids[:2]}
 
-        assert ocr.process is not None
         ocr.process.kill()
         ended = wait_for(
             lambda: batch_ended(client, batch_id),
             "every job of the batch ends while the OCR service is down",
-            (backend.process,),  # type: ignore[arg-type]
+            (backend.process,),
         )
         assert [ended[i]["status"] for i in ids] == ["DONE", "FAILED", "FAILED"]
         assert {ended[i]["errorCode"] for i in ids[1:]} == {"OCR_SERVICE_UNAVAILABLE"}
@@ -448,13 +456,13 @@ def test_an_ocr_service_killed_mid_batch_fails_the_rest_and_the_retry_finishes_t
         retried = wait_for(
             lambda: (r := client.post(f"/api/ocr/batches/{batch_id}/retry")).status_code == 202 and r.json(),
             "the batch's retry is accepted",
-            (backend.process, ocr.process),  # type: ignore[arg-type]
+            (backend.process, ocr.process),
         )
         assert sorted(retried["requeued"]) == sorted(ended[i]["id"] for i in ids[1:])
         final = wait_for(
             lambda: batch_ended(client, batch_id),
             "every job of the batch ends after the retry",
-            (backend.process, ocr.process),  # type: ignore[arg-type]
+            (backend.process, ocr.process),
         )
         assert [(final[i]["status"], final[i]["pagesDone"]) for i in ids] == [("DONE", 1), ("DONE", 3), ("DONE", 2)]
         stored = {i: lines(client, i) for i in ids}
@@ -510,7 +518,7 @@ def test_two_backends_on_one_postgresql_database_share_a_batch_and_take_each_job
         started = client.post("/api/ocr/batches", json={"documentIds": ids})
         assert started.status_code == 202, started.text
         batch_id = started.json()["batchId"]
-        wait_for(lambda: ocr.held() == set(first_two), "both backends read a document", watched)  # type: ignore[arg-type]
+        wait_for(lambda: ocr.held() == set(first_two), "both backends read a document", watched)
         rows = job_rows(postgres_database)
         owners = {rows[i].lease_owner for i in ids[:2]}
         assert None not in owners and len(owners) == 2, f"one backend holds both jobs: {owners}"
@@ -518,7 +526,7 @@ def test_two_backends_on_one_postgresql_database_share_a_batch_and_take_each_job
         final = wait_for(
             lambda: batch_ended(client, batch_id),
             "every job of the batch ends",
-            watched,  # type: ignore[arg-type]
+            watched,
         )
         stored = {i: lines(client, i) for i in ids}
     with two.client() as client:

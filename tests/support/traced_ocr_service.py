@@ -102,7 +102,7 @@ def install(trace: Trace) -> None:
         return await decode(self, index, reservation)
 
     Document.__init__ = document_init  # type: ignore[method-assign]
-    ocr.OcrRun.__init__ = run_init  # type: ignore[method-assign]
+    ocr.OcrRun.__init__ = run_init  # type: ignore[method-assign,assignment]
     ocr.OcrRun._decode = traced_decode  # type: ignore[method-assign]
 
 
