@@ -7,8 +7,9 @@ runs ``ocr_service``'s own ``main`` with two small additions, set by environment
 - ``FAULT_TRACE`` (a file): one JSON line per reading of a document (``run``: its number in
   the order readings began, ``sha256`` of the document's bytes — the backend's checksum of
   the original —, ``pages``, and the page range read, ``first`` and ``stop`` from 0) and one
-  per page decoded (``run``, ``index``) or held (``held``). The tests learn from it which
-  pages each reading asked for, without trusting what the backend says it asked.
+  per page decoded (``run``, ``index``), held (``held``) or read (``run``, ``page`` from 1,
+  ``texts``: its lines' text in order). The tests learn from it which pages each reading asked
+  for, and what the service read on each page, without trusting what the backend says.
 - ``FAULT_HOLD`` (JSON ``{"<sha256>": index}``) and ``FAULT_RELEASE`` (a file): the first
   reading of each listed document waits before it decodes page ``index`` (from 0) until the
   release file exists. The wait is asynchronous, so every other document goes on; the pages
@@ -26,6 +27,7 @@ import json
 import os
 import sys
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -84,6 +86,7 @@ def install(trace: Trace) -> None:
     open_document = Document.__init__
     start_run = ocr.OcrRun.__init__
     decode = ocr.OcrRun._decode
+    events = ocr.OcrRun.events
 
     def document_init(self: Document, data: bytes | BinaryIO, *args: Any, **kwargs: Any) -> None:
         self.fault_sha256 = _digest(data)  # type: ignore[attr-defined]
@@ -101,9 +104,17 @@ def install(trace: Trace) -> None:
         trace.write({"run": run, "index": index})
         return await decode(self, index, reservation)
 
+    async def traced_events(self: ocr.OcrRun) -> AsyncIterator[ocr.PageStarted | ocr.PageDone]:
+        async for event in events(self):
+            if isinstance(event, ocr.PageDone):
+                texts = [line.text for line in event.result.lines]
+                trace.write({"run": self.fault_run, "page": event.page, "texts": texts})  # type: ignore[attr-defined]
+            yield event
+
     Document.__init__ = document_init  # type: ignore[method-assign]
     ocr.OcrRun.__init__ = run_init  # type: ignore[method-assign,assignment]
     ocr.OcrRun._decode = traced_decode  # type: ignore[method-assign]
+    ocr.OcrRun.events = traced_events  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
