@@ -25,7 +25,7 @@ from backend.ocr.schemas import (
     OcrStartIn,
     RetryIn,
 )
-from backend.ocr_client import BreakerState, OcrClient
+from backend.ocr_client import OcrClient
 
 router = APIRouter(prefix="/api")
 
@@ -33,8 +33,11 @@ Id = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def _refuse_while_open(client: OcrClient) -> None:
-    """Starting OCR while every replica's breaker is open would only queue failures: 503 at once."""
-    if client.state().state is BreakerState.OPEN:
+    """Starting OCR while every replica's breaker is open would only queue failures: 503 at once.
+
+    Once a breaker's open wait is over the start is accepted: its job's call is the probe that
+    closes the breaker again (nothing else would call an idle service and end the wait)."""
+    if client.refuses_calls():
         raise AppError(
             ErrorCode.OCR_SERVICE_UNAVAILABLE,
             "The OCR service is not answering at the moment. Please try again in a few minutes.",

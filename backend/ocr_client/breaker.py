@@ -110,10 +110,19 @@ class CircuitBreaker:
     def add_listener(self, listener: pybreaker.CircuitBreakerListener) -> None:
         self._state.add_listener(listener)
 
+    def refuses_calls(self) -> bool:
+        """Whether a call now would fail at once: open, and the open wait not over yet.
+
+        An open breaker whose wait is over still reports OPEN until the next call makes it
+        HALF_OPEN (that call is the probe); whoever refuses work up front must ask this, not
+        the state, or an idle breaker that nothing calls would refuse work for ever.
+        """
+        return self.state is BreakerState.OPEN and self._clock() - self._opened_at < self.config.open_wait_s
+
     def try_acquire(self) -> Permit | None:
         """A permit, or None when the call must fail at once without touching the network."""
         if self.state is BreakerState.OPEN:
-            if self._clock() - self._opened_at < self.config.open_wait_s:
+            if self.refuses_calls():
                 return None
             self._move_to(BreakerState.HALF_OPEN)
         if self.state is BreakerState.HALF_OPEN:

@@ -170,6 +170,10 @@ class OcrClient:
         since = min(snapshot.since for _, snapshot in snapshots if snapshot.state is best)
         return OcrClientState(state=best, since=since, replicas=snapshots)
 
+    def refuses_calls(self) -> bool:
+        """Whether every replica's breaker would refuse a call now (open, its wait not over)."""
+        return all(replica.breaker.refuses_calls() for replica in self.replicas.replicas)
+
     # Training: one request each to the training replica, no retry, no breaker.
 
     async def train(self, training_zip: DocumentSource, request: TrainingRequest) -> Json:

@@ -216,3 +216,17 @@ def test_pybreaker_holds_the_state_the_breaker_reports() -> None:
     assert breaker._state.current_state == pybreaker.STATE_OPEN
     snapshot = breaker.snapshot()
     assert (snapshot.state, snapshot.calls_in_window) == (BreakerState.OPEN, 0)
+
+
+def test_an_open_breaker_refuses_calls_until_its_wait_is_over_though_it_reports_open_until_a_call() -> None:
+    clock = HandClock()
+    breaker = CircuitBreaker("ocr", _config(window_size=1, minimum_calls=1, half_open_permits=1), clock=clock)
+    _answer(breaker, Outcome.FAILURE)
+    assert (breaker.state, breaker.refuses_calls()) == (BreakerState.OPEN, True)
+    clock.advance(59.9)
+    assert breaker.refuses_calls() and breaker.try_acquire() is None
+    clock.advance(0.1)
+    # Nothing has called since: still OPEN, but the next call would go through as the probe.
+    assert (breaker.state, breaker.refuses_calls()) == (BreakerState.OPEN, False)
+    assert breaker.try_acquire() is not None
+    assert (breaker.state, breaker.refuses_calls()) == (BreakerState.HALF_OPEN, False)

@@ -16,7 +16,7 @@ from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
 from backend.ocr.routes import progress_events, read_job
 from backend.ocr_client import BreakerConfig
-from backend.ocr_client.breaker import Outcome
+from backend.ocr_client.breaker import BreakerState, Outcome
 from backend.users.models import Role
 from tests.backend.conftest import DATABASE_KIND, Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
@@ -146,6 +146,23 @@ def test_starting_ocr_while_the_breaker_is_open_is_503_and_creates_no_job(actors
         response = actors.client.post(url, headers=actors.archivist, json=body)
         assert (response.status_code, response.json()["code"]) == (503, "OCR_SERVICE_UNAVAILABLE")
     assert job_counts(actors.client) == {}
+
+
+def test_starting_ocr_after_the_breakers_open_wait_is_accepted_and_its_job_is_the_probe(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    # Found by the fault tests: an open breaker says OPEN until a call probes it, and with every
+    # job failed nothing calls, so starting OCR (and the batch's retry) answered 503 for ever.
+    client = app_factory(clock=clock, ocr_breaker_open_s=0)
+    add_user(client, "admin", Role.ADMIN)
+    add_user(client, "erika", Role.ARCHIVIST)
+    actors = Actors(client, bearer(client, "admin"), bearer(client, "erika"))
+    document_id = upload(actors, 4, pages=1)
+    _open_breaker(actors)
+    assert services_of(client).ocr.state().state is BreakerState.OPEN
+    started = client.post(f"/api/documents/{document_id}/ocr", headers=actors.archivist)
+    assert started.status_code == 202, started.text
+    assert job_counts(client) == {JobStatus.QUEUED: 1}
 
 
 def test_ocr_twice_at_once_is_409_naming_the_running_job(actors: Actors) -> None:
