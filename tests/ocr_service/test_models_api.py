@@ -33,11 +33,11 @@ MAX_MODEL_BYTES = 6 * 1024 * 1024
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
-    # One core: every page runs on one torch thread whether it runs alone or beside another, so a
-    # page segmented twice gives the same lines (on more cores a lone page borrows idle ones, and
-    # torch sums in another order on another number of threads).
+    # One worker: every page runs on the same number of torch threads whether it runs alone or
+    # beside another, so a page segmented twice gives the same lines (with two workers a lone page
+    # borrows the idle one's cores, and torch sums in another order on another number of threads).
     settings = make_settings(
-        tmp_path_factory.mktemp("models-api"), training_token=TOKEN, max_model_bytes=MAX_MODEL_BYTES, cpus=1
+        tmp_path_factory.mktemp("models-api"), training_token=TOKEN, max_model_bytes=MAX_MODEL_BYTES, workers=1
     )
     running = start_app(create_app(settings))
     yield running
