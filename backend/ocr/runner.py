@@ -214,6 +214,7 @@ class JobRunner:
         page = job.pages_done
         started = False
         size: tuple[int, int] | None = None
+        reader: tuple[str, str | None] = (model, None)
         lines: list[dict[str, Any]] = []
         seen: set[int] = set()
         # A copy on local disk when the store is remote: the stream below reads it in the event loop.
@@ -241,18 +242,39 @@ class JobRunner:
                     elif kind != "done" or page != job.pages_total:
                         raise MalformedEvent(event)
                     if started:
-                        await self._store(job, page, lines, model, size)
+                        await self._store(job, page, lines, reader, size)
                     if kind == "done":
                         await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
                         return
                     page, size, lines, seen, started = event["page"], _page_size(event), [], set(), True
+                    reader = _page_model(event, model)
 
     async def _store(
-        self, job: Claimed, page: int, lines: list[dict[str, Any]], model: str, size: tuple[int, int] | None
+        self,
+        job: Claimed,
+        page: int,
+        lines: list[dict[str, Any]],
+        reader: tuple[str, str | None],
+        size: tuple[int, int] | None,
     ) -> None:
+        model, version = reader
         await asyncio.to_thread(
-            self.queue.store_page, job, page, lines, model=model, model_version=None, now=self.clock(), size=size
+            self.queue.store_page, job, page, lines, model=model, model_version=version, now=self.clock(), size=size
         )
+
+
+# The columns' width (pages.ocr_model, lines.model_name): a longer name is not the service's.
+_MODEL_NAME_MAX = 100
+
+
+def _page_model(event: dict[str, Any], requested: str) -> tuple[str, str | None]:
+    """The recognition model and version that read the page, as its page event names them (the
+    service pins both when the document starts); the requested name, version unknown, where the
+    event names none usable (an older service)."""
+    name, version = event.get("model"), event.get("modelVersion")
+    if not isinstance(name, str) or not 0 < len(name) <= _MODEL_NAME_MAX:
+        return requested, None
+    return name, str(version) if type(version) is int and version >= 0 else None
 
 
 def _page_size(event: dict[str, Any]) -> tuple[int, int] | None:

@@ -42,14 +42,19 @@ def line_json(line: Line) -> dict[str, Any]:
     }
 
 
-def _summary(run: OcrRun) -> dict[str, Any]:
-    # Which models made this text: the backend keeps it with the lines it stores.
-    summary: dict[str, Any] = {
+def _models(run: OcrRun) -> dict[str, Any]:
+    # Which models made this text (pinned when the document started, so the same on every page):
+    # the backend keeps it with the lines it stores, page by page.
+    return {
         "model": run.model_name,
         "modelVersion": run.model.version if run.model else None,
         "segmentationModel": run.segmentation_model.name,
         "segmentationModelVersion": run.segmentation_model.version,
     }
+
+
+def _summary(run: OcrRun) -> dict[str, Any]:
+    summary = _models(run)
     if run.model is None:
         summary["notice"] = NO_MODEL_NOTICE
     return summary
@@ -126,6 +131,7 @@ async def _stream(run: OcrRun) -> AsyncIterator[bytes]:
                         "pages": event.pages,
                         "width": event.width,
                         "height": event.height,
+                        **_models(run),
                     }
                 )
             else:

@@ -71,6 +71,39 @@ def test_a_document_is_read_page_by_page_with_the_model_per_page(actors: Actors,
     assert document["status"] == "DONE"
 
 
+def test_each_page_records_the_model_and_version_its_page_event_names(actors: Actors, standin: StandIn) -> None:
+    """The service names on every page event the model and version that read it; the backend
+    keeps them on the page and its lines. A page event naming none usable (an older service, or
+    nonsense) keeps the requested name with the version unknown."""
+    document_id = upload(actors, 1, pages=4)
+    named = [
+        {"model": "kurrent", "modelVersion": 3},
+        {"model": "kurrent", "modelVersion": 0},
+        {"model": "x" * 101, "modelVersion": 4},  # longer than any model name the service allows
+        {"model": "kurrent", "modelVersion": "3; DROP TABLE pages"},
+    ]
+    events = [{**event, **named[event["page"] - 1]} if event["type"] == "page" else event for event in page_events(4)]
+    standin.service.plan(STREAM, Drip(tuple(events)))
+    _start(actors, document_id, model="tiny")
+    drain(runner(actors.client, standin.url))
+    expected = [("kurrent", "3"), ("kurrent", "0"), ("tiny", None), ("kurrent", None)]
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        pages = session.execute(
+            select(Page.number, Page.ocr_model, Page.ocr_model_version)
+            .where(Page.document_id == document_id)
+            .order_by(Page.number)
+        ).all()
+        lines = session.execute(
+            select(Page.number, Line.model_name, Line.model_version)
+            .join(Line, Line.page_id == Page.id)
+            .where(Page.document_id == document_id)
+            .order_by(Page.number, Line.order_index)
+        ).all()
+    assert [tuple(row) for row in pages] == [(n, *model) for n, model in enumerate(expected, 1)]
+    assert [tuple(row) for row in lines] == [(n, *model) for n, model in enumerate(expected, 1) for _ in range(2)]
+
+
 @pytest.mark.parametrize("status", [400, 413, 415, 422])
 def test_a_4xx_fails_the_document_with_the_services_word_and_is_not_retried(
     actors: Actors, standin: StandIn, status: int

@@ -159,6 +159,9 @@ def test_stream_sends_pages_and_lines_in_order_and_the_first_line_before_the_doc
     assert kinds[0] == "page" and kinds[-1] == "done" and "error" not in kinds
     assert [e["page"] for e in events if e["type"] == "page"] == [1, 2, 3]
     assert events[0]["pages"] == 3
+    # Every page names the models that read it, before its lines: the backend stores them page by page.
+    models = {"model": "tiny", "modelVersion": 1, "segmentationModel": "blla", "segmentationModelVersion": 1}
+    assert all(e.items() >= models.items() for e in events if e["type"] == "page")
     current = 0
     for event in events[:-1]:
         if event["type"] == "page":
