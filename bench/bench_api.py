@@ -210,6 +210,10 @@ class Person:
             await self.round(client, record=False)  # warm-up: connections, caches
             self.ready = True
             await start.wait()
+            # Each begins after a pause of its own, as people do: fifty requests in the same
+            # millisecond would measure a queue of the benchmark's making (with --think-ms 0 they
+            # still begin together: that is the saturation figure).
+            await self._think()
             for _ in range(rounds):
                 await self.round(client, record=True)
 
@@ -239,7 +243,7 @@ async def load(
     ]
     start = asyncio.Event()
     tasks = [asyncio.create_task(p.run(url, f"client-{p.number:03d}", args.rounds, start)) for p in people]
-    # Every client logged in and warmed up, then all begin together.
+    # Every client logged in and warmed up, then the timed rounds begin (each after its own pause).
     while not all(p.ready for p in people):
         if any(t.done() for t in tasks):
             await asyncio.gather(*tasks)  # a client failed: its error, not a hang
