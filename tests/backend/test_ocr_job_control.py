@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 
 from backend.db import Database
 from backend.documents.models import Document, Line
+from backend.errors import AppError, ErrorCode
 from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
 from backend.users.models import Role, User
@@ -427,30 +428,46 @@ def test_a_job_retried_before_its_runner_saw_the_cancel_has_one_reader(actors: A
 
 
 def test_of_two_cancels_racing_on_one_job_exactly_one_cancels_it(actors: Actors) -> None:
+    """Another request's cancel arrives after this one read the job and before it writes. SQLite
+    (one writer at a time): the other commits first, so this one finds the job ended (409).
+    PostgreSQL (the job's row locked FOR UPDATE): the other waits for this one and finds it ended."""
     services = services_of(actors.client)
-    if services.db.engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL locks the job's row (FOR UPDATE): the second cancel waits and finds it ended")
+    on_sqlite = services.db.engine.dialect.name == "sqlite"
     document_id = upload(actors, 51, pages=1)
     job_id = _start(actors, document_id)
     with services.db.sessions() as session:
         admin = session.scalars(select(User).where(User.username == "admin")).one()
     pending = [True]
+    others: list[Any] = []
+
+    def other_cancel() -> JobStatus:
+        with services.db.sessions() as other:
+            return services.jobs.cancel(other, job_id, admin, services.clock()).status
 
     def cancel_in_between(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        # Another request's cancel commits after this one read the job and before it writes.
         if pending and statement.startswith("UPDATE ocr_jobs") and "cancelled_by" in statement:
             pending.clear()
-            with services.db.sessions() as other:
-                assert services.jobs.cancel(other, job_id, admin, services.clock()).status is JobStatus.CANCELLED
+            if on_sqlite:
+                assert other_cancel() is JobStatus.CANCELLED
+            else:  # it blocks on the row lock until this request commits
+                others.append(pool.submit(other_cancel))
 
-    event.listen(services.db.engine, "before_cursor_execute", cancel_in_between)
-    try:
-        response = actors.client.post(f"/api/ocr/jobs/{job_id}/cancel", headers=actors.archivist)
-    finally:
-        event.remove(services.db.engine, "before_cursor_execute", cancel_in_between)
-    assert not pending
-    assert (response.status_code, response.json()["code"]) == (409, "OCR_JOB_FINISHED"), response.text
-    assert _job(actors, job_id)["cancelledBy"] == admin.id
+    with ThreadPoolExecutor(1) as pool:
+        event.listen(services.db.engine, "before_cursor_execute", cancel_in_between)
+        try:
+            response = actors.client.post(f"/api/ocr/jobs/{job_id}/cancel", headers=actors.archivist)
+        finally:
+            event.remove(services.db.engine, "before_cursor_execute", cancel_in_between)
+        assert not pending
+        if on_sqlite:
+            assert (response.status_code, response.json()["code"]) == (409, "OCR_JOB_FINISHED"), response.text
+            assert _job(actors, job_id)["cancelledBy"] == admin.id
+        else:
+            assert response.status_code == 200, response.text
+            with pytest.raises(AppError) as refused:
+                others[0].result(timeout=60)
+            assert refused.value.code is ErrorCode.OCR_JOB_FINISHED
+            assert _job(actors, job_id)["cancelledBy"] != admin.id
 
 
 @pytest.mark.timeout(120)
