@@ -35,15 +35,17 @@ DATABASE_KIND = os.environ.get("APP_TEST_DATABASE", "sqlite")
 POSTGRES_URL = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
-def _postgres_database() -> Iterator[str]:
+def postgres_database(prefix: str, needed_for: str) -> Iterator[str]:
+    """A fresh database on the build machine's PostgreSQL (its URL), dropped at the end; the
+    test is skipped, with the reason shown, where PostgreSQL is not reachable."""
     admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"backend_test_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
     except OperationalError as exc:
         admin.dispose()
-        pytest.skip(f"APP_TEST_DATABASE=postgresql but PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
+        pytest.skip(f"{needed_for}, but PostgreSQL is not reachable at {POSTGRES_URL}: {exc}")
     try:
         yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
     finally:
@@ -57,7 +59,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if DATABASE_KIND == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'backend.db'}"
     elif DATABASE_KIND == "postgresql":
-        yield from _postgres_database()
+        yield from postgres_database("backend_test", "APP_TEST_DATABASE=postgresql")
     else:
         pytest.fail(f"APP_TEST_DATABASE must be sqlite or postgresql, not {DATABASE_KIND!r}")
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import signal
 import socket
@@ -43,13 +42,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import select
 
 from backend.db import Database
 from backend.ocr.models import JobStatus, OcrJob
-from tests.backend.conftest import POSTGRES_URL
+from tests.backend.conftest import postgres_database as shared_postgres_database
 from tests.support.models import tiny_recognition_model
 from tests.support.synthetic import page_texts, render_page, to_pdf
 
@@ -504,20 +501,7 @@ def test_an_ocr_service_killed_mid_batch_fails_the_rest_and_the_retry_finishes_t
 @pytest.fixture
 def postgres_database() -> Iterator[str]:
     """A database of the test's own on the build machine's PostgreSQL, dropped at the end."""
-    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    name = f"fault_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except OperationalError as exc:
-        admin.dispose()
-        pytest.skip(f"two backends need one PostgreSQL database, and none is reachable at {POSTGRES_URL}: {exc}")
-    try:
-        yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from shared_postgres_database("fault", "two backends need one PostgreSQL database")
 
 
 def test_two_backends_on_one_postgresql_database_share_a_batch_and_take_each_job_once(

@@ -15,7 +15,7 @@ from backend.db import MIGRATIONS, Database
 from backend.documents.models import Document, DocumentStatus
 from backend.ocr.models import JobStatus, OcrJob
 from backend.users.models import Role, User
-from tests.backend.conftest import DATABASE_KIND, _postgres_database
+from tests.backend.conftest import DATABASE_KIND, postgres_database
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 # What revision 0002 knows of a document's status.
@@ -27,7 +27,7 @@ def fresh_url(tmp_path: Path) -> Iterator[str]:
     if DATABASE_KIND == "sqlite":
         yield f"sqlite:///{tmp_path / 'migrations.db'}"
     else:
-        yield from _postgres_database()
+        yield from postgres_database("backend_test", "APP_TEST_DATABASE=postgresql")
 
 
 def _alembic(engine: Engine, verb: str, revision: str) -> None:
