@@ -27,6 +27,7 @@ from backend.db import Base, Database, migrate
 from backend.deps import Clock, Services, build_services, utc_now
 from backend.settings import Settings
 from backend.users.models import Role, User
+from tests.backend.ocr_standin import StandIn, start_standin
 
 if TYPE_CHECKING:
     from tests.backend.s3_standin import MotoS3
@@ -207,3 +208,11 @@ def actors(app_factory: AppFactory, clock: FakeClock) -> Actors:
     add_user(client, "admin", Role.ADMIN)
     add_user(client, "erika", Role.ARCHIVIST)
     return Actors(client, bearer(client, "admin"), bearer(client, "erika"))
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    """The scripted stand-in OCR service on loopback, stopped when the test ends."""
+    server = start_standin()
+    yield server
+    server.stop()

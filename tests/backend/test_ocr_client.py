@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import io
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,11 @@ from backend.ocr_client import (
 )
 from tests.backend.ocr_client_support import HandClock, RecordedSleep, client_config, make_client, sample
 from tests.backend.ocr_jobs import page_events
-from tests.backend.ocr_standin import PAGE_EVENTS, Drip, Hang, Reply, StandIn, error_body, start_standin
+from tests.backend.ocr_standin import PAGE_EVENTS, Drip, Hang, Reply, StandIn, error_body
 
 OCR = "POST /ocr"
 STREAM = "POST /ocr/stream"
 MODELS = "GET /models"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,16 +18,9 @@ from backend.ocr.queue import JobQueue
 from backend.users.models import Role
 from tests.backend.conftest import Actors, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, page_events, runner, upload
-from tests.backend.ocr_standin import Drip, StandIn, start_standin
+from tests.backend.ocr_standin import Drip, StandIn
 
 STREAM = "POST /ocr/stream"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 def _lines(actors: Actors, document_id: int) -> list[dict[str, Any]]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,7 +20,7 @@ from backend.ocr.models import ACTIVE, JobStatus
 from backend.ocr.queue import JobQueue
 from tests.backend.conftest import Actors, FakeClock, services_of
 from tests.backend.ocr_jobs import LEASE, drain, page_events, runner, upload
-from tests.backend.ocr_standin import Drip, StandIn, start_standin
+from tests.backend.ocr_standin import Drip, StandIn
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SEEDED = settings(max_examples=300, deadline=None, derandomize=True)
@@ -142,13 +140,6 @@ def test_the_estimate_follows_the_pace_observed(actors: Actors, clock: FakeClock
     clock.advance(12)
     heir.store_page(b2, 2, [], model="default", model_version=None, now=clock())
     assert _eta(actors, "jobs", jobs[1]) == 24
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 def _samples(management: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,16 +20,9 @@ from backend.ocr.queue import JobQueue, LeaseLost
 from backend.users.models import Role, User
 from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
-from tests.backend.ocr_standin import Drip, StandIn, start_standin
+from tests.backend.ocr_standin import Drip, StandIn
 
 STREAM = "POST /ocr/stream"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 def _start(actors: Actors, document_id: int, headers: dict[str, str] | None = None, **body: Any) -> int:

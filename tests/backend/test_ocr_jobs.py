@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -20,16 +19,9 @@ from backend.ocr_client.breaker import BreakerState, Outcome
 from backend.users.models import Role
 from tests.backend.conftest import DATABASE_KIND, Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
-from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body, start_standin
+from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body
 
 STREAM = "POST /ocr/stream"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 def _job(actors: Actors, job_id: int) -> dict:

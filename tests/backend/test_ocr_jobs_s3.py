@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from backend.settings import Settings
 from backend.storage_s3 import S3Storage
 from tests.backend.conftest import Actors, services_of
 from tests.backend.ocr_jobs import drain, page_events, runner, upload
-from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body, start_standin
+from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body
 from tests.backend.s3_standin import MotoS3, free_port
 
 STREAM = "POST /ocr/stream"
 S3_ONLY = pytest.mark.parametrize("storage_kind", ["s3"], indirect=True)
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 def _start(actors: Actors, document_id: int) -> int:

@@ -9,7 +9,6 @@ Against the scripted stand-in on loopback, which answers a page range like the r
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import func, select
@@ -18,16 +17,9 @@ from backend.documents.models import Line
 from backend.ocr.models import JobStatus
 from tests.backend.conftest import Actors, FakeClock, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
-from tests.backend.ocr_standin import Drip, StandIn, start_standin
+from tests.backend.ocr_standin import Drip, StandIn
 
 STREAM = "POST /ocr/stream"
-
-
-@pytest.fixture
-def standin() -> Iterator[StandIn]:
-    server = start_standin()
-    yield server
-    server.stop()
 
 
 def _start(actors: Actors, document_id: int) -> int:
