@@ -94,6 +94,8 @@ def ocr_client_config(settings: Settings) -> OcrClientConfig:
         backoff_initial_s=settings.ocr_backoff_s,
         backoff_max_s=settings.ocr_backoff_s * 4,
         breaker=BreakerConfig(open_wait_s=settings.ocr_breaker_open_s),
+        training_url=settings.ocr_training_url,
+        training_token=settings.ocr_training_token.get_secret_value() if settings.ocr_training_token else None,
     )
 
 

@@ -63,6 +63,14 @@ class ErrorCode(StrEnum):
     OCR_BATCH_NOT_FOUND = "OCR_BATCH_NOT_FOUND"
     OCR_ALREADY_RUNNING = "OCR_ALREADY_RUNNING"
     OCR_JOB_FINISHED = "OCR_JOB_FINISHED"
+    # training runs
+    WRITER_NOT_FOUND = "WRITER_NOT_FOUND"
+    TRAINING_DISABLED = "TRAINING_DISABLED"
+    TRAINING_ALREADY_RUNNING = "TRAINING_ALREADY_RUNNING"
+    NOT_ENOUGH_TRAINING_DATA = "NOT_ENOUGH_TRAINING_DATA"
+    TRAINING_RUN_NOT_FOUND = "TRAINING_RUN_NOT_FOUND"
+    TRAINING_RUN_FINISHED = "TRAINING_RUN_FINISHED"
+    MODEL_NOT_ADOPTABLE = "MODEL_NOT_ADOPTABLE"
     # the backend itself
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
@@ -108,6 +116,16 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.OCR_ALREADY_RUNNING: 409,
     # Cancelling a job (or every job of a batch) that has already ended.
     ErrorCode.OCR_JOB_FINISHED: 409,
+    ErrorCode.WRITER_NOT_FOUND: 404,
+    # No training token configured: the operator turned training off.
+    ErrorCode.TRAINING_DISABLED: 503,
+    ErrorCode.TRAINING_ALREADY_RUNNING: 409,
+    ErrorCode.NOT_ENOUGH_TRAINING_DATA: 422,
+    ErrorCode.TRAINING_RUN_NOT_FOUND: 404,
+    # Cancelling a run that has already ended.
+    ErrorCode.TRAINING_RUN_FINISHED: 409,
+    # Adopting a run that has no model (not DONE), or one already adopted.
+    ErrorCode.MODEL_NOT_ADOPTABLE: 409,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     ErrorCode.INTERNAL_ERROR: 500,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page, Writer
 from backend.ocr.models import OcrBatch, OcrJob
+from backend.training.models import TrainingRun
 from backend.users.models import Credential, User
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "OcrBatch",
     "OcrJob",
     "Page",
+    "TrainingRun",
     "User",
     "Writer",
 ]

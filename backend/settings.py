@@ -137,6 +137,34 @@ class Settings(BaseSettings):
     # been taken up this often; then it is FAILED with OCR_SERVICE_UNAVAILABLE.
     ocr_max_attempts: int = Field(3, ge=1, le=20)
 
+    # --- Training runs (admin only) ----------------------------------------------------
+    # The OCR service's OCR_TRAINING_TOKEN; empty: training is off (the admin page says so).
+    ocr_training_token: SecretStr | None = None
+    # The replica that trains (its jobs live there); empty: the first of APP_OCR_URLS.
+    ocr_training_url: str | None = None
+    # Corrected lines a recognition / writer run needs at least, and pages whose every line a
+    # person has reviewed that a segmentation run needs at least.
+    training_min_lines: int = Field(200, ge=1)
+    training_min_writer_lines: int = Field(100, ge=1)
+    training_min_segmentation_pages: int = Field(10, ge=1)
+    # Share of the eligible pages held out to judge a new recognition / writer model against
+    # the model it would replace (chosen by page), and the fewest pages held out.
+    training_heldout_share: float = Field(0.1, ge=0.01, le=0.5)
+    training_heldout_min_pages: int = Field(2, ge=1)
+    # New corrections of a writer since their last run after which the training page suggests
+    # another run (it never starts one by itself).
+    training_writer_suggest_lines: int = Field(50, ge=1)
+    # Stem of the names trained models get in the OCR service's store (``<stem>-v3``,
+    # ``<stem>-seg-v2``; writers' models are ``writer-<slug>-v<n>``).
+    training_model_prefix: str = Field("archive", pattern=r"^[a-z0-9](?:[a-z0-9-]{0,40}[a-z0-9])?$")
+    # Epochs of a run (empty: the OCR service's own choice).
+    training_epochs: int | None = Field(None, ge=1, le=1000)
+    # How often the follower asks the OCR service about a running job, and its lease.
+    training_poll_s: float = Field(5.0, gt=0)
+    training_lease_s: float = Field(120.0, gt=0)
+    # Runs the training overview lists (shared with the admin page).
+    training_runs_listed: int = Field(10, ge=1, le=100)
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -201,7 +229,9 @@ class Settings(BaseSettings):
             raise ValueError("must be folder names of letters, digits, '-', '_' and '.' joined by '/' (no '..')")
         return value + "/"
 
-    @field_validator("admin_username", "admin_password", mode="before")
+    @field_validator(
+        "admin_username", "admin_password", "ocr_training_token", "ocr_training_url", "training_epochs", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -223,10 +253,10 @@ class Settings(BaseSettings):
             raise ValueError("APP_S3_ACCESS_KEY_ID and APP_S3_SECRET_ACCESS_KEY must be set together")
         if not self.ocr_url_list:
             raise ValueError("APP_OCR_URLS must name at least one OCR service URL")
-        for url in self.ocr_url_list:
+        for url in (*self.ocr_url_list, *([self.ocr_training_url] if self.ocr_training_url else [])):
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"APP_OCR_URLS: {url!r} is not an http(s) URL")
+                raise ValueError(f"APP_OCR_URLS / APP_OCR_TRAINING_URL: {url!r} is not an http(s) URL")
         return self
 
     @property

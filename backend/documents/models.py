@@ -46,6 +46,11 @@ class Writer(Base):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The writer's own recognition model in the OCR service's store (a writer run adopted it),
+    # used for this writer's documents when nobody picks another; None: the default model.
+    model_name: Mapped[str | None] = mapped_column(String(100))
+    # The training run that made it (a plain number: no cycle between the two tables).
+    model_run_id: Mapped[int | None] = mapped_column(Integer)
 
 
 class Document(Base):
