@@ -103,6 +103,10 @@ class Page(Base):
     ocr_model: Mapped[str | None] = mapped_column(String(100))
     ocr_model_version: Mapped[str | None] = mapped_column(String(100))
     ocr_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # A person checked every line of this page (positions and text): its lines' current text is
+    # ground truth for recognition training, and the page trains segmentation. None: not yet.
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
 
 
 class Line(Base):

@@ -1,4 +1,4 @@
-"""Training runs, and the writer's own recognition model
+"""Training runs, the writer's own recognition model, and pages a person reviewed
 
 Revision ID: 0005
 Revises: 0004
@@ -86,9 +86,19 @@ def upgrade() -> None:
     with op.batch_alter_table("writers") as batch:
         batch.add_column(sa.Column("model_name", sa.String(length=100), nullable=True))
         batch.add_column(sa.Column("model_run_id", sa.Integer(), nullable=True))
+    with op.batch_alter_table("pages") as batch:
+        batch.add_column(sa.Column("reviewed_at", backend.db.UtcDateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("reviewed_by", sa.Integer(), nullable=True))
+        batch.create_foreign_key(
+            batch.f("fk_pages_reviewed_by_users"), "users", ["reviewed_by"], ["id"], ondelete="RESTRICT"
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("pages") as batch:
+        batch.drop_constraint(batch.f("fk_pages_reviewed_by_users"), type_="foreignkey")
+        batch.drop_column("reviewed_by")
+        batch.drop_column("reviewed_at")
     with op.batch_alter_table("writers") as batch:
         batch.drop_column("model_run_id")
         batch.drop_column("model_name")
