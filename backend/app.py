@@ -29,6 +29,7 @@ from backend.settings import Settings
 from backend.users import routes as users_routes
 from backend.users.bootstrap import bootstrap_first_admin
 from backend.web import routes as web_routes
+from backend.writers import routes as writers_routes
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
     app.include_router(ocr_routes.router)
+    app.include_router(writers_routes.router)
     app.include_router(web_routes.router)
     return app
 

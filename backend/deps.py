@@ -26,6 +26,7 @@ from backend.storage import LocalStorage, Storage
 from backend.users.models import Credential, CredentialKind, Role, User
 from backend.users.service import Credentials, Users, make_hasher
 from backend.users.throttle import LoginThrottle
+from backend.writers.service import Writers
 
 Clock = Callable[[], datetime]
 
@@ -77,6 +78,7 @@ class Services:
     lines: Lines = field(default_factory=Lines)
     setup: SetupState = field(default_factory=SetupState)
     jobs: Jobs = field(default_factory=Jobs)
+    writers: Writers = field(default_factory=Writers)
 
     @property
     def token_ttl(self) -> timedelta:

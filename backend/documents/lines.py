@@ -10,6 +10,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
+from backend.documents.model_labels import ModelRead, describe, model_read, with_model_runs
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page
 from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, LineOut
 from backend.errors import AppError, ErrorCode
@@ -18,7 +19,7 @@ from backend.users.models import User
 log = logging.getLogger(__name__)
 
 
-def line_out(line: Line, page_number: int) -> LineOut:
+def line_out(line: Line, page_number: int, read: ModelRead) -> LineOut:
     return LineOut(
         id=line.id,
         page=page_number,
@@ -33,19 +34,20 @@ def line_out(line: Line, page_number: int) -> LineOut:
         corrected_at=line.corrected_at,
         model_name=line.model_name,
         model_version=line.model_version,
+        model=read.model,
+        model_label=read.label,
         version=line.version,
     )
 
 
 class Lines:
     def for_document(self, session: Session, document: Document) -> list[LineOut]:
-        rows = session.execute(
-            select(Line, Page.number)
-            .join(Page, Page.id == Line.page_id)
-            .where(Page.document_id == document.id)
-            .order_by(Page.number, Line.order_index)
-        ).all()
-        return [line_out(line, number) for line, number in rows]
+        statement = select(Line, Page.number).join(Page, Page.id == Line.page_id).where(Page.document_id == document.id)
+        rows = session.execute(with_model_runs(statement, Line.model_name).order_by(Page.number, Line.order_index))
+        return [
+            line_out(line, number, model_read(line.model_name, line.model_version, tuple(runs)))
+            for line, number, *runs in rows
+        ]
 
     def discarded(self, session: Session, document: Document) -> list[DiscardedCorrectionOut]:
         """The corrections OCR re-runs dropped from the document, newest first."""
@@ -280,7 +282,7 @@ class Lines:
         )
         session.commit()
         session.refresh(line)
-        return line_out(line, page_number)
+        return line_out(line, page_number, describe(session, line.model_name, line.model_version))
 
     def history(self, session: Session, line_id: int) -> list[CorrectionOut]:
         self._line(session, line_id)

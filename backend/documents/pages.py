@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
+from backend.documents.model_labels import model_read, with_model_runs
 from backend.documents.models import Document, Page
 from backend.documents.render import RenderedPage, RenderLimits, ocr_sizes, render_page
 from backend.documents.schemas import PageOut
@@ -103,21 +104,30 @@ class PageImages:
     # --- the page list ---------------------------------------------------------------
 
     def pages(self, session: Session, document: Document) -> list[PageOut]:
-        """Every page with its size in the OCR's pixels (read from the original's headers once)."""
-        rows = session.scalars(select(Page).where(Page.document_id == document.id).order_by(Page.number)).all()
+        """Every page with its size in the OCR's pixels (read from the original's headers once)
+        and the model that read it."""
+        statement = with_model_runs(select(Page).where(Page.document_id == document.id), Page.ocr_model)
+        found = session.execute(statement.order_by(Page.number)).all()
+        rows = [page for page, *_ in found]
         if any(page.width is None or page.height is None for page in rows):
             self._record_sizes(session, document, rows)
         base = f"/api/documents/{document.id}/pages"
-        return [
-            PageOut(
-                number=page.number,
-                width=page.width,
-                height=page.height,
-                image_url=f"{base}/{page.number}/image",
-                thumbnail_url=f"{base}/{page.number}/thumbnail",
+        pages: list[PageOut] = []
+        for page, *runs in found:
+            read = model_read(page.ocr_model, page.ocr_model_version, tuple(runs))
+            pages.append(
+                PageOut(
+                    number=page.number,
+                    width=page.width,
+                    height=page.height,
+                    image_url=f"{base}/{page.number}/image",
+                    thumbnail_url=f"{base}/{page.number}/thumbnail",
+                    model=read.model,
+                    model_label=read.label,
+                    ocr_at=page.ocr_at,
+                )
             )
-            for page in rows
-        ]
+        return pages
 
     def _record_sizes(self, session: Session, document: Document, rows: Sequence[Page]) -> None:
         with self._original(document) as source:

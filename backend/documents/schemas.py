@@ -60,6 +60,17 @@ class WriterOut(ApiModel):
     slug: str
 
 
+class ModelOut(ApiModel):
+    """The model that read a page or line: its name and version as the OCR service named them;
+    the writer whose model it is and the run's number where a training run made it (a writer
+    run: ``writer`` set; a recognition run, the archive's own model: ``writer`` null)."""
+
+    name: str
+    version: str | None
+    writer: WriterOut | None
+    run_sequence: int | None
+
+
 class DocumentOut(ApiModel):
     id: int
     title: str
@@ -104,6 +115,11 @@ class PageOut(ApiModel):
     height: int | None
     image_url: str
     thumbnail_url: str
+    # The model that read the page and when; ``modelLabel`` says it in words ("Anna Müller's
+    # model (v3)", "Archive model (v2)", else the model's name). None while it is unread.
+    model: ModelOut | None = None
+    model_label: str | None = None
+    ocr_at: datetime | None = None
 
 
 class LineOut(ApiModel):
@@ -121,6 +137,9 @@ class LineOut(ApiModel):
     corrected_at: datetime | None
     model_name: str | None
     model_version: str | None
+    # The model that read the line (its name and version are modelName/modelVersion) and in words.
+    model: ModelOut | None
+    model_label: str | None
     version: int
 
 

@@ -24,6 +24,20 @@ class JobStatus(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class ModelSource(StrEnum):
+    """Why a job reads with the model it does."""
+
+    # The person who started the job picked it: it always wins, and is never swapped for another.
+    REQUESTED = "requested"
+    # Nobody picked one and the document's writer has a model of their own (a writer run made it).
+    WRITER = "writer"
+    # Nobody picked one and the writer has none: the OCR service's default model.
+    DEFAULT = "default"
+
+
+# Recorded per page when the page event names no model: the service's default model at the time.
+DEFAULT_MODEL = "default"
+
 ACTIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
 FINISHED = (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
 
@@ -51,6 +65,15 @@ class OcrJob(Base):
     )
     # The model the person asked for; None: the OCR service's default.
     model_requested: Mapped[str | None] = mapped_column(String(100))
+    # Decided when the job is first claimed (so a writer's model adopted while the job waited is
+    # used) and kept when it resumes: the pages of one document are read by one model. None
+    # until then. ``model_used`` is the name sent to the OCR service; None: none sent (its default).
+    model_source: Mapped[ModelSource | None] = mapped_column(
+        Enum(ModelSource, native_enum=False, length=16, values_callable=_values)
+    )
+    model_used: Mapped[str | None] = mapped_column(String(100))
+    # Why the job reads with another model than the one decided (that model is gone from the OCR service).
+    model_note: Mapped[str | None] = mapped_column(Text)
     pages_done: Mapped[int] = mapped_column(Integer, default=0)
     pages_total: Mapped[int] = mapped_column(Integer)
     error_code: Mapped[str | None] = mapped_column(String(64))

@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database, skip_locked
 from backend.documents.lines import Lines
-from backend.documents.models import Document, DocumentStatus
+from backend.documents.models import Document, DocumentStatus, Page
 from backend.metrics import Metrics
-from backend.ocr.models import JobStatus, OcrJob
+from backend.ocr.models import DEFAULT_MODEL, JobStatus, ModelSource, OcrJob
 from backend.ocr.service import settle_documents
 
 
@@ -35,9 +35,11 @@ class Claimed:
     pages_done: int
     pages_total: int
     attempts: int
+    # The model name sent to the OCR service (None: none, its default), and why it is that one.
     model: str | None
     # Who asked to discard the corrections of the pages this job reads; None: keep them.
     discard_by: int | None = None
+    model_source: ModelSource = ModelSource.DEFAULT
 
 
 _DOCUMENT_STATUS = {
@@ -47,6 +49,30 @@ _DOCUMENT_STATUS = {
     JobStatus.FAILED: DocumentStatus.FAILED,
     JobStatus.CANCELLED: DocumentStatus.NEW,
 }
+
+
+def _model_for(session: Session, job: OcrJob, document: Document) -> tuple[ModelSource, str | None]:
+    """The model the job reads with from this claim on, and why.
+
+    Decided at the first claim, not at the start: a writer's model adopted while the job waited
+    in the queue is used. The person's pick wins; else the writer's model; else the default.
+    A job taken up again keeps its decision, and one that reads with the default goes on with
+    the model its last stored page was read with (the service named it): pages of one document
+    are not read by two models because another default was adopted meanwhile.
+    """
+    if job.model_source is None:
+        if job.model_requested is not None:
+            return ModelSource.REQUESTED, job.model_requested
+        writer_model = document.writer.model_name if document.writer is not None else None
+        if writer_model is not None:
+            return ModelSource.WRITER, writer_model
+        return ModelSource.DEFAULT, None
+    if job.model_used is not None or job.pages_done == 0:
+        return job.model_source, job.model_used
+    read_with = session.scalar(
+        select(Page.ocr_model).where(Page.document_id == job.document_id, Page.number == job.pages_done)
+    )
+    return job.model_source, read_with if read_with not in (None, DEFAULT_MODEL) else None
 
 
 def _changed(result: Any) -> int:
@@ -77,6 +103,7 @@ class JobQueue:
                 if document.deleted_at is not None:
                     self._drop_trashed(session, job, document, takeable, now)
                     continue
+                source, model = _model_for(session, job, document)
                 # The guard repeats the condition: on SQLite (no row locks) two runners may
                 # have read the same row, and only the first UPDATE finds it still takeable.
                 taken = session.execute(
@@ -89,6 +116,8 @@ class JobQueue:
                         attempts=OcrJob.attempts + 1,
                         started_at=now,
                         pages_at_claim=OcrJob.pages_done,
+                        model_source=source,
+                        model_used=model,
                     )
                     .execution_options(synchronize_session=False)
                 )
@@ -104,12 +133,19 @@ class JobQueue:
                         job.pages_done,
                         job.pages_total,
                         job.attempts,
-                        job.model_requested,
+                        model,
                         job.created_by if job.discard_corrections else None,
+                        source,
                     )
                 )
             session.commit()
         return claimed
+
+    def fall_back(self, job_id: int, note: str, now: datetime) -> None:
+        """The job reads on with the OCR service's default model; ``note`` says why (on the job)."""
+        with self.db.sessions() as session:
+            self._guard(session, job_id, now, model_used=None, model_note=note)
+            session.commit()
 
     def _drop_trashed(
         self, session: Session, job: OcrJob, document: Document, takeable: ColumnElement[bool], now: datetime

@@ -16,6 +16,7 @@ page and the end) ends DONE without a call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -24,16 +25,27 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.errors import ErrorCode
-from backend.ocr.models import JobStatus
+from backend.ocr.models import DEFAULT_MODEL, JobStatus, ModelSource
 from backend.ocr.queue import Claimed, JobQueue, LeaseLost
-from backend.ocr_client import OcrClient, OcrRejected, OcrStreamError, OcrStreamInterrupted, OcrUnavailable
+from backend.ocr_client import (
+    DocumentSource,
+    OcrClient,
+    OcrRejected,
+    OcrStreamError,
+    OcrStreamInterrupted,
+    OcrUnavailable,
+)
 from backend.storage import Storage, StorageUnavailableError, local_file
 
 log = logging.getLogger(__name__)
 
-# Recorded per page when the person named no model: the service's default model at the time.
-DEFAULT_MODEL = "default"
+__all__ = ["DEFAULT_MODEL", "JobRunner", "MalformedEvent"]
+
 UNAVAILABLE = "OCR_SERVICE_UNAVAILABLE"
+# The OCR service's answers (ocr_service/errors.py) when the model named cannot read: not in its
+# store (UNKNOWN_MODEL; MODEL_NOT_FOUND elsewhere in its API), a file it cannot use, or not a
+# recognition model.
+_MODEL_GONE = frozenset({"UNKNOWN_MODEL", "MODEL_NOT_FOUND", "INVALID_MODEL", "WRONG_MODEL_KIND"})
 
 
 class MalformedEvent(OcrStreamInterrupted):
@@ -205,11 +217,35 @@ class JobRunner:
                 )
 
     async def _read(self, job: Claimed) -> None:
-        model = job.model or DEFAULT_MODEL
         if job.pages_done >= job.pages_total:
             # Nothing left to read (and a firstPage past the document would be refused).
             await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
             return
+        # A copy on local disk when the store is remote: the stream below reads it in the event loop.
+        original = await asyncio.to_thread(local_file, self.storage, job.storage_key)
+        with original:
+            try:
+                await self._stream(job, original)
+            except OcrRejected as exc:
+                # A model nobody picked (the writer's, or the one the first pages were read
+                # with) that the service no longer has: an admin deleted it. The archivist's OCR
+                # goes on with the default model rather than failing; a person's pick fails.
+                if job.model is None or job.model_source is ModelSource.REQUESTED or exc.code not in _MODEL_GONE:
+                    raise
+                await self._stream(await self._fall_back(job, exc), original)
+
+    async def _fall_back(self, job: Claimed, exc: OcrRejected) -> Claimed:
+        whose = "The writer's model" if job.model_source is ModelSource.WRITER else "The model"
+        note = (
+            f"{whose} '{job.model}' cannot be used by the OCR service ({exc.code}: {exc.message}); "
+            "the document is read with the default model instead."
+        )
+        log.warning("OCR job %s: %s", job.job_id, note)
+        await asyncio.to_thread(self.queue.fall_back, job.job_id, note, self.clock())
+        return dataclasses.replace(job, model=None)
+
+    async def _stream(self, job: Claimed, original: DocumentSource) -> None:
+        model = job.model or DEFAULT_MODEL
         # The last page stored; the stream starts at the next one.
         page = job.pages_done
         started = False
@@ -217,37 +253,34 @@ class JobRunner:
         reader: tuple[str, str | None] = (model, None)
         lines: list[dict[str, Any]] = []
         seen: set[int] = set()
-        # A copy on local disk when the store is remote: the stream below reads it in the event loop.
-        original = await asyncio.to_thread(local_file, self.storage, job.storage_key)
-        with original:
-            # A job that stored no page yet asks for the whole document, without a range.
-            first_page = page + 1 if page else None
-            async with self.client.stream_pages(original, model=job.model, first_page=first_page) as events:
-                async for event in events:
-                    kind = event["type"]
-                    if kind == "line":
-                        index = event.get("index")
-                        if not started or event.get("page") != page or not isinstance(index, int) or index in seen:
-                            raise MalformedEvent(event)
-                        seen.add(index)
-                        lines.append(event)
-                        continue
-                    # Checked before the page before it is stored: only a good next event proves it
-                    # complete. Pages come one after another from pages_done + 1; "done" only
-                    # after the document's last page (an early "done" would leave pages unread).
-                    number = event.get("page")
-                    if kind == "page":
-                        if type(number) is not int or number != page + 1 or number > job.pages_total:
-                            raise MalformedEvent(event)
-                    elif kind != "done" or page != job.pages_total:
+        # A job that stored no page yet asks for the whole document, without a range.
+        first_page = page + 1 if page else None
+        async with self.client.stream_pages(original, model=job.model, first_page=first_page) as events:
+            async for event in events:
+                kind = event["type"]
+                if kind == "line":
+                    index = event.get("index")
+                    if not started or event.get("page") != page or not isinstance(index, int) or index in seen:
                         raise MalformedEvent(event)
-                    if started:
-                        await self._store(job, page, lines, reader, size)
-                    if kind == "done":
-                        await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
-                        return
-                    page, size, lines, seen, started = event["page"], _page_size(event), [], set(), True
-                    reader = _page_model(event, model)
+                    seen.add(index)
+                    lines.append(event)
+                    continue
+                # Checked before the page before it is stored: only a good next event proves it
+                # complete. Pages come one after another from pages_done + 1; "done" only
+                # after the document's last page (an early "done" would leave pages unread).
+                number = event.get("page")
+                if kind == "page":
+                    if type(number) is not int or number != page + 1 or number > job.pages_total:
+                        raise MalformedEvent(event)
+                elif kind != "done" or page != job.pages_total:
+                    raise MalformedEvent(event)
+                if started:
+                    await self._store(job, page, lines, reader, size)
+                if kind == "done":
+                    await asyncio.to_thread(self.queue.finish, job.job_id, JobStatus.DONE, self.clock())
+                    return
+                page, size, lines, seen, started = event["page"], _page_size(event), [], set(), True
+                reader = _page_model(event, model)
 
     async def _store(
         self,

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, StrictBool
 
-from backend.ocr.models import JobStatus
+from backend.ocr.models import JobStatus, ModelSource
 from backend.schemas import ApiModel, DbId, OneLine
 
 
@@ -56,7 +56,13 @@ class JobOut(ApiModel):
     error_code: str | None
     error_message: str | None
     attempts: int
+    # The model the person picked (None: none), and the one the job reads with: decided when a
+    # runner first takes it up (None until then), ``modelUsed`` None meaning the OCR service's
+    # default. ``modelNote`` says why it reads with the default although another was decided.
     model_requested: str | None
+    model_source: ModelSource | None
+    model_used: str | None
+    model_note: str | None
     discard_corrections: bool
     # Corrected lines this job has dropped so far (each archived with its history).
     corrections_discarded: int

@@ -47,11 +47,13 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/ocr/batches/{batch_id}", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/cancel", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
+    ("GET", "/api/writers", USER, {}),
+    ("GET", "/api/writers/{slug}", USER, {}),
 ]
 
 
 def _url(path: str) -> str:
-    for name in ("document_id", "line_id", "user_id", "job_id", "batch_id", "number"):
+    for name in ("document_id", "line_id", "user_id", "job_id", "batch_id", "number", "slug"):
         path = path.replace("{" + name + "}", "999")
     return path
 

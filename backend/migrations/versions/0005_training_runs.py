@@ -1,4 +1,4 @@
-"""Training runs, the writer's own recognition model, and pages a person reviewed
+"""Training runs, the writer's own recognition model, pages a person reviewed, the model an OCR job reads with
 
 Revision ID: 0005
 Revises: 0004
@@ -22,6 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 _KIND = sa.Enum("recognition", "segmentation", "writer", name="trainingkind", native_enum=False, length=16)
+_SOURCE = sa.Enum("requested", "writer", "default", name="modelsource", native_enum=False, length=16)
 _STATUS = sa.Enum("QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED", name="runstatus", native_enum=False, length=16)
 
 
@@ -92,9 +93,17 @@ def upgrade() -> None:
         batch.create_foreign_key(
             batch.f("fk_pages_reviewed_by_users"), "users", ["reviewed_by"], ["id"], ondelete="RESTRICT"
         )
+    with op.batch_alter_table("ocr_jobs") as batch:
+        batch.add_column(sa.Column("model_source", _SOURCE, nullable=True))
+        batch.add_column(sa.Column("model_used", sa.String(length=100), nullable=True))
+        batch.add_column(sa.Column("model_note", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("ocr_jobs") as batch:
+        batch.drop_column("model_note")
+        batch.drop_column("model_used")
+        batch.drop_column("model_source")
     with op.batch_alter_table("pages") as batch:
         batch.drop_constraint(batch.f("fk_pages_reviewed_by_users"), type_="foreignkey")
         batch.drop_column("reviewed_by")
