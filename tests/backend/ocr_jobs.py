@@ -44,12 +44,12 @@ def page_events(pages: int, per_page: int = 2, tag: str = "", first: int = 1) ->
     return tuple(events)
 
 
-def upload(actors: Actors, seed: int, pages: int) -> int:
+def upload(actors: Actors, seed: int, pages: int, writer: str | None = None) -> int:
     response = actors.client.post(
         "/api/documents",
         headers=actors.archivist,
         files={"file": ("a.pdf", make_document("pdf", seed, pages=pages), "application/pdf")},
-        data={"title": f"Brief {seed}"},
+        data={"title": f"Brief {seed}", **({"writer": writer} if writer else {})},
     )
     assert response.status_code == 201, response.text
     return int(response.json()["id"])
