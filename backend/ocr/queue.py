@@ -51,28 +51,35 @@ _DOCUMENT_STATUS = {
 }
 
 
-def _model_for(session: Session, job: OcrJob, document: Document) -> tuple[ModelSource, str | None]:
-    """The model the job reads with from this claim on, and why.
+def _model_for(session: Session, job: OcrJob, document: Document) -> tuple[ModelSource, str | None, str | None]:
+    """The model the job reads with from this claim on: its source, the name to send (None: the
+    default), and the note on it.
 
-    Decided at the first claim, not at the start: a writer's model adopted while the job waited
-    in the queue is used. The person's pick wins; else the writer's model; else the default.
-    A job taken up again keeps its decision, and one that reads with the default goes on with
-    the model its last stored page was read with (the service named it): pages of one document
-    are not read by two models because another default was adopted meanwhile.
+    Decided when the job is claimed, not when it is started: a writer's model adopted while the
+    job waited in the queue is used, also by a job taken up again before it stored a page. The
+    person's pick wins; else the writer's model; else the default. Once a page is stored the
+    job keeps its model, and one that reads with the default goes on with the model its last
+    stored page was read with (the service named it): the pages of one document are not read
+    by two models because another model was adopted meanwhile.
     """
-    if job.model_source is None:
+    if job.pages_done == 0:
         if job.model_requested is not None:
-            return ModelSource.REQUESTED, job.model_requested
+            return ModelSource.REQUESTED, job.model_requested, None
         writer_model = document.writer.model_name if document.writer is not None else None
         if writer_model is not None:
-            return ModelSource.WRITER, writer_model
-        return ModelSource.DEFAULT, None
-    if job.model_used is not None or job.pages_done == 0:
-        return job.model_source, job.model_used
-    read_with = session.scalar(
-        select(Page.ocr_model).where(Page.document_id == job.document_id, Page.number == job.pages_done)
-    )
-    return job.model_source, read_with if read_with not in (None, DEFAULT_MODEL) else None
+            return ModelSource.WRITER, writer_model, None
+        return ModelSource.DEFAULT, None, None
+    source, used, note = job.model_source, job.model_used, job.model_note
+    if source is None:
+        # Pages stored before the backend recorded a job's model: what the person asked for.
+        source = ModelSource.REQUESTED if job.model_requested is not None else ModelSource.DEFAULT
+        used = job.model_requested
+    if used is None:
+        read_with = session.scalar(
+            select(Page.ocr_model).where(Page.document_id == job.document_id, Page.number == job.pages_done)
+        )
+        used = read_with if read_with not in (None, DEFAULT_MODEL) else None
+    return source, used, note
 
 
 def _changed(result: Any) -> int:
@@ -103,7 +110,7 @@ class JobQueue:
                 if document.deleted_at is not None:
                     self._drop_trashed(session, job, document, takeable, now)
                     continue
-                source, model = _model_for(session, job, document)
+                source, model, note = _model_for(session, job, document)
                 # The guard repeats the condition: on SQLite (no row locks) two runners may
                 # have read the same row, and only the first UPDATE finds it still takeable.
                 taken = session.execute(
@@ -118,6 +125,7 @@ class JobQueue:
                         pages_at_claim=OcrJob.pages_done,
                         model_source=source,
                         model_used=model,
+                        model_note=note,
                     )
                     .execution_options(synchronize_session=False)
                 )

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import event, select
 
 from backend.documents.models import Document, Writer
-from backend.ocr.models import ModelSource
+from backend.ocr.models import ModelSource, OcrJob
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.users.models import User
 from tests.backend.conftest import Actors, FakeClock, services_of
@@ -359,3 +359,49 @@ def test_the_writer_decides_per_document(actors: Actors, standin: StandIn) -> No
     assert _models_sent(standin) == list(names.values())
     batch = actors.client.get(f"/api/ocr/batches/{response.json()['batchId']}", headers=actors.archivist).json()
     assert [job["modelUsed"] for job in batch["jobs"]] == list(names.values())
+
+
+def test_a_job_taken_up_again_before_it_stored_a_page_uses_the_model_adopted_meanwhile(
+    actors: Actors, standin: StandIn, clock: FakeClock
+) -> None:
+    document_id = upload(actors, next(SEEDS), pages=2, writer=ANNA)
+    _adopt(actors, "anna-mueller", ANNA_MODEL)
+    job_id = _start(actors, document_id)
+    dead = runner(actors.client, standin.url, owner="dead", clock=clock)
+    [claimed] = dead.queue.claim(1, clock())
+    assert claimed.model == ANNA_MODEL
+    # Its runner died before the first page was stored: nothing of the document is read yet.
+    _adopt(actors, "anna-mueller", "writer-anna-mueller-v4")
+    clock.advance(LEASE.total_seconds() + 1)
+    standin.service.plan(STREAM, Drip(page_events(2)))
+    drain(runner(actors.client, standin.url, owner="heir", clock=clock))
+
+    assert [seen.fields for seen in standin.service.seen] == [{"model": "writer-anna-mueller-v4"}]
+    job = _job(actors, job_id)
+    assert (job["status"], job["attempts"], job["modelUsed"]) == ("DONE", 2, "writer-anna-mueller-v4")
+
+
+@pytest.mark.parametrize(("pick", "sent"), [(None, ANNA_MODEL), ("kurrent", "kurrent")])
+def test_a_job_with_pages_stored_before_its_model_was_recorded_reads_on_with_that_model(
+    actors: Actors, standin: StandIn, clock: FakeClock, pick: str | None, sent: str
+) -> None:
+    """A job left half read by a backend that did not record a job's model yet (before
+    migration 0005): the pick if there was one, else the model its pages were read with."""
+    document_id = upload(actors, next(SEEDS), pages=2, writer=ANNA)
+    job_id = _start(actors, document_id, pick)
+    dead = runner(actors.client, standin.url, owner="dead", clock=clock)
+    [claimed] = dead.queue.claim(1, clock())
+    events = page_events(2)
+    page_one = [item for item in events if item["type"] == "line" and item["page"] == 1]
+    dead.queue.store_page(claimed, 1, page_one, model=sent, model_version="1", now=clock())
+    with services_of(actors.client).db.sessions() as session:
+        job = session.get_one(OcrJob, job_id)
+        job.model_source = job.model_used = None
+        session.commit()
+    _adopt(actors, "anna-mueller", "writer-anna-mueller-v4")
+    clock.advance(LEASE.total_seconds() + 1)
+    standin.service.plan(STREAM, Drip(events))
+    drain(runner(actors.client, standin.url, owner="heir", clock=clock))
+
+    assert [seen.fields for seen in standin.service.seen] == [{"model": sent, "firstPage": "2"}]
+    assert _job(actors, job_id)["modelSource"] == ("requested" if pick else "default")
