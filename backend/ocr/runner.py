@@ -39,8 +39,6 @@ from backend.storage import Storage, StorageUnavailableError, local_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_MODEL", "JobRunner", "MalformedEvent"]
-
 UNAVAILABLE = "OCR_SERVICE_UNAVAILABLE"
 # The OCR service's answers (ocr_service/errors.py) when the model named cannot read: not in its
 # store (UNKNOWN_MODEL; MODEL_NOT_FOUND elsewhere in its API), a file it cannot use, or not a
