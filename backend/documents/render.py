@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -83,13 +83,19 @@ def _page_points(size: tuple[float, float], number: int) -> tuple[float, float]:
     return width, height
 
 
-def _ocr_pdf_size(width_pt: float, height_pt: float, limits: RenderLimits) -> tuple[int, int]:
-    """The pixels the OCR service renders a PDF page to (ocr_service/pdf_pages.py, ``_scale``)."""
+def _ocr_pdf_scale(width_pt: float, height_pt: float, limits: RenderLimits) -> float:
+    """The scale the OCR service renders a PDF page at (ocr_service/pdf_pages.py, ``_scale``)."""
     scale = limits.ocr_pdf_dpi / 72
     if width_pt * scale * height_pt * scale > limits.ocr_max_page_pixels:
         scale *= math.sqrt(limits.ocr_max_page_pixels / (width_pt * scale * height_pt * scale))
         while math.ceil(width_pt * scale) * math.ceil(height_pt * scale) > limits.ocr_max_page_pixels:
             scale *= 0.995
+    return scale
+
+
+def _ocr_pdf_size(width_pt: float, height_pt: float, limits: RenderLimits) -> tuple[int, int]:
+    """The pixels the OCR service renders a PDF page to (pdfium rounds each side up)."""
+    scale = _ocr_pdf_scale(width_pt, height_pt, limits)
     return math.ceil(width_pt * scale), math.ceil(height_pt * scale)
 
 
@@ -131,16 +137,17 @@ def _fit(width: float, height: float, side: int) -> float:
     return min(1.0, side / max(width, height))
 
 
-def _render_pdf(source: BinaryIO, number: int, limits: RenderLimits) -> tuple[tuple[int, int], Image.Image]:
+def _render_pdf(
+    source: BinaryIO, number: int, scale_of: Callable[[float, float], float]
+) -> tuple[tuple[float, float], Image.Image]:
+    """Page ``number`` rendered at ``scale_of(width_pt, height_pt)``, and its size in points."""
     with _decoding(f"Page {number} of the PDF"), PDFIUM_LOCK:
         pdf = pypdfium2.PdfDocument(source)
         try:
             width_pt, height_pt = _page_points(pdf.get_page_size(number - 1), number)
-            # The display DPI, or less where the long side would pass max_side (a plan, a poster).
-            scale = min(limits.display_dpi / 72, limits.max_side / max(width_pt, height_pt))
             page = pdf[number - 1]
             try:
-                bitmap = page.render(scale=scale)
+                bitmap = page.render(scale=scale_of(width_pt, height_pt))
                 try:
                     image = bitmap.to_pil().convert("RGB")  # a copy: the bitmap's memory is freed below
                 finally:
@@ -149,7 +156,7 @@ def _render_pdf(source: BinaryIO, number: int, limits: RenderLimits) -> tuple[tu
                 page.close()
         finally:
             pdf.close()
-    return _ocr_pdf_size(width_pt, height_pt, limits), image
+    return (width_pt, height_pt), image
 
 
 def _flatten(image: Image.Image) -> Image.Image:
@@ -164,21 +171,22 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 
 def _render_image(
-    source: BinaryIO, media_type: str, number: int, limits: RenderLimits
+    source: BinaryIO, media_type: str, number: int, max_pixels: int, draft_side: int | None
 ) -> tuple[tuple[int, int], Image.Image]:
+    """Frame ``number`` upright; ``draft_side``: a JPEG may be decoded smaller, down to this long side."""
     subject = f"Page {number} of the image"
     with _decoding(subject), Image.open(source, formats=[PILLOW_FORMATS[media_type]]) as image:
         image.seek(number - 1)
         size = _upright_size(image)
-        if size[0] * size[1] > limits.max_pixels:
+        if size[0] * size[1] > max_pixels:
             raise AppError(
                 ErrorCode.PAGE_TOO_LARGE,
-                f"{subject} has {size[0]}×{size[1]} pixels; pages of at most {limits.max_pixels:,} pixels are shown.",
+                f"{subject} has {size[0]}×{size[1]} pixels; pages of at most {max_pixels:,} pixels are accepted.",
             )
-        if media_type == JPEG:
+        if media_type == JPEG and draft_side is not None:
             # Decode at 1/2, 1/4 or 1/8 where that still covers the display size: a 24-megapixel
             # photo then costs a fraction of its full decode.
-            scale = _fit(*image.size, limits.max_side)
+            scale = _fit(*image.size, draft_side)
             image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
         upright = _flatten(ImageOps.exif_transpose(image))
         upright.load()
@@ -189,15 +197,30 @@ def render_page(source: BinaryIO, media_type: str, number: int, limits: RenderLi
     """Page ``number`` (from 1) as a display image and a thumbnail; ``source`` must be seekable."""
     source.seek(0)
     if media_type == PDF:
-        size, image = _render_pdf(source, number, limits)
+        points, image = _render_pdf(
+            source, number, lambda w, h: min(limits.display_dpi / 72, limits.max_side / max(w, h))
+        )
+        size = _ocr_pdf_size(*points, limits)
     else:
-        size, image = _render_image(source, media_type, number, limits)
+        size, image = _render_image(source, media_type, number, limits.max_pixels, limits.max_side)
     return RenderedPage(
         width=size[0],
         height=size[1],
         image=_encode(image, limits.max_side),
         thumbnail=_encode(image, limits.thumbnail_side),
     )
+
+
+def render_ocr_page(source: BinaryIO, media_type: str, number: int, limits: RenderLimits) -> Image.Image:
+    """Page ``number`` (from 1) upright at the OCR's pixels (RGB or grey): the image its lines'
+    coordinates fit, as training data needs it. Never larger than ``ocr_max_page_pixels``
+    (the OCR service reads no larger page). ``source`` must be seekable."""
+    source.seek(0)
+    if media_type == PDF:
+        _, image = _render_pdf(source, number, lambda w, h: _ocr_pdf_scale(w, h, limits))
+        return image
+    _, image = _render_image(source, media_type, number, limits.ocr_max_page_pixels, None)
+    return image
 
 
 def _encode(image: Image.Image, side: int) -> bytes:

@@ -104,6 +104,10 @@ class PageOut(ApiModel):
     height: int | None
     image_url: str
     thumbnail_url: str
+    # A person checked every line of the page (positions and text): ground truth for training.
+    reviewed: bool
+    reviewed_at: datetime | None
+    reviewed_by: int | None
 
 
 class LineOut(ApiModel):
