@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 
 from lxml import etree
 from PIL import Image
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, Subquery, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from backend.db import UtcDateTime
@@ -101,14 +101,38 @@ def _lines_of(kind: TrainingKind) -> ColumnElement[bool]:
     return and_(_ground_truth(), _has_text())
 
 
-def _counted(kind: TrainingKind, *columns: Any) -> Select[Any]:
-    """Lines of ``kind``'s data per page (of documents not in the trash), with ``columns``."""
-    return (
-        select(*columns, Page.id, Page.document_id, Page.number, func.count(Line.id))
+def _data_lines(kind: TrainingKind) -> Subquery:
+    """(page id, corrected at) of every line of ``kind``'s data, documents in the trash included.
+
+    Two parts, each read through a partial index rather than by a scan of every line (the
+    overview asks on every load; lines are wide rows with their outlines): corrected lines of
+    pages not reviewed (``ix_lines_corrected_page_id``), and the lines of reviewed pages
+    (``ix_pages_reviewed_at``, then the lines by page).
+    """
+    # IN, not a join: SQLite then reads the reviewed pages first, also without table statistics.
+    reviewed = select(Line.page_id, Line.corrected_at).where(
+        Line.page_id.in_(select(Page.id).where(Page.reviewed_at.is_not(None)))
+    )
+    if kind is TrainingKind.SEGMENTATION:
+        return reviewed.subquery()
+    corrected = (
+        select(Line.page_id, Line.corrected_at)
         .select_from(Line)
         .join(Page, Page.id == Line.page_id)
+        .where(Line.text.is_not(None), Page.reviewed_at.is_(None), func.trim(Line.text) != "")
+    )
+    return union_all(corrected, reviewed.where(_has_text())).subquery()
+
+
+def _counted(kind: TrainingKind, *columns: Any) -> Select[Any]:
+    """Lines of ``kind``'s data per page (of documents not in the trash), with ``columns``."""
+    lines = _data_lines(kind)
+    return (
+        select(*columns, Page.id, Page.document_id, Page.number, func.count())
+        .select_from(lines)
+        .join(Page, Page.id == lines.c.page_id)
         .join(Document, Document.id == Page.document_id)
-        .where(Document.deleted_at.is_(None), _lines_of(kind))
+        .where(Document.deleted_at.is_(None))
         .group_by(*columns, Page.id, Page.document_id, Page.number)
         .order_by(*columns, Page.document_id, Page.number)
     )
@@ -143,6 +167,7 @@ def eligible_by_writer(session: Session) -> dict[int, list[EligiblePage]]:
 def new_lines_by_writer(session: Session, since: Mapping[int, datetime | None]) -> dict[int, int]:
     """Ground-truth lines of each writer in ``since`` corrected or reviewed after the writer's
     moment there (None: all of them), in one query; a writer with none is absent."""
+    lines = _data_lines(TrainingKind.WRITER)
     undated = [writer_id for writer_id, when in since.items() if when is None]
     dated = {writer_id: when for writer_id, when in since.items() if when is not None}
     recent: list[ColumnElement[bool]] = []
@@ -151,20 +176,15 @@ def new_lines_by_writer(session: Session, since: Mapping[int, datetime | None]) 
     if dated:
         # Each writer's own moment (NULL for the undated ones, whose lines all count above).
         moment = case({w: literal(when, UtcDateTime()) for w, when in dated.items()}, value=Document.writer_id)
-        recent.append(or_(Line.corrected_at > moment, Page.reviewed_at > moment))
+        recent.append(or_(lines.c.corrected_at > moment, Page.reviewed_at > moment))
     if not recent:
         return {}
     statement = (
-        select(Document.writer_id, func.count(Line.id))
-        .select_from(Line)
-        .join(Page, Page.id == Line.page_id)
+        select(Document.writer_id, func.count())
+        .select_from(lines)
+        .join(Page, Page.id == lines.c.page_id)
         .join(Document, Document.id == Page.document_id)
-        .where(
-            Document.deleted_at.is_(None),
-            Document.writer_id.in_(list(since)),
-            _lines_of(TrainingKind.WRITER),
-            or_(*recent),
-        )
+        .where(Document.deleted_at.is_(None), Document.writer_id.in_(list(since)), or_(*recent))
         .group_by(Document.writer_id)
     )
     return {writer_id: count for writer_id, count in session.execute(statement) if writer_id is not None}
