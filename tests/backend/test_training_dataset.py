@@ -553,7 +553,7 @@ def test_lines_without_usable_positions_are_left_out_and_a_page_without_any_too(
     only_broken = upload(client, erika, to_png(Image.new("RGB", (80, 40), "white")), "A")
     store_lines(client, only_broken, 1, broken)
     mixed = upload(client, erika, to_png(Image.new("RGB", (81, 40), "white")), "B")
-    store_lines(client, mixed, 1, [*broken, ocr_line(4, "gut\x00 \x7f\ufffe", good, outline)])
+    store_lines(client, mixed, 1, [*broken, ocr_line(4, "gut\x01 \x7f\ufffe", good, outline)])
     for document_id in (only_broken, mixed):
         review(client, erika, document_id)
     chosen = _eligible(actors, TrainingKind.RECOGNITION)
