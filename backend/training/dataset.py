@@ -277,10 +277,16 @@ def _points(raw: Any, width: int, height: int) -> list[tuple[int, int]]:
         if not (isinstance(point, list | tuple) and len(point) == 2):
             return []
         x, y = point
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (x, y)):
+        if not all(_coordinate(v) for v in (x, y)):
             return []
         points.append((min(max(round(x), 0), width - 1), min(max(round(y), 0), height - 1)))
     return points
+
+
+def _coordinate(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _joined(points: Iterable[tuple[int, int]]) -> str:
@@ -292,10 +298,11 @@ def _xml_text(text: str) -> str:
 
 
 def _page_xml(
-    row: _PageRow, lines: Sequence[tuple[int, str, Any, Any]], image_name: str, now: str
+    row: _PageRow, lines: Sequence[tuple[int, str, Any, Any]], image_name: str, now: str, *, need_text: bool
 ) -> tuple[bytes, int]:
     """PAGE XML (2019-07-15) of one page: one text region, its lines in reading order. A line
-    without a baseline of two points or an outline of three (nothing to cut out) is left out.
+    without a baseline of two points or an outline of three (nothing to cut out) is left out,
+    and with ``need_text`` (recognition) one whose text is blank once made XML-safe.
     Returns the document's bytes and the lines in it."""
     root = etree.Element(f"{{{PAGE_NS}}}PcGts", nsmap={None: PAGE_NS, "xsi": _XSI})
     root.set(f"{{{_XSI}}}schemaLocation", _SCHEMA_LOCATION)
@@ -317,13 +324,14 @@ def _page_xml(
     for order_index, text, baseline, polygon in lines:
         base = _points(baseline, row.width, row.height)
         outline = _points(polygon, row.width, row.height)
-        if len(base) < 2 or len(outline) < 3:
+        unicode = _xml_text(text)
+        if len(base) < 2 or len(outline) < 3 or (need_text and not unicode.strip()):
             continue
         line = etree.SubElement(region, f"{{{PAGE_NS}}}TextLine", id=f"l{order_index}")
         etree.SubElement(line, f"{{{PAGE_NS}}}Coords", points=_joined(outline))
         etree.SubElement(line, f"{{{PAGE_NS}}}Baseline", points=_joined(base))
         equiv = etree.SubElement(line, f"{{{PAGE_NS}}}TextEquiv")
-        etree.SubElement(equiv, f"{{{PAGE_NS}}}Unicode").text = _xml_text(text)
+        etree.SubElement(equiv, f"{{{PAGE_NS}}}Unicode").text = unicode
         written += 1
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True), written
 
@@ -399,7 +407,13 @@ def write_training_zip(
             with seekable_original(storage, document) as source:
                 for row in rows:
                     name = f"p{row.page_id}"
-                    xml, written = _page_xml(row, lines.get(row.page_id, []), f"{name}.png", now)
+                    xml, written = _page_xml(
+                        row,
+                        lines.get(row.page_id, []),
+                        f"{name}.png",
+                        now,
+                        need_text=kind is not TrainingKind.SEGMENTATION,
+                    )
                     if written == 0:
                         continue
                     _write_image(archive, f"{name}.png", source, media_type, row, limits)

@@ -549,20 +549,27 @@ def test_lines_without_usable_positions_are_left_out_and_a_page_without_any_too(
         ocr_line(1, "kein Umriss", good, []),
         ocr_line(2, "Unsinn", [["a", 1], [2, 3]], outline),
         ocr_line(3, "zu tief", [[1, 2, 3], [4, 5, 6]], outline),
+        ocr_line(4, "\t\x02", good, outline),  # nothing left to read once XML-safe
     ]
     only_broken = upload(client, erika, to_png(Image.new("RGB", (80, 40), "white")), "A")
     store_lines(client, only_broken, 1, broken)
     mixed = upload(client, erika, to_png(Image.new("RGB", (81, 40), "white")), "B")
-    store_lines(client, mixed, 1, [*broken, ocr_line(4, "gut\x01 \x7f\ufffe", good, outline)])
+    far = [[-(10**30), 20], [10**30, 20]]
+    store_lines(
+        client, mixed, 1, [*broken, ocr_line(5, "gut\x01 \x7f\ufffe", good, outline), ocr_line(6, "weit", far, outline)]
+    )
     for document_id in (only_broken, mixed):
         review(client, erika, document_id)
     chosen = _eligible(actors, TrainingKind.RECOGNITION)
-    assert [p.lines for p in chosen] == [4, 5]
+    assert [p.lines for p in chosen] == [5, 7]
     buffer = io.BytesIO()
     summary = _zip(actors, chosen, TrainingKind.RECOGNITION, buffer)
     zipped = _unpacked(buffer.getvalue(), page_schema)
-    assert summary == ZipSummary(pages=1, lines=1)
-    assert zipped[chosen[1].page_id].lines() == [("l4", "5,5 50,5 50,25", "5,20 50,20", "gut \x7f")]
+    assert summary == ZipSummary(pages=1, lines=2)
+    assert zipped[chosen[1].page_id].lines() == [
+        ("l5", "5,5 50,5 50,25", "5,20 50,20", "gut \x7f"),
+        ("l6", "5,5 50,5 50,25", "0,20 80,20", "weit"),
+    ]
 
 
 def test_the_zip_is_written_page_by_page_never_whole_in_memory(actors: Actors, monkeypatch: pytest.MonkeyPatch) -> None:
