@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # EXIF orientations 5-8 store the page turned by a quarter: its upright width is the stored height.
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
+# Grey of more than 8 bits a level (16-bit scans): Pillow's modes for it.
+_WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 MEDIA_TYPE = "image/webp"
 # WebP at quality 80 is about half the bytes of a JPEG of the same look for a scanned letter
@@ -159,10 +161,23 @@ def _render_pdf(
     return (width_pt, height_pt), image
 
 
+def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    """Wide grey levels scaled to 8 bits as the OCR service does (ocr_service/image_pages.py):
+    Pillow's own conversion clips every level over 255 to white, so a 16-bit scan (paper at
+    60 000, ink at 10 000) would be a blank page, shown and trained on as one."""
+    wide = image.convert("I")
+    top = wide.getextrema()[1]
+    assert isinstance(top, int)  # one band of integers
+    scale = 1 / 256 if top <= 0xFFFF else 255 / top
+    return wide.point(lambda v: v * scale).convert("L")
+
+
 def _flatten(image: Image.Image) -> Image.Image:
     """RGB or grey; a transparent page is laid on white (as a viewer shows it), not on black."""
     if image.mode in ("RGB", "L"):
         return image
+    if image.mode in _WIDE_GREY:
+        return _eight_bit_grey(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -460,6 +460,32 @@ def test_the_zip_holds_each_page_upright_at_the_ocr_size_with_its_ground_truth_a
     assert [(line_id, text) for line_id, _, _, text in pdf_page.lines()] == [("l1", "Zeile eins ")]
 
 
+def test_a_16_bit_scan_is_the_grey_page_the_ocr_service_reads_not_a_white_one(
+    actors: Actors, page_schema: etree.XMLSchema
+) -> None:
+    from ocr_service.decoding import ParseBudget
+    from ocr_service.image_pages import ImagePages
+
+    scan = Image.new("I;16", (120, 60), 60_000)  # paper
+    for x in range(10, 110):
+        for y in range(25, 32):
+            scan.putpixel((x, y), 9_000)  # ink
+    content = to_png(scan)
+    document_id = upload(actors.client, actors.archivist, content, "Scan")
+    store_lines(
+        actors.client, document_id, 1, [ocr_line(0, "Tinte", [[10, 31], [110, 31]], [[10, 24], [110, 24], [110, 33]])]
+    )
+    review(actors.client, actors.archivist, document_id)
+    chosen = _eligible(actors, TrainingKind.RECOGNITION)
+    buffer = io.BytesIO()
+    _zip(actors, chosen, TrainingKind.RECOGNITION, buffer)
+    image = _unpacked(buffer.getvalue(), page_schema)[chosen[0].page_id].image
+    ocr = ImagePages(content, "PNG", _ocr_limits(), ParseBudget(60)).page(0)
+    assert (image.mode, ocr.mode) == ("L", "L")
+    assert image.tobytes() == ocr.tobytes()
+    assert image.getpixel((50, 28)) < 64 < 192 < image.getpixel((5, 5))
+
+
 def test_a_segmentation_zip_takes_every_line_of_the_pages_reviewed_now(
     actors: Actors, page_schema: etree.XMLSchema
 ) -> None:
