@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import random
 import tempfile
 import time
@@ -596,6 +597,59 @@ def test_lines_without_usable_positions_are_left_out_and_a_page_without_any_too(
         ("l5", "5,5 50,5 50,25", "5,20 50,20", "gut \x7f"),
         ("l6", "5,5 50,5 50,25", "0,20 80,20", "weit"),
     ]
+
+
+COORDINATES = st.one_of(
+    st.integers(-(10**12), 10**12), st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=2)
+)
+POINT_LISTS = st.one_of(
+    st.lists(st.lists(COORDINATES, min_size=1, max_size=3), max_size=6),
+    st.lists(st.tuples(st.integers(-50, 500), st.integers(-50, 500)).map(list), max_size=6),
+    st.none(),
+    st.text(max_size=3),
+)
+
+
+def _usable(points: Any, fewest: int) -> bool:
+    """At least ``fewest`` points of two numbers each (whole, or finite fractions)."""
+
+    def number(value: Any) -> bool:
+        return type(value) is int or (type(value) is float and math.isfinite(value))
+
+    return (
+        isinstance(points, list)
+        and len(points) >= fewest
+        and all(isinstance(p, list) and len(p) == 2 and all(map(number, p)) for p in points)
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    size=st.tuples(st.integers(1, 400), st.integers(1, 400)),
+    lines=st.lists(st.tuples(st.text(max_size=20), POINT_LISTS, POINT_LISTS), max_size=6),
+    need_text=st.booleans(),
+)
+def test_any_stored_line_gives_valid_page_xml_or_is_left_out(
+    page_schema: etree.XMLSchema, size: tuple[int, int], lines: list[tuple[str, Any, Any]], need_text: bool
+) -> None:
+    """Whatever the stored geometry and text (the OCR service's or a person's), the page's XML
+    is valid PAGE with every point inside the page, or the line is not in it."""
+    width, height = size
+    row = dataset._PageRow(page_id=1, number=1, width=width, height=height)
+    stored = [(i, text, baseline, polygon) for i, (text, baseline, polygon) in enumerate(lines)]
+    xml, written = dataset._page_xml(row, stored, "p1.png", "2026-01-01T00:00:00+00:00", need_text=need_text)
+    root = etree.fromstring(xml)
+    page_schema.assertValid(root)
+    found = list(root.iter(f"{PAGE}TextLine"))
+    usable = sum(_usable(baseline, 2) and _usable(polygon, 3) for _, baseline, polygon in lines)
+    assert len(found) == written
+    assert written <= usable if need_text else written == usable
+    for line in found:
+        for element in (line.find(f"{PAGE}Coords"), line.find(f"{PAGE}Baseline")):
+            points = [tuple(map(int, p.split(","))) for p in element.get("points").split()]
+            assert all(0 <= x < width and 0 <= y < height for x, y in points)
+        if need_text:
+            assert (line.find(f"{PAGE}TextEquiv/{PAGE}Unicode").text or "").strip()
 
 
 def test_the_zip_is_written_page_by_page_never_whole_in_memory(actors: Actors, monkeypatch: pytest.MonkeyPatch) -> None:
