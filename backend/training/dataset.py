@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 PAGE_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 _XSI = "http://www.w3.org/2001/XMLSchema-instance"
 _SCHEMA_LOCATION = f"{PAGE_NS} {PAGE_NS}/pagecontent.xsd"
-# PNG is lossless at every level; level 1 writes a scanned page several times faster than the
-# default 6 for some 10 % more bytes, and the ZIP only travels once, to the OCR service.
+# PNG is lossless at every level; level 1 writes a scanned page about 4× faster than the
+# default 6 for some 20 % more bytes (an A4 page at 300 dpi with paper noise: 1.1 s and 6.4 MB
+# against 3.9 s and 5.4 MB), and the ZIP travels only once, to the OCR service.
 _PNG_LEVEL = 1
 # Characters XML 1.0 cannot hold (lxml refuses them); a line is one line, so breaks become spaces.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
