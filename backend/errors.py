@@ -52,6 +52,7 @@ class ErrorCode(StrEnum):
     NOT_IN_TRASH = "NOT_IN_TRASH"
     PAGE_NOT_FOUND = "PAGE_NOT_FOUND"
     PAGE_TOO_LARGE = "PAGE_TOO_LARGE"
+    PAGE_HAS_NO_LINES = "PAGE_HAS_NO_LINES"
     TRASH_EXPIRED = "TRASH_EXPIRED"
     # lines
     LINE_NOT_FOUND = "LINE_NOT_FOUND"
@@ -107,6 +108,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAGE_NOT_FOUND: 404,
     # 422, not 413: the request is small; the stored page is too large to be shown.
     ErrorCode.PAGE_TOO_LARGE: 422,
+    # Marking a page reviewed that OCR has not read (or read as empty): nothing to vouch for.
+    ErrorCode.PAGE_HAS_NO_LINES: 422,
     ErrorCode.TRASH_EXPIRED: 410,
     ErrorCode.LINE_NOT_FOUND: 404,
     ErrorCode.LINE_CHANGED: 409,

@@ -112,6 +112,7 @@ class Lines:
         A person's work is never lost: a corrected line keeps its text and version and only
         takes the new OCR reading at its position (matched by reading-order index); a corrected
         line whose position the new reading lacks stays as it is. Uncorrected lines are replaced.
+        A review of the page (``reviewed_at``) is cleared: the lines it vouched for are gone.
 
         ``discard_by`` (a user id): the person asked to drop the corrections; each corrected
         line is archived (see :meth:`_discard`) and read afresh like the others. Returns how
@@ -119,6 +120,9 @@ class Lines:
         """
         page = session.scalars(select(Page).where(Page.document_id == document_id, Page.number == page_number)).one()
         page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
+        # A review vouched for the lines a person saw; a new reading puts lines nobody checked
+        # (new positions, new OCR text) on the page, which must not pass as ground truth.
+        page.reviewed_at, page.reviewed_by = None, None
         if size is not None:
             page.width, page.height = size
         # Deleted at once (not at flush): the unit of work would insert the new lines first and

@@ -11,7 +11,8 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import text as sql_text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, JsonType, UtcDateTime
@@ -86,7 +87,16 @@ class Document(Base):
 
 class Page(Base):
     __tablename__ = "pages"
-    __table_args__ = (UniqueConstraint("document_id", "number"),)
+    __table_args__ = (
+        UniqueConstraint("document_id", "number"),
+        # Training data: the reviewed pages, found without reading every page (partial: few are).
+        Index(
+            "ix_pages_reviewed_at",
+            "reviewed_at",
+            sqlite_where=sql_text("reviewed_at IS NOT NULL"),
+            postgresql_where=sql_text("reviewed_at IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
@@ -111,7 +121,17 @@ class Page(Base):
 
 class Line(Base):
     __tablename__ = "lines"
-    __table_args__ = (UniqueConstraint("page_id", "order_index"),)
+    __table_args__ = (
+        UniqueConstraint("page_id", "order_index"),
+        # Training data: the corrected lines, found without a scan of every line (wide rows with
+        # their outlines); partial, so uncorrected lines cost it nothing.
+        Index(
+            "ix_lines_corrected_page_id",
+            "page_id",
+            sqlite_where=sql_text("text IS NOT NULL"),
+            postgresql_where=sql_text("text IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     page_id: Mapped[int] = mapped_column(ForeignKey("pages.id", ondelete="CASCADE"), index=True)

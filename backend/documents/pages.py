@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, cast
 from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
-from backend.documents.model_labels import model_read, with_model_runs
+from backend.documents.model_labels import ModelRead, model_read, with_model_runs
 from backend.documents.models import Document, Page
 from backend.documents.render import RenderedPage, RenderLimits, ocr_sizes, render_page
 from backend.documents.schemas import PageOut
@@ -36,6 +36,59 @@ from backend.storage import Storage
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+
+
+def page_out(page: Page, read: ModelRead) -> PageOut:
+    base = f"/api/documents/{page.document_id}/pages/{page.number}"
+    return PageOut(
+        number=page.number,
+        width=page.width,
+        height=page.height,
+        image_url=f"{base}/image",
+        thumbnail_url=f"{base}/thumbnail",
+        model=read.model,
+        model_label=read.label,
+        ocr_at=page.ocr_at,
+        reviewed=page.reviewed_at is not None,
+        reviewed_at=page.reviewed_at,
+        reviewed_by=page.reviewed_by,
+    )
+
+
+@contextmanager
+def seekable_original(storage: Storage, document: Document) -> Iterator[BinaryIO]:
+    """The original, seekable (pdfium and Pillow read pages out of order): spooled to disk if need be."""
+    with storage.open(document.storage_key) as stream:
+        if stream.seekable():
+            yield stream
+            return
+        with tempfile.TemporaryFile() as copy:
+            shutil.copyfileobj(stream, copy, _CHUNK)
+            copy.seek(0)
+            yield cast(BinaryIO, copy)
+
+
+def record_sizes(
+    session: Session, storage: Storage, limits: RenderLimits, document: Document, rows: Sequence[Page]
+) -> None:
+    """Record the OCR's pixel size of ``rows`` (pages of ``document``) that have none, from the
+    original's headers; commits, and refreshes the rows."""
+    with seekable_original(storage, document) as source:
+        sizes = ocr_sizes(source, document.media_type, limits)
+    for page in rows:
+        if page.number > len(sizes):
+            continue
+        width, height = sizes[page.number - 1]
+        # Only where none is recorded: the OCR service's own word (a later change) is not overwritten.
+        session.execute(
+            update(Page)
+            .where(Page.id == page.id, Page.width.is_(None))
+            .values(width=width, height=height)
+            .execution_options(synchronize_session=False)
+        )
+    session.commit()
+    for page in rows:
+        session.refresh(page)
 
 
 class PageKind(StrEnum):
@@ -110,42 +163,10 @@ class PageImages:
         found = session.execute(statement.order_by(Page.number)).all()
         rows = [page for page, *_ in found]
         if any(page.width is None or page.height is None for page in rows):
-            self._record_sizes(session, document, rows)
-        base = f"/api/documents/{document.id}/pages"
-        pages: list[PageOut] = []
-        for page, *runs in found:
-            read = model_read(page.ocr_model, page.ocr_model_version, tuple(runs))
-            pages.append(
-                PageOut(
-                    number=page.number,
-                    width=page.width,
-                    height=page.height,
-                    image_url=f"{base}/{page.number}/image",
-                    thumbnail_url=f"{base}/{page.number}/thumbnail",
-                    model=read.model,
-                    model_label=read.label,
-                    ocr_at=page.ocr_at,
-                )
-            )
-        return pages
-
-    def _record_sizes(self, session: Session, document: Document, rows: Sequence[Page]) -> None:
-        with self._original(document) as source:
-            sizes = ocr_sizes(source, document.media_type, self.limits)
-        for page in rows:
-            if page.number > len(sizes):
-                continue
-            width, height = sizes[page.number - 1]
-            # Only where none is recorded: the OCR service's own word (a later change) is not overwritten.
-            session.execute(
-                update(Page)
-                .where(Page.id == page.id, Page.width.is_(None))
-                .values(width=width, height=height)
-                .execution_options(synchronize_session=False)
-            )
-        session.commit()
-        for page in rows:
-            session.refresh(page)
+            record_sizes(session, self.storage, self.limits, document, rows)
+        return [
+            page_out(page, model_read(page.ocr_model, page.ocr_model_version, tuple(runs))) for page, *runs in found
+        ]
 
     # --- one page's image ------------------------------------------------------------
 
@@ -196,7 +217,7 @@ class PageImages:
 
     def _render_and_store(self, session: Session, document: Document, page: Page) -> Page:
         session.commit()  # ends the reads' transaction: none stays open across a render (seconds)
-        with self._original(document) as source:
+        with seekable_original(self.storage, document) as source:
             rendered = self.render(source, document.media_type, page.number, self.limits)
         keys = [self.storage.save(io.BytesIO(rendered.image), "pages")]
         try:
@@ -241,15 +262,3 @@ class PageImages:
     def _delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             self.storage.delete(key)
-
-    @contextmanager
-    def _original(self, document: Document) -> Iterator[BinaryIO]:
-        """The original, seekable (pdfium and Pillow read pages out of order): spooled to disk if need be."""
-        with self.storage.open(document.storage_key) as stream:
-            if stream.seekable():
-                yield stream
-                return
-            with tempfile.TemporaryFile() as copy:
-                shutil.copyfileobj(stream, copy, _CHUNK)
-                copy.seek(0)
-                yield cast(BinaryIO, copy)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 # EXIF orientations 5-8 store the page turned by a quarter: its upright width is the stored height.
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
+# Grey of more than 8 bits a level (16-bit scans): Pillow's modes for it.
+_WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
 MEDIA_TYPE = "image/webp"
 # WebP at quality 80 is about half the bytes of a JPEG of the same look for a scanned letter
@@ -83,13 +85,19 @@ def _page_points(size: tuple[float, float], number: int) -> tuple[float, float]:
     return width, height
 
 
-def _ocr_pdf_size(width_pt: float, height_pt: float, limits: RenderLimits) -> tuple[int, int]:
-    """The pixels the OCR service renders a PDF page to (ocr_service/pdf_pages.py, ``_scale``)."""
+def _ocr_pdf_scale(width_pt: float, height_pt: float, limits: RenderLimits) -> float:
+    """The scale the OCR service renders a PDF page at (ocr_service/pdf_pages.py, ``_scale``)."""
     scale = limits.ocr_pdf_dpi / 72
     if width_pt * scale * height_pt * scale > limits.ocr_max_page_pixels:
         scale *= math.sqrt(limits.ocr_max_page_pixels / (width_pt * scale * height_pt * scale))
         while math.ceil(width_pt * scale) * math.ceil(height_pt * scale) > limits.ocr_max_page_pixels:
             scale *= 0.995
+    return scale
+
+
+def _ocr_pdf_size(width_pt: float, height_pt: float, limits: RenderLimits) -> tuple[int, int]:
+    """The pixels the OCR service renders a PDF page to (pdfium rounds each side up)."""
+    scale = _ocr_pdf_scale(width_pt, height_pt, limits)
     return math.ceil(width_pt * scale), math.ceil(height_pt * scale)
 
 
@@ -131,16 +139,17 @@ def _fit(width: float, height: float, side: int) -> float:
     return min(1.0, side / max(width, height))
 
 
-def _render_pdf(source: BinaryIO, number: int, limits: RenderLimits) -> tuple[tuple[int, int], Image.Image]:
+def _render_pdf(
+    source: BinaryIO, number: int, scale_of: Callable[[float, float], float]
+) -> tuple[tuple[float, float], Image.Image]:
+    """Page ``number`` rendered at ``scale_of(width_pt, height_pt)``, and its size in points."""
     with _decoding(f"Page {number} of the PDF"), PDFIUM_LOCK:
         pdf = pypdfium2.PdfDocument(source)
         try:
             width_pt, height_pt = _page_points(pdf.get_page_size(number - 1), number)
-            # The display DPI, or less where the long side would pass max_side (a plan, a poster).
-            scale = min(limits.display_dpi / 72, limits.max_side / max(width_pt, height_pt))
             page = pdf[number - 1]
             try:
-                bitmap = page.render(scale=scale)
+                bitmap = page.render(scale=scale_of(width_pt, height_pt))
                 try:
                     image = bitmap.to_pil().convert("RGB")  # a copy: the bitmap's memory is freed below
                 finally:
@@ -149,13 +158,26 @@ def _render_pdf(source: BinaryIO, number: int, limits: RenderLimits) -> tuple[tu
                 page.close()
         finally:
             pdf.close()
-    return _ocr_pdf_size(width_pt, height_pt, limits), image
+    return (width_pt, height_pt), image
+
+
+def _eight_bit_grey(image: Image.Image) -> Image.Image:
+    """Wide grey levels scaled to 8 bits as the OCR service does (ocr_service/image_pages.py):
+    Pillow's own conversion clips every level over 255 to white, so a 16-bit scan (paper at
+    60 000, ink at 10 000) would be a blank page, shown and trained on as one."""
+    wide = image.convert("I")
+    top = wide.getextrema()[1]
+    assert isinstance(top, int)  # one band of integers
+    scale = 1 / 256 if top <= 0xFFFF else 255 / top
+    return wide.point(lambda v: v * scale).convert("L")
 
 
 def _flatten(image: Image.Image) -> Image.Image:
     """RGB or grey; a transparent page is laid on white (as a viewer shows it), not on black."""
     if image.mode in ("RGB", "L"):
         return image
+    if image.mode in _WIDE_GREY:
+        return _eight_bit_grey(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -164,21 +186,22 @@ def _flatten(image: Image.Image) -> Image.Image:
 
 
 def _render_image(
-    source: BinaryIO, media_type: str, number: int, limits: RenderLimits
+    source: BinaryIO, media_type: str, number: int, max_pixels: int, draft_side: int | None
 ) -> tuple[tuple[int, int], Image.Image]:
+    """Frame ``number`` upright; ``draft_side``: a JPEG may be decoded smaller, down to this long side."""
     subject = f"Page {number} of the image"
     with _decoding(subject), Image.open(source, formats=[PILLOW_FORMATS[media_type]]) as image:
         image.seek(number - 1)
         size = _upright_size(image)
-        if size[0] * size[1] > limits.max_pixels:
+        if size[0] * size[1] > max_pixels:
             raise AppError(
                 ErrorCode.PAGE_TOO_LARGE,
-                f"{subject} has {size[0]}×{size[1]} pixels; pages of at most {limits.max_pixels:,} pixels are shown.",
+                f"{subject} has {size[0]}×{size[1]} pixels; pages of at most {max_pixels:,} pixels are accepted.",
             )
-        if media_type == JPEG:
+        if media_type == JPEG and draft_side is not None:
             # Decode at 1/2, 1/4 or 1/8 where that still covers the display size: a 24-megapixel
             # photo then costs a fraction of its full decode.
-            scale = _fit(*image.size, limits.max_side)
+            scale = _fit(*image.size, draft_side)
             image.draft("RGB", (math.ceil(image.width * scale), math.ceil(image.height * scale)))
         upright = _flatten(ImageOps.exif_transpose(image))
         upright.load()
@@ -189,15 +212,30 @@ def render_page(source: BinaryIO, media_type: str, number: int, limits: RenderLi
     """Page ``number`` (from 1) as a display image and a thumbnail; ``source`` must be seekable."""
     source.seek(0)
     if media_type == PDF:
-        size, image = _render_pdf(source, number, limits)
+        points, image = _render_pdf(
+            source, number, lambda w, h: min(limits.display_dpi / 72, limits.max_side / max(w, h))
+        )
+        size = _ocr_pdf_size(*points, limits)
     else:
-        size, image = _render_image(source, media_type, number, limits)
+        size, image = _render_image(source, media_type, number, limits.max_pixels, limits.max_side)
     return RenderedPage(
         width=size[0],
         height=size[1],
         image=_encode(image, limits.max_side),
         thumbnail=_encode(image, limits.thumbnail_side),
     )
+
+
+def render_ocr_page(source: BinaryIO, media_type: str, number: int, limits: RenderLimits) -> Image.Image:
+    """Page ``number`` (from 1) upright at the OCR's pixels (RGB or grey): the image its lines'
+    coordinates fit, as training data needs it. Never larger than ``ocr_max_page_pixels``
+    (the OCR service reads no larger page). ``source`` must be seekable."""
+    source.seek(0)
+    if media_type == PDF:
+        _, image = _render_pdf(source, number, lambda w, h: _ocr_pdf_scale(w, h, limits))
+        return image
+    _, image = _render_image(source, media_type, number, limits.ocr_max_page_pixels, None)
+    return image
 
 
 def _encode(image: Image.Image, side: int) -> bytes:

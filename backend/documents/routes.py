@@ -11,8 +11,11 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from backend.deps import AdminUser, CurrentUser, Services, ServicesDep, SessionDep
-from backend.documents.pages import PageKind
+from backend.documents.model_labels import describe
+from backend.documents.models import Page
+from backend.documents.pages import PageKind, page_out
 from backend.documents.render import MEDIA_TYPE
+from backend.documents.review import mark_reviewed, unmark_reviewed
 from backend.documents.schemas import (
     CorrectionOut,
     DiscardedCorrectionOut,
@@ -117,6 +120,30 @@ def document_pages(
 ) -> list[PageOut]:
     """Every page: its size in the OCR's pixels (the space of its lines' coordinates) and its image URLs."""
     return services.pages.pages(session, services.documents.get_for(session, document_id, user))
+
+
+def _reviewed_out(session: Session, page: Page) -> PageOut:
+    return page_out(page, describe(session, page.ocr_model, page.ocr_model_version))
+
+
+@router.put("/documents/{document_id}/pages/{number}/review")
+def review_page(
+    document_id: DocumentId, number: PageNumber, user: CurrentUser, services: ServicesDep, session: SessionDep
+) -> PageOut:
+    """Mark the page reviewed: a person checked every line (positions and text), so its lines are
+    training data as they stand. 422 PAGE_HAS_NO_LINES before OCR has read it; already reviewed:
+    unchanged."""
+    document = services.documents.get(session, document_id)
+    return _reviewed_out(session, mark_reviewed(session, document, number, user, services.clock()))
+
+
+@router.delete("/documents/{document_id}/pages/{number}/review")
+def unreview_page(
+    document_id: DocumentId, number: PageNumber, _: CurrentUser, services: ServicesDep, session: SessionDep
+) -> PageOut:
+    """Take a page's review back (not reviewed: unchanged)."""
+    document = services.documents.get(session, document_id)
+    return _reviewed_out(session, unmark_reviewed(session, document, number))
 
 
 @router.get("/documents/{document_id}/pages/{number}/image", response_class=Response)

@@ -120,6 +120,10 @@ class PageOut(ApiModel):
     model: ModelOut | None = None
     model_label: str | None = None
     ocr_at: datetime | None = None
+    # A person checked every line of the page (positions and text): ground truth for training.
+    reviewed: bool
+    reviewed_at: datetime | None
+    reviewed_by: int | None
 
 
 class LineOut(ApiModel):

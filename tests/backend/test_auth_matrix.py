@@ -36,6 +36,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/documents/{document_id}/pages", USER, {}),
     ("GET", "/api/documents/{document_id}/pages/{number}/image", USER, {}),
     ("GET", "/api/documents/{document_id}/pages/{number}/thumbnail", USER, {}),
+    ("PUT", "/api/documents/{document_id}/pages/{number}/review", USER, {}),
+    ("DELETE", "/api/documents/{document_id}/pages/{number}/review", USER, {}),
     ("GET", "/api/documents/{document_id}/discarded-corrections", USER, {}),
     ("PATCH", "/api/lines/{line_id}", USER, {"json": {"text": "x", "version": 1}}),
     ("GET", "/api/lines/{line_id}/history", USER, {}),

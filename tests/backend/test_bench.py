@@ -67,3 +67,14 @@ def test_backend_overhead_benchmark_stores_what_the_service_read(tmp_path: Path)
     assert result["backend"]["pages"] == result["direct"]["pages"] == 1
     assert result["backend"]["lines"] == result["direct"]["lines"] > 0
     assert result["backend"]["seconds"] > 0 and result["direct"]["seconds"] > 0
+
+
+@pytest.mark.slow
+def test_training_data_benchmark_times_every_count(tmp_path: Path) -> None:
+    _run("bench_training_data.py", tmp_path, "--database", DATABASE_KIND)
+    result = json.loads((tmp_path / f"training-data-{DATABASE_KIND}.json").read_text())
+    assert result["archive"]["lines"] == 40 * 100
+    # A tenth of the lines corrected, a twentieth of the pages reviewed: some ground truth, not all.
+    assert 0 < result["archive"]["groundTruthLines"] < 4000
+    for call in ("recognition", "segmentation", "oneWriter", "everyWriter", "newLinesByWriter"):
+        assert 0 < result["calls"][call]["p50_ms"] <= result["calls"][call]["max_ms"]

@@ -98,8 +98,27 @@ def upgrade() -> None:
         batch.add_column(sa.Column("model_used", sa.String(length=100), nullable=True))
         batch.add_column(sa.Column("model_note", sa.Text(), nullable=True))
 
+    # Training data without scanning every line: the reviewed pages, and the corrected lines
+    # (partial indexes: only the few rows that are either take room in them).
+    op.create_index(
+        "ix_pages_reviewed_at",
+        "pages",
+        ["reviewed_at"],
+        sqlite_where=sa.text("reviewed_at IS NOT NULL"),
+        postgresql_where=sa.text("reviewed_at IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_lines_corrected_page_id",
+        "lines",
+        ["page_id"],
+        sqlite_where=sa.text("text IS NOT NULL"),
+        postgresql_where=sa.text("text IS NOT NULL"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_lines_corrected_page_id", table_name="lines")
+    op.drop_index("ix_pages_reviewed_at", table_name="pages")
     with op.batch_alter_table("ocr_jobs") as batch:
         batch.drop_column("model_note")
         batch.drop_column("model_used")
