@@ -25,17 +25,24 @@ import asyncio
 import random
 import unicodedata
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from rapidfuzz.distance import Levenshtein
+from sqlalchemy import select
 
-from backend.documents.models import Document
+from backend.documents.models import Document, Line, Page
 from backend.ocr_client import OcrRejected
 from tests.backend.conftest import Actors, services_of
 from tests.backend.ocr_client_support import client_config, make_client
 from tests.backend.ocr_jobs import upload
 from tests.backend.ocr_standin import Reply, StandIn
+from tests.support.servers import RunningApp
+from tests.support.synthetic import page_texts, render_page, to_png
 
 
 def on_strip(index: int, text: str | None, jitter: tuple[int, int] = (0, 0)) -> TextLine:
@@ -255,3 +262,49 @@ def test_a_page_the_service_refuses_raises_the_clients_error(standin: StandIn, a
     standin.service.plan("POST /ocr", Reply(422, {"code": "UNKNOWN_MODEL", "message": "no model 'new'"}))
     with pytest.raises(OcrRejected, match="UNKNOWN_MODEL"):
         cer_of(standin, actors, [page], "new")
+
+
+@pytest.mark.slow
+def test_the_real_services_lines_are_matched_to_ground_truth_drawn_where_the_text_is(
+    shared_service: RunningApp, actors: Actors, tmp_path: Path
+) -> None:
+    """Ground truth placed by hand (the rendered text's boxes, as an imported transcription
+    has them) against the lines kraken's segmentation finds: each is matched to its own."""
+    texts = page_texts(seed=14, lines=4, words=4)
+    rendered = render_page(texts)
+    original = tmp_path / "page.png"
+    original.write_bytes(to_png(rendered.image))
+    response = actors.client.post(
+        "/api/documents",
+        headers=actors.archivist,
+        files={"file": ("page.png", original.read_bytes(), "image/png")},
+        data={"title": "Probe"},
+    )
+    assert response.status_code == 201, response.text
+    document = int(response.json()["id"])
+    services = services_of(actors.client)
+    with services.db.session() as session:
+        page = session.scalars(select(Page).where(Page.document_id == document)).one()
+        page.width, page.height = rendered.image.size
+        page.reviewed_at = datetime(2026, 1, 1, tzinfo=UTC)
+        for index, drawn in enumerate(rendered.lines):
+            polygon, line_baseline = [list(p) for p in drawn.polygon], [list(p) for p in drawn.baseline]
+            session.add(
+                Line(page_id=page.id, order_index=index, baseline=line_baseline, polygon=polygon, ocr_text=drawn.text)
+            )
+        page_id = page.id
+
+    async def go() -> tuple[dict[str, Any], float | None]:
+        # A page takes many seconds on a CPU shared with the other tests: the suite's short limits would cut it off.
+        client, _ = make_client(client_config(shared_service.url, attempt_timeout_s=600.0, deadline_s=1200.0))
+        async with client:
+            answer = await client.ocr_document(original, model="tiny")
+            cer = await heldout_cer(client, services.db.sessions, services.documents.storage, [page_id], "tiny")
+            return answer, cer
+
+    answer, cer = asyncio.run(go())
+    # On a clean page kraken finds the drawn lines top-down: its reading in order is the expectation.
+    read = [line["text"].strip() for line in answer["pages"][0]["lines"]]
+    assert len(read) == len(texts), read
+    errors = sum(Levenshtein.distance(t, r) for t, r in zip(texts, read, strict=True))
+    assert cer == pytest.approx(errors / sum(map(len, texts)))
