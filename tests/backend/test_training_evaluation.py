@@ -73,14 +73,18 @@ def test_a_reading_identical_to_the_ground_truth_has_cer_0(truth_texts: list[str
 
 @st.composite
 def readings(draw: st.DrawFn) -> tuple[list[TextLine], list[TextLine]]:
-    """A page's ground truth and a reading of it: each line read right, wrong, or not at all,
-    and lines found where there is none (on strips below the page's last line)."""
+    """A page's ground truth and a reading of it: each line read right, wrong, not at all, or
+    twice in the very same place (two lines tied for one), and lines found where there is none
+    (on strips below the page's last line)."""
     truth_texts = draw(pages)
     truth = [on_strip(i, t) for i, t in enumerate(truth_texts)]
     read: list[TextLine] = []
     for i, text in enumerate(truth_texts):
-        how = draw(st.sampled_from(["right", "wrong", "missing"]))
-        if how != "missing":
+        how = draw(st.sampled_from(["right", "wrong", "missing", "twice"]))
+        if how == "twice":
+            jitter = draw(jitters)
+            read += [on_strip(i, draw(texts), jitter), on_strip(i, draw(texts), jitter)]
+        elif how != "missing":
             read.append(on_strip(i, text if how == "right" else draw(texts), draw(jitters)))
     extra = draw(st.lists(texts, max_size=3))
     read += [on_strip(len(truth_texts) + k, t) for k, t in enumerate(extra)]
