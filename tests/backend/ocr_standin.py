@@ -208,7 +208,7 @@ async def _record(request: Request) -> Seen:
             body = json.loads(await request.body())
         except ValueError:
             body = None
-    return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers), body)
+    return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers), json=body)
 
 
 def _number(item: dict[str, Any]) -> int | None:
