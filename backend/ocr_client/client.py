@@ -1,11 +1,11 @@
 """``OcrClient``: the backend's only way to the OCR service.
 
-Idempotent calls (``/ocr``, ``/models``) run as Retry(Breaker(TimeLimit(call))), like
+Idempotent calls (``/ocr``, ``GET /models``) run as Retry(Breaker(TimeLimit(call))), like
 Resilience4j in Spring: the breaker sees every attempt, a breaker rejection is never
 retried, each attempt has its time limit and the whole call a deadline. A stream may be
-retried only until the service's status is known; training calls are neither retried nor
-guarded by the breaker (a training job must not be started twice, and an admin should see
-the service's own answer).
+retried only until the service's status is known; training calls and the admin's choice of
+model are neither retried nor guarded by the breaker (a training job must not be started
+twice, and an admin should see the service's own answer).
 """
 
 from __future__ import annotations
@@ -187,6 +187,19 @@ class OcrClient:
 
     async def cancel_training(self, job_id: str) -> Json:
         return await self._training.cancel(job_id)
+
+    # Choosing models: admin actions like training (the training replica, its token, one attempt),
+    # so the admin sees the service's own answer (404 MODEL_NOT_FOUND, 422 WRONG_MODEL_KIND).
+
+    async def set_default_model(self, name: str | None) -> Json:
+        """The recognition model ``/ocr`` reads with when a request names none (None: the
+        service's ``OCR_DEFAULT_MODEL``); answers ``{"name": the default now}``."""
+        return await self._training.choose("/models/default", name)
+
+    async def set_segmentation_model(self, name: str | None) -> Json:
+        """The segmentation model ``/ocr`` finds lines with (None: ``OCR_SEGMENTATION_MODEL``);
+        answers ``{"name": in use now, "chosen"}``."""
+        return await self._training.choose("/models/segmentation", name)
 
     async def _unary(
         self,

@@ -1,7 +1,9 @@
-"""Training calls and how documents travel: no retry, no breaker, one time limit.
+"""Training and model-administration calls, and how documents travel: no retry, no breaker,
+one time limit.
 
-A training job must never be started twice by a retry, and an admin starting one wants the
-service's own answer (409 busy, 422 bad data) at once, not after a back-off.
+A training job must never be started twice by a retry, and an admin starting one, or choosing
+the model the archive is read with, wants the service's own answer (409 busy, 422 bad data,
+404 no such model) at once, not after a back-off.
 """
 
 from __future__ import annotations
@@ -59,8 +61,18 @@ class TrainingCalls:
     async def cancel(self, job_id: str) -> Json:
         return await self._call("DELETE", f"/train/jobs/{quote(job_id, safe='')}")
 
+    async def choose(self, path: str, name: str | None) -> Json:
+        """``PUT /models/default`` or ``/models/segmentation`` with ``{"name"}`` (None: the service's setting)."""
+        return await self._call("PUT", path, json={"name": name})
+
     async def _call(
-        self, method: str, path: str, *, document: DocumentSource | None = None, data: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        *,
+        document: DocumentSource | None = None,
+        data: dict[str, str] | None = None,
+        json: Json | None = None,
     ) -> Json:
         token = self._config.training_token
         headers = {"X-Training-Token": token} if token else {}
@@ -69,7 +81,13 @@ class TrainingCalls:
             async with asyncio.timeout(limit):
                 with opened(document) as file:
                     response = await self._http.request(
-                        method, self._base + path, data=data, files=files_of(file), headers=headers, timeout=limit
+                        method,
+                        self._base + path,
+                        data=data,
+                        json=json,
+                        files=files_of(file),
+                        headers=headers,
+                        timeout=limit,
                     )
         except (httpx.HTTPError, TimeoutError) as exc:
             raise OcrUnavailable(

@@ -12,6 +12,11 @@ range, or reaches past the document, is 422 ``INVALID_PAGE_RANGE`` — checked b
 service's own rules (``ocr_service.page_range``). Events without a whole page number (a
 scripted ``done``, or a spoiled event) are sent as scripted.
 
+The model routes keep a little state of their own: ``GET /models`` lists ``models`` with the
+``default`` and ``segmentationModel`` that ``PUT /models/default`` and ``PUT /models/segmentation``
+last chose (each recorded with its JSON body; a scripted answer overrides), and ``/ocr`` can
+answer per model (``answer_for_model``), so a test can make one model read better than another.
+
 Run as ``python -m tests.backend.ocr_standin`` it serves the plain successes in a process
 of its own (for SIGSTOP / kill tests) and prints its port.
 """
@@ -78,6 +83,7 @@ class Seen:
     file_sha256: str | None
     file_bytes: int
     headers: dict[str, str]
+    json: Any = None
 
 
 def error_body(code: str, message: str = "scripted") -> dict[str, Any]:
@@ -94,7 +100,6 @@ PAGE_EVENTS: tuple[dict[str, Any], ...] = (
 _DEFAULTS: dict[str, Behaviour] = {
     "POST /ocr/stream": Drip(PAGE_EVENTS),
     "POST /ocr": Reply(200, {"pages": [{"page": 1, "width": 100, "height": 80, "lines": []}], "model": "tiny"}),
-    "GET /models": Reply(200, {"models": [{"name": "tiny", "kind": "recognition"}]}),
     "GET /health": Reply(200, {"status": "ok"}),
     "POST /train": Reply(202, {"jobId": "job-1", "status": "QUEUED"}),
     "POST /segtrain": Reply(202, {"jobId": "job-2", "status": "QUEUED"}),
@@ -108,6 +113,11 @@ class ScriptedService:
         self.in_flight = 0
         self.gate = threading.Event()
         self._lock = threading.Lock()
+        # The model routes' state: what GET /models lists and the PUTs change.
+        self.models: list[dict[str, Any]] = [{"name": "tiny", "kind": "recognition"}]
+        self.default_model: str | None = "tiny"
+        self.segmentation_model = "blla"
+        self.by_model: dict[str, Behaviour] = {}
         self.app = FastAPI()
         self.app.add_api_route(
             "/{path:path}", self._handle, methods=["GET", "POST", "DELETE", "PUT"], response_model=None
@@ -116,6 +126,12 @@ class ScriptedService:
     def plan(self, route: str, *behaviours: Behaviour) -> None:
         with self._lock:
             self.script[route].extend(behaviours)
+
+    def answer_for_model(self, model: str, behaviour: Behaviour) -> None:
+        """``POST /ocr`` naming ``model`` (the field ``model``) gets ``behaviour`` every time the
+        route's script is empty; a request naming no model reads with ``default_model``."""
+        with self._lock:
+            self.by_model[model] = behaviour
 
     def reset(self) -> None:
         """Forget the script and the requests; requests still hanging are let go."""
@@ -137,7 +153,7 @@ class ScriptedService:
         with self._lock:
             self.seen.append(seen)
             queue = self.script.get(route)
-            behaviour = queue.popleft() if queue else _DEFAULTS.get(route, Reply(200, {"path": request.url.path}))
+            behaviour = queue.popleft() if queue else self._unscripted(route, seen)
         if route in ("POST /ocr", "POST /ocr/stream"):
             behaviour = _in_range(behaviour, seen.fields)
         gate = self.gate
@@ -155,11 +171,30 @@ class ScriptedService:
         finally:
             self.in_flight -= 1
 
+    def _unscripted(self, route: str, seen: Seen) -> Behaviour:
+        """The answer when the script says nothing (called under the lock)."""
+        if route == "POST /ocr":
+            model = seen.fields.get("model") or self.default_model
+            if model in self.by_model:
+                return self.by_model[model]
+        if route == "GET /models":
+            listing = {"models": self.models, "default": self.default_model}
+            return Reply(200, {**listing, "segmentationModel": self.segmentation_model})
+        if route in ("PUT /models/default", "PUT /models/segmentation") and isinstance(seen.json, dict):
+            name = seen.json.get("name")
+            if route == "PUT /models/default":
+                self.default_model = name
+                return Reply(200, {"name": name})
+            self.segmentation_model = name or "blla"
+            return Reply(200, {"name": self.segmentation_model, "chosen": name})
+        return _DEFAULTS.get(route, Reply(200, {"path": seen.path}))
+
 
 async def _record(request: Request) -> Seen:
     fields: dict[str, str] = {}
     digest: str | None = None
     size = 0
+    body: Any = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         async with request.form() as form:
             for name, value in form.multi_items():
@@ -168,7 +203,12 @@ async def _record(request: Request) -> Seen:
                     digest, size = hashlib.sha256(data).hexdigest(), len(data)
                 else:
                     fields[name] = value
-    return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers))
+    elif request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+    return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers), json=body)
 
 
 def _number(item: dict[str, Any]) -> int | None:
