@@ -7,12 +7,6 @@ test gives it (``answer_for_model``), and the stand-in records which model becam
 
 from __future__ import annotations
 
-# isort: off
-# training_support first: it provides DATA's ground_truth where that module is not merged yet.
-from tests.backend.training_support import Stored, add_run, ocr_answer, run_of, store_lines, writer_of
-from backend.training import adoption
-
-# isort: on
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,12 +18,14 @@ from sqlalchemy import select
 from backend.documents.models import Writer
 from backend.errors import AppError, ErrorCode
 from backend.ocr_client import OcrClient, OcrRejected, OcrUnavailable, Unavailability
+from backend.training import adoption
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.users.models import User
 from tests.backend.conftest import Actors, FakeClock, services_of
 from tests.backend.documents import make_document
 from tests.backend.ocr_client_support import client_config, make_client
 from tests.backend.ocr_standin import Reply, StandIn, error_body
+from tests.backend.training_support import Stored, add_run, ocr_answer, run_of, store_lines, writer_of
 
 DEFAULT = "PUT /models/default"
 SEGMENTATION = "PUT /models/segmentation"

@@ -6,21 +6,6 @@ real documents of the backend through the resilient client from the scripted sta
 
 from __future__ import annotations
 
-# isort: off
-# training_support first: it provides DATA's ground_truth where that module is not merged yet.
-from tests.backend.training_support import Stored, baseline, ocr_answer, store_lines, strip
-from backend.training.evaluation import (
-    HeldoutPage,
-    TextLine,
-    UnusableReadingError,
-    heldout_cer,
-    match_lines,
-    points,
-    read_lines,
-    score_page,
-)
-
-# isort: on
 import asyncio
 import random
 import unicodedata
@@ -37,10 +22,21 @@ from sqlalchemy import select
 
 from backend.documents.models import Document, Line, Page
 from backend.ocr_client import OcrRejected
+from backend.training.evaluation import (
+    HeldoutPage,
+    TextLine,
+    UnusableReadingError,
+    heldout_cer,
+    match_lines,
+    points,
+    read_lines,
+    score_page,
+)
 from tests.backend.conftest import Actors, services_of
 from tests.backend.ocr_client_support import client_config, make_client
 from tests.backend.ocr_jobs import upload
 from tests.backend.ocr_standin import Reply, StandIn
+from tests.backend.training_support import Stored, baseline, ocr_answer, store_lines, strip
 from tests.support.servers import RunningApp
 from tests.support.synthetic import page_texts, render_page, to_png
 

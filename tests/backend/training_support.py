@@ -1,17 +1,9 @@
 """Helpers for the evaluation and adoption tests: pages with lines where a test puts them, OCR
 answers that read those lines with the texts a test picks, finished training runs.
-
-Import this module before ``backend.training.evaluation``: where ``backend.training.dataset``
-(helper DATA's eligibility and ZIP module) is not on the branch yet, a private minimal
-``ground_truth`` stands in for it, by the shared definition of a ground-truth line; where
-the real module is there, it is used and nothing here stands in.
 """
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,39 +17,6 @@ from backend.documents.models import Document, Line, Page, Writer
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.users.models import User
 from tests.backend.conftest import services_of
-
-try:
-    importlib.import_module("backend.training.dataset")
-except ModuleNotFoundError:
-
-    @dataclass(frozen=True)
-    class GroundTruthLine:
-        order_index: int
-        text: str
-        baseline: list[Any]
-        polygon: list[Any]
-
-    def ground_truth(session: Session, page_id: int) -> list[GroundTruthLine]:
-        """Corrected lines, or every line of a reviewed page; none of a document in the trash."""
-        page = session.get(Page, page_id)
-        if page is None:
-            return []
-        document = session.get(Document, page.document_id)
-        if document is None or document.deleted_at is not None:
-            return []
-        lines = session.scalars(select(Line).where(Line.page_id == page_id).order_by(Line.order_index))
-        return [
-            GroundTruthLine(
-                line.order_index, line.text if line.text is not None else line.ocr_text, line.baseline, line.polygon
-            )
-            for line in lines
-            if line.text is not None or page.reviewed_at is not None
-        ]
-
-    private = types.ModuleType("backend.training.dataset")
-    private.GroundTruthLine = GroundTruthLine  # type: ignore[attr-defined]
-    private.ground_truth = ground_truth  # type: ignore[attr-defined]
-    sys.modules["backend.training.dataset"] = private
 
 LINE_HEIGHT = 30
 LINE_GAP = 20
