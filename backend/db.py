@@ -86,6 +86,37 @@ def skip_locked(statement: _Select) -> _Select:
     return statement.with_for_update(skip_locked=True)
 
 
+# The side engine's limits: a pool of one, and a wait for it, a connection and a statement of
+# this long at most, well inside Prometheus's default 10 s scrape timeout.
+SIDE_TIMEOUT_S = 2.0
+
+
+def make_side_engine(url: str, timeout_s: float = SIDE_TIMEOUT_S) -> Engine:
+    """A second, small engine for ``url``: one connection and short time limits on everything.
+
+    For reads off the request path (the metrics' jobs-by-status gauge), so they answer even
+    while the app's pool is exhausted, and give up quickly rather than hang while the database is slow.
+    """
+    url = _normalise_url(url)
+    limits: dict[str, Any] = {"pool_size": 1, "max_overflow": 0, "pool_timeout": timeout_s}
+    if not url.startswith("sqlite"):
+        options = f"-c statement_timeout={int(timeout_s * 1000)} -c lock_timeout={int(timeout_s * 1000)}"
+        connect_args = {"connect_timeout": max(1, round(timeout_s)), "options": options}
+        return create_engine(url, pool_pre_ping=True, connect_args=connect_args, **limits)
+    engine = create_engine(url, connect_args={"timeout": timeout_s}, **limits)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers go on while one writer commits; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
     url = _normalise_url(url)
@@ -95,16 +126,7 @@ def make_engine(url: str) -> Engine:
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        # WAL lets readers go on while one writer commits; foreign keys are off by default in SQLite.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
+    event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
 
@@ -118,11 +140,13 @@ def migrate(engine: Engine) -> None:
 
 
 class Database:
-    """The engine and its session factory, made once per process."""
+    """The engine and its session factory, made once per process, and a small side engine
+    (``make_side_engine``; it connects only when first used) for reads off the request path."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.side_engine = make_side_engine(url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -137,6 +161,7 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self.side_engine.dispose()
 
 
 # JSON columns: JSONB on PostgreSQL (compact, indexable), JSON text on SQLite.
