@@ -6,7 +6,9 @@ differs between the two lives in this module and nowhere else.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,7 +17,9 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import JSON, DateTime, Engine, MetaData, Select, create_engine, event, text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, Select, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -130,11 +134,83 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """``alembic upgrade head`` on ``engine``, from an empty database or any earlier revision."""
+class SchemaTooNewError(RuntimeError):
+    """The database was migrated by a newer backend: this code does not know its revision."""
+
+
+# alembic's ``op`` and ``context`` are module-level proxies: one migration per process at a time.
+_ALEMBIC = threading.Lock()
+# The PostgreSQL advisory lock of start-up (any fixed 64-bit number no other program uses).
+_STARTUP_LOCK_KEY = 0x46_41_4D_41_52_43_48_31  # "FAMARCH1"
+
+
+@contextmanager
+def startup_lock(engine: Engine) -> Iterator[None]:
+    """Held by one backend process at a time per database: around migrations and the first admin.
+
+    Two backends starting at once on a fresh database would otherwise both create the tables
+    (one fails) and race on the first admin. PostgreSQL: a session advisory lock on a connection
+    of its own (released when that connection ends, also if the process dies). SQLite: an
+    ``flock`` on a file beside the database (the kernel drops it when the process dies); SQLite's
+    own locking does not serialise the migrations, which run DDL outside a transaction there.
+    Waits as long as the other process takes.
+    """
+    if is_sqlite(engine):
+        database = engine.url.database
+        if not database or database == ":memory:":
+            yield  # a database of this process alone
+            return
+        with open(f"{database}.startup-lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _STARTUP_LOCK_KEY})
+        try:
+            yield
+        finally:
+            # Session locks outlive a connection returned to the pool: released here, always.
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _STARTUP_LOCK_KEY})
+
+
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
+    return config
+
+
+def refuse_newer_schema(engine: Engine) -> None:
+    """Raise ``SchemaTooNewError`` where a newer backend migrated the database (checked before serving)."""
+    with engine.connect() as connection:
+        _refuse_newer(connection, _alembic_config())
+
+
+def _refuse_newer(connection: Connection, config: Config) -> None:
+    scripts = ScriptDirectory.from_config(config)
+    known = {script.revision for script in scripts.walk_revisions()}
+    unknown = [
+        revision for revision in MigrationContext.configure(connection).get_current_heads() if revision not in known
+    ]
+    if unknown:
+        raise SchemaTooNewError(
+            f"The database is at migration revision {', '.join(unknown)}, which this backend does not know "
+            f"(its newest is {scripts.get_current_head()}): a newer backend migrated it. Run that newer "
+            "backend, or restore the backup made before its upgrade; this one will not touch the database."
+        )
+
+
+def migrate(engine: Engine) -> None:
+    """``alembic upgrade head`` on ``engine``, from an empty database or any earlier revision.
+
+    Raises ``SchemaTooNewError`` (and changes nothing) where a newer backend migrated the database.
+    Callers that may start beside another process hold ``startup_lock`` around it.
+    """
+    config = _alembic_config()
+    with _ALEMBIC, engine.begin() as connection:
+        _refuse_newer(connection, config)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
 
