@@ -85,6 +85,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await asyncio.gather(loop, return_exceptions=True)
                 await runner.stop()
             await services.ocr.aclose()
+            services.pages.close()
             services.db.dispose()
 
     app = FastAPI(title="Familienarchiv backend", lifespan=lifespan, docs_url=None, redoc_url=None)

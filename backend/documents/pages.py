@@ -27,7 +27,7 @@ from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from backend.documents.models import Document, Page
-from backend.documents.render import RenderedPage, RenderLimits, ocr_sizes, render_page
+from backend.documents.render import PdfRenderers, RenderedPage, RenderLimits, ocr_sizes, render_page
 from backend.documents.schemas import PageOut
 from backend.errors import AppError, ErrorCode
 from backend.storage import Storage
@@ -94,11 +94,19 @@ class PageImages:
     def __init__(self, storage: Storage, limits: RenderLimits, *, concurrency: int) -> None:
         self.storage = storage
         self.limits = limits
+        self.pdf = PdfRenderers(concurrency, limits.pdf_render_timeout_s, limits.pdf_render_address_space)
         # Replaceable: tests count renders through it.
-        self.render: Callable[[BinaryIO, str, int, RenderLimits], RenderedPage] = render_page
+        self.render: Callable[[BinaryIO, str, int, RenderLimits], RenderedPage] = self._render
         self.locks = PageLocks()
         self._concurrency = concurrency
         self._slots: asyncio.Semaphore | None = None
+
+    def _render(self, source: BinaryIO, media_type: str, number: int, limits: RenderLimits) -> RenderedPage:
+        return render_page(source, media_type, number, limits, self.pdf)
+
+    def close(self) -> None:
+        """End the PDF renderers' children (a render waiting on one gives up at once)."""
+        self.pdf.close()
 
     # --- the page list ---------------------------------------------------------------
 
