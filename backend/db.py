@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, Select, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,20 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 _Select = TypeVar("_Select", bound=Select[Any])
+_Row = TypeVar("_Row")
+
+
+def keyset_page(
+    session: Session, statement: Select[_Row], key: InstrumentedAttribute[int], cursor: str | None, limit: int
+) -> tuple[Sequence[_Row], str | None]:
+    """Up to ``limit`` rows of ``statement``, ``key`` descending (newest first), after ``cursor``
+    (a key); and the cursor of the next page, None on the last. Stable while rows are added."""
+    if cursor is not None:
+        statement = statement.where(key < int(cursor))
+    rows = session.scalars(statement.order_by(key.desc()).limit(limit + 1)).unique().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, str(getattr(rows[-1], key.key)) if more else None
 
 
 def skip_locked(statement: _Select) -> _Select:

@@ -10,9 +10,11 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
+from backend.db import keyset_page
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page
-from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, LineOut
+from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, DiscardedCorrectionPage, LineOut
 from backend.errors import AppError, ErrorCode
+from backend.schemas import Keyset
 from backend.users.models import User
 
 log = logging.getLogger(__name__)
@@ -47,14 +49,16 @@ class Lines:
         ).all()
         return [line_out(line, number) for line, number in rows]
 
-    def discarded(self, session: Session, document: Document) -> list[DiscardedCorrectionOut]:
-        """The corrections OCR re-runs dropped from the document, newest first."""
-        rows = session.scalars(
-            select(DiscardedCorrection)
-            .where(DiscardedCorrection.document_id == document.id)
-            .order_by(DiscardedCorrection.id.desc())
+    def discarded(self, session: Session, document: Document, page: Keyset) -> DiscardedCorrectionPage:
+        """The corrections OCR re-runs dropped from the document, newest first, keyset-paged."""
+        rows, next_cursor = keyset_page(
+            session,
+            select(DiscardedCorrection).where(DiscardedCorrection.document_id == document.id),
+            DiscardedCorrection.id,
+            page.cursor,
+            page.limit,
         )
-        return [
+        items = [
             DiscardedCorrectionOut(
                 id=row.id,
                 page=row.page_number,
@@ -72,6 +76,7 @@ class Lines:
             )
             for row in rows
         ]
+        return DiscardedCorrectionPage(items=items, next_cursor=next_cursor)
 
     def store_page(
         self,

@@ -15,7 +15,7 @@ from backend.documents.pages import PageKind
 from backend.documents.render import MEDIA_TYPE
 from backend.documents.schemas import (
     CorrectionOut,
-    DiscardedCorrectionOut,
+    DiscardedCorrectionPage,
     DocumentFilter,
     DocumentOut,
     DocumentPage,
@@ -26,6 +26,7 @@ from backend.documents.schemas import (
 )
 from backend.documents.service import document_out
 from backend.documents.upload import read_upload_form, upload_parts
+from backend.schemas import Keyset
 from backend.users.models import User
 
 router = APIRouter(prefix="/api")
@@ -92,10 +93,15 @@ def document_lines(
 
 @router.get("/documents/{document_id}/discarded-corrections")
 def discarded_corrections(
-    document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
-) -> list[DiscardedCorrectionOut]:
-    """Corrections an OCR re-run with ``discardCorrections`` dropped: each person's text and its history."""
-    return services.lines.discarded(session, services.documents.get(session, document_id))
+    document_id: DocumentId,
+    page: Annotated[Keyset, Query()],
+    _: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+) -> DiscardedCorrectionPage:
+    """Corrections an OCR re-run with ``discardCorrections`` dropped: each person's text and its
+    history, newest first, ``limit`` at a time (``cursor``: the previous page's ``nextCursor``)."""
+    return services.lines.discarded(session, services.documents.get(session, document_id), page)
 
 
 @router.patch("/lines/{line_id}")
