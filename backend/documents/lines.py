@@ -114,7 +114,9 @@ class Lines:
 
         A person's work is never lost: a corrected line keeps its text and version and only
         takes the new OCR reading at its position (matched by reading-order index); a corrected
-        line whose position the new reading lacks stays as it is. Uncorrected lines are replaced.
+        line whose position the new reading lacks stays as it is. An uncorrected line takes the
+        new reading in place (same id; its version rises where its text changes, so a save from
+        the old text gets 409 LINE_CHANGED) or goes where the new reading has no line.
 
         ``discard_by`` (a user id): the person asked to drop the corrections; each corrected
         line is archived (see :meth:`_discard`) and read afresh like the others. Returns how
@@ -124,29 +126,31 @@ class Lines:
         page.ocr_model, page.ocr_model_version, page.ocr_at = model, model_version, now
         if size is not None:
             page.width, page.height = size
-        # Deleted at once (not at flush): the unit of work would insert the new lines first and
-        # collide with the old ones on (page, position).
-        # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.
-        session.execute(
-            delete(Line)
-            .where(Line.page_id == page.id, Line.text.is_(None))
-            .execution_options(synchronize_session="fetch")
-        )
         # Locked (PostgreSQL; SQLite has one writer at a time): a person's save in flight on one of
         # these lines commits first and is read here, else archiving would copy the text before it
         # and the update below would wipe the one saved.
-        corrected = {
+        present = {
             line.order_index: line
             for line in session.scalars(
                 select(Line).where(Line.page_id == page.id).with_for_update().execution_options(populate_existing=True)
             )
         }
-        discarded = 0
+        reading = {int(item["index"]): item for item in lines}
+        discarded, cleared = 0, set[int]()
+        corrected = {index: line for index, line in present.items() if line.text is not None}
         if discard_by is not None and corrected:
-            new_texts = {int(item["index"]): str(item["text"]) for item in lines}
+            new_texts = {index: str(item["text"]) for index, item in reading.items()}
             discarded = self._discard(session, page, corrected, new_texts, discard_by, job_id, now)
-        for item in lines:
-            index = int(item["index"])
+            cleared = set(corrected)  # what _discard left: the lines it cleared (it deleted the others)
+            present = {index: line for index, line in present.items() if line.text is None}
+        # An uncorrected line the new reading has no line for goes. The others are updated in
+        # place, never deleted and inserted: the line keeps its id, so a person saving it from
+        # the old reading gets 409 LINE_CHANGED with the new text, not 404 for a vanished id.
+        stale = [line.id for index, line in present.items() if line.text is None and index not in reading]
+        if stale:
+            # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.
+            session.execute(delete(Line).where(Line.id.in_(stale)).execution_options(synchronize_session="fetch"))
+        for index, item in reading.items():
             ocr = {
                 "baseline": item.get("baseline") or [],
                 "polygon": item.get("polygon") or [],
@@ -155,12 +159,15 @@ class Lines:
                 "model_name": model,
                 "model_version": model_version,
             }
-            kept = corrected.get(index)
+            kept = present.get(index)
             if kept is None:
                 session.add(Line(page_id=page.id, order_index=index, version=1, **ocr))
-            else:
-                for name, value in ocr.items():
-                    setattr(kept, name, value)
+                continue
+            if kept.text is None and index not in cleared and kept.ocr_text != ocr["ocr_text"]:
+                # The text people see changes: a save from the old reading is stale (409).
+                kept.version += 1
+            for name, value in ocr.items():
+                setattr(kept, name, value)
         return discarded
 
     def _discard(
