@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from pydantic_core import from_json
 from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, Select, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
@@ -136,14 +137,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout on every connection."""
+    """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout on every connection.
+
+    JSON columns are decoded by pydantic's parser, twice as fast as the standard library's: a
+    page view decodes two hundred of them (each line's baseline and polygon).
+    """
     url = _normalise_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, json_deserializer=from_json)
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30})
+    engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=from_json)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 

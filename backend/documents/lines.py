@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from pydantic import TypeAdapter
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
@@ -39,15 +40,41 @@ def line_out(line: Line, page_number: int) -> LineOut:
     )
 
 
+# A document's lines as plain rows (Core, not ORM entities): a hundred lines are read on each
+# page view, and the identity map and instance state of a hundred objects would be thrown away.
+_LINE_COLUMNS = (
+    Line.id,
+    Page.number.label("page"),
+    Line.order_index,
+    Line.baseline,
+    Line.polygon,
+    Line.ocr_text,
+    Line.ocr_confidence,
+    Line.text,
+    Line.corrected_by,
+    Line.corrected_at,
+    Line.model_name,
+    Line.model_version,
+    Line.version,
+)
+LINE_LIST = TypeAdapter(list[LineOut])
+
+
 class Lines:
     def for_document(self, session: Session, document: Document) -> list[LineOut]:
         rows = session.execute(
-            select(Line, Page.number)
+            select(*_LINE_COLUMNS)
             .join(Page, Page.id == Line.page_id)
             .where(Page.document_id == document.id)
             .order_by(Page.number, Line.order_index)
-        ).all()
-        return [line_out(line, number) for line, number in rows]
+        ).mappings()
+        return [
+            LineOut(**row, current_text=row["text"] if row["text"] is not None else row["ocr_text"]) for row in rows
+        ]
+
+    def for_document_json(self, session: Session, document: Document) -> bytes:
+        """:meth:`for_document` as the JSON body of the lines route, validated once and dumped once."""
+        return LINE_LIST.dump_json(self.for_document(session, document), by_alias=True)
 
     def discarded(self, session: Session, document: Document, page: Keyset) -> DiscardedCorrectionPage:
         """The corrections OCR re-runs dropped from the document, newest first, keyset-paged."""

@@ -186,3 +186,18 @@ def test_a_save_of_a_line_a_rerun_replaced_gets_409_with_the_new_reading(actors:
         (seen[0]["id"], "p1 l0", "x"),
         (seen[1]["id"], "Liebe Mutter", "Liebe Mutter!"),
     ]
+
+
+def test_the_lines_route_answers_each_line_as_a_save_does_and_documents_its_schema(actors: Actors) -> None:
+    document_id = _document_with_lines(actors)
+    line = _lines(actors, document_id)[4]
+    saved = actors.client.patch(
+        f"/api/lines/{line['id']}", headers=actors.archivist, json={"text": "Dein Sohn", "version": 1}
+    ).json()
+    listed = _lines(actors, document_id)
+    assert listed[4] == saved  # every field, geometry and timestamps included
+    assert listed[4]["baseline"] == [[10, 21], [90, 21]] and listed[4]["ocrConfidence"] == 0.8
+    assert [line["currentText"] for line in listed] == ["p1 l0", "p1 l1", "p1 l2", "p2 l0", "Dein Sohn", "p2 l2"]
+    schema = actors.client.app.openapi()["paths"]["/api/documents/{document_id}/lines"]["get"]  # type: ignore[attr-defined]
+    body = schema["responses"]["200"]["content"]["application/json"]["schema"]
+    assert body["type"] == "array" and body["items"]["$ref"].endswith("/LineOut")
