@@ -7,6 +7,7 @@ differs between the two lives in this module and nowhere else.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -136,6 +137,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def read_json(text: str | bytes) -> Any:
+    try:
+        return from_json(text)
+    except ValueError:
+        # What pydantic's parser refuses and the standard library reads: an escaped lone
+        # surrogate ("\ud800"), which json.dumps writes for text from outside (an OCR service's answer).
+        return json.loads(text)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout on every connection.
 
@@ -144,11 +154,11 @@ def make_engine(url: str) -> Engine:
     """
     url = _normalise_url(url)
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True, json_deserializer=from_json)
+        return create_engine(url, pool_pre_ping=True, json_deserializer=read_json)
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=from_json)
+    engine = create_engine(url, connect_args={"timeout": 30}, json_deserializer=read_json)
     event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
