@@ -171,6 +171,11 @@ class PdfRenderers:
         finally:
             self._idle.put(renderer)
 
+    @property
+    def children_started(self) -> int:
+        """Child processes started so far (a killed child is replaced by a new one)."""
+        return sum(renderer.children_started for renderer in self._all)
+
     def close(self) -> None:
         for renderer in self._all:
             renderer.close()

@@ -437,6 +437,12 @@ def test_a_pdf_page_too_slow_to_render_is_422_and_the_document_s_other_pages_are
     assert refused.json()["details"] == {"page": 2, "limitSeconds": 1.0}
     assert "Page 2" in refused.json()["message"] and "1 s" in refused.json()["message"]
     assert page_files(actors) == []
+    # Remembered: the thumbnail (and any later try) is answered at once, no renderer started.
+    pdf = services_of(actors.client).pages.pdf
+    started = pdf.children_started
+    again = actors.client.get(f"{base}/2/thumbnail", headers=actors.archivist)
+    assert (again.status_code, again.json()) == (422, refused.json())
+    assert pdf.children_started == started
     # The renderer was killed with the page; a fresh one renders the next request.
     decoded(actors.client.get(f"{base}/1/image", headers=actors.archivist))
     assert len(page_files(actors)) == 2
