@@ -34,7 +34,10 @@ def _settings() -> Settings | None:
 
 
 def serve(settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from backend.app import build_services, create_app, create_management_app
+    from backend.db import SchemaTooNewError, refuse_newer_schema
     from backend.storage import StorageUnavailableError
 
     services = build_services(settings)
@@ -42,6 +45,16 @@ def serve(settings: Settings) -> int:
         services.documents.storage.check()
     except StorageUnavailableError as exc:
         print(f"The backend cannot start; its document store is not usable:\n{exc}", file=sys.stderr)
+        services.db.dispose()
+        return 2
+    try:
+        refuse_newer_schema(services.db.engine)
+    except SchemaTooNewError as exc:
+        print(f"The backend cannot start; its database is newer than its code:\n{exc}", file=sys.stderr)
+        services.db.dispose()
+        return 2
+    except SQLAlchemyError as exc:
+        print(f"The backend cannot start; its database does not answer:\n{exc}", file=sys.stderr)
         services.db.dispose()
         return 2
     public = uvicorn.Server(

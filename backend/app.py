@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from backend.db import migrate
+from backend.db import migrate, startup_lock
 from backend.deps import Services, build_services
 from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
@@ -32,6 +32,14 @@ from backend.web import routes as web_routes
 from backend.writers import routes as writers_routes
 
 log = logging.getLogger(__name__)
+
+
+def _migrate_and_bootstrap(services: Services) -> None:
+    # Under the start-up lock: backends starting at once on one database migrate it once, in
+    # turn, and the first finds no admin and makes it while the others wait.
+    with startup_lock(services.db.engine):
+        migrate(services.db.engine)
+        bootstrap_first_admin(services)
 
 
 def _purge_trash(services: Services) -> None:
@@ -66,8 +74,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(migrate, services.db.engine)
-        await run_in_threadpool(bootstrap_first_admin, services)
+        await run_in_threadpool(_migrate_and_bootstrap, services)
         await run_in_threadpool(_purge_trash, services)
         runner = make_runner(services)
         loop = asyncio.create_task(runner.run(), name="ocr-runner") if runner else None
@@ -79,6 +86,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await asyncio.gather(loop, return_exceptions=True)
                 await runner.stop()
             await services.ocr.aclose()
+            services.pages.close()
             services.db.dispose()
 
     app = FastAPI(title="Familienarchiv backend", lifespan=lifespan, docs_url=None, redoc_url=None)

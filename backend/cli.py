@@ -6,7 +6,7 @@ import argparse
 import getpass
 import sys
 
-from backend.db import migrate
+from backend.db import SchemaTooNewError, migrate, startup_lock
 from backend.deps import build_services
 from backend.errors import AppError
 from backend.settings import Settings
@@ -30,13 +30,17 @@ def create_user(settings: Settings, argv: list[str]) -> int:
             return 1
     services = build_services(settings)
     try:
-        migrate(services.db.engine)
+        with startup_lock(services.db.engine):
+            migrate(services.db.engine)
         with services.db.sessions() as session:
             user = services.users.create(session, args.username, password, Role(args.role), services.clock())
             session.commit()
             print(f"User {user.username} ({user.role.value}) created.")
     except AppError as exc:
         print(exc.message, file=sys.stderr)
+        return 1
+    except SchemaTooNewError as exc:
+        print(exc, file=sys.stderr)
         return 1
     finally:
         services.db.dispose()

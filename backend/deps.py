@@ -27,6 +27,7 @@ from backend.users.models import Credential, CredentialKind, Role, User
 from backend.users.service import Credentials, Users, make_hasher
 from backend.users.throttle import LoginThrottle
 from backend.writers.service import Writers
+from ocr_service.page_limits import render_address_space
 
 Clock = Callable[[], datetime]
 
@@ -118,6 +119,13 @@ def render_limits(settings: Settings) -> RenderLimits:
         max_pixels=settings.page_max_pixels,
         ocr_pdf_dpi=settings.ocr_pdf_dpi,
         ocr_max_page_pixels=settings.ocr_max_page_pixels,
+        pdf_render_timeout_s=settings.pdf_render_timeout_s,
+        pdf_render_address_space=(
+            settings.pdf_render_memory_mb * 2**20
+            if settings.pdf_render_memory_mb is not None
+            # The OCR service's rule for its renderer, for the largest page shown (max_side²).
+            else render_address_space(settings.page_max_side**2)
+        ),
     )
 
 

@@ -53,6 +53,7 @@ class ErrorCode(StrEnum):
     PAGE_NOT_FOUND = "PAGE_NOT_FOUND"
     PAGE_TOO_LARGE = "PAGE_TOO_LARGE"
     PAGE_HAS_NO_LINES = "PAGE_HAS_NO_LINES"
+    DOCUMENT_TOO_COMPLEX = "DOCUMENT_TOO_COMPLEX"
     TRASH_EXPIRED = "TRASH_EXPIRED"
     # lines
     LINE_NOT_FOUND = "LINE_NOT_FOUND"
@@ -75,6 +76,7 @@ class ErrorCode(StrEnum):
     # the backend itself
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -110,6 +112,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAGE_TOO_LARGE: 422,
     # Marking a page reviewed that OCR has not read (or read as empty): nothing to vouch for.
     ErrorCode.PAGE_HAS_NO_LINES: 422,
+    # A PDF page past APP_PDF_RENDER_TIMEOUT_S or APP_PDF_RENDER_MEMORY_MB (a hostile or absurd page).
+    ErrorCode.DOCUMENT_TOO_COMPLEX: 422,
     ErrorCode.TRASH_EXPIRED: 410,
     ErrorCode.LINE_NOT_FOUND: 404,
     ErrorCode.LINE_CHANGED: 409,
@@ -131,6 +135,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODEL_NOT_ADOPTABLE: 409,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
+    # A request caught by the backend stopping (its PDF renderers closed under it).
+    ErrorCode.SHUTTING_DOWN: 503,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

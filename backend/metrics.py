@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -47,8 +47,13 @@ class Metrics:
         )
 
     def watch_jobs(self, db: Database) -> None:
-        """Serve ``ocr_jobs{status}``: the queue as the database holds it, counted at each scrape."""
-        self.registry.register(_JobsByStatus(db))
+        """Serve ``ocr_jobs{status}``: the queue as the database holds it, counted at each scrape.
+
+        Counted on the database's side engine, never the app's pool: a scrape must answer while
+        every pooled connection is busy (that is when an operator looks), and gives up within
+        its short time limits, leaving the gauge out, rather than hang.
+        """
+        self.registry.register(_JobsByStatus(db.side_engine))
 
     def job_ended(self, status: JobStatus, seconds: float) -> None:
         self.ocr_job_seconds.labels(status.value).observe(max(seconds, 0.0))
@@ -57,8 +62,8 @@ class Metrics:
 class _JobsByStatus(Collector):
     """Read from the database at scrape time, so it is true across every backend process and restart."""
 
-    def __init__(self, db: Database) -> None:
-        self._db = db
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
 
     def describe(self) -> list[Metric]:
         # Described without a query: registering must not touch the database.
@@ -67,8 +72,8 @@ class _JobsByStatus(Collector):
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily("ocr_jobs", "OCR jobs in the database by status", labels=["status"])
         try:
-            with self._db.sessions() as session:
-                rows = session.execute(select(OcrJob.status, func.count()).group_by(OcrJob.status)).tuples().all()
+            with self._engine.connect() as connection:
+                rows = connection.execute(select(OcrJob.status, func.count()).group_by(OcrJob.status)).tuples().all()
         except SQLAlchemyError:
             # Left out of this scrape rather than failing it: the breaker's state and the rest
             # matter most exactly when the database is in trouble (/health says so).

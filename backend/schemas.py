@@ -38,3 +38,10 @@ class ApiModel(BaseModel):
     """JSON in camelCase (DESIGN.md); unknown fields are refused rather than silently dropped."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", from_attributes=True)
+
+
+class Keyset(ApiModel):
+    """A page of a list paged on its rows' ids: ``limit`` rows after ``cursor`` (a previous ``nextCursor``)."""
+
+    cursor: str | None = Field(None, pattern=r"^[1-9][0-9]{0,9}$", description="nextCursor of the previous page")
+    limit: int = Field(50, ge=1, le=200)

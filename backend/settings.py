@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     page_max_pixels: int = Field(100_000_000, ge=1_000_000)
     # Pages rendered at once by this process (each holds one decoded page in memory).
     page_render_concurrency: int = Field(2, ge=1, le=32)
+    # A PDF page is drawn in a child process (one per page rendered at once): past this many
+    # seconds it is killed, and a page that needs more than this address space (MB) ends it;
+    # either way the page is 422 DOCUMENT_TOO_COMPLEX. Memory unset: 512 MB + 16 bytes per
+    # pixel of the largest page shown (APP_PAGE_MAX_SIDE squared: 604 MB at 2400 px).
+    pdf_render_timeout_s: float = Field(30.0, gt=0, le=600)
+    pdf_render_memory_mb: int | None = Field(None, ge=256)
     # How long a browser may reuse a page image without asking (it then asks with If-None-Match).
     page_cache_max_age_s: int = Field(3600, ge=0)
     # The OCR service's OCR_PDF_DPI and OCR_MAX_PAGE_PIXELS: a page's width and height (the space of
@@ -230,7 +236,13 @@ class Settings(BaseSettings):
         return value + "/"
 
     @field_validator(
-        "admin_username", "admin_password", "ocr_training_token", "ocr_training_url", "training_epochs", mode="before"
+        "admin_username",
+        "admin_password",
+        "ocr_training_token",
+        "ocr_training_url",
+        "training_epochs",
+        "pdf_render_memory_mb",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

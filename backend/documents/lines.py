@@ -7,13 +7,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
+from pydantic import TypeAdapter
 from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
+from backend.db import keyset_page
 from backend.documents.model_labels import ModelRead, describe, model_read, with_model_runs
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page
-from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, LineOut
+from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, DiscardedCorrectionPage, LineOut
 from backend.errors import AppError, ErrorCode
+from backend.schemas import Keyset
 from backend.users.models import User
 
 log = logging.getLogger(__name__)
@@ -40,23 +43,59 @@ def line_out(line: Line, page_number: int, read: ModelRead) -> LineOut:
     )
 
 
+# A document's lines as plain rows (Core, not ORM entities): a hundred lines are read on each
+# page view, and the identity map and instance state of a hundred objects would be thrown away.
+_LINE_COLUMNS = (
+    Line.id,
+    Page.number.label("page"),
+    Line.order_index,
+    Line.baseline,
+    Line.polygon,
+    Line.ocr_text,
+    Line.ocr_confidence,
+    Line.text,
+    Line.corrected_by,
+    Line.corrected_at,
+    Line.model_name,
+    Line.model_version,
+    Line.version,
+)
+_LINE_NAMES = tuple(column.key for column in _LINE_COLUMNS)
+LINE_LIST = TypeAdapter(list[LineOut])
+
+
 class Lines:
     def for_document(self, session: Session, document: Document) -> list[LineOut]:
-        statement = select(Line, Page.number).join(Page, Page.id == Line.page_id).where(Page.document_id == document.id)
-        rows = session.execute(with_model_runs(statement, Line.model_name).order_by(Page.number, Line.order_index))
-        return [
-            line_out(line, number, model_read(line.model_name, line.model_version, tuple(runs)))
-            for line, number, *runs in rows
-        ]
-
-    def discarded(self, session: Session, document: Document) -> list[DiscardedCorrectionOut]:
-        """The corrections OCR re-runs dropped from the document, newest first."""
-        rows = session.scalars(
-            select(DiscardedCorrection)
-            .where(DiscardedCorrection.document_id == document.id)
-            .order_by(DiscardedCorrection.id.desc())
+        statement = (
+            select(*_LINE_COLUMNS)
+            .join(Page, Page.id == Line.page_id)
+            .where(Page.document_id == document.id)
+            .order_by(Page.number, Line.order_index)
         )
-        return [
+        rows = session.execute(with_model_runs(statement, Line.model_name))
+        count = len(_LINE_COLUMNS)
+        lines = []
+        for row in rows:
+            fields = dict(zip(_LINE_NAMES, row[:count], strict=True))
+            read = model_read(fields["model_name"], fields["model_version"], tuple(row[count:]))
+            current = fields["text"] if fields["text"] is not None else fields["ocr_text"]
+            lines.append(LineOut(**fields, current_text=current, model=read.model, model_label=read.label))
+        return lines
+
+    def for_document_json(self, session: Session, document: Document) -> bytes:
+        """:meth:`for_document` as the JSON body of the lines route, validated once and dumped once."""
+        return LINE_LIST.dump_json(self.for_document(session, document), by_alias=True)
+
+    def discarded(self, session: Session, document: Document, page: Keyset) -> DiscardedCorrectionPage:
+        """The corrections OCR re-runs dropped from the document, newest first, keyset-paged."""
+        rows, next_cursor = keyset_page(
+            session,
+            select(DiscardedCorrection).where(DiscardedCorrection.document_id == document.id),
+            DiscardedCorrection.id,
+            page.cursor,
+            page.limit,
+        )
+        items = [
             DiscardedCorrectionOut(
                 id=row.id,
                 page=row.page_number,
@@ -74,6 +113,7 @@ class Lines:
             )
             for row in rows
         ]
+        return DiscardedCorrectionPage(items=items, next_cursor=next_cursor)
 
     def store_page(
         self,
@@ -111,7 +151,9 @@ class Lines:
 
         A person's work is never lost: a corrected line keeps its text and version and only
         takes the new OCR reading at its position (matched by reading-order index); a corrected
-        line whose position the new reading lacks stays as it is. Uncorrected lines are replaced.
+        line whose position the new reading lacks stays as it is. An uncorrected line takes the
+        new reading in place (same id; its version rises where its text changes, so a save from
+        the old text gets 409 LINE_CHANGED) or goes where the new reading has no line.
         A review of the page (``reviewed_at``) is cleared: the lines it vouched for are gone.
 
         ``discard_by`` (a user id): the person asked to drop the corrections; each corrected
@@ -125,29 +167,31 @@ class Lines:
         page.reviewed_at, page.reviewed_by = None, None
         if size is not None:
             page.width, page.height = size
-        # Deleted at once (not at flush): the unit of work would insert the new lines first and
-        # collide with the old ones on (page, position).
-        # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.
-        session.execute(
-            delete(Line)
-            .where(Line.page_id == page.id, Line.text.is_(None))
-            .execution_options(synchronize_session="fetch")
-        )
         # Locked (PostgreSQL; SQLite has one writer at a time): a person's save in flight on one of
         # these lines commits first and is read here, else archiving would copy the text before it
         # and the update below would wipe the one saved.
-        corrected = {
+        present = {
             line.order_index: line
             for line in session.scalars(
                 select(Line).where(Line.page_id == page.id).with_for_update().execution_options(populate_existing=True)
             )
         }
-        discarded = 0
+        reading = {int(item["index"]): item for item in lines}
+        discarded, cleared = 0, set[int]()
+        corrected = {index: line for index, line in present.items() if line.text is not None}
         if discard_by is not None and corrected:
-            new_texts = {int(item["index"]): str(item["text"]) for item in lines}
+            new_texts = {index: str(item["text"]) for index, item in reading.items()}
             discarded = self._discard(session, page, corrected, new_texts, discard_by, job_id, now)
-        for item in lines:
-            index = int(item["index"])
+            cleared = set(corrected)  # what _discard left: the lines it cleared (it deleted the others)
+            present = {index: line for index, line in present.items() if line.text is None}
+        # An uncorrected line the new reading has no line for goes. The others are updated in
+        # place, never deleted and inserted: the line keeps its id, so a person saving it from
+        # the old reading gets 409 LINE_CHANGED with the new text, not 404 for a vanished id.
+        stale = [line.id for index, line in present.items() if line.text is None and index not in reading]
+        if stale:
+            # "fetch": deleted lines leave the session too, so a reused id is never mistaken for them.
+            session.execute(delete(Line).where(Line.id.in_(stale)).execution_options(synchronize_session="fetch"))
+        for index, item in reading.items():
             ocr = {
                 "baseline": item.get("baseline") or [],
                 "polygon": item.get("polygon") or [],
@@ -156,12 +200,15 @@ class Lines:
                 "model_name": model,
                 "model_version": model_version,
             }
-            kept = corrected.get(index)
+            kept = present.get(index)
             if kept is None:
                 session.add(Line(page_id=page.id, order_index=index, version=1, **ocr))
-            else:
-                for name, value in ocr.items():
-                    setattr(kept, name, value)
+                continue
+            if kept.text is None and index not in cleared and kept.ocr_text != ocr["ocr_text"]:
+                # The text people see changes: a save from the old reading is stale (409).
+                kept.version += 1
+            for name, value in ocr.items():
+                setattr(kept, name, value)
         return discarded
 
     def _discard(

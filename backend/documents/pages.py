@@ -16,7 +16,7 @@ import io
 import logging
 import shutil
 import tempfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from backend.documents.model_labels import ModelRead, model_read, with_model_runs
 from backend.documents.models import Document, Page
-from backend.documents.render import RenderedPage, RenderLimits, ocr_sizes, render_page
+from backend.documents.render import PdfRenderers, RenderedPage, RenderLimits, ocr_sizes, render_page
 from backend.documents.schemas import PageOut
 from backend.errors import AppError, ErrorCode
 from backend.storage import Storage
@@ -36,6 +36,8 @@ from backend.storage import Storage
 log = logging.getLogger(__name__)
 
 _CHUNK = 1024 * 1024
+# PDF pages remembered as too complex to render (the oldest forgotten first).
+_TOO_COMPLEX_REMEMBERED = 1024
 
 
 def page_out(page: Page, read: ModelRead) -> PageOut:
@@ -148,11 +150,21 @@ class PageImages:
     def __init__(self, storage: Storage, limits: RenderLimits, *, concurrency: int) -> None:
         self.storage = storage
         self.limits = limits
+        self.pdf = PdfRenderers(concurrency, limits.pdf_render_timeout_s, limits.pdf_render_address_space)
         # Replaceable: tests count renders through it.
-        self.render: Callable[[BinaryIO, str, int, RenderLimits], RenderedPage] = render_page
+        self.render: Callable[[BinaryIO, str, int, RenderLimits], RenderedPage] = self._render
         self.locks = PageLocks()
         self._concurrency = concurrency
         self._slots: asyncio.Semaphore | None = None
+        # PDF pages refused as too complex (DOCUMENT_TOO_COMPLEX), until this process ends.
+        self._too_complex: OrderedDict[tuple[str, int], AppError] = OrderedDict()
+
+    def _render(self, source: BinaryIO, media_type: str, number: int, limits: RenderLimits) -> RenderedPage:
+        return render_page(source, media_type, number, limits, self.pdf)
+
+    def close(self) -> None:
+        """End the PDF renderers' children (a render waiting on one gives up at once)."""
+        self.pdf.close()
 
     # --- the page list ---------------------------------------------------------------
 
@@ -203,11 +215,27 @@ class PageImages:
             # Whoever held the lock before may have rendered it: read the row again first.
             page = await asyncio.to_thread(self._fresh, session, document, page_id)
             if page.image_key is None:
+                # By the original's key (never reused) and the page: a page id may be (SQLite).
+                refused_key = (document.storage_key, page.number)
+                if (refused := self._too_complex.get(refused_key)) is not None:
+                    raise refused
                 async with self._slots:
-                    page = await asyncio.to_thread(self._render_and_store, session, document, page)
+                    try:
+                        page = await asyncio.to_thread(self._render_and_store, session, document, page)
+                    except AppError as exc:
+                        if exc.code is ErrorCode.DOCUMENT_TOO_COMPLEX:
+                            self._remember_too_complex(refused_key, exc)
+                        raise
         key = _key(page, kind)
         assert key is not None  # set together with the other, by the one UPDATE that stored them
         return key
+
+    def _remember_too_complex(self, key: tuple[str, int], error: AppError) -> None:
+        # Answered at once from now on: each try would hold a renderer for the whole time limit
+        # (the thumbnail's request right after the image's, a reload, someone pressing F5).
+        self._too_complex[key] = error
+        while len(self._too_complex) > _TOO_COMPLEX_REMEMBERED:
+            self._too_complex.popitem(last=False)
 
     def _fresh(self, session: Session, document: Document, page_id: int) -> Page:
         page = session.get(Page, page_id, populate_existing=True)

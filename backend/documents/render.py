@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import queue
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
 from backend.documents.inspect import JPEG, PDF, PDFIUM_LOCK, PILLOW_FORMATS
 from backend.errors import AppError, ErrorCode
+from ocr_service.errors import AppError as OcrServiceError
+from ocr_service.errors import ErrorCode as OcrServiceCode
+from ocr_service.pdf_render import PdfRenderer
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ class RenderLimits:
     # Mirrors of the OCR service's OCR_PDF_DPI and OCR_MAX_PAGE_PIXELS (coordinates, above).
     ocr_pdf_dpi: int
     ocr_max_page_pixels: int
+    # A PDF page is rendered in a child process killed past this time, mapping at most this
+    # many bytes (None: no limit); either way the page is 422 DOCUMENT_TOO_COMPLEX.
+    pdf_render_timeout_s: float = 30.0
+    pdf_render_address_space: int | None = None
 
 
 @dataclass(frozen=True)
@@ -139,25 +147,83 @@ def _fit(width: float, height: float, side: int) -> float:
     return min(1.0, side / max(width, height))
 
 
+class PdfRenderers:
+    """Children that render PDF pages, ``count`` pages at once: the OCR service's ``PdfRenderer``
+    (ocr_service/pdf_render.py; pypdfium2 only, no torch), each with its own child process.
+
+    pdfium cannot be interrupted inside one page object, and a thread cannot be stopped: a
+    hostile 4 KB page renders for hours and grows by 500 MB a second. In a child, a page past
+    ``timeout_s`` has its child killed, and one past ``address_space`` (RLIMIT_AS) ends it; the
+    page is 422 ``DOCUMENT_TOO_COMPLEX`` and the next render starts a fresh child. Children start
+    on first use and end with :meth:`close` (or with this process: they watch the pipe).
+    """
+
+    def __init__(self, count: int, timeout_s: float, address_space: int | None) -> None:
+        self._timeout_s = timeout_s
+        self._all = [PdfRenderer(address_space=address_space) for _ in range(count)]
+        self._idle: queue.SimpleQueue[PdfRenderer] = queue.SimpleQueue()
+        for renderer in self._all:
+            self._idle.put(renderer)
+
+    def render(self, source: BinaryIO, number: int, scale: float) -> Image.Image:
+        """Page ``number`` (from 1) of the PDF ``source`` at ``scale``; waits for a free child."""
+        renderer = self._idle.get()
+        try:
+            key = renderer.add(source)
+            try:
+                return renderer.render(key, number - 1, scale, self._timeout_s)
+            except OcrServiceError as exc:
+                raise _refused(exc, number) from exc
+            finally:
+                renderer.remove(key)
+        finally:
+            self._idle.put(renderer)
+
+    @property
+    def children_started(self) -> int:
+        """Child processes started so far (a killed child is replaced by a new one)."""
+        return sum(renderer.children_started for renderer in self._all)
+
+    def close(self) -> None:
+        for renderer in self._all:
+            renderer.close()
+
+
+def _refused(exc: OcrServiceError, number: int) -> AppError:
+    """The renderer's refusal in the backend's words (its own speak of the OCR service)."""
+    if exc.code is OcrServiceCode.DOCUMENT_TOO_COMPLEX:
+        details = dict(exc.details or {"page": number})
+        if "limitSeconds" in details:
+            reason = f"took longer than {details['limitSeconds']:g} s to render"
+        else:
+            reason = "needs more memory to render than a page may take"
+        return AppError(
+            ErrorCode.DOCUMENT_TOO_COMPLEX,
+            f"Page {number} of the PDF {reason}; it is too complex to be shown. Trying again will not help.",
+            details=details,
+        )
+    if exc.code is OcrServiceCode.MODELS_NOT_READY:  # the renderers are being closed: we are stopping
+        return AppError(
+            ErrorCode.SHUTTING_DOWN,
+            "The backend is stopping; the page was not rendered. Please try again shortly.",
+            headers={"Retry-After": "10"},
+        )
+    return AppError(ErrorCode.CORRUPT_DOCUMENT, f"Page {number} of the PDF is damaged or not readable.")
+
+
 def _render_pdf(
-    source: BinaryIO, number: int, scale_of: Callable[[float, float], float]
+    source: BinaryIO, number: int, scale_of: Callable[[float, float], float], renderers: PdfRenderers
 ) -> tuple[tuple[float, float], Image.Image]:
-    """Page ``number`` rendered at ``scale_of(width_pt, height_pt)``, and its size in points."""
+    """Page ``number`` rendered at ``scale_of(width_pt, height_pt)``, and its size in points.
+    The size is read here (the page's header); the page itself is drawn in a child."""
     with _decoding(f"Page {number} of the PDF"), PDFIUM_LOCK:
         pdf = pypdfium2.PdfDocument(source)
         try:
             width_pt, height_pt = _page_points(pdf.get_page_size(number - 1), number)
-            page = pdf[number - 1]
-            try:
-                bitmap = page.render(scale=scale_of(width_pt, height_pt))
-                try:
-                    image = bitmap.to_pil().convert("RGB")  # a copy: the bitmap's memory is freed below
-                finally:
-                    bitmap.close()
-            finally:
-                page.close()
         finally:
             pdf.close()
+    source.seek(0)
+    image = renderers.render(source, number, scale_of(width_pt, height_pt)).convert("RGB")
     return (width_pt, height_pt), image
 
 
@@ -208,12 +274,14 @@ def _render_image(
     return size, upright
 
 
-def render_page(source: BinaryIO, media_type: str, number: int, limits: RenderLimits) -> RenderedPage:
+def render_page(
+    source: BinaryIO, media_type: str, number: int, limits: RenderLimits, renderers: PdfRenderers
+) -> RenderedPage:
     """Page ``number`` (from 1) as a display image and a thumbnail; ``source`` must be seekable."""
     source.seek(0)
     if media_type == PDF:
         points, image = _render_pdf(
-            source, number, lambda w, h: min(limits.display_dpi / 72, limits.max_side / max(w, h))
+            source, number, lambda w, h: min(limits.display_dpi / 72, limits.max_side / max(w, h)), renderers
         )
         size = _ocr_pdf_size(*points, limits)
     else:
@@ -226,13 +294,15 @@ def render_page(source: BinaryIO, media_type: str, number: int, limits: RenderLi
     )
 
 
-def render_ocr_page(source: BinaryIO, media_type: str, number: int, limits: RenderLimits) -> Image.Image:
+def render_ocr_page(
+    source: BinaryIO, media_type: str, number: int, limits: RenderLimits, renderers: PdfRenderers
+) -> Image.Image:
     """Page ``number`` (from 1) upright at the OCR's pixels (RGB or grey): the image its lines'
     coordinates fit, as training data needs it. Never larger than ``ocr_max_page_pixels``
     (the OCR service reads no larger page). ``source`` must be seekable."""
     source.seek(0)
     if media_type == PDF:
-        _, image = _render_pdf(source, number, lambda w, h: _ocr_pdf_scale(w, h, limits))
+        _, image = _render_pdf(source, number, lambda w, h: _ocr_pdf_scale(w, h, limits), renderers)
         return image
     _, image = _render_image(source, media_type, number, limits.ocr_max_page_pixels, None)
     return image

@@ -18,7 +18,7 @@ from backend.documents.render import MEDIA_TYPE
 from backend.documents.review import mark_reviewed, unmark_reviewed
 from backend.documents.schemas import (
     CorrectionOut,
-    DiscardedCorrectionOut,
+    DiscardedCorrectionPage,
     DocumentFilter,
     DocumentOut,
     DocumentPage,
@@ -29,6 +29,7 @@ from backend.documents.schemas import (
 )
 from backend.documents.service import document_out
 from backend.documents.upload import read_upload_form, upload_parts
+from backend.schemas import Keyset
 from backend.users.models import User
 
 router = APIRouter(prefix="/api")
@@ -86,19 +87,25 @@ def restore_document(document_id: DocumentId, _: AdminUser, services: ServicesDe
     return document_out(services.documents.restore(session, document_id, services.clock()))
 
 
-@router.get("/documents/{document_id}/lines")
-def document_lines(
-    document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
-) -> list[LineOut]:
-    return services.lines.for_document(session, services.documents.get(session, document_id))
+@router.get("/documents/{document_id}/lines", response_model=list[LineOut])
+def document_lines(document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep) -> Response:
+    # Dumped here, in this thread: returned as models, the hundred lines would be validated again
+    # in another trip through the thread pool before being dumped (bench/bench_api.py's p99).
+    body = services.lines.for_document_json(session, services.documents.get(session, document_id))
+    return Response(body, media_type="application/json")
 
 
 @router.get("/documents/{document_id}/discarded-corrections")
 def discarded_corrections(
-    document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep
-) -> list[DiscardedCorrectionOut]:
-    """Corrections an OCR re-run with ``discardCorrections`` dropped: each person's text and its history."""
-    return services.lines.discarded(session, services.documents.get(session, document_id))
+    document_id: DocumentId,
+    page: Annotated[Keyset, Query()],
+    _: CurrentUser,
+    services: ServicesDep,
+    session: SessionDep,
+) -> DiscardedCorrectionPage:
+    """Corrections an OCR re-run with ``discardCorrections`` dropped: each person's text and its
+    history, newest first, ``limit`` at a time (``cursor``: the previous page's ``nextCursor``)."""
+    return services.lines.discarded(session, services.documents.get(session, document_id), page)
 
 
 @router.patch("/lines/{line_id}")

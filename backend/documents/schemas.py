@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from backend.documents.models import DatePrecision, DocumentStatus
-from backend.schemas import ApiModel, OneLine, StorableText
+from backend.schemas import ApiModel, Keyset, OneLine, StorableText
 
 _PARTIAL_DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
@@ -92,14 +92,12 @@ class TrashedDocumentOut(DocumentOut):
     purge_at: datetime
 
 
-class DocumentFilter(ApiModel):
+class DocumentFilter(Keyset):
     writer: OneLine | None = Field(None, max_length=200, description="the writer's slug")
     status: DocumentStatus | None = None
     date_from: date | None = None
     date_to: date | None = None
     title: OneLine | None = Field(None, max_length=500, description="part of the title, any case")
-    cursor: str | None = Field(None, pattern=r"^[1-9][0-9]{0,9}$", description="nextCursor of the previous page")
-    limit: int = Field(50, ge=1, le=200)
 
 
 class DocumentPage(ApiModel):
@@ -177,3 +175,8 @@ class DiscardedCorrectionOut(ApiModel):
     discarded_by: int
     discarded_at: datetime
     job_id: int | None
+
+
+class DiscardedCorrectionPage(ApiModel):
+    items: list[DiscardedCorrectionOut]
+    next_cursor: str | None

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from backend.db import keyset_page
 from backend.documents.inspect import inspect
 from backend.documents.models import Document, DocumentStatus, Page, Writer
 from backend.documents.schemas import (
@@ -180,12 +181,7 @@ class Documents:
             statement = statement.where(Document.date <= query.date_to)
         if query.title:
             statement = statement.where(Document.title_folded.contains(query.title.casefold(), autoescape=True))
-        if query.cursor is not None:
-            statement = statement.where(Document.id < int(query.cursor))
-        rows = session.scalars(statement.order_by(Document.id.desc()).limit(query.limit + 1)).unique().all()
-        more = len(rows) > query.limit
-        rows = rows[: query.limit]
-        return rows, str(rows[-1].id) if more else None
+        return keyset_page(session, statement, Document.id, query.cursor, query.limit)
 
     def move_to_trash(self, session: Session, document_id: int, user: User, now: datetime) -> None:
         """Into the trash, and its OCR job (queued or running) cancelled in the same transaction:

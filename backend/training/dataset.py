@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from backend.db import UtcDateTime
 from backend.documents.models import Document, Line, Page
 from backend.documents.pages import record_sizes, seekable_original
-from backend.documents.render import RenderLimits, render_ocr_page
+from backend.documents.render import PdfRenderers, RenderLimits, render_ocr_page
 from backend.storage import Storage
 from backend.training.models import TrainingKind
 
@@ -382,6 +382,8 @@ def write_training_zip(
     pages: Sequence[EligiblePage],
     kind: TrainingKind,
     dest: BinaryIO,
+    *,
+    renderers: PdfRenderers,
 ) -> ZipSummary:
     """Write ``pages`` as training data into ``dest`` (a seekable file) and say what went in.
 
@@ -417,7 +419,7 @@ def write_training_zip(
                     )
                     if written == 0:
                         continue
-                    _write_image(archive, f"{name}.png", source, media_type, row, limits)
+                    _write_image(archive, f"{name}.png", source, media_type, row, limits, renderers)
                     archive.writestr(
                         _entry(f"{name}.xml", zipfile.ZIP_DEFLATED), xml, compress_type=zipfile.ZIP_DEFLATED
                     )
@@ -435,9 +437,16 @@ def _entry(name: str, compression: int) -> zipfile.ZipInfo:
 
 
 def _write_image(
-    archive: zipfile.ZipFile, name: str, source: BinaryIO, media_type: str, row: _PageRow, limits: RenderLimits
+    archive: zipfile.ZipFile,
+    name: str,
+    source: BinaryIO,
+    media_type: str,
+    row: _PageRow,
+    limits: RenderLimits,
+    renderers: PdfRenderers,
 ) -> None:
-    image = render_ocr_page(source, media_type, row.number, limits)
+    # PDF pages are drawn in the page renderers' children (time and memory limits), as for people.
+    image = render_ocr_page(source, media_type, row.number, limits, renderers)
     try:
         if image.size != (row.width, row.height):
             # The OCR service read the page at another size (its DPI setting differs from the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -194,3 +195,15 @@ def test_the_migrations_build_exactly_the_tables_the_models_describe(db: Databas
     with db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         assert compare_metadata(context, Base.metadata) == []
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"baseline": [[1, 2], [3, 4]]}, ["ä€😀", 1e300, 10**20, None, True], ["lone \ud800 surrogate"], 0.1],
+)
+def test_json_columns_are_read_as_the_standard_library_reads_them(value: object) -> None:
+    from backend.db import read_json
+
+    stored = json.dumps(value)  # what SQLAlchemy writes
+    assert read_json(stored) == json.loads(stored) == value
+    assert read_json(stored.encode()) == value

@@ -149,3 +149,55 @@ def test_lines_of_a_trashed_document_are_gone_until_restored(actors: Actors) -> 
     assert (hidden.status_code, hidden.json()["code"]) == (404, "LINE_NOT_FOUND")
     listing = actors.client.get(f"/api/documents/{document_id}/lines", headers=actors.archivist)
     assert listing.json()["code"] == "DOCUMENT_NOT_FOUND"
+
+
+def test_a_save_of_a_line_a_rerun_replaced_gets_409_with_the_new_reading(actors: Actors) -> None:
+    document_id = _document_with_lines(actors, pages=1)
+    seen = _lines(actors, document_id)  # the person's view: three uncorrected lines, version 1
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        # A re-run reads the page again while the person types: positions 0 and 1, no line 2.
+        new = [_ocr_line(0, "p1 l0"), _ocr_line(1, "Liebe Mutter")]
+        services.lines.store_page(
+            session, document_id, 1, new, model="kurrent", model_version="4", now=services.clock()
+        )
+    changed = actors.client.patch(
+        f"/api/lines/{seen[1]['id']}", headers=actors.archivist, json={"text": "Liebe Muter!", "version": 1}
+    )
+    assert (changed.status_code, changed.json()["code"]) == (409, "LINE_CHANGED"), changed.text
+    assert (changed.json()["details"]["text"], changed.json()["details"]["version"]) == ("Liebe Mutter", 2)
+    # The same text read again is no change: a save from the person's view goes through.
+    same = actors.client.patch(
+        f"/api/lines/{seen[0]['id']}", headers=actors.archivist, json={"text": "x", "version": 1}
+    )
+    assert same.status_code == 200, same.text
+    # The position the new reading lacks has no line any more.
+    gone = actors.client.patch(
+        f"/api/lines/{seen[2]['id']}", headers=actors.archivist, json={"text": "y", "version": 1}
+    )
+    assert (gone.status_code, gone.json()["code"]) == (404, "LINE_NOT_FOUND")
+    # Saved again from the text the 409 showed, it goes through.
+    retried = actors.client.patch(
+        f"/api/lines/{seen[1]['id']}", headers=actors.archivist, json={"text": "Liebe Mutter!", "version": 2}
+    )
+    assert retried.status_code == 200, retried.text
+    after = _lines(actors, document_id)
+    assert [(line["id"], line["ocrText"], line["currentText"]) for line in after] == [
+        (seen[0]["id"], "p1 l0", "x"),
+        (seen[1]["id"], "Liebe Mutter", "Liebe Mutter!"),
+    ]
+
+
+def test_the_lines_route_answers_each_line_as_a_save_does_and_documents_its_schema(actors: Actors) -> None:
+    document_id = _document_with_lines(actors)
+    line = _lines(actors, document_id)[4]
+    saved = actors.client.patch(
+        f"/api/lines/{line['id']}", headers=actors.archivist, json={"text": "Dein Sohn", "version": 1}
+    ).json()
+    listed = _lines(actors, document_id)
+    assert listed[4] == saved  # every field, geometry and timestamps included
+    assert listed[4]["baseline"] == [[10, 21], [90, 21]] and listed[4]["ocrConfidence"] == 0.8
+    assert [line["currentText"] for line in listed] == ["p1 l0", "p1 l1", "p1 l2", "p2 l0", "Dein Sohn", "p2 l2"]
+    schema = actors.client.app.openapi()["paths"]["/api/documents/{document_id}/lines"]["get"]  # type: ignore[attr-defined]
+    body = schema["responses"]["200"]["content"]["application/json"]["schema"]
+    assert body["type"] == "array" and body["items"]["$ref"].endswith("/LineOut")

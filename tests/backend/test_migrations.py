@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
+from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
-from backend.db import MIGRATIONS, Database
+from backend.app import create_app
+from backend.db import MIGRATIONS, Database, SchemaTooNewError, migrate
 from backend.documents.models import Document, DocumentStatus
 from backend.ocr.models import JobStatus, OcrJob
 from backend.users.models import Role, User
-from tests.backend.conftest import DATABASE_KIND, postgres_database
+from tests.backend.conftest import DATABASE_KIND, PASSWORD, make_settings, postgres_database
 
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 # What revision 0002 knows of a document's status.
 STATUSES_0002 = {"NEW", "QUEUED", "RUNNING", "DONE", "FAILED"}
+
+
+def _head() -> str:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
+    assert head is not None
+    return head
+
+
+HEAD = _head()
 
 
 @pytest.fixture
@@ -83,5 +103,68 @@ def test_0003_goes_down_and_up_again_and_leaves_statuses_0002_can_read(fresh_url
         _alembic(database.engine, "upgrade", "head")
         _alembic(database.engine, "downgrade", "base")
         _alembic(database.engine, "upgrade", "head")
+    finally:
+        database.dispose()
+
+
+def _start_backend(url: str, storage: str, ready: BarrierType) -> None:
+    """One backend's start-up (migrations, the first admin) in a process of its own."""
+    app = create_app(make_settings(url, Path(storage), admin_username="root", admin_password=PASSWORD))
+    ready.wait()
+    with TestClient(app):
+        pass
+
+
+def test_backends_starting_at_once_on_a_fresh_database_migrate_it_once_and_make_one_admin(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    starts = 3
+    ready = spawn.Barrier(starts)
+    processes = [
+        spawn.Process(target=_start_backend, args=(fresh_url, str(tmp_path / f"storage{n}"), ready))
+        for n in range(starts)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=300)
+    assert [process.exitcode for process in processes] == [0] * starts
+    database = Database(fresh_url)
+    try:
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
+            users = connection.execute(text("SELECT username, role FROM users")).all()
+        assert [tuple(user) for user in users] == [("root", "admin")]
+    finally:
+        database.dispose()
+
+
+def test_a_database_migrated_by_a_newer_backend_is_refused_naming_both_revisions(
+    fresh_url: str, tmp_path: Path
+) -> None:
+    database = Database(fresh_url)
+    try:
+        migrate(database.engine)
+        with database.engine.begin() as connection:
+            connection.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+        with pytest.raises(SchemaTooNewError) as refused:
+            migrate(database.engine)
+        assert "0099_from_the_future" in str(refused.value) and HEAD in str(refused.value)
+        started = subprocess.run(
+            [sys.executable, "-m", "backend"],
+            env={**os.environ, "APP_DATABASE_URL": fresh_url, "APP_STORAGE_DIR": str(tmp_path / "storage")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert started.returncode == 2
+        assert "newer than its code" in started.stderr
+        assert "0099_from_the_future" in started.stderr and HEAD in started.stderr
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [
+                "0099_from_the_future"
+            ]
     finally:
         database.dispose()

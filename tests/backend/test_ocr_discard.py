@@ -34,6 +34,12 @@ def _correct(actors: Actors, line: dict[str, Any], text: str, version: int) -> N
     assert saved.status_code == 200, saved.text
 
 
+def _discarded(actors: Actors, document_id: int) -> list[dict[str, Any]]:
+    page = actors.client.get(f"/api/documents/{document_id}/discarded-corrections", headers=actors.archivist).json()
+    assert page["nextCursor"] is None
+    return list(page["items"])
+
+
 def _user_id(actors: Actors, headers: dict[str, str]) -> int:
     return int(actors.client.get("/api/auth/me", headers=headers).json()["id"])
 
@@ -74,7 +80,7 @@ def test_a_rerun_discarding_corrections_reads_afresh_and_archives_each_correctio
         ("Liebe Mutter", "new p1 l0", erika, 4),
     ]
     # Both dropped corrections are archived with their whole history, the gone line's too.
-    archived = actors.client.get(f"/api/documents/{document_id}/discarded-corrections", headers=actors.archivist).json()
+    archived = _discarded(actors, document_id)
     summary = [
         (a["page"], a["orderIndex"], a["lineId"], a["ocrText"], a["text"], a["version"], a["jobId"], a["discardedBy"])
         for a in archived
@@ -149,6 +155,7 @@ def test_discarding_leaves_exactly_the_new_reading_and_archives_every_correction
             )
             session.commit()
             lines = session.scalars(select(Line).where(Line.page_id == page_id)).all()
+            old_positions = {line.order_index: line.id for line in lines}
             corrected = {line.order_index: (line.id, f"person {variant} {line.order_index}") for line in lines}
             corrected = {i: c for i, c in corrected.items() if rng.random() < 0.5}
             for line in lines:
@@ -186,9 +193,10 @@ def test_discarding_leaves_exactly_the_new_reading_and_archives_every_correction
         assert set(after) == new_positions, variant
         for index, line in after.items():
             assert (line.ocr_text, line.text, line.model_name) == (f"new{index}", None, "m2")
-            assert line.version == (3 if index in corrected else 1)
-            if index in corrected:
-                assert line.id == corrected[index][0]
+            # An old line at a new position is the same line, its version raised with its text.
+            assert line.version == (3 if index in corrected else 2 if index in old_positions else 1)
+            if index in old_positions:
+                assert line.id == old_positions[index]
         # Every correction is archived with its text, its history and who dropped it.
         assert set(archived) == set(corrected), variant
         for index, row in archived.items():
@@ -256,7 +264,7 @@ def test_a_correction_saved_while_a_discarding_rerun_stores_its_page_is_archived
                     time.sleep(0.01)
             saving.commit()
             storing.result()
-    archived = actors.client.get(f"/api/documents/{document_id}/discarded-corrections", headers=actors.archivist).json()
+    archived = _discarded(actors, document_id)
     assert [(a["text"], a["version"]) for a in archived] == [("Liebe Mutter", 3)]
     assert [h["textAfter"] for h in archived[0]["history"]] == ["Liebe Muter", "Liebe Mutter"]
     history = actors.client.get(f"/api/lines/{line['id']}/history", headers=actors.archivist).json()
@@ -294,3 +302,51 @@ def test_retrying_a_batch_that_discards_corrections_is_the_uploaders_or_an_admin
         )
         assert again.status_code == 202 and len(again.json()["requeued"]) == 1, again.text
         actors.client.post(f"/api/ocr/batches/{batch_id}/cancel", headers=allowed)
+
+
+def test_discarded_corrections_are_paged_newest_first(actors: Actors) -> None:
+    erika = _user_id(actors, actors.archivist)
+    ours, other = upload(actors, 4, pages=1), upload(actors, 5, pages=1)
+    services = services_of(actors.client)
+    now = services.clock()
+    with services.db.session() as session:
+        for n, document_id in enumerate([ours, other, ours, ours, other, ours, ours]):
+            session.add(
+                DiscardedCorrection(
+                    document_id=document_id,
+                    page_number=1,
+                    order_index=n,
+                    line_id=1000 + n,
+                    ocr_text=f"ocr {n}",
+                    text=f"person {n}",
+                    corrected_by=erika,
+                    corrected_at=now,
+                    version=2,
+                    history=[],
+                    discarded_by=erika,
+                    discarded_at=now,
+                    job_id=None,
+                )
+            )
+    url = f"/api/documents/{ours}/discarded-corrections"
+    pages: list[list[int]] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2} | ({"cursor": cursor} if cursor is not None else {})
+        page = actors.client.get(url, headers=actors.archivist, params=params).json()
+        pages.append([item["orderIndex"] for item in page["items"]])
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+        assert len(pages) < 10, "the pages never end"
+    assert pages == [[6, 5], [3, 2], [0]]
+    assert [a["orderIndex"] for a in actors.client.get(url, headers=actors.archivist).json()["items"]] == [
+        6,
+        5,
+        3,
+        2,
+        0,
+    ]
+    for bad in ({"limit": 0}, {"limit": 201}, {"cursor": "0"}, {"cursor": "-1"}, {"cursor": "x"}):
+        refused = actors.client.get(url, headers=actors.archivist, params=bad)
+        assert (refused.status_code, refused.json()["code"]) == (422, "INVALID_REQUEST"), bad

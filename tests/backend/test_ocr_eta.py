@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.pool import QueuePool
 
 from backend.app import create_management_app
 from backend.db import Database
@@ -203,3 +204,20 @@ def test_a_scrape_without_the_database_leaves_out_only_the_jobs_gauge(tmp_path: 
     names = {family.name for family in text_string_to_metric_families(generate_latest(metrics.registry).decode())}
     assert "ocr_pages_read" in names and "ocr_jobs" not in names
     gone.dispose()
+
+
+def test_a_scrape_counts_jobs_while_the_apps_pool_is_exhausted(actors: Actors) -> None:
+    services = services_of(actors.client)
+    management = TestClient(create_management_app(services))
+    actors.client.post(f"/api/documents/{upload(actors, 7, pages=2)}/ocr", headers=actors.archivist)
+    pool = services.db.engine.pool
+    assert isinstance(pool, QueuePool)
+    # Every connection the app's pool may open, held: a request needing one now waits for the pool.
+    held = [services.db.engine.connect() for _ in range(pool.size() + pool._max_overflow)]
+    try:
+        assert pool.overflow() == pool._max_overflow
+        samples = _samples(management)
+    finally:
+        for connection in held:
+            connection.close()
+    assert samples[("ocr_jobs", (("status", "QUEUED"),))] == 1

@@ -36,6 +36,7 @@ def test_corrections_survive_any_new_reading(actors: Actors, seed: int) -> None:
             )
             session.commit()
             lines = session.scalars(select(Line).where(Line.page_id == page_id)).all()
+            old_positions = {line.order_index: line.id for line in lines}
             corrected = {
                 line.order_index: f"person {variant} {line.order_index}" for line in lines if rng.random() < 0.4
             }
@@ -51,13 +52,16 @@ def test_corrections_survive_any_new_reading(actors: Actors, seed: int) -> None:
             after = {line.order_index: line for line in session.scalars(select(Line).where(Line.page_id == page_id))}
         new_positions = {item["index"] for item in new}
         # Every correction is there with its text and version; every new position has the new OCR text;
-        # nothing else is left (an uncorrected old line the new reading lacks is gone).
+        # nothing else is left (an uncorrected old line the new reading lacks is gone). An old line
+        # at a new position is the same line (its id), its version raised where its text changed.
         assert set(after) == new_positions | set(corrected), variant
         for index, line in after.items():
+            if index in old_positions:
+                assert line.id == old_positions[index]
             if index in corrected:
                 assert (line.text, line.version) == (corrected[index], 2)
             else:
-                assert (line.text, line.version) == (None, 1)
+                assert (line.text, line.version) == (None, 2 if index in old_positions else 1)
             if index in new_positions:
                 assert (line.ocr_text, line.model_name) == (f"new{index}", "m2")
             else:

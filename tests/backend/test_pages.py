@@ -26,6 +26,7 @@ from backend.errors import ErrorCode
 from backend.storage import KEY
 from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.documents import make_document
+from tests.support.pdf_builds import nested_forms_pdf
 
 CODES = {code.value for code in ErrorCode}
 # Seeded (derandomize): the same examples on every run. The database is not emptied between the
@@ -408,6 +409,52 @@ def test_an_image_page_with_too_many_pixels_is_not_decoded(app_factory: AppFacto
     response = client.get(f"/api/documents/{document_id}/pages/1/image", headers=actors.archivist)
     assert (response.status_code, response.json()["code"]) == (422, "PAGE_TOO_LARGE")
     assert "1001×1000" in response.json()["message"]
+    assert page_files(actors) == []
+
+
+def _pdf_client(app_factory: AppFactory, clock: FakeClock, **limits: Any) -> Actors:
+    client = app_factory(clock=clock, **limits)
+    add_user(client, "erika", _archivist())
+    return Actors(client, {}, bearer(client, "erika"))
+
+
+# A page of forms nested nine levels deep renders for hours in one pdfium call, growing its
+# memory by about 500 MB a second; page 1 before it is one stroke.
+_PLANS = nested_forms_pdf(9, 10, quick_pages=1)
+
+
+# Without the limit the render would run for hours: this fails, rather than hangs, before it.
+@pytest.mark.timeout(300)
+def test_a_pdf_page_too_slow_to_render_is_422_and_the_document_s_other_pages_are_shown(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    # Memory far above what the page reaches in its second: this is about the time limit.
+    actors = _pdf_client(app_factory, clock, pdf_render_timeout_s=1, pdf_render_memory_mb=16 * 1024)
+    document_id = upload(actors, _PLANS)
+    base = f"/api/documents/{document_id}/pages"
+    refused = actors.client.get(f"{base}/2/image", headers=actors.archivist)
+    assert (refused.status_code, refused.json()["code"]) == (422, "DOCUMENT_TOO_COMPLEX"), refused.text
+    assert refused.json()["details"] == {"page": 2, "limitSeconds": 1.0}
+    assert "Page 2" in refused.json()["message"] and "1 s" in refused.json()["message"]
+    assert page_files(actors) == []
+    # Remembered: the thumbnail (and any later try) is answered at once, no renderer started.
+    pdf = services_of(actors.client).pages.pdf
+    started = pdf.children_started
+    again = actors.client.get(f"{base}/2/thumbnail", headers=actors.archivist)
+    assert (again.status_code, again.json()) == (422, refused.json())
+    assert pdf.children_started == started
+    # The renderer was killed with the page; a fresh one renders the next request.
+    decoded(actors.client.get(f"{base}/1/image", headers=actors.archivist))
+    assert len(page_files(actors)) == 2
+
+
+@pytest.mark.timeout(300)
+def test_a_pdf_page_that_needs_more_memory_than_allowed_is_422(app_factory: AppFactory, clock: FakeClock) -> None:
+    actors = _pdf_client(app_factory, clock, pdf_render_timeout_s=600, pdf_render_memory_mb=384)
+    document_id = upload(actors, _PLANS)
+    refused = actors.client.get(f"/api/documents/{document_id}/pages/2/thumbnail", headers=actors.archivist)
+    assert (refused.status_code, refused.json()["code"]) == (422, "DOCUMENT_TOO_COMPLEX"), refused.text
+    assert refused.json()["details"] == {"page": 2}
     assert page_files(actors) == []
 
 

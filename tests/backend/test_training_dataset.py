@@ -334,7 +334,7 @@ def _zip(actors: Actors, pages: Sequence[EligiblePage], kind: TrainingKind, dest
     services = services_of(actors.client)
     storage, limits = _storage(actors)
     with services.db.sessions() as session:
-        return write_training_zip(session, storage, limits, pages, kind, dest)
+        return write_training_zip(session, storage, limits, pages, kind, dest, renderers=services.pages.pdf)
 
 
 def _eligible(actors: Actors, kind: TrainingKind, writer_id: int | None = None) -> list[EligiblePage]:
