@@ -263,9 +263,9 @@ class RunFollower:
             await self._end(run, RunStatus.FAILED, UNAVAILABLE, message)
             return True
         state = job_state(answer, segmentation=run.kind is TrainingKind.SEGMENTATION)
-        await asyncio.to_thread(
-            self.leases.record, run.run_id, self.clock(), answered_at=self.clock(), **state.values()
-        )
+        # Only an answer with a status counts as one: a service answering nonsense for ever is lost too.
+        heard: dict[str, Any] = {"answered_at": self.clock()} if state.status is not None else {}
+        await asyncio.to_thread(self.leases.record, run.run_id, self.clock(), **heard, **state.values())
         return await self._settle(run, state, cancelled=row.cancel_requested)
 
     async def _cancel(self, job_id: str) -> dict[str, Any]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import math
 import threading
 import zipfile
 from collections.abc import Callable, Iterator
@@ -12,10 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from backend.training.follower import JOB_LOST, SEGMENTATION_NOTE
+from backend.training.leases import RunLeases
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
+from backend.training.progress import job_state
 from backend.users.models import User
 from tests.backend.conftest import FakeClock
 from tests.backend.ocr_standin import Hang, Reply, StandIn, epoch_state, error_body
@@ -537,3 +543,61 @@ def test_two_starts_at_the_same_moment_make_exactly_one_run(app: TrainingApp) ->
     assert sorted(results) == [202, 409]
     with app.db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(TrainingRun)) == 1
+
+
+# --- the job's JSON, read defensively; leases -------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=8,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])  # the first draws are slow on a busy machine
+@given(
+    job=st.dictionaries(
+        st.sampled_from(["status", "epoch", "metrics", "accuracy", "cer", "info", "modelVersion", "error"]),
+        JSON_VALUES,
+    ),
+    segmentation=st.booleans(),
+)
+def test_any_job_answer_gives_storable_progress(job: dict[str, Any], segmentation: bool) -> None:
+    state = job_state(job, segmentation=segmentation)
+    assert state.status in {None, "QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"}
+    rates = [state.accuracy, state.cer] + [m[k] for m in state.metrics for k in ("accuracy", "cer")]
+    assert all(rate is None or (type(rate) is float and math.isfinite(rate)) for rate in rates)
+    assert all(type(m["epoch"]) is int for m in state.metrics)
+    assert all(isinstance(note, str) for note in state.info)
+    json.dumps(state.values(), allow_nan=False)  # PostgreSQL's JSONB takes no NaN
+
+
+@given(accuracy=st.floats(0, 1), cer=st.none() | st.floats(0, 1))
+def test_segmentation_cer_is_one_minus_accuracy_where_the_service_sends_none(
+    accuracy: float, cer: float | None
+) -> None:
+    job = {"status": "RUNNING", "metrics": [{"epoch": 1, "accuracy": accuracy, "cer": cer}], "cer": cer}
+    for segmentation in (True, False):
+        state = job_state({**job, "accuracy": accuracy}, segmentation=segmentation)
+        expected = cer if cer is not None else (1 - accuracy if segmentation else None)
+        assert state.cer == expected and state.metrics[0]["cer"] == expected
+
+
+def test_a_run_another_live_follower_holds_is_left_alone(app: TrainingApp) -> None:
+    now = datetime.now(UTC)
+    with app.db.sessions() as session:
+        user_id = session.scalars(select(User.id)).first()
+        session.add(
+            TrainingRun(
+                kind=TrainingKind.RECOGNITION, status=RunStatus.RUNNING, active=True, sequence=1,
+                model_name="archive-v1", heldout_page_ids=[], metrics=[], info=[], adopted=False,
+                cancel_requested=False, created_by=user_id, created_at=now, ocr_job_id="train-9",
+                lease_owner="another-backend", lease_expires_at=now + timedelta(seconds=60),
+            )
+        )  # fmt: skip
+        session.commit()
+    mine = RunLeases(app.db, "this-backend", timedelta(seconds=60))
+    assert mine.claim(now) is None
+    claimed = mine.claim(now + timedelta(seconds=61))  # its lease ran out: the follower died
+    assert claimed is not None and claimed.ocr_job_id == "train-9"
+    assert RunLeases(app.db, "another-backend", timedelta(seconds=60)).claim(now + timedelta(seconds=62)) is None
