@@ -142,7 +142,9 @@ def build_services(
     return Services(
         metrics=metrics,
         ocr=ocr,
-        training=TrainingRuns(settings, training_data or DatasetModule(), judge or AdoptionModule(db, ocr, storage)),
+        training=TrainingRuns(
+            settings, training_data or DatasetModule(), judge or AdoptionModule(db, ocr, storage, clock)
+        ),
         settings=settings,
         db=db,
         users=Users(make_hasher(settings)),

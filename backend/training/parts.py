@@ -8,7 +8,7 @@ does not depend on them being importable.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import Any, BinaryIO, cast
@@ -19,7 +19,7 @@ from backend.db import Database
 from backend.documents.render import RenderLimits
 from backend.ocr_client import OcrClient
 from backend.storage import Storage
-from backend.training.models import TrainingKind, TrainingRun
+from backend.training.models import TrainingKind
 from backend.training.ports import PageLike, ZipCounts
 from backend.users.models import User
 
@@ -56,18 +56,18 @@ class DatasetModule:
 
 
 class AdoptionModule:
-    """``ModelJudge`` by ``backend.training.adoption``, with the app's database, client and store."""
+    """``ModelJudge`` by ``backend.training.adoption``, with the app's database, client, store and clock."""
 
-    def __init__(self, db: Database, ocr: OcrClient, storage: Storage) -> None:
+    def __init__(self, db: Database, ocr: OcrClient, storage: Storage, clock: Callable[[], datetime]) -> None:
         self._db = db
         self._ocr = ocr
         self._storage = storage
+        self._clock = clock
 
     async def judge_and_adopt(self, run_id: int) -> None:
-        await _module("adoption").judge_and_adopt(self._db.sessions, self._ocr, self._storage, run_id)
+        await _module("adoption").judge_and_adopt(self._ocr, self._db.sessions, self._storage, run_id, self._clock)
 
     async def adopt_by_hand(self, run_id: int, admin_id: int) -> None:
         with self._db.sessions() as session:
-            run = session.get_one(TrainingRun, run_id)
             admin = session.get_one(User, admin_id)
-            await _module("adoption").adopt_by_hand(session, self._ocr, run, admin)
+        await _module("adoption").adopt_by_hand(self._ocr, self._db.sessions, run_id, admin, self._clock)
