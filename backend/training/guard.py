@@ -80,9 +80,13 @@ def assess(
     kind: TrainingKind,
     writer: Writer | None,
     seed: int,
+    pages: Sequence[PageLike] | None = None,
 ) -> Assessment:
+    """``pages``: the eligible pages when the caller has them already (the overview asks for
+    every writer's at once); else they are looked up."""
     threshold, unit = threshold_of(settings, kind)
-    pages = data.eligible_pages(session, kind, writer.id if writer else None)
+    if pages is None:
+        pages = data.eligible_pages(session, kind, writer.id if writer else None)
     if kind is TrainingKind.SEGMENTATION:
         # Nothing is held out: the OCR service validates on its own split, and only an admin adopts.
         short = Shortfall(threshold, len(pages), PAGES) if len(pages) < threshold else None
@@ -160,8 +164,9 @@ def guard(
     kind: TrainingKind,
     writer: Writer | None,
     seed: int,
+    pages: Sequence[PageLike] | None = None,
 ) -> Verdict:
-    """The one guard of every kind, in the order an admin can act on."""
+    """The one guard of every kind, in the order an admin can act on (``pages``: see ``assess``)."""
     if settings.ocr_training_token is None:
         # Off: the eligibility queries are not run on every load of the admin page.
         disabled = AppError(
@@ -169,7 +174,7 @@ def guard(
             "Training is switched off: the backend has no training token for the OCR service (APP_OCR_TRAINING_TOKEN).",
         )
         return Verdict(None, disabled)
-    assessment = assess(session, settings, data, kind, writer, seed)
+    assessment = assess(session, settings, data, kind, writer, seed, pages)
     running = active_run(session)
     if running is not None:
         return Verdict(assessment, already_running(running))

@@ -8,7 +8,7 @@ does not depend on them being importable.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from types import ModuleType
 from typing import Any, BinaryIO, cast
@@ -51,8 +51,11 @@ class DatasetModule:
     ) -> ZipCounts:
         return cast(ZipCounts, _module("dataset").write_training_zip(session, storage, limits, pages, kind, dest))
 
-    def new_lines_since(self, session: Session, writer_id: int, since: datetime | None) -> int:
-        return int(_module("dataset").new_lines_since(session, writer_id, since))
+    def eligible_by_writer(self, session: Session) -> Mapping[int, Sequence[PageLike]]:
+        return cast(Mapping[int, Sequence[PageLike]], _module("dataset").eligible_by_writer(session))
+
+    def new_lines_by_writer(self, session: Session, since: Mapping[int, datetime | None]) -> Mapping[int, int]:
+        return cast(Mapping[int, int], _module("dataset").new_lines_by_writer(session, since))
 
 
 class AdoptionModule:

@@ -8,7 +8,7 @@ split, the ZIP) and ``backend.training.adoption`` (judging and adopting), in ``p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import BinaryIO, Protocol
 
@@ -62,8 +62,13 @@ class TrainingData(Protocol):
         """The pages' images and PAGE XML, streamed into ``dest``."""
         ...
 
-    def new_lines_since(self, session: Session, writer_id: int, since: datetime | None) -> int:
-        """Ground-truth lines of the writer corrected or reviewed after ``since`` (None: all)."""
+    def eligible_by_writer(self, session: Session) -> Mapping[int, Sequence[PageLike]]:
+        """Every writer's eligible pages for a writer run, at once (writers without any: absent)."""
+        ...
+
+    def new_lines_by_writer(self, session: Session, since: Mapping[int, datetime | None]) -> Mapping[int, int]:
+        """Ground-truth lines of each writer in ``since`` corrected or reviewed after the writer's
+        moment there (None: all of them), at once; a writer with none is absent."""
         ...
 
 

@@ -21,7 +21,7 @@ from backend.settings import Settings
 from backend.training.guard import PAGES, active_run, already_running, guard, threshold_of
 from backend.training.models import ACTIVE_RUN, RunStatus, TrainingKind, TrainingRun
 from backend.training.naming import model_name
-from backend.training.ports import ModelJudge, TrainingData
+from backend.training.ports import ModelJudge, PageLike, TrainingData
 from backend.training.schemas import (
     EpochOut,
     KindOut,
@@ -113,21 +113,31 @@ class TrainingRuns:
     def overview(self, session: Session, ocr: OcrClient, service: OcrServiceOut) -> OverviewOut:
         kinds = [self._kind(session, ocr, kind) for kind in (TrainingKind.RECOGNITION, TrainingKind.SEGMENTATION)]
         has_documents = exists().where(Document.writer_id == Writer.id, Document.deleted_at.is_(None))
-        writers = session.scalars(select(Writer).where(has_documents).order_by(Writer.name, Writer.id))
+        writers = list(session.scalars(select(Writer).where(has_documents).order_by(Writer.name, Writer.id)))
         runs = session.scalars(
             select(TrainingRun).order_by(TrainingRun.id.desc()).limit(self.settings.training_runs_listed)
         )
         return OverviewOut(
             training_enabled=self.settings.ocr_training_token is not None,
             kinds=kinds,
-            writers=[self._writer(session, ocr, writer) for writer in writers],
+            writers=self._writers(session, ocr, writers),
             runs=self._outs(session, list(runs)),
             ocr_service=service,
         )
 
-    def _kind(self, session: Session, ocr: OcrClient, kind: TrainingKind, writer: Writer | None = None) -> KindOut:
-        seed = next_sequence(session, kind, writer.id if writer else None)
-        verdict = guard(session, self.settings, ocr, self.data, kind, writer, seed)
+    def _kind(
+        self,
+        session: Session,
+        ocr: OcrClient,
+        kind: TrainingKind,
+        writer: Writer | None = None,
+        *,
+        seed: int | None = None,
+        pages: Sequence[PageLike] | None = None,
+    ) -> KindOut:
+        if seed is None:
+            seed = next_sequence(session, kind, writer.id if writer else None)
+        verdict = guard(session, self.settings, ocr, self.data, kind, writer, seed, pages)
         threshold, unit = threshold_of(self.settings, kind)
         assessment = verdict.assessment
         return KindOut(
@@ -140,23 +150,48 @@ class TrainingRuns:
             reason=verdict.refusal.message if verdict.refusal else None,
         )
 
-    def _writer(self, session: Session, ocr: OcrClient, writer: Writer) -> WriterKindOut:
-        kind = self._kind(session, ocr, TrainingKind.WRITER, writer)
-        last = session.scalar(
-            select(func.max(TrainingRun.created_at)).where(
-                TrainingRun.writer_id == writer.id, TrainingRun.status == RunStatus.DONE
+    def _writers(self, session: Session, ocr: OcrClient, writers: Sequence[Writer]) -> list[WriterKindOut]:
+        """Every writer's line of the overview; the data of all of them is counted in a few queries."""
+        if not writers:
+            return []
+        per_writer = TrainingRun.writer_id.is_not(None)
+        # (A Result has keys(): dict() would take it for a mapping, so the pairs are built here.)
+        sequences: dict[int | None, int] = {
+            writer_id: sequence
+            for writer_id, sequence in session.execute(
+                select(TrainingRun.writer_id, func.max(TrainingRun.sequence))
+                .where(per_writer)
+                .group_by(TrainingRun.writer_id)
             )
-        )
+        }
+        last_done: dict[int | None, datetime] = {
+            writer_id: created
+            for writer_id, created in session.execute(
+                select(TrainingRun.writer_id, func.max(TrainingRun.created_at))
+                .where(per_writer, TrainingRun.status == RunStatus.DONE)
+                .group_by(TrainingRun.writer_id)
+            )
+        }
         enabled = self.settings.ocr_training_token is not None
-        new_lines = self.data.new_lines_since(session, writer.id, last) if enabled else 0
-        suggested = new_lines >= self.settings.training_writer_suggest_lines or (last is None and kind.can_start)
-        return WriterKindOut(
-            **kind.model_dump(),
-            writer=WriterRef(slug=writer.slug, name=writer.name),
-            model=ModelRef(name=writer.model_name, run_id=writer.model_run_id) if writer.model_name else None,
-            new_lines_since_last_run=new_lines,
-            suggested=suggested,
-        )
+        pages = self.data.eligible_by_writer(session) if enabled else {}
+        since = {writer.id: last_done.get(writer.id) for writer in writers}
+        new_lines = self.data.new_lines_by_writer(session, since) if enabled else {}
+        outs = []
+        for writer in writers:
+            seed = (sequences.get(writer.id) or 0) + 1
+            kind = self._kind(session, ocr, TrainingKind.WRITER, writer, seed=seed, pages=pages.get(writer.id, []))
+            new = new_lines.get(writer.id, 0)
+            first = last_done.get(writer.id) is None
+            outs.append(
+                WriterKindOut(
+                    **kind.model_dump(),
+                    writer=WriterRef(slug=writer.slug, name=writer.name),
+                    model=ModelRef(name=writer.model_name, run_id=writer.model_run_id) if writer.model_name else None,
+                    new_lines_since_last_run=new,
+                    suggested=new >= self.settings.training_writer_suggest_lines or (first and kind.can_start),
+                )
+            )
+        return outs
 
     # --- changing -----------------------------------------------------------------------------
 

@@ -436,6 +436,7 @@ def test_the_overview_shows_kinds_writers_runs_and_the_service(app: TrainingApp,
     app.data.set(TrainingKind.WRITER, pages(6, 3, first_id=50), karl)
     app.data.new_lines[karl] = 60
     done = app.wait_status(start(app, "recognition").json()["id"], "DONE")
+    karls = app.wait_status(start(app, "writer", {"writer": "karl-lehmann"}).json()["id"], "DONE")
 
     response = app.client.get("/api/admin/training", headers=app.admin)
     assert response.status_code == 200, response.text
@@ -461,11 +462,13 @@ def test_the_overview_shows_kinds_writers_runs_and_the_service(app: TrainingApp,
     assert "2 more lines are missing" in anna["reason"]
     assert karl_out["writer"]["slug"] == "karl-lehmann"
     assert (karl_out["canStart"], karl_out["suggested"], karl_out["newLinesSinceLastRun"]) == (True, True, 60)
-    assert [run["id"] for run in overview["runs"]] == [done["id"]]
+    # New lines count from the writer's last DONE run; Anna has none, so all of hers count.
+    assert app.data.asked_since[karl] == datetime.fromisoformat(karls["createdAt"])
+    assert app.data.asked_since[writer_id] is None
+    assert [run["id"] for run in overview["runs"]] == [karls["id"], done["id"]]
     assert set(overview["runs"][0]) == RUN_KEYS
     service = overview["ocrService"]
     assert (service["healthy"], service["breaker"], service["message"]) == (True, "CLOSED", None)
-    assert writer_id is not None
 
 
 def test_the_overview_says_when_the_service_does_not_answer(start_app: Callable[..., TrainingApp]) -> None:

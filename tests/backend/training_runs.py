@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +57,7 @@ class FakeData:
     def __init__(self) -> None:
         self.pages: dict[tuple[TrainingKind, int | None], list[FakePage]] = {}
         self.new_lines: dict[int, int] = {}
+        self.asked_since: dict[int, datetime | None] = {}
         self.zipped: list[list[int]] = []
         # Called inside the guard, before the run is inserted (a test holds two starts there).
         self.on_split: Callable[[], None] = lambda: None
@@ -90,8 +91,16 @@ class FakeData:
         self.zipped.append([p.page_id for p in found])
         return Summary(len(found), sum(p.lines for p in found))
 
-    def new_lines_since(self, session: Session, writer_id: int, since: datetime | None) -> int:
-        return self.new_lines.get(writer_id, 0)
+    def eligible_by_writer(self, session: Session) -> Mapping[int, Sequence[PageLike]]:
+        return {
+            writer_id: list(found)
+            for (kind, writer_id), found in self.pages.items()
+            if kind is TrainingKind.WRITER and writer_id is not None and found
+        }
+
+    def new_lines_by_writer(self, session: Session, since: Mapping[int, datetime | None]) -> Mapping[int, int]:
+        self.asked_since.update(since)
+        return {writer_id: self.new_lines[writer_id] for writer_id in since if writer_id in self.new_lines}
 
 
 @dataclass
