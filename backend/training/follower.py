@@ -6,10 +6,10 @@ or one a stopped or dead backend left behind — and follows it to its end:
 
 - Not submitted yet (QUEUED, no job): the ZIP is built into a temporary file (in a thread),
   sent once (no retry: training is not idempotent), and the run is RUNNING with the job's id.
-  A follower cut off while sending (the process died) leaves the run QUEUED without a job,
-  although the OCR service may have accepted it: the next follower first asks the service
-  for a job of the run's model name (each run's name is its own) and follows that one, and
-  sends the ZIP again only when there is none.
+  A follower cut off while sending (the process died or stopped) leaves the run QUEUED
+  without a job, although the OCR service may have accepted it: the next follower of a run
+  taken up before first asks the service for a job of the run's model name (each run's name
+  is its own) and follows that one, and sends the ZIP again only when there is none.
 - Submitted: the job is asked about every poll; its progress is stored. DONE → the new
   model is judged (recognition, writer) and the run ends DONE. FAILED / CANCELLED → the run
   ends so, with the service's reason. A 404 for the job → FAILED ``TRAINING_JOB_LOST``.
@@ -148,7 +148,8 @@ class RunFollower:
     async def _submit(self, run: Claimed) -> str | None:
         """Send the run's ZIP (or find the job an earlier follower sent); the job id, or None when the run ended."""
         try:
-            existing = await self._job_named(run.model_name)
+            # Only a run taken up before can have a job already (model names are the runs' own).
+            existing = await self._job_named(run.model_name) if run.resumed else None
             if existing is not None:
                 log.info("training run %s: re-attached to job %s sent before a restart", run.run_id, existing)
                 return await self._running(run, existing, None, None)
@@ -159,6 +160,8 @@ class RunFollower:
                     message = "No corrected lines are left to train on (pages were changed or deleted since the start)."
                     await self._end(run, RunStatus.FAILED, NO_DATA, message)
                     return None
+                # Cancelled while its ZIP was built: nothing is sent (LeaseLost ends the follow).
+                await asyncio.to_thread(self.leases.record, run.run_id, self.clock(), while_status=RunStatus.QUEUED)
                 archive.seek(0)
                 request = TrainingRequest(model_name=run.model_name, base_model=base_model, epochs=self.epochs)
                 submit = self.client.segtrain if run.kind is TrainingKind.SEGMENTATION else self.client.train

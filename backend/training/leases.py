@@ -33,6 +33,8 @@ class Claimed:
     ocr_job_id: str | None
     model_name: str
     heldout_page_ids: tuple[int, ...]
+    # A follower had it before (it may have been cut off while sending the run's ZIP).
+    resumed: bool = False
 
 
 class RunLeases:
@@ -51,6 +53,7 @@ class RunLeases:
             run = session.scalar(skip_locked(select(TrainingRun).where(takeable).order_by(TrainingRun.id).limit(1)))
             if run is None:
                 return None
+            resumed = run.lease_owner is not None
             taken = session.execute(
                 update(TrainingRun)
                 .where(TrainingRun.id == run.id, takeable)
@@ -70,6 +73,7 @@ class RunLeases:
                 run.ocr_job_id,
                 run.model_name,
                 tuple(int(page) for page in run.heldout_page_ids or []),
+                resumed,
             )
 
     def record(self, run_id: int, now: datetime, *, while_status: RunStatus | None = None, **values: Any) -> None:
@@ -102,12 +106,13 @@ class RunLeases:
             session.commit()
 
     def release(self, run_id: int) -> None:
-        """Hand the run back (this process stops): another follower takes it up at once."""
+        """Hand the run back (this process stops): another follower takes it up at once. The
+        owner stays as a mark that the run was taken up (an end clears it)."""
         with self.db.sessions() as session:
             session.execute(
                 update(TrainingRun)
                 .where(TrainingRun.id == run_id, TrainingRun.lease_owner == self.owner)
-                .values(lease_owner=None, lease_expires_at=None)
+                .values(lease_expires_at=None)
                 .execution_options(synchronize_session=False)
             )
             session.commit()

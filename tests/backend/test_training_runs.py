@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import logging
 import math
 import threading
 import zipfile
@@ -16,14 +18,18 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
+from backend.app import make_follower
+from backend.ocr_client import OcrClient
 from backend.training.follower import JOB_LOST, SEGMENTATION_NOTE
-from backend.training.leases import RunLeases
+from backend.training.leases import Claimed, LeaseLost, RunLeases
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.training.progress import job_state
 from backend.users.models import User
-from tests.backend.conftest import FakeClock
+from tests.backend.conftest import FakeClock, services_of
+from tests.backend.ocr_client_support import client_config
 from tests.backend.ocr_standin import Hang, Reply, StandIn, epoch_state, error_body
 from tests.backend.training_runs import TrainingApp, pages, stop, training_app_factory
 
@@ -296,25 +302,62 @@ def test_an_unreachable_training_service_fails_the_run_and_leaves_no_temporary_f
 # --- cancel -----------------------------------------------------------------------------------
 
 
-def test_cancelling_a_run_not_yet_sent_ends_it_at_once_and_its_late_job_is_cancelled(
-    app: TrainingApp, standin: StandIn
+def test_cancelling_a_run_not_yet_sent_ends_it_at_once_and_nothing_is_sent(
+    app: TrainingApp, standin: StandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="backend.training.follower")
     standin.service.training.enable()
-    standin.service.plan("GET /train/jobs", Hang())  # the follower waits before it sends the ZIP
+    standin.service.plan("GET /models", Hang())  # the follower waits before it builds the ZIP
     enough(app, TrainingKind.RECOGNITION)
     run = start(app, "recognition").json()
-    app.wait(run["id"], lambda _: standin.service.count("GET /train/jobs") == 1, "claimed")
+    app.wait(run["id"], lambda _: standin.service.count("GET /models") == 1, "taken up")
     cancelled = app.client.post(f"/api/admin/training/runs/{run['id']}/cancel", headers=app.admin)
     assert cancelled.status_code == 200, cancelled.text
     assert (cancelled.json()["status"], cancelled.json()["cancelRequested"]) == ("CANCELLED", True)
     assert cancelled.json()["cancelledBy"] is not None and cancelled.json()["finishedAt"] is not None
     standin.service.release()
-    # The follower sent the ZIP meanwhile: the job it started is cancelled at once and noted.
-    ended = app.wait(run["id"], lambda r: r["ocrJobId"] is not None, "given its late job")
-    assert ended["status"] == "CANCELLED"
-    app.wait(run["id"], lambda _: standin.service.training.only().status == "CANCELLED", "job cancelled")
+    # The follower goes on, builds the ZIP, sees the run cancelled, sends nothing and lets it go.
+    gone = f"training run {run['id']}: no longer followed here"
+    app.wait(run["id"], lambda _: gone in caplog.text, "let go by its follower")
+    assert len(app.data.zipped) == 1
+    assert standin.service.count("POST /train") == 0
+    assert app.run(run["id"])["status"] == "CANCELLED"
     again = app.client.post(f"/api/admin/training/runs/{run['id']}/cancel", headers=app.admin)
     assert (again.status_code, again.json()["code"]) == (409, "TRAINING_RUN_FINISHED")
+
+
+def test_a_job_accepted_for_a_run_cancelled_meanwhile_is_cancelled(
+    app: TrainingApp, standin: StandIn, tmp_path: Path
+) -> None:
+    """The cancel came while the ZIP was on the wire: the job the service started is cancelled."""
+    jobs = standin.service.training.enable()
+    httpx.post(standin.url + "/train", files={"file": ("t.zip", b"PK")}, data={"modelName": "archive-v1"})
+    with app.db.sessions() as session:
+        user_id = session.scalars(select(User.id)).first()
+        run = TrainingRun(
+            kind=TrainingKind.RECOGNITION, status=RunStatus.CANCELLED, active=None, sequence=1,
+            model_name="archive-v1", heldout_page_ids=[], metrics=[], info=[], adopted=False,
+            cancel_requested=True, created_by=user_id, created_at=datetime.now(UTC),
+        )  # fmt: skip
+        session.add(run)
+        session.commit()
+        run_id = run.id
+    services = services_of(app.client)
+    follower = make_follower(services, owner="this-backend")
+    follower.client = OcrClient(client_config(standin.url), CollectorRegistry())
+    claimed = Claimed(run_id, TrainingKind.RECOGNITION, None, RunStatus.QUEUED, None, "archive-v1", ())
+
+    async def accepted() -> None:
+        try:
+            with pytest.raises(LeaseLost):
+                await follower._running(claimed, "train-1", None, (1, 3))
+        finally:
+            await follower.client.aclose()
+
+    asyncio.run(accepted())
+    assert jobs.job("train-1").status == "CANCELLED"
+    ended = app.run(run_id)
+    assert (ended["status"], ended["ocrJobId"]) == ("CANCELLED", "train-1")
 
 
 def test_cancelling_a_running_run_cancels_its_job(app: TrainingApp, standin: StandIn) -> None:
@@ -356,7 +399,7 @@ def test_a_backend_restart_mid_run_re_attaches_and_the_run_ends_done(
     stop(first.client)
     with first.db.sessions() as session:
         left = session.get_one(TrainingRun, run["id"])
-        assert (left.status, left.lease_owner) == (RunStatus.RUNNING, None)
+        assert (left.status, left.lease_expires_at) == (RunStatus.RUNNING, None)  # handed back
     # The OCR service trained on while the backend was away.
     standin.service.training.advance(run["ocrJobId"], epoch_state(3, 0.9, "DONE", modelVersion=1))
     second = start_app()
