@@ -24,7 +24,7 @@ import logging
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import IO, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -149,13 +149,15 @@ class RunFollower:
         """Send the run's ZIP (or find the job an earlier follower sent); the job id, or None when the run ended."""
         try:
             # Only a run taken up before can have a job already (model names are the runs' own).
-            existing = await self._job_named(run.model_name) if run.resumed else None
+            existing = await job_named(self.client, run.model_name) if run.resumed else None
             if existing is not None:
                 log.info("training run %s: re-attached to job %s sent before a restart", run.run_id, existing)
                 return await self._running(run, existing, None, None)
             base_model = await self._base_model(run)
             with tempfile.TemporaryFile(prefix="training-", suffix=".zip") as archive:
-                pages, lines = await asyncio.to_thread(self._write_zip, run, archive)
+                pages, lines = await asyncio.to_thread(
+                    write_zip, self.db, self.data, self.storage, self.limits, run, cast(BinaryIO, archive)
+                )
                 if lines == 0:
                     message = "No corrected lines are left to train on (pages were changed or deleted since the start)."
                     await self._end(run, RunStatus.FAILED, NO_DATA, message)
@@ -206,13 +208,6 @@ class RunFollower:
             raise
         return job_id
 
-    async def _job_named(self, model_name: str) -> str | None:
-        answer = await self.client.training_jobs()
-        for job in answer.get("jobs") or []:
-            if isinstance(job, dict) and job.get("modelName") == model_name and isinstance(job.get("jobId"), str):
-                return str(job["jobId"])
-        return None
-
     async def _base_model(self, run: Claimed) -> str | None:
         if run.kind is TrainingKind.SEGMENTATION:
             # The previous segmentation run's model (800 px) if there is one; else the service's rule.
@@ -220,18 +215,6 @@ class RunFollower:
         # Recognition and writer runs fine-tune the OCR service's current default model.
         default = (await self.client.models()).get("default")
         return default if isinstance(default, str) and default else None
-
-    def _write_zip(self, run: Claimed, dest: IO[bytes]) -> tuple[int, int]:
-        heldout = set(run.heldout_page_ids)
-        with self.db.sessions() as session:
-            pages = self.data.eligible_pages(session, run.kind, run.writer_id)
-            train = [page for page in pages if page.page_id not in heldout]
-            if not train:
-                return 0, 0
-            summary = self.data.write_training_zip(
-                session, self.storage, self.limits, train, run.kind, cast(BinaryIO, dest)
-            )
-        return summary.pages, summary.lines
 
     # --- following ----------------------------------------------------------------------------
 
@@ -242,7 +225,7 @@ class RunFollower:
             raise LeaseLost(f"training run {run.run_id} left this follower")
         try:
             if row.cancel_requested:
-                answer = await self._cancel(job_id)
+                answer = await cancel_job(self.client, job_id)
             else:
                 answer = await self.client.training_job(job_id)
         except OcrRejected as exc:
@@ -270,15 +253,6 @@ class RunFollower:
         heard: dict[str, Any] = {"answered_at": self.clock()} if state.status is not None else {}
         await asyncio.to_thread(self.leases.record, run.run_id, self.clock(), **heard, **state.values())
         return await self._settle(run, state, cancelled=row.cancel_requested)
-
-    async def _cancel(self, job_id: str) -> dict[str, Any]:
-        """Cancel the job; a job that has ended already is read as it ended."""
-        try:
-            return await self.client.cancel_training(job_id)
-        except OcrRejected as exc:
-            if exc.status != 409:
-                raise
-            return await self.client.training_job(job_id)
 
     async def _settle(self, run: Claimed, state: JobState, *, cancelled: bool) -> bool:
         if state.status == "DONE":
@@ -314,3 +288,38 @@ class RunFollower:
             # The model is trained and installed; a failure to judge it must not lose the run.
             log.exception("training run %s: judging its model failed", run.run_id)
             await asyncio.to_thread(self.leases.record, run.run_id, self.clock(), adoption_note=NOT_JUDGED)
+
+
+def write_zip(
+    db: Database, data: TrainingData, storage: Storage, limits: RenderLimits, run: Claimed, dest: BinaryIO
+) -> tuple[int, int]:
+    """The run's training pages (the eligible ones now, less its held-out pages) into ``dest``:
+    (pages, lines) written."""
+    heldout = set(run.heldout_page_ids)
+    with db.sessions() as session:
+        found = data.eligible_pages(session, run.kind, run.writer_id)
+        train = [page for page in found if page.page_id not in heldout]
+        if not train:
+            return 0, 0
+        summary = data.write_training_zip(session, storage, limits, train, run.kind, dest)
+    return summary.pages, summary.lines
+
+
+async def job_named(client: OcrClient, model_name: str) -> str | None:
+    """The id of the OCR service's training job for ``model_name``, if it keeps one."""
+    answer = await client.training_jobs()
+    for job in answer.get("jobs") or []:
+        if isinstance(job, dict) and job.get("modelName") == model_name and isinstance(job.get("jobId"), str):
+            return str(job["jobId"])
+    return None
+
+
+async def cancel_job(client: OcrClient, job_id: str) -> dict[str, Any]:
+    """Cancel the OCR service's job; one that has ended already (409) is read as it ended.
+    Shared by the cancel route and the follower, which both may send it."""
+    try:
+        return await client.cancel_training(job_id)
+    except OcrRejected as exc:
+        if exc.status != 409:
+            raise
+        return await client.training_job(job_id)

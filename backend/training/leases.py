@@ -78,7 +78,12 @@ class RunLeases:
 
     def record(self, run_id: int, now: datetime, *, while_status: RunStatus | None = None, **values: Any) -> None:
         """Renew the lease and store ``values`` (only while the run is ``while_status``, if given)."""
-        guard = [TrainingRun.id == run_id, TrainingRun.lease_owner == self.owner]
+        # A lease released (this process stopping) is not renewed by a call still under way.
+        guard = [
+            TrainingRun.id == run_id,
+            TrainingRun.lease_owner == self.owner,
+            TrainingRun.lease_expires_at.is_not(None),
+        ]
         guard.append(
             TrainingRun.status == while_status if while_status is not None else TrainingRun.status.in_(ACTIVE_RUN)
         )

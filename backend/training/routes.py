@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.deps import AdminUser, OcrClientDep, Services, ServicesDep, SessionDep
 from backend.errors import AppError, ErrorCode
 from backend.ocr_client import OcrClient, OcrClientError, OcrRejected, OcrUnavailable
+from backend.training.follower import cancel_job
 from backend.training.models import ACTIVE_RUN, TrainingKind
 from backend.training.schemas import OcrServiceOut, OverviewOut, RunOut, RunPage, StartIn
 from backend.users.models import User
@@ -98,9 +99,9 @@ async def cancel_run(run_id: Id, admin: AdminUser, services: ServicesDep, client
     if run.status not in ACTIVE_RUN or run.ocr_job_id is None:
         return run
     try:
-        answer = await client.cancel_training(run.ocr_job_id)
+        answer = await cancel_job(client, run.ocr_job_id)
     except OcrRejected:
-        # 409: the job has ended already; 404: the service lost it. The follower records either.
+        # 404: the service lost the job; the follower records that.
         return await run_in_threadpool(_read, services, run_id)
     except OcrUnavailable as exc:
         raise AppError(
@@ -108,6 +109,7 @@ async def cancel_run(run_id: Id, admin: AdminUser, services: ServicesDep, client
             "The cancel is recorded, but the OCR service is not answering; the backend will cancel the "
             f"training job as soon as it answers again ({exc.message})",
         ) from exc
+    # A job that ended otherwise (DONE, FAILED) just before the cancel is the follower's to record.
     if answer.get("status") == "CANCELLED":
         error = answer.get("error")
         await run_in_threadpool(_confirm_cancelled, services, run_id, error if isinstance(error, str) else None)

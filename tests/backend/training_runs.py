@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import httpx
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlalchemy.orm import Session
@@ -224,3 +225,40 @@ def stop(client: TestClient) -> None:
         return
     client.__exit__(None, None, None)
     client._stopped = True  # type: ignore[attr-defined]
+
+
+# --- shared by the training-run test modules ----------------------------------------------------
+
+RUN_KEYS = {
+    "id", "kind", "writer", "status", "ocrJobId", "sequence", "baseModel", "modelName", "modelVersion",
+    "lineCount", "pageCount", "heldoutLineCount", "heldoutPageCount", "epoch", "metrics", "accuracy", "cer",
+    "info", "heldoutCer", "replacedModel", "replacedCer", "adopted", "adoptedAt", "adoptedBy", "adoptionNote",
+    "errorCode", "errorMessage", "cancelRequested", "cancelledBy", "createdBy", "createdAt", "startedAt",
+    "finishedAt",
+}  # fmt: skip
+KIND_KEYS = {"kind", "eligibleLines", "eligiblePages", "threshold", "thresholdUnit", "canStart", "reason"}
+WRITER = "Anna Müller"
+SLUG = "anna-mueller"
+
+
+def enough(app: TrainingApp, kind: TrainingKind, writer_id: int | None = None) -> None:
+    """Data above the test thresholds: 5 pages of 3 lines (1 held out: 12 lines left ≥ 6)."""
+    app.data.set(kind, pages(5, 3), writer_id)
+
+
+def start(app: TrainingApp, kind: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    return app.client.post(f"/api/admin/training/{kind}", headers=app.admin, json=body)
+
+
+def body_of(kind: TrainingKind) -> dict[str, Any] | None:
+    return {"writer": SLUG} if kind is TrainingKind.WRITER else None
+
+
+def prepare(app: TrainingApp, kind: TrainingKind, found: list[Any] | None = None) -> int | None:
+    """Data of ``kind`` (for a writer run: Anna Müller's, with a document of hers); her id."""
+    writer_id = None
+    if kind is TrainingKind.WRITER:
+        app.upload(1, WRITER)
+        writer_id = app.writer_id(SLUG)
+    app.data.set(kind, found if found is not None else pages(5, 3), writer_id)
+    return writer_id
