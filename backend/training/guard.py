@@ -93,13 +93,11 @@ def assess(
         return Assessment(kind, writer, pages, pages, [], threshold, unit, short)
     min_pages = settings.training_heldout_min_pages
     if len(pages) <= min_pages:
-        # Some pages judge the new model and at least one must be left to train on.
+        # ``min_pages`` judge the new model and at least one must be left to train on (the
+        # split refuses fewer: a run that cannot be judged must not start).
         short = Shortfall(min_pages + 1, len(pages), PAGES)
         return Assessment(kind, writer, pages, [], [], threshold, unit, short)
     train, heldout = data.split_heldout(pages, settings.training_heldout_share, min_pages, seed)
-    if len(heldout) < min_pages or not train:
-        short = Shortfall(min_pages + 1, len(pages), PAGES)
-        return Assessment(kind, writer, pages, train, heldout, threshold, unit, short)
     lines = sum(page.lines for page in train)
     short = Shortfall(threshold, lines, LINES) if lines < threshold else None
     return Assessment(kind, writer, pages, train, heldout, threshold, unit, short)
