@@ -168,6 +168,7 @@ class TrainingJobs:
     def __init__(self) -> None:
         self.enabled = False
         self.jobs: dict[str, TrainingJob] = {}
+        self._accepted = 0
         self._scripts: deque[tuple[dict[str, Any], ...]] = deque()
         self._lock = threading.Lock()
 
@@ -201,7 +202,8 @@ class TrainingJobs:
     def answer(self, route: str, path: str, seen: Seen) -> Reply:
         with self._lock:
             if route in _TRAINING_ROUTES:
-                job_id = f"train-{len(self.jobs) + 1}"
+                self._accepted += 1
+                job_id = f"train-{self._accepted}"
                 states = self._scripts.popleft() if self._scripts else self.DEFAULT
                 kind = "segmentation" if route == "POST /segtrain" else "recognition"
                 self.jobs[job_id] = TrainingJob(job_id, kind, seen, deque([{"status": "QUEUED"}, *states]))
