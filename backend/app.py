@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from backend.db import migrate, startup_lock
-from backend.deps import Services, build_services
+from backend.deps import Services, build_services, render_limits
 from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
 from backend.metrics import latency_middleware
@@ -26,6 +26,9 @@ from backend.ocr import routes as ocr_routes
 from backend.ocr.queue import JobQueue
 from backend.ocr.runner import JobRunner
 from backend.settings import Settings
+from backend.training import routes as training_routes
+from backend.training.follower import RunFollower
+from backend.training.leases import RunLeases
 from backend.users import routes as users_routes
 from backend.users.bootstrap import bootstrap_first_admin
 from backend.web import routes as web_routes
@@ -52,7 +55,7 @@ def make_runner(services: Services, *, owner: str | None = None) -> JobRunner | 
     settings = services.settings
     if settings.ocr_jobs_concurrency == 0:
         return None
-    owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    owner = owner or _owner()
     queue = JobQueue(
         services.db, services.lines, owner, timedelta(seconds=settings.ocr_lease_s), metrics=services.metrics
     )
@@ -63,6 +66,27 @@ def make_runner(services: Services, *, owner: str | None = None) -> JobRunner | 
         concurrency=settings.ocr_jobs_concurrency,
         poll_s=settings.ocr_poll_s,
         max_attempts=settings.ocr_max_attempts,
+        clock=services.clock,
+    )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def make_follower(services: Services, *, owner: str | None = None) -> RunFollower:
+    """This process's follower of training runs (every process has one; the lease picks who follows)."""
+    settings = services.settings
+    return RunFollower(
+        RunLeases(services.db, owner or _owner(), timedelta(seconds=settings.training_lease_s)),
+        services.ocr,
+        services.documents.storage,
+        render_limits(settings),
+        services.training.data,
+        services.training.judge,
+        poll_s=settings.training_poll_s,
+        lost_after_s=settings.training_lost_after_s,
+        epochs=settings.training_epochs,
         clock=services.clock,
     )
 
@@ -78,9 +102,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         await run_in_threadpool(_purge_trash, services)
         runner = make_runner(services)
         loop = asyncio.create_task(runner.run(), name="ocr-runner") if runner else None
+        following = asyncio.create_task(make_follower(services).run(), name="training-follower")
         try:
             yield
         finally:
+            # Cancelled, the follower hands its run back: the next backend re-attaches at once.
+            following.cancel()
+            await asyncio.gather(following, return_exceptions=True)
             if loop is not None and runner is not None:
                 loop.cancel()
                 await asyncio.gather(loop, return_exceptions=True)
@@ -97,6 +125,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(documents_routes.router)
     app.include_router(ocr_routes.router)
     app.include_router(writers_routes.router)
+    app.include_router(training_routes.router)
     app.include_router(web_routes.router)
     return app
 

@@ -23,6 +23,9 @@ from backend.ocr.service import Jobs
 from backend.ocr_client import BreakerConfig, OcrClient, OcrClientConfig
 from backend.settings import Settings
 from backend.storage import LocalStorage, Storage
+from backend.training.parts import AdoptionModule, DatasetModule
+from backend.training.ports import ModelJudge, TrainingData
+from backend.training.service import TrainingRuns
 from backend.users.models import Credential, CredentialKind, Role, User
 from backend.users.service import Credentials, Users, make_hasher
 from backend.users.throttle import LoginThrottle
@@ -74,6 +77,7 @@ class Services:
     pages: PageImages
     ocr: OcrClient
     metrics: Metrics
+    training: TrainingRuns
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
     lines: Lines = field(default_factory=Lines)
@@ -129,15 +133,29 @@ def render_limits(settings: Settings) -> RenderLimits:
     )
 
 
-def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient | None = None) -> Services:
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock = utc_now,
+    ocr: OcrClient | None = None,
+    training_data: TrainingData | None = None,
+    judge: ModelJudge | None = None,
+) -> Services:
+    """``training_data`` / ``judge``: what training runs learn from and how a model is judged
+    (default: backend.training.dataset and backend.training.adoption; tests script them)."""
     metrics = Metrics()
     storage = build_storage(settings)
     db = Database(settings.database_url)
     metrics.watch_jobs(db)
     jobs = Jobs(metrics)
+    ocr = ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock)
+    pages = PageImages(storage, render_limits(settings), concurrency=settings.page_render_concurrency)
     return Services(
         metrics=metrics,
-        ocr=ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock),
+        ocr=ocr,
+        training=TrainingRuns(
+            settings, training_data or DatasetModule(pages.pdf), judge or AdoptionModule(db, ocr, storage, clock)
+        ),
         settings=settings,
         db=db,
         users=Users(make_hasher(settings)),
@@ -155,7 +173,7 @@ def build_services(settings: Settings, *, clock: Clock = utc_now, ocr: OcrClient
             trash_days=settings.trash_days,
             jobs=jobs,
         ),
-        pages=PageImages(storage, render_limits(settings), concurrency=settings.page_render_concurrency),
+        pages=pages,
         clock=clock,
         jobs=jobs,
     )

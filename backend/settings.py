@@ -168,6 +168,8 @@ class Settings(BaseSettings):
     # How often the follower asks the OCR service about a running job, and its lease.
     training_poll_s: float = Field(5.0, gt=0)
     training_lease_s: float = Field(120.0, gt=0)
+    # A run whose job the OCR service has not answered about for this long ends FAILED.
+    training_lost_after_s: float = Field(3600.0, gt=0)
     # Runs the training overview lists (shared with the admin page).
     training_runs_listed: int = Field(10, ge=1, le=100)
 

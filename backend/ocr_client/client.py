@@ -182,6 +182,10 @@ class OcrClient:
     async def segtrain(self, training_zip: DocumentSource, request: TrainingRequest) -> Json:
         return await self._training.submit("/segtrain", training_zip, request)
 
+    async def training_jobs(self) -> Json:
+        """``{"jobs": [...]}``: every job the training service keeps, newest first."""
+        return await self._training.jobs()
+
     async def training_job(self, job_id: str) -> Json:
         return await self._training.job(job_id)
 

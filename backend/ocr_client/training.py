@@ -55,6 +55,9 @@ class TrainingCalls:
     async def submit(self, path: str, training_zip: DocumentSource, request: TrainingRequest) -> Json:
         return await self._call("POST", path, document=training_zip, data=request.fields())
 
+    async def jobs(self) -> Json:
+        return await self._call("GET", "/train/jobs")
+
     async def job(self, job_id: str) -> Json:
         return await self._call("GET", f"/train/jobs/{quote(job_id, safe='')}")
 
@@ -110,7 +113,9 @@ class TrainingCalls:
 def files_of(file: IO[bytes] | None) -> dict[str, tuple[str, IO[bytes], str]] | None:
     if file is None:
         return None
-    name = Path(getattr(file, "name", "document") or "document").name
+    # An anonymous temporary file's name is its descriptor (an int), not a path.
+    named = getattr(file, "name", None)
+    name = Path(named).name if isinstance(named, str) and named else "document"
     return {"file": (name, file, "application/octet-stream")}
 
 

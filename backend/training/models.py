@@ -93,6 +93,9 @@ class TrainingRun(Base):
     cancelled_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     lease_owner: Mapped[str | None] = mapped_column(String(100))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), index=True)
+    # When the OCR service last answered about the job (or the run was submitted): a run it
+    # has not answered about for APP_TRAINING_LOST_AFTER_S ends FAILED, also across restarts.
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_by: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -17,6 +17,12 @@ The model routes keep a little state of their own: ``GET /models`` lists ``model
 last chose (each recorded with its JSON body; a scripted answer overrides), and ``/ocr`` can
 answer per model (``answer_for_model``), so a test can make one model read better than another.
 
+Training (``POST /train``, ``/segtrain``, ``GET /train/jobs[/{id}]``, ``DELETE /train/jobs/{id}``)
+answers as before (a fixed job id, paths echoed) until a test turns on ``service.training``
+(:class:`TrainingJobs`): then each accepted ZIP becomes a job of its own whose successive
+states the test scripts, which can be cancelled, listed and lost (404) like the real
+service's; the ZIP and the request's headers are kept. Scripted behaviours still come first.
+
 Run as ``python -m tests.backend.ocr_standin`` it serves the plain successes in a process
 of its own (for SIGSTOP / kill tests) and prints its port.
 """
@@ -84,6 +90,8 @@ class Seen:
     file_bytes: int
     headers: dict[str, str]
     json: Any = None
+    # The uploaded file itself, kept for the training routes only.
+    file: bytes | None = None
 
 
 def error_body(code: str, message: str = "scripted") -> dict[str, Any]:
@@ -106,9 +114,132 @@ _DEFAULTS: dict[str, Behaviour] = {
 }
 
 
+_TRAINING_ROUTES = ("POST /train", "POST /segtrain")
+_FINISHED = frozenset({"DONE", "FAILED", "CANCELLED"})
+
+
+@dataclass
+class TrainingJob:
+    job_id: str
+    kind: str
+    seen: Seen
+    # The answers to come: each GET answers the first and moves on while more than one is left.
+    states: deque[dict[str, Any]]
+
+    @property
+    def archive(self) -> bytes:
+        return self.seen.file or b""
+
+    @property
+    def status(self) -> str:
+        return str(self.states[0].get("status", "QUEUED"))
+
+    def public(self) -> dict[str, Any]:
+        base: dict[str, Any] = {
+            "jobId": self.job_id,
+            "kind": self.kind,
+            "status": "QUEUED",
+            "epoch": 0,
+            "metrics": [],
+            "cer": None,
+            "accuracy": None,
+            "modelName": self.seen.fields.get("modelName"),
+            "modelVersion": None,
+            "baseModel": self.seen.fields.get("baseModel"),
+            "error": None,
+            "info": [],
+        }
+        return {**base, **self.states[0]}
+
+
+def epoch_state(epoch: int, accuracy: float, status: str = "RUNNING", **more: Any) -> dict[str, Any]:
+    """A job's state after ``epoch`` epochs, every epoch ``accuracy`` (CER 1 − accuracy)."""
+    metrics = [{"epoch": n, "accuracy": accuracy, "cer": round(1 - accuracy, 6)} for n in range(1, epoch + 1)]
+    return {
+        "status": status,
+        "epoch": epoch,
+        "metrics": metrics,
+        "accuracy": accuracy,
+        "cer": round(1 - accuracy, 6),
+        **more,
+    }
+
+
+class TrainingJobs:
+    """The stand-in's training jobs, once a test turns them on (``enable`` or ``script``)."""
+
+    DEFAULT = (epoch_state(1, 0.5), epoch_state(2, 0.9, "DONE", modelVersion=1))
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.jobs: dict[str, TrainingJob] = {}
+        self._accepted = 0
+        self._scripts: deque[tuple[dict[str, Any], ...]] = deque()
+        self._lock = threading.Lock()
+
+    def enable(self) -> TrainingJobs:
+        self.enabled = True
+        return self
+
+    def script(self, *states: dict[str, Any]) -> None:
+        """The states the next accepted job goes through (its last state stays)."""
+        with self._lock:
+            self.enabled = True
+            self._scripts.append(states)
+
+    def job(self, job_id: str) -> TrainingJob:
+        return self.jobs[job_id]
+
+    def only(self) -> TrainingJob:
+        (job,) = self.jobs.values()
+        return job
+
+    def advance(self, job_id: str, *states: dict[str, Any]) -> None:
+        """Move the job on: it answers ``states`` from now on (the last of them stays)."""
+        with self._lock:
+            self.jobs[job_id].states = deque(states)
+
+    def forget(self, job_id: str) -> None:
+        """The service loses the job (its data was reset): 404 from now on."""
+        with self._lock:
+            del self.jobs[job_id]
+
+    def answer(self, route: str, path: str, seen: Seen) -> Reply:
+        with self._lock:
+            if route in _TRAINING_ROUTES:
+                self._accepted += 1
+                job_id = f"train-{self._accepted}"
+                states = self._scripts.popleft() if self._scripts else self.DEFAULT
+                kind = "segmentation" if route == "POST /segtrain" else "recognition"
+                self.jobs[job_id] = TrainingJob(job_id, kind, seen, deque([{"status": "QUEUED"}, *states]))
+                return Reply(202, {"jobId": job_id, "status": "QUEUED"})
+            if route == "GET /train/jobs":
+                return Reply(200, {"jobs": [job.public() for job in reversed(self.jobs.values())]})
+            job = self.jobs.get(path.removeprefix("/train/jobs/"))
+            if job is None:
+                return Reply(404, error_body("JOB_NOT_FOUND", "There is no such training job."))
+            if route.startswith("DELETE"):
+                if job.status in _FINISHED:
+                    return Reply(409, error_body("JOB_FINISHED", f"The job has ended already ({job.status})."))
+                job.states = deque([{**job.public(), "status": "CANCELLED", "error": "cancelled"}])
+                return Reply(200, job.public())
+            answer = job.public()
+            if len(job.states) > 1:
+                job.states.popleft()
+            return Reply(200, answer)
+
+    def handles(self, route: str) -> bool:
+        return self.enabled and (
+            route in _TRAINING_ROUTES
+            or route == "GET /train/jobs"
+            or route.startswith(("GET /train/jobs/", "DELETE /train/jobs/"))
+        )
+
+
 class ScriptedService:
     def __init__(self) -> None:
         self.script: dict[str, deque[Behaviour]] = defaultdict(deque)
+        self.training = TrainingJobs()
         self.seen: list[Seen] = []
         self.in_flight = 0
         self.gate = threading.Event()
@@ -138,6 +269,7 @@ class ScriptedService:
         with self._lock:
             self.script.clear()
             self.seen.clear()
+            self.training = TrainingJobs()
             self.gate.set()
             self.gate = threading.Event()
 
@@ -153,7 +285,12 @@ class ScriptedService:
         with self._lock:
             self.seen.append(seen)
             queue = self.script.get(route)
-            behaviour = queue.popleft() if queue else self._unscripted(route, seen)
+            if queue:
+                behaviour: Behaviour = queue.popleft()
+            elif self.training.handles(route):
+                behaviour = self.training.answer(route, request.url.path, seen)
+            else:
+                behaviour = self._unscripted(route, seen)
         if route in ("POST /ocr", "POST /ocr/stream"):
             behaviour = _in_range(behaviour, seen.fields)
         gate = self.gate
@@ -195,20 +332,18 @@ async def _record(request: Request) -> Seen:
     digest: str | None = None
     size = 0
     body: Any = None
+    kept: bytes | None = None
     if request.headers.get("content-type", "").startswith("multipart/form-data"):
         async with request.form() as form:
             for name, value in form.multi_items():
                 if isinstance(value, UploadFile):
                     data = await value.read()
                     digest, size = hashlib.sha256(data).hexdigest(), len(data)
+                    if request.url.path in ("/train", "/segtrain"):
+                        kept = data
                 else:
                     fields[name] = value
-    elif request.headers.get("content-type", "").startswith("application/json"):
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            body = None
-    return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers), json=body)
+    return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers), json=body, file=kept)
 
 
 def _number(item: dict[str, Any]) -> int | None:

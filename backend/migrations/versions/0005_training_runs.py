@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("cancelled_by", sa.Integer(), nullable=True),
         sa.Column("lease_owner", sa.String(length=100), nullable=True),
         sa.Column("lease_expires_at", backend.db.UtcDateTime(timezone=True), nullable=True),
+        sa.Column("answered_at", backend.db.UtcDateTime(timezone=True), nullable=True),
         sa.Column("created_by", sa.Integer(), nullable=False),
         sa.Column("created_at", backend.db.UtcDateTime(timezone=True), nullable=False),
         sa.Column("started_at", backend.db.UtcDateTime(timezone=True), nullable=True),
