@@ -343,6 +343,11 @@ async def _record(request: Request) -> Seen:
                         kept = data
                 else:
                     fields[name] = value
+    elif request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
     return Seen(request.method, request.url.path, fields, digest, size, dict(request.headers), json=body, file=kept)
 
 
