@@ -35,7 +35,7 @@ from backend.storage import Storage, StorageUnavailableError
 from backend.training.leases import Claimed, LeaseLost, RunLeases
 from backend.training.models import RunStatus, TrainingKind
 from backend.training.ports import ModelJudge, TrainingData
-from backend.training.progress import JobState, job_state
+from backend.training.progress import JobState, job_state, storable
 from backend.training.service import CANCELLED_BY_ADMIN
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,10 @@ class RunFollower:
                 log.warning("training run %s: could not renew its lease; trying again", run_id, exc_info=True)
 
     async def _end(self, run: Claimed, status: RunStatus, code: str | None, message: str | None, **values: Any) -> None:
+        # The OCR service's code and message as the columns can hold them: a refusal to store
+        # them would leave the run active, and the next follower would send its ZIP again.
+        code = storable(code, 64) if code is not None else None
+        message = storable(message, 10_000) if message is not None else None
         try:
             await asyncio.to_thread(
                 self.leases.end, run.run_id, status, self.clock(), error_code=code, error_message=message, **values

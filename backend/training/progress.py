@@ -8,6 +8,7 @@ JSONB, and a non-number must not end up on the admin page); segmentation's CER i
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,16 @@ from typing import Any
 _MAX_NOTES = 50
 _MAX_NOTE = 1000
 _STATUSES = frozenset({"QUEUED", "RUNNING", "DONE", "FAILED", "CANCELLED"})
+# What the database cannot store (PostgreSQL refuses NUL in text and JSONB; no encoding holds a
+# lone surrogate): dropped, else recording the answer fails every time and the run never ends.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The run's INTEGER columns (epoch) on both databases.
+_MAX_INT = 2**31 - 1
+
+
+def storable(text: str, limit: int) -> str:
+    """``text`` as the database can store it, at most ``limit`` characters."""
+    return _UNSTORABLE.sub("", text)[:limit]
 
 
 def _rate(value: Any) -> float | None:
@@ -56,7 +67,8 @@ class JobState:
 def job_state(job: dict[str, Any], *, segmentation: bool) -> JobState:
     status = job.get("status")
     metrics: list[dict[str, Any]] = []
-    for entry in job.get("metrics") or []:
+    entries = job.get("metrics")
+    for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or type(entry.get("epoch")) is not int:
             continue
         accuracy = _rate(entry.get("accuracy"))
@@ -65,19 +77,25 @@ def job_state(job: dict[str, Any], *, segmentation: bool) -> JobState:
         )
     accuracy = _rate(job.get("accuracy"))
     notes = job.get("info")
-    info = [note[:_MAX_NOTE] for note in notes if isinstance(note, str)][:_MAX_NOTES] if isinstance(notes, list) else []
+    info = (
+        [storable(note, _MAX_NOTE) for note in notes if isinstance(note, str)][:_MAX_NOTES]
+        if isinstance(notes, list)
+        else []
+    )
     epoch = job.get("epoch")
     version = job.get("modelVersion")
+    # A number or a short text (the column holds 100 characters; a huge number is no version).
+    version = str(version) if type(version) is int else version
+    version = _UNSTORABLE.sub("", version) if isinstance(version, str) else None
     error = job.get("error")
+    error = storable(error, _MAX_NOTE) if isinstance(error, str) else None
     return JobState(
         status=status if isinstance(status, str) and status in _STATUSES else None,
-        epoch=epoch if type(epoch) is int and epoch >= 0 else None,
+        epoch=epoch if type(epoch) is int and 0 <= epoch <= _MAX_INT else None,
         metrics=metrics,
         accuracy=accuracy,
         cer=_cer(job.get("cer"), accuracy, segmentation),
         info=info,
-        model_version=str(version)
-        if type(version) is int or (isinstance(version, str) and 0 < len(version) <= 100)
-        else None,
-        error=error[:_MAX_NOTE] if isinstance(error, str) and error else None,
+        model_version=version if version and len(version) <= 100 else None,
+        error=error or None,
     )

@@ -157,6 +157,28 @@ def test_a_refused_submission_fails_the_run_with_the_services_answer(
     assert (failed["errorCode"], failed["errorMessage"], failed["ocrJobId"]) == (code, message, None)
 
 
+def test_answers_the_database_cannot_store_as_sent_still_end_the_run(app: TrainingApp, standin: StandIn) -> None:
+    # NUL (PostgreSQL refuses it in text and JSONB) and an epoch past INTEGER: stored, the run
+    # would stay RUNNING for ever (each follower failing to record the same answer).
+    standin.service.training.script(
+        {**epoch_state(1, 0.5), "epoch": 2**40, "modelVersion": "v\x001"},
+        {"status": "FAILED", "error": "did not\x00 converge", "info": ["a note\x00with NUL"]},
+    )
+    enough(app, TrainingKind.RECOGNITION)
+    failed = app.wait_status(start(app, "recognition").json()["id"], "FAILED")
+    assert (failed["errorCode"], failed["errorMessage"]) == ("TRAINING_JOB_FAILED", "did not converge")
+    assert failed["info"] == ["a notewith NUL"] and failed["modelVersion"] == "v1"
+
+
+def test_a_refusal_the_database_cannot_store_as_sent_still_fails_the_run(app: TrainingApp, standin: StandIn) -> None:
+    standin.service.training.enable()
+    standin.service.plan("POST /train", Reply(422, error_body("X" * 200, "no\x00 lines")))
+    enough(app, TrainingKind.RECOGNITION)
+    failed = app.wait_status(start(app, "recognition").json()["id"], "FAILED")
+    assert (failed["errorCode"], failed["errorMessage"]) == ("X" * 64, "no lines")
+    assert standin.service.count("POST /train") == 1
+
+
 def test_an_unreachable_training_service_fails_the_run_and_leaves_no_temporary_file(
     start_app: Callable[..., TrainingApp], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -350,7 +372,12 @@ def test_a_silent_service_keeps_the_run_running_until_the_lost_after_limit(
 # --- the job's JSON, read defensively; leases -------------------------------------------------
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["nul\x00", "lone \ud800 surrogate", "9" * 101]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=8,
 )
@@ -371,7 +398,13 @@ def test_any_job_answer_gives_storable_progress(job: dict[str, Any], segmentatio
     assert all(rate is None or (type(rate) is float and math.isfinite(rate)) for rate in rates)
     assert all(type(m["epoch"]) is int for m in state.metrics)
     assert all(isinstance(note, str) for note in state.info)
-    json.dumps(state.values(), allow_nan=False)  # PostgreSQL's JSONB takes no NaN
+    # PostgreSQL's JSONB takes no NaN and no NUL, its INTEGER nothing past 2³¹ − 1; no
+    # encoding holds a lone surrogate.
+    stored = json.dumps(state.values(), allow_nan=False, ensure_ascii=False)
+    stored.encode()
+    assert "\x00" not in stored and (state.error is None or "\x00" not in state.error)
+    assert state.epoch is None or state.epoch <= 2**31 - 1
+    assert state.model_version is None or len(state.model_version) <= 100
 
 
 @given(accuracy=st.floats(0, 1), cer=st.none() | st.floats(0, 1))
