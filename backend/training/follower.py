@@ -106,9 +106,12 @@ class RunFollower:
     async def _follow(self, run: Claimed) -> None:
         keeper = asyncio.create_task(self._keep_lease(run.run_id), name=f"training-lease-{run.run_id}")
         try:
+            # The service's silence counts from here at the earliest: the time this backend
+            # was away (stopped, restarting) is not the service's.
+            taken = self.clock()
             job_id = run.ocr_job_id or await self._submit(run)
             if job_id is not None:
-                while not await self._look(run, job_id):
+                while not await self._look(run, job_id, taken):
                     await self._sleep(self.poll_s)
         except LeaseLost:
             log.info("training run %s: no longer followed here (ended or taken over)", run.run_id)
@@ -222,8 +225,9 @@ class RunFollower:
 
     # --- following ----------------------------------------------------------------------------
 
-    async def _look(self, run: Claimed, job_id: str) -> bool:
-        """Ask about the job once and record what it says; True when the run has ended."""
+    async def _look(self, run: Claimed, job_id: str, taken: datetime) -> bool:
+        """Ask about the job once and record what it says; True when the run has ended.
+        ``taken``: when this follower took the run up."""
         row = await asyncio.to_thread(self.leases.read, run.run_id)
         if row.lease_owner != self.leases.owner or row.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
             raise LeaseLost(f"training run {run.run_id} left this follower")
@@ -242,7 +246,7 @@ class RunFollower:
                 await self._end(run, RunStatus.FAILED, exc.code, exc.message)
             return True
         except OcrUnavailable as exc:
-            last = row.answered_at or row.started_at or row.created_at
+            last = max(row.answered_at or row.started_at or row.created_at, taken)
             if self.clock() - last < self.lost_after:
                 await asyncio.to_thread(self.leases.record, run.run_id, self.clock())
                 return False

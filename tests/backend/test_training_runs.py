@@ -369,6 +369,24 @@ def test_a_silent_service_keeps_the_run_running_until_the_lost_after_limit(
     standin.service.reset()
 
 
+def test_a_backend_away_longer_than_the_limit_does_not_count_as_the_services_silence(
+    start_app: Callable[..., TrainingApp], standin: StandIn, clock: FakeClock
+) -> None:
+    standin.service.training.script(epoch_state(1, 0.5))
+    first = start_app(clock=clock, training_lost_after_s=600)
+    enough(first, TrainingKind.RECOGNITION)
+    run = first.wait_status(start(first, "recognition").json()["id"], "RUNNING")
+    stop(first.client)
+    clock.advance(3600)  # the backend was down for an hour; the OCR service trained on
+    # Both come back together: the OCR service answers only after the backend's first polls.
+    route = f"GET /train/jobs/{run['ocrJobId']}"
+    standin.service.plan(route, *[Reply(503, error_body("OCR_SERVICE_UNAVAILABLE"))] * 3)
+    standin.service.training.advance(run["ocrJobId"], epoch_state(3, 0.9, "DONE", modelVersion=1))
+    second = start_app(clock=clock, training_lost_after_s=600)
+    done = second.wait(run["id"], lambda r: r["status"] != "RUNNING", "ended")
+    assert (done["status"], done["errorMessage"]) == ("DONE", None)
+
+
 # --- the job's JSON, read defensively; leases -------------------------------------------------
 
 JSON_VALUES = st.recursive(
