@@ -217,8 +217,19 @@ class RunFollower:
 
     async def _base_model(self, run: Claimed) -> str | None:
         if run.kind is TrainingKind.SEGMENTATION:
-            # The previous segmentation run's model (800 px) if there is one; else the service's rule.
-            return await asyncio.to_thread(self.leases.previous_segmentation_model, run.run_id)
+            # The latest segmentation run's model (800 px) the service still has; else the
+            # service's rule. A model an admin removed from the store is never named: the
+            # service would fail this run and every later one on the missing base.
+            earlier = await asyncio.to_thread(self.leases.previous_segmentation_models, run.run_id)
+            if not earlier:
+                return None
+            listed = (await self.client.models()).get("models")
+            stored = (
+                {entry.get("name") for entry in listed if isinstance(entry, dict)}
+                if isinstance(listed, list)
+                else set()
+            )
+            return next((name for name in earlier if name in stored), None)
         # Recognition and writer runs fine-tune the OCR service's current default model.
         default = (await self.client.models()).get("default")
         return default if isinstance(default, str) and default else None

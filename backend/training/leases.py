@@ -122,18 +122,19 @@ class RunLeases:
             )
             session.commit()
 
-    def previous_segmentation_model(self, run_id: int) -> str | None:
-        """The model of the latest segmentation run that ended DONE before this one."""
+    def previous_segmentation_models(self, run_id: int) -> list[str]:
+        """The models of the segmentation runs that ended DONE before this one, latest first."""
         with self.db.sessions() as session:
-            return session.scalar(
-                select(TrainingRun.model_name)
-                .where(
-                    TrainingRun.kind == TrainingKind.SEGMENTATION,
-                    TrainingRun.status == RunStatus.DONE,
-                    TrainingRun.id < run_id,
+            return list(
+                session.scalars(
+                    select(TrainingRun.model_name)
+                    .where(
+                        TrainingRun.kind == TrainingKind.SEGMENTATION,
+                        TrainingRun.status == RunStatus.DONE,
+                        TrainingRun.id < run_id,
+                    )
+                    .order_by(TrainingRun.id.desc())
                 )
-                .order_by(TrainingRun.id.desc())
-                .limit(1)
             )
 
     def attach_job(self, run_id: int, job_id: str) -> None:

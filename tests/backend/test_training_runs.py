@@ -113,9 +113,27 @@ def test_segmentation_starts_from_its_previous_model_and_waits_for_an_admin(app:
     assert (done["adopted"], done["adoptionNote"]) == (False, SEGMENTATION_NOTE)
     assert app.judge.judged == []
 
+    standin.service.models.append({"name": "archive-seg-v1", "kind": "segmentation"})  # installed
     second = app.wait_status(start(app, "segmentation").json()["id"], "DONE")
     assert (second["modelName"], second["baseModel"]) == ("archive-seg-v2", "archive-seg-v1")
     assert [job.seen.path for job in standin.service.training.jobs.values()] == ["/segtrain", "/segtrain"]
+
+
+def test_segmentation_never_names_a_base_model_removed_from_the_store(app: TrainingApp, standin: StandIn) -> None:
+    state = {"status": "DONE", "epoch": 1, "metrics": [], "accuracy": 0.75}
+    standin.service.training.script(state, state, state)
+    app.data.set(TrainingKind.SEGMENTATION, pages(3, 4))
+    standin.service.models.append({"name": "archive-seg-v1", "kind": "segmentation"})
+    for _ in range(2):
+        app.wait_status(start(app, "segmentation").json()["id"], "DONE")
+    # An admin removed the latest (unadopted) model: the run fine-tunes the one before it,
+    # rather than naming a base the OCR service would fail this run and every later one on.
+    third = app.wait_status(start(app, "segmentation").json()["id"], "DONE")
+    assert (third["modelName"], third["baseModel"]) == ("archive-seg-v3", "archive-seg-v1")
+    standin.service.models.clear()  # and the first one too: the service's own rule
+    standin.service.training.script(state)
+    fourth = app.wait_status(start(app, "segmentation").json()["id"], "DONE")
+    assert (fourth["modelName"], fourth["baseModel"]) == ("archive-seg-v4", None)
 
 
 def test_a_writer_run_fine_tunes_the_default_as_the_writers_model(app: TrainingApp, standin: StandIn) -> None:
