@@ -34,6 +34,7 @@ from backend.db import UtcDateTime
 from backend.documents.models import Document, Line, Page
 from backend.documents.pages import record_sizes, seekable_original
 from backend.documents.render import PdfRenderers, RenderLimits, render_ocr_page
+from backend.errors import AppError, ErrorCode
 from backend.storage import Storage
 from backend.training.models import TrainingKind
 
@@ -49,6 +50,9 @@ _PNG_LEVEL = 1
 # Characters XML 1.0 cannot hold (lxml refuses them); a line is one line, so breaks become spaces.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _BREAKS = re.compile(r"[\t\n\r]+")
+# A page the backend's renderer refuses (its own time, memory and pixel limits, or a damaged
+# page): the OCR service may still have read it, so it can have ground truth.
+_UNDRAWABLE = frozenset({ErrorCode.DOCUMENT_TOO_COMPLEX, ErrorCode.CORRUPT_DOCUMENT, ErrorCode.PAGE_TOO_LARGE})
 
 
 @dataclass(frozen=True)
@@ -390,7 +394,8 @@ def write_training_zip(
     Per page ``p{page_id}.png`` (the upright page at exactly its recorded size: the pixels its
     lines' coordinates are in) and ``p{page_id}.xml`` (PAGE XML with ``kind``'s lines, as they
     are now: a document moved to the trash or a page whose review was cleared since the pages
-    were chosen adds nothing). A page left without lines is left out. Entries are written one
+    were chosen adds nothing). A page left without lines is left out, and so is one the
+    backend's renderer refuses (too complex, damaged, too large: logged), not the whole ZIP. Entries are written one
     by one, each image rendered, written and released before the next; the session's reads are
     committed before each document's renders, so no transaction stays open for seconds.
     """
@@ -419,7 +424,14 @@ def write_training_zip(
                     )
                     if written == 0:
                         continue
-                    _write_image(archive, f"{name}.png", source, media_type, row, limits, renderers)
+                    try:
+                        _write_image(archive, f"{name}.png", source, media_type, row, limits, renderers)
+                    except AppError as exc:
+                        if exc.code not in _UNDRAWABLE:
+                            raise
+                        # Left out, not the run: the page stays eligible, so it would fail every run.
+                        log.warning("training ZIP: page %d left out, it cannot be drawn: %s", row.page_id, exc.message)
+                        continue
                     archive.writestr(
                         _entry(f"{name}.xml", zipfile.ZIP_DEFLATED), xml, compress_type=zipfile.ZIP_DEFLATED
                     )

@@ -27,6 +27,7 @@ from sqlalchemy import delete, update
 from backend.db import Database
 from backend.documents.models import Document, DocumentStatus, Line, Page, Writer
 from backend.documents.render import RenderLimits
+from backend.errors import AppError, ErrorCode
 from backend.storage import Storage
 from backend.training import dataset
 from backend.training.dataset import (
@@ -690,6 +691,35 @@ def test_the_zip_is_written_page_by_page_never_whole_in_memory(actors: Actors, m
     assert min(sizes) > 500_000
     assert peak < 2 * max(sizes), (peak, sizes)
     assert peak < sum(sizes) / 2
+
+
+@pytest.mark.parametrize("code", [ErrorCode.DOCUMENT_TOO_COMPLEX, ErrorCode.CORRUPT_DOCUMENT, ErrorCode.PAGE_TOO_LARGE])
+def test_a_page_the_backend_cannot_draw_is_left_out_not_the_whole_zip(
+    actors: Actors, page_schema: etree.XMLSchema, monkeypatch: pytest.MonkeyPatch, code: ErrorCode
+) -> None:
+    """A page the OCR service read but the backend's renderer refuses (its own time and memory
+    limits) would otherwise fail every run for good: it stays eligible and is chosen again."""
+    client, erika = actors.client, actors.archivist
+    frames = [Image.new("RGB", (300, 200), "white") for _ in range(3)]
+    document_id = upload(client, erika, to_tiff(frames), "Drei Seiten")
+    for number in (1, 2, 3):
+        store_lines(client, document_id, number, [ocr_line(0, "x", [[5, 20], [50, 20]], [[5, 5], [50, 5], [50, 25]])])
+        review(client, erika, document_id, number)
+    render = dataset.render_ocr_page
+
+    def refusing(source: Any, media_type: str, number: int, *args: Any) -> Image.Image:
+        if number == 2:
+            raise AppError(code, "Page 2 is refused.")
+        return render(source, media_type, number, *args)
+
+    monkeypatch.setattr(dataset, "render_ocr_page", refusing)
+    chosen = _eligible(actors, TrainingKind.RECOGNITION)
+    with tempfile.TemporaryFile() as dest:
+        summary = _zip(actors, chosen, TrainingKind.RECOGNITION, dest)
+        dest.seek(0)
+        zipped = _unpacked(dest.read(), page_schema)
+    kept = [page.page_id for page in chosen if page.page_number != 2]
+    assert sorted(zipped) == sorted(kept) and (summary.pages, summary.lines) == (2, 2)
 
 
 # --- the real OCR service takes it --------------------------------------------------------------------
