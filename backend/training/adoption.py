@@ -12,7 +12,7 @@ can adopt it by hand (:func:`adopt_by_hand`). A segmentation model is adopted on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -35,12 +35,28 @@ SEGMENTATION_NOTE = (
 )
 
 
-def replaced_model(session: Session, run: TrainingRun, default_model: str | None) -> str | None:
+def replaced_model(
+    session: Session, run: TrainingRun, default_model: str | None, usable: Collection[str] | None = None
+) -> str | None:
     """The model the run's model would replace: for a writer run the writer's own model, else
-    the default (``default_model``: the OCR service's, as ``GET /models`` names it)."""
+    the default (``default_model``: the OCR service's, as ``GET /models`` names it).
+    ``usable``: the models the service can read with; a writer's model not among them (an admin
+    removed it) reads nothing now — the writer's documents are read with the default."""
     if run.kind is TrainingKind.WRITER:
-        return _writers_model(session, run) or default_model
+        writers = _writers_model(session, run)
+        if writers is not None and (usable is None or writers in usable):
+            return writers
     return default_model
+
+
+def usable_models(listing: dict[str, Any]) -> set[str]:
+    """The names ``GET /models`` lists without a problem (a file the service cannot use)."""
+    entries = listing.get("models")
+    return {
+        entry["name"]
+        for entry in (entries if isinstance(entries, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str) and not entry.get("problem")
+    }
 
 
 def _writers_model(session: Session, run: TrainingRun) -> str | None:
@@ -111,7 +127,9 @@ async def _judge(ocr: OcrClient, sessions: SessionFactory, storage: Storage, run
 
         def models_now() -> tuple[str | None, str | None]:
             with sessions() as session:
-                replaced = replaced_model(session, run, default if isinstance(default, str) else None)
+                replaced = replaced_model(
+                    session, run, default if isinstance(default, str) else None, usable_models(listing)
+                )
                 return replaced, _writers_model(session, run)
 
         replaced, writers = await asyncio.to_thread(models_now)

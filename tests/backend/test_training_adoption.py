@@ -237,6 +237,24 @@ def test_a_writers_first_model_is_judged_against_the_default(world: World) -> No
     assert (run.adopted, run.replaced_model, world.writer().model_name) == (True, "archive-v1", "writer-anna-v1")
 
 
+def test_a_writers_model_gone_from_the_store_is_judged_against_the_default_that_reads_for_it(world: World) -> None:
+    # An admin removed the writer's model from the store: the writer's documents are read with
+    # the default now (the OCR job falls back), so that is what the new model would replace.
+    world.set_writers_model("writer-anna-v0")
+    world.standin.service.answer_for_model("writer-anna-v0", Reply(422, error_body("UNKNOWN_MODEL")))
+    world.readings(writer_anna_v1=TWO_WRONG, archive_v1=FOUR_WRONG)
+    run_id = add_run(
+        world.actors.client, TrainingKind.WRITER, "writer-anna-v1", [world.page_id], writer_id=world.writer().id
+    )
+    run = world.judge(run_id)
+    assert (run.adopted, run.replaced_model, run.adoption_note) == (
+        True,
+        "archive-v1",
+        "adopted: held-out CER 0.049 is lower than archive-v1's 0.098.",
+    )
+    assert (world.writer().model_name, world.writer().model_run_id) == ("writer-anna-v1", run_id)
+
+
 def test_a_writer_model_that_is_not_better_leaves_the_writers_model(world: World) -> None:
     world.set_writers_model("writer-anna-v1")
     world.readings(writer_anna_v2=FOUR_WRONG, writer_anna_v1=TWO_WRONG)
