@@ -174,7 +174,17 @@ class RunFollower:
                 archive.seek(0)
                 request = TrainingRequest(model_name=run.model_name, base_model=base_model, epochs=self.epochs)
                 submit = self.client.segtrain if run.kind is TrainingKind.SEGMENTATION else self.client.train
-                answer = await submit(archive, request)
+                try:
+                    answer = await submit(archive, request)
+                except OcrUnavailable:
+                    # No answer is no proof the upload was refused (a proxy giving up while the
+                    # service takes it, a connection lost after it): a job of the run's own model
+                    # name is this run's, and is followed rather than left training unseen.
+                    accepted = await self._accepted(run)
+                    if accepted is None:
+                        raise
+                    log.info("training run %s: its job %s was accepted without an answer", run.run_id, accepted)
+                    return await self._running(run, accepted, base_model, (pages, lines))
         except OcrRejected as exc:
             await self._end(run, RunStatus.FAILED, exc.code, exc.message)
             return None
@@ -190,6 +200,13 @@ class RunFollower:
             await self._end(run, RunStatus.FAILED, UNAVAILABLE, "The OCR service accepted the data but named no job.")
             return None
         return await self._running(run, job_id, base_model, (pages, lines))
+
+    async def _accepted(self, run: Claimed) -> str | None:
+        """The job the service started for the run although its answer was lost, if it did."""
+        try:
+            return await job_named(self.client, run.model_name)
+        except OcrClientError:
+            return None
 
     async def _running(
         self, run: Claimed, job_id: str, base_model: str | None, counts: tuple[int, int] | None

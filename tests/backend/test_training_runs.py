@@ -197,6 +197,22 @@ def test_a_refusal_the_database_cannot_store_as_sent_still_fails_the_run(app: Tr
     assert standin.service.count("POST /train") == 1
 
 
+def test_a_job_accepted_behind_a_lost_answer_is_followed_not_left_training_unseen(
+    app: TrainingApp, standin: StandIn
+) -> None:
+    # A proxy in front of the OCR service gives up (504) while the service takes the upload
+    # and starts the job: the run must follow that job, not end FAILED beside it.
+    standin.service.training.script(epoch_state(2, 0.9, "DONE", modelVersion=1))
+    httpx.post(
+        standin.url + "/train", files={"file": ("t.zip", b"PK")}, data={"modelName": "archive-v1"}
+    ).raise_for_status()  # what the service did with the upload the proxy gave up on
+    standin.service.plan("POST /train", Reply(504, error_body("GATEWAY_TIMEOUT", "upstream timed out")))
+    enough(app, TrainingKind.RECOGNITION)
+    ended = ("DONE", "FAILED", "CANCELLED")
+    done = app.wait(start(app, "recognition").json()["id"], lambda r: r["status"] in ended, "ended")
+    assert (done["status"], done["ocrJobId"], done["lineCount"]) == ("DONE", "train-1", 12)
+
+
 def test_an_unreachable_training_service_fails_the_run_and_leaves_no_temporary_file(
     start_app: Callable[..., TrainingApp], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
