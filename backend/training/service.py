@@ -18,7 +18,7 @@ from backend.documents.models import Document, Writer
 from backend.errors import AppError, ErrorCode
 from backend.ocr_client import OcrClient
 from backend.settings import Settings
-from backend.training.guard import PAGES, active_run, already_running, guard, threshold_of
+from backend.training.guard import HELDOUT_SEED, PAGES, active_run, already_running, guard, threshold_of
 from backend.training.models import ACTIVE_RUN, RunStatus, TrainingKind, TrainingRun
 from backend.training.naming import model_name
 from backend.training.ports import ModelJudge, PageLike, TrainingData
@@ -132,12 +132,9 @@ class TrainingRuns:
         kind: TrainingKind,
         writer: Writer | None = None,
         *,
-        seed: int | None = None,
         pages: Sequence[PageLike] | None = None,
     ) -> KindOut:
-        if seed is None:
-            seed = next_sequence(session, kind, writer.id if writer else None)
-        verdict = guard(session, self.settings, ocr, self.data, kind, writer, seed, pages)
+        verdict = guard(session, self.settings, ocr, self.data, kind, writer, HELDOUT_SEED, pages)
         threshold, unit = threshold_of(self.settings, kind)
         assessment = verdict.assessment
         return KindOut(
@@ -156,14 +153,6 @@ class TrainingRuns:
             return []
         per_writer = TrainingRun.writer_id.is_not(None)
         # (A Result has keys(): dict() would take it for a mapping, so the pairs are built here.)
-        sequences: dict[int | None, int] = {
-            writer_id: sequence
-            for writer_id, sequence in session.execute(
-                select(TrainingRun.writer_id, func.max(TrainingRun.sequence))
-                .where(per_writer)
-                .group_by(TrainingRun.writer_id)
-            )
-        }
         last_done: dict[int | None, datetime] = {
             writer_id: created
             for writer_id, created in session.execute(
@@ -178,8 +167,7 @@ class TrainingRuns:
         new_lines = self.data.new_lines_by_writer(session, since) if enabled else {}
         outs = []
         for writer in writers:
-            seed = (sequences.get(writer.id) or 0) + 1
-            kind = self._kind(session, ocr, TrainingKind.WRITER, writer, seed=seed, pages=pages.get(writer.id, []))
+            kind = self._kind(session, ocr, TrainingKind.WRITER, writer, pages=pages.get(writer.id, []))
             new = new_lines.get(writer.id, 0)
             first = last_done.get(writer.id) is None
             outs.append(
@@ -209,7 +197,7 @@ class TrainingRuns:
             if writer is None:
                 raise AppError(ErrorCode.WRITER_NOT_FOUND, f"There is no writer '{writer_slug}'.")
         sequence = next_sequence(session, kind, writer.id if writer else None)
-        verdict = guard(session, self.settings, ocr, self.data, kind, writer, sequence)
+        verdict = guard(session, self.settings, ocr, self.data, kind, writer, HELDOUT_SEED)
         if verdict.refusal is not None:
             raise verdict.refusal
         assessment = verdict.assessment

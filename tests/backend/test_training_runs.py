@@ -35,6 +35,7 @@ from tests.backend.training_runs import (
     SLUG,
     WRITER,
     TrainingApp,
+    body_of,
     enough,
     pages,
     prepare,
@@ -95,6 +96,24 @@ def test_a_recognition_run_trains_the_default_model_and_ends_done(app: TrainingA
     assert len(heldout) == 1
     assert names == {f"p{n}.xml" for n in range(1, 6) if n not in heldout}
     assert standin.service.count("POST /train") == 1
+
+
+@pytest.mark.parametrize("kind", [TrainingKind.RECOGNITION, TrainingKind.WRITER])
+def test_a_run_is_judged_on_pages_the_model_it_would_replace_never_trained_on(
+    app: TrainingApp, standin: StandIn, kind: TrainingKind
+) -> None:
+    standin.service.training.enable()
+    prepare(app, kind, pages(20, 3))
+    held: list[set[int]] = []
+    for _ in range(2):
+        run = app.wait_status(start(app, kind.value, body_of(kind)).json()["id"], "DONE")
+        with app.db.sessions() as session:
+            held.append(set(session.get_one(TrainingRun, run["id"]).heldout_page_ids))
+    first_trained_on = set(app.data.zipped[0])
+    # The second model replaces the first: judged on the first one's training pages, the first
+    # would look better than it is.
+    assert held[1] and not held[1] & first_trained_on
+    assert held[0] == held[1]
 
 
 def test_segmentation_starts_from_its_previous_model_and_waits_for_an_admin(app: TrainingApp, standin: StandIn) -> None:
