@@ -359,3 +359,16 @@ async def cancel_job(client: OcrClient, job_id: str) -> dict[str, Any]:
         if exc.status != 409:
             raise
         return await client.training_job(job_id)
+
+
+async def cancel_unseen_job(client: OcrClient, model_name: str) -> None:
+    """Cancel the job a run ended before it had one may still have started: a follower cut off
+    or hung while sending its ZIP leaves the run without a job although the OCR service took
+    it. Best effort: a service that does not answer is logged, the run stays CANCELLED."""
+    try:
+        job_id = await job_named(client, model_name)
+        if job_id is not None:
+            await cancel_job(client, job_id)
+            log.info("training job %s of %s, sent before its run was cancelled, is cancelled", job_id, model_name)
+    except OcrClientError as exc:
+        log.warning("a training job of %s may still run in the OCR service: %s", model_name, exc)

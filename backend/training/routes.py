@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from backend.deps import AdminUser, OcrClientDep, Services, ServicesDep, SessionDep
 from backend.errors import AppError, ErrorCode
 from backend.ocr_client import OcrClient, OcrClientError, OcrRejected, OcrUnavailable
-from backend.training.follower import cancel_job
-from backend.training.models import ACTIVE_RUN, TrainingKind
+from backend.training.follower import cancel_job, cancel_unseen_job
+from backend.training.models import ACTIVE_RUN, RunStatus, TrainingKind
 from backend.training.schemas import OcrServiceOut, OverviewOut, RunOut, RunPage, StartIn
 from backend.users.models import User
 
@@ -96,6 +96,10 @@ async def cancel_run(run_id: Id, admin: AdminUser, services: ServicesDep, client
     service, and the run is CANCELLED once the service confirms (else its follower goes on
     asking the service to cancel it)."""
     run = await run_in_threadpool(_request_cancel, services, run_id, admin)
+    if run.status is RunStatus.CANCELLED and run.ocr_job_id is None:
+        # Ended before it had a job: one its follower sent without living to record it is cancelled too.
+        await cancel_unseen_job(client, run.model_name)
+        return run
     if run.status not in ACTIVE_RUN or run.ocr_job_id is None:
         return run
     try:

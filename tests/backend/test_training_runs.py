@@ -310,6 +310,34 @@ def test_a_job_accepted_for_a_run_cancelled_meanwhile_is_cancelled(
     assert (ended["status"], ended["ocrJobId"]) == ("CANCELLED", "train-1")
 
 
+def test_cancelling_a_run_whose_backend_hung_while_sending_cancels_the_job_it_started(
+    app: TrainingApp, standin: StandIn
+) -> None:
+    # Another backend took the run up and hangs mid-upload (its lease still live): the run is
+    # QUEUED without a job, yet the OCR service has accepted the ZIP and trains.
+    standin.service.training.script(epoch_state(1, 0.5))
+    now = datetime.now(UTC)
+    with app.db.sessions() as session:
+        user_id = session.scalars(select(User.id)).first()
+        run = TrainingRun(
+            kind=TrainingKind.RECOGNITION, status=RunStatus.QUEUED, active=True, sequence=1,
+            model_name="archive-v1", heldout_page_ids=[1], metrics=[], info=[], adopted=False,
+            cancel_requested=False, created_by=user_id, created_at=now,
+            lease_owner="a-hung-backend", lease_expires_at=now + timedelta(hours=1),
+        )  # fmt: skip
+        session.add(run)
+        session.commit()
+        run_id = run.id
+    httpx.post(
+        standin.url + "/train", files={"file": ("t.zip", b"PK")}, data={"modelName": "archive-v1"}
+    ).raise_for_status()
+    cancelled = app.client.post(f"/api/admin/training/runs/{run_id}/cancel", headers=app.admin)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELLED"
+    assert standin.service.count("DELETE /train/jobs/train-1") == 1
+    assert standin.service.training.job("train-1").status == "CANCELLED"
+
+
 def test_cancelling_a_running_run_cancels_its_job(app: TrainingApp, standin: StandIn) -> None:
     standin.service.training.script(epoch_state(1, 0.5))
     enough(app, TrainingKind.RECOGNITION)
