@@ -45,6 +45,7 @@ UNAVAILABLE = "OCR_SERVICE_UNAVAILABLE"
 JOB_LOST = "TRAINING_JOB_LOST"
 JOB_FAILED = "TRAINING_JOB_FAILED"
 NO_DATA = "NOT_ENOUGH_TRAINING_DATA"
+NAME_TAKEN = "MODEL_NAME_TAKEN"
 SEGMENTATION_NOTE = "A segmentation model is adopted only by an admin."
 NOT_JUDGED = "The new model could not be judged (see the backend's log); an admin can adopt it by hand."
 
@@ -160,7 +161,19 @@ class RunFollower:
             if existing is not None:
                 log.info("training run %s: re-attached to job %s sent before a restart", run.run_id, existing)
                 return await self._running(run, existing, None, None)
-            base_model = await self._base_model(run)
+            listing = await self.client.models()
+            stored = stored_models(listing)
+            if not run.resumed and run.model_name in stored:
+                # Trained before under this name (a restored database, another backend on the
+                # same service): sending would install over that model, maybe the one in use.
+                message = (
+                    f"The OCR service already has a model named {run.model_name} that this backend did not "
+                    "train (a restored database, or another backend using the service): it is not replaced. "
+                    "The next run takes the next name; or set APP_TRAINING_MODEL_PREFIX."
+                )
+                await self._end(run, RunStatus.FAILED, NAME_TAKEN, message)
+                return None
+            base_model = await self._base_model(run, listing, stored)
             with tempfile.TemporaryFile(prefix="training-", suffix=".zip") as archive:
                 pages, lines = await asyncio.to_thread(
                     write_zip, self.db, self.data, self.storage, self.limits, run, cast(BinaryIO, archive)
@@ -232,23 +245,16 @@ class RunFollower:
             raise
         return job_id
 
-    async def _base_model(self, run: Claimed) -> str | None:
+    async def _base_model(self, run: Claimed, listing: dict[str, Any], stored: set[str]) -> str | None:
+        """``listing``: the service's ``GET /models``; ``stored``: the names in it."""
         if run.kind is TrainingKind.SEGMENTATION:
             # The latest segmentation run's model (800 px) the service still has; else the
             # service's rule. A model an admin removed from the store is never named: the
             # service would fail this run and every later one on the missing base.
             earlier = await asyncio.to_thread(self.leases.previous_segmentation_models, run.run_id)
-            if not earlier:
-                return None
-            listed = (await self.client.models()).get("models")
-            stored = (
-                {entry.get("name") for entry in listed if isinstance(entry, dict)}
-                if isinstance(listed, list)
-                else set()
-            )
             return next((name for name in earlier if name in stored), None)
         # Recognition and writer runs fine-tune the OCR service's current default model.
-        default = (await self.client.models()).get("default")
+        default = listing.get("default")
         return default if isinstance(default, str) and default else None
 
     # --- following ----------------------------------------------------------------------------
@@ -339,6 +345,13 @@ def write_zip(
             return 0, 0
         summary = data.write_training_zip(session, storage, limits, train, run.kind, dest)
     return summary.pages, summary.lines
+
+
+def stored_models(listing: dict[str, Any]) -> set[str]:
+    """The names of every model ``GET /models`` lists."""
+    listed = listing.get("models")
+    entries = listed if isinstance(listed, list) else []
+    return {entry["name"] for entry in entries if isinstance(entry, dict) and isinstance(entry.get("name"), str)}
 
 
 async def job_named(client: OcrClient, model_name: str) -> str | None:

@@ -142,9 +142,9 @@ def test_segmentation_never_names_a_base_model_removed_from_the_store(app: Train
     state = {"status": "DONE", "epoch": 1, "metrics": [], "accuracy": 0.75}
     standin.service.training.script(state, state, state)
     app.data.set(TrainingKind.SEGMENTATION, pages(3, 4))
-    standin.service.models.append({"name": "archive-seg-v1", "kind": "segmentation"})
     for _ in range(2):
         app.wait_status(start(app, "segmentation").json()["id"], "DONE")
+    standin.service.models.append({"name": "archive-seg-v1", "kind": "segmentation"})
     # An admin removed the latest (unadopted) model: the run fine-tunes the one before it,
     # rather than naming a base the OCR service would fail this run and every later one on.
     third = app.wait_status(start(app, "segmentation").json()["id"], "DONE")
@@ -165,6 +165,19 @@ def test_a_writer_run_fine_tunes_the_default_as_the_writers_model(app: TrainingA
     done = app.wait_status(queued.json()["id"], "DONE")
     assert (done["modelName"], done["baseModel"], done["kind"]) == (f"writer-{SLUG}-v1", "kurrent", "writer")
     assert app.data.zipped and writer_id is not None
+
+
+def test_a_model_name_the_service_has_already_is_never_trained_over(app: TrainingApp, standin: StandIn) -> None:
+    # A restored database numbers its runs again from an earlier point; the OCR service kept
+    # the models trained since, archive-v1 among them (maybe the default in use).
+    standin.service.training.enable()
+    standin.service.models.append({"name": "archive-v1", "kind": "recognition"})
+    enough(app, TrainingKind.RECOGNITION)
+    failed = app.wait_status(start(app, "recognition").json()["id"], "FAILED")
+    assert failed["errorCode"] == "MODEL_NAME_TAKEN" and "archive-v1" in failed["errorMessage"]
+    assert standin.service.count("POST /train") == 0
+    done = app.wait_status(start(app, "recognition").json()["id"], "DONE")
+    assert done["modelName"] == "archive-v2"
 
 
 def test_a_failed_job_fails_the_run_with_the_services_reason(app: TrainingApp, standin: StandIn) -> None:
