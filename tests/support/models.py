@@ -1,8 +1,11 @@
-"""A tiny recognition model the tests train themselves (no model can be downloaded here).
+"""Tiny recognition models the tests train themselves (no model can be downloaded here).
 
-It is trained once on rendered line strips (``ketos train -f path``, so its line type is
-``bbox``) and cached under ``.cache/test-models`` keyed by everything that shapes it, so
-later runs reuse it.
+``tiny_recognition_model`` is trained once on rendered line strips (``ketos train -f path``,
+so its line type is ``bbox``); ``tiny_baseline_model`` on rendered pages with PAGE XML
+(``-f xml``, line type ``baselines``), the kind of model the backend's training runs
+fine-tune (their ZIPs hold PAGE XML, and the OCR service refuses to fine-tune a ``bbox``
+model on baseline data). Both are cached under ``.cache/test-models`` keyed by everything
+that shapes them, so later runs reuse them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from tests.support.synthetic import render_line, sentence
+from tests.support.synthetic import render_line, render_page, sentence, to_png
+from tests.support.training_data import page_xml
 
 TINY_SPEC = "[1,32,0,1 Cr3,3,32 Mp2,2 Cr3,3,64 Mp2,2 S1(1x0)1,3 Lbx96 Do0.1]"
 LINES = 400
@@ -63,14 +67,50 @@ def augment(line: Image.Image, rng: random.Random) -> Image.Image:
     return line
 
 
-def _key(fmt: str) -> str:
-    return hashlib.sha256(f"{_RECIPE_VERSION}|{SEED}|{TINY_SPEC}|{LINES}|{EPOCHS}|{fmt}".encode()).hexdigest()[:16]
+def write_page_set(directory: Path, lines: int, seed: int) -> list[Path]:
+    """Letter-like pages of DejaVu Sans with PAGE XML (baselines, polygons, text), about ``lines`` lines."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    paths = []
+    drawn = 0
+    while drawn < lines:
+        size = rng.randint(24, 40)
+        count = rng.randint(6, 10)
+        texts = [sentence(rng, rng.randint(2, 4)) for _ in range(count)]
+        width = max(size * 18, 500)
+        height = int(2 * 40 + count * size * 2.2 + size)
+        page = render_page(texts, width=width, height=height, font_size=size, margin=40, line_gap=2.2)
+        name = f"page{len(paths):04d}"
+        (directory / f"{name}.png").write_bytes(to_png(page.image))
+        xml = directory / f"{name}.xml"
+        xml.write_text(page_xml(page, f"{name}.png"), encoding="utf-8")
+        paths.append(xml)
+        drawn += count
+    return paths
+
+
+def _key(fmt: str, kind: str = "bbox") -> str:
+    # The bbox model's key is the one it always had, so the cache a checkout already holds stays valid.
+    tail = "" if kind == "bbox" else f"|{kind}"
+    return hashlib.sha256(f"{_RECIPE_VERSION}|{SEED}|{TINY_SPEC}|{LINES}|{EPOCHS}|{fmt}{tail}".encode()).hexdigest()[
+        :16
+    ]
 
 
 def tiny_recognition_model(fmt: str = "safetensors") -> Path:
     """The cached tiny bbox model in ``fmt`` (``safetensors`` or ``coreml``), trained if missing."""
+    return _cached(fmt, "bbox")
+
+
+def tiny_baseline_model() -> Path:
+    """The cached tiny baselines model (safetensors) of DejaVu Sans pages, trained if missing."""
+    return _cached("safetensors", "baselines")
+
+
+def _cached(fmt: str, kind: str) -> Path:
     suffix = ".mlmodel" if fmt == "coreml" else ".safetensors"
-    target = CACHE / _key(fmt) / f"tiny{suffix}"
+    name = "tiny" if kind == "bbox" else "tiny-baselines"
+    target = CACHE / _key(fmt, kind) / f"{name}{suffix}"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -79,14 +119,17 @@ def tiny_recognition_model(fmt: str = "safetensors") -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if target.exists():
             return target
-        _train(target, fmt, suffix)
+        _train(target, fmt, suffix, kind)
     return target
 
 
-def _train(target: Path, fmt: str, suffix: str) -> None:
+def _train(target: Path, fmt: str, suffix: str, kind: str) -> None:
     work = target.parent / "work"
     shutil.rmtree(work, ignore_errors=True)
-    lines = write_line_set(work / "lines", LINES, seed=7)
+    if kind == "bbox":
+        data, data_format = write_line_set(work / "lines", LINES, seed=7), "path"
+    else:
+        data, data_format = write_page_set(work / "pages", LINES, seed=7), "xml"
     env = dict(os.environ, KRAKEN_NO_PROGRESS="1")
     cmd = [
         ketos(),
@@ -97,7 +140,7 @@ def _train(target: Path, fmt: str, suffix: str) -> None:
         "--deterministic",
         "train",
         "-f",
-        "path",
+        data_format,
         "-s",
         TINY_SPEC,
         "-q",
@@ -108,7 +151,7 @@ def _train(target: Path, fmt: str, suffix: str) -> None:
         str(work / "out"),
         "--weights-format",
         fmt,
-        *map(str, lines),
+        *map(str, data),
     ]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     best = sorted((work / "out").glob(f"best_*{suffix}"))
