@@ -38,14 +38,23 @@ from tests.support.learning_loop import (
     hand_b_letter,
     loop_service,
     page_lines,
+    read_document,
+    reading,
     run_loop,
     scored_pairs,
     training_files,
+    upload,
 )
 from tests.support.processes import Backend, Processes, backend_env, wait_for
+from tests.support.synthetic import HAND_A
 from tests.support.training_data import make_zip
 
 TARGET_RATIO = 0.1
+GUARD_S = 4 * 3600.0  # only against a hung run; a larger scale on a busy machine takes long
+
+
+def say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
 def service_level(processes: Processes, tmp: Path, scale: LoopScale) -> dict[str, Any]:
@@ -67,7 +76,12 @@ def service_level(processes: Processes, tmp: Path, scale: LoopScale) -> dict[str
         files: dict[str, bytes] = {}
         for letter in letters:
             files.update(training_files(letter, read(letter.pdf), f"letter{letter.seed}"))
+            say(f"letter {letter.seed} read with the base model")
         base = cer(scored_pairs(heldout, page_lines(read(heldout.pdf)), "text"))
+        # The control: the base reads its own hand well, so its CER on hand B is the hand's, not a broken base's.
+        hand_a = hand_b_letter(scale.seed + 2000, scale.heldout_pages, scale.lines_per_page, font_file=HAND_A)
+        base_hand_a = cer(scored_pairs(hand_a, page_lines(read(hand_a.pdf)), "text"))
+        say(f"held-out pages read with the base model: CER {base:.4f} (hand A: {base_hand_a:.4f}); training")
         started = time.monotonic()
         response = client.post(
             "/train",
@@ -85,15 +99,18 @@ def service_level(processes: Processes, tmp: Path, scale: LoopScale) -> dict[str
             ),
             "the training job ends",
             (ocr.process,),
-            guard_s=3600,
+            guard_s=GUARD_S,
+            poll_s=1.0,
         )
         training_s = time.monotonic() - started
         assert job["status"] == "DONE", job
+        say(f"trained in {training_s:.0f} s: {job['metrics']}")
         writer = cer(scored_pairs(heldout, page_lines(read(heldout.pdf, "writer-hand-b-v1")), "text"))
     return {
         "level": "service",
-        "baseCer": base,
-        "writerCer": writer,
+        "baseCer": round(base, 4),
+        "writerCer": round(writer, 4),
+        "baseCerHandA": round(base_hand_a, 4),
         "linesUsed": sum(letter.lines for letter in letters),
         "heldoutLines": heldout.lines,
         "trainingSeconds": round(training_s, 1),
@@ -107,8 +124,14 @@ def backend_level(processes: Processes, tmp: Path, scale: LoopScale) -> dict[str
     env = backend_env(tmp, f"sqlite:///{tmp / 'backend.db'}", ocr.url, **scale.backend_settings(ocr.url))
     backend = Backend(processes, env).start()
     with backend.client(timeout=900) as client:
-        result = run_loop(client, scale, base_model=ocr.model_name, watched=(backend.process, ocr.process))
-    return {"level": "backend", **result.report()}
+        watched = (backend.process, ocr.process)
+        result = run_loop(client, scale, ocr.model_name, watched, progress=say, guard_s=GUARD_S)
+        # The control: the base reads its own hand well (a writer without a model: the default reads it).
+        hand_a = hand_b_letter(scale.seed + 2000, scale.new_letter_pages, scale.lines_per_page, font_file=HAND_A)
+        hand_a_id = upload(client, hand_a, writer="Hand A")
+        read_document(client, hand_a_id, watched, guard_s=GUARD_S)
+        control = reading(client, hand_a, hand_a_id)
+    return {"level": "backend", **result.report(), "baseCerHandA": control["cer"], "handAModels": control["models"]}
 
 
 def main() -> int:

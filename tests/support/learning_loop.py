@@ -1,8 +1,9 @@
 """The learning loop's data and scoring, shared by its test and its benchmark.
 
 "Hand B" is a font the base model never saw (``synthetic.HAND_B``); its letters are PDFs of
-narrow pages with a few short lines each (kraken segments every page at 1800 px high, so a
-narrow page is the cheapest one, and well-spaced short lines are found one for one). Each
+tall narrow pages of two-word lines (kraken segments every page at 1800 px high, so the
+narrower a page is for its height, the cheaper; and well-spaced short lines are found one
+for one). Each
 line the OCR returns is matched to the line drawn there by its baseline's height, so a
 reading can be scored against the truth and corrected with it.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from typing import Any
 import httpx
 
 from tests.support.models import tiny_baseline_model
-from tests.support.processes import DPI, OcrService, Process, Processes, wait_for
+from tests.support.processes import DPI, GUARD_S, OcrService, Process, Processes, wait_for
 from tests.support.synthetic import HAND_B, RenderedLine, RenderedPage, render_page, sentence, to_pdf, to_png
 from tests.support.training_data import page_xml
 
-PAGE_WIDTH = 460  # the widest three words at 26 px take 397 px
+PAGE_WIDTH = 340  # the widest two words at 26 px take 276 px
 FONT_SIZE = 26
 MARGIN = 30
 LINE_GAP = 2.4
@@ -50,13 +51,13 @@ class Letter:
         return sum(len(page.lines) for page in self.pages)
 
 
-def hand_b_letter(seed: int, pages: int, lines_per_page: int) -> Letter:
-    """``pages`` pages of ``lines_per_page`` short lines (2 or 3 words) in hand B."""
+def hand_b_letter(seed: int, pages: int, lines_per_page: int, font_file: Path = HAND_B) -> Letter:
+    """``pages`` pages of ``lines_per_page`` two-word lines in hand B (or in ``font_file``)."""
     rng = random.Random(seed)
     height = 2 * MARGIN + int(FONT_SIZE * LINE_GAP) * lines_per_page + FONT_SIZE
     rendered = []
     for _ in range(pages):
-        texts = [sentence(rng, rng.randint(2, 3)) for _ in range(lines_per_page)]
+        texts = [sentence(rng, 2) for _ in range(lines_per_page)]
         rendered.append(
             render_page(
                 texts,
@@ -65,7 +66,7 @@ def hand_b_letter(seed: int, pages: int, lines_per_page: int) -> Letter:
                 font_size=FONT_SIZE,
                 margin=MARGIN,
                 line_gap=LINE_GAP,
-                font_file=HAND_B,
+                font_file=font_file,
             )
         )
     return Letter(seed, rendered)
@@ -174,11 +175,11 @@ class LoopScale:
 
     @classmethod
     def test(cls) -> LoopScale:
-        return cls(letters=4, pages_per_letter=3, lines_per_page=8, heldout_pages=2, epochs=10)
+        return cls(letters=3, pages_per_letter=2, lines_per_page=20, heldout_pages=2, epochs=10, new_letter_pages=1)
 
     @classmethod
     def bench(cls) -> LoopScale:
-        return cls(letters=8, pages_per_letter=4, lines_per_page=10, heldout_pages=4, epochs=20, new_letter_pages=4)
+        return cls(letters=8, pages_per_letter=2, lines_per_page=20, heldout_pages=4, epochs=20, new_letter_pages=2)
 
     @property
     def pages(self) -> int:
@@ -232,17 +233,21 @@ def _ok(response: httpx.Response, status: int = 200) -> Any:
     return response.json()
 
 
-def upload(client: httpx.Client, letter: Letter) -> int:
+def upload(client: httpx.Client, letter: Letter, writer: str = WRITER) -> int:
     response = client.post(
         "/api/documents",
-        files={"file": (f"hand-b-{letter.seed}.pdf", letter.pdf, "application/pdf")},
-        data={"title": f"Letter {letter.seed}", "writer": WRITER},
+        files={"file": (f"letter-{letter.seed}.pdf", letter.pdf, "application/pdf")},
+        data={"title": f"Letter {letter.seed}", "writer": writer},
     )
     return int(_ok(response, 201)["id"])
 
 
 def read_document(
-    client: httpx.Client, document_id: int, watched: tuple[Process, ...], model: str | None = None
+    client: httpx.Client,
+    document_id: int,
+    watched: tuple[Process, ...],
+    model: str | None = None,
+    guard_s: float = GUARD_S,
 ) -> None:
     """OCR the document (with ``model``, or without choosing one) and wait until its job is DONE."""
     body = {"model": model} if model else {}
@@ -251,6 +256,8 @@ def read_document(
         lambda: (j := _ok(client.get(f"/api/ocr/jobs/{job_id}")))["status"] in ENDED and j,
         f"the OCR job of document {document_id} ends",
         watched,
+        guard_s=guard_s,
+        poll_s=0.5,
     )
     assert job["status"] == "DONE", job
 
@@ -288,15 +295,28 @@ def reading(client: httpx.Client, letter: Letter, document_id: int) -> dict[str,
     return {"cer": round(cer(pairs), 4), "models": models}
 
 
-def run_loop(client: httpx.Client, scale: LoopScale, base_model: str, watched: tuple[Process, ...]) -> LoopResult:
+def _quiet(message: str) -> None:
+    pass
+
+
+def run_loop(
+    client: httpx.Client,
+    scale: LoopScale,
+    base_model: str,
+    watched: tuple[Process, ...],
+    progress: Callable[[str], None] = _quiet,
+    guard_s: float = GUARD_S,
+) -> LoopResult:
     """The whole loop through the backend's API, as the admin ``client`` (see the module's doc)."""
     letters = [
         hand_b_letter(scale.seed + i, scale.pages_per_letter, scale.lines_per_page) for i in range(scale.letters)
     ]
     ids = [upload(client, letter) for letter in letters]
     for document_id in ids:
-        read_document(client, document_id, watched)
+        read_document(client, document_id, watched, guard_s=guard_s)
+        progress(f"document {document_id} read with the base model")
     corrected = sum(correct(client, letter, document_id) for letter, document_id in zip(letters, ids, strict=True))
+    progress(f"{corrected} lines corrected; starting the writer run")
 
     started = time.monotonic()
     run = _ok(client.post("/api/admin/training/writer", json={"writer": WRITER_SLUG}), 202)
@@ -304,13 +324,16 @@ def run_loop(client: httpx.Client, scale: LoopScale, base_model: str, watched: t
         lambda: (r := _ok(client.get(f"/api/admin/training/runs/{run['id']}")))["status"] in ENDED and r,
         "the writer run ends",
         watched,
+        guard_s=guard_s,
+        poll_s=1.0,
     )
     training_s = time.monotonic() - started
+    progress(f"the writer run ended {run['status']} after {training_s:.0f} s; reading a new letter")
 
     new = hand_b_letter(scale.seed + 1000, scale.new_letter_pages, scale.lines_per_page)
     new_id = upload(client, new)
-    read_document(client, new_id, watched)
+    read_document(client, new_id, watched, guard_s=guard_s)
     writer_reading = reading(client, new, new_id)
-    read_document(client, new_id, watched, model=base_model)
+    read_document(client, new_id, watched, model=base_model, guard_s=guard_s)
     base_reading = reading(client, new, new_id)
     return LoopResult(run, corrected, training_s, writer_reading, base_reading)

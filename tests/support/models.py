@@ -71,7 +71,7 @@ def write_page_set(directory: Path, lines: int, seed: int) -> list[Path]:
     """Letter-like pages of DejaVu Sans with PAGE XML (baselines, polygons, text), about ``lines`` lines."""
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    paths = []
+    paths: list[Path] = []
     drawn = 0
     while drawn < lines:
         size = rng.randint(24, 40)

@@ -35,9 +35,13 @@ def free_port() -> int:
 
 
 def wait_for(
-    condition: Callable[[], Any], what: str, processes: tuple[Process, ...] = (), guard_s: float = GUARD_S
+    condition: Callable[[], Any],
+    what: str,
+    processes: tuple[Process, ...] = (),
+    guard_s: float = GUARD_S,
+    poll_s: float = POLL_S,
 ) -> Any:
-    """Poll until ``condition()`` is truthy (and return it); fail with ``what`` at the guard."""
+    """Poll every ``poll_s`` until ``condition()`` is truthy (and return it); fail with ``what`` at the guard."""
     deadline = time.monotonic() + guard_s
     while True:
         result = condition()
@@ -46,7 +50,7 @@ def wait_for(
         for process in processes:
             assert process.alive(), f"{process.name} died while waiting for {what}:\n{process.log_tail()}"
         assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(POLL_S)
+        time.sleep(poll_s)
 
 
 @dataclass

@@ -17,8 +17,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 _FONTS = Path("/usr/share/fonts/truetype/dejavu")
 _DEJAVU = _FONTS / "DejaVuSans.ttf"
-# A second "hand": a face the tests' models never saw in training (slanted, serifed), for the
-# learning-loop test and benchmark; every other page and line is drawn in DejaVu Sans.
+# Two "hands" for the learning-loop test and benchmark: the one the tests' models are trained
+# on (every page and line is drawn in it unless a test asks otherwise), and a face they never
+# saw (slanted, serifed).
+HAND_A = _DEJAVU
 HAND_B = _FONTS / "DejaVuSerif-Italic.ttf"
 
 WORDS = (
