@@ -35,8 +35,8 @@ from tests.support.learning_loop import (
     TOKEN,
     LoopScale,
     cer,
-    hand_b_letter,
     loop_service,
+    make_letter,
     page_lines,
     read_document,
     reading,
@@ -70,16 +70,16 @@ def service_level(processes: Processes, tmp: Path, scale: LoopScale) -> dict[str
             return dict(response.json())
 
         letters = [
-            hand_b_letter(scale.seed + i, scale.pages_per_letter, scale.lines_per_page) for i in range(scale.letters)
+            make_letter(scale.seed + i, scale.pages_per_letter, scale.lines_per_page) for i in range(scale.letters)
         ]
-        heldout = hand_b_letter(scale.seed + 1000, scale.heldout_pages, scale.lines_per_page)
+        heldout = make_letter(scale.seed + 1000, scale.heldout_pages, scale.lines_per_page)
         files: dict[str, bytes] = {}
         for letter in letters:
             files.update(training_files(letter, read(letter.pdf), f"letter{letter.seed}"))
             say(f"letter {letter.seed} read with the base model")
         base = cer(scored_pairs(heldout, page_lines(read(heldout.pdf)), "text"))
         # The control: the base reads its own hand well, so its CER on hand B is the hand's, not a broken base's.
-        hand_a = hand_b_letter(scale.seed + 2000, scale.heldout_pages, scale.lines_per_page, font_file=HAND_A)
+        hand_a = make_letter(scale.seed + 2000, scale.heldout_pages, scale.lines_per_page, font_file=HAND_A)
         base_hand_a = cer(scored_pairs(hand_a, page_lines(read(hand_a.pdf)), "text"))
         say(f"held-out pages read with the base model: CER {base:.4f} (hand A: {base_hand_a:.4f}); training")
         started = time.monotonic()
@@ -127,7 +127,7 @@ def backend_level(processes: Processes, tmp: Path, scale: LoopScale) -> dict[str
         watched = (backend.process, ocr.process)
         result = run_loop(client, scale, ocr.model_name, watched, progress=say, guard_s=GUARD_S)
         # The control: the base reads its own hand well (a writer without a model: the default reads it).
-        hand_a = hand_b_letter(scale.seed + 2000, scale.new_letter_pages, scale.lines_per_page, font_file=HAND_A)
+        hand_a = make_letter(scale.seed + 2000, scale.new_letter_pages, scale.lines_per_page, font_file=HAND_A)
         hand_a_id = upload(client, hand_a, writer="Hand A")
         read_document(client, hand_a_id, watched, guard_s=GUARD_S)
         control = reading(client, hand_a, hand_a_id)

@@ -25,7 +25,7 @@ from tests.support.processes import DPI, GUARD_S, OcrService, Process, Processes
 from tests.support.synthetic import HAND_B, RenderedLine, RenderedPage, render_page, sentence, to_pdf, to_png
 from tests.support.training_data import page_xml
 
-PAGE_WIDTH = 340  # the widest two words at 26 px take 276 px
+PAGE_WIDTH = 340  # the widest two words take 276 px at 26 px in hand A, 301 px in hand B
 FONT_SIZE = 26
 MARGIN = 30
 LINE_GAP = 2.4
@@ -51,7 +51,7 @@ class Letter:
         return sum(len(page.lines) for page in self.pages)
 
 
-def hand_b_letter(seed: int, pages: int, lines_per_page: int, font_file: Path = HAND_B) -> Letter:
+def make_letter(seed: int, pages: int, lines_per_page: int, font_file: Path = HAND_B) -> Letter:
     """``pages`` pages of ``lines_per_page`` two-word lines in hand B (or in ``font_file``)."""
     rng = random.Random(seed)
     height = 2 * MARGIN + int(FONT_SIZE * LINE_GAP) * lines_per_page + FONT_SIZE
@@ -308,9 +308,7 @@ def run_loop(
     guard_s: float = GUARD_S,
 ) -> LoopResult:
     """The whole loop through the backend's API, as the admin ``client`` (see the module's doc)."""
-    letters = [
-        hand_b_letter(scale.seed + i, scale.pages_per_letter, scale.lines_per_page) for i in range(scale.letters)
-    ]
+    letters = [make_letter(scale.seed + i, scale.pages_per_letter, scale.lines_per_page) for i in range(scale.letters)]
     ids = [upload(client, letter) for letter in letters]
     for document_id in ids:
         read_document(client, document_id, watched, guard_s=guard_s)
@@ -330,7 +328,7 @@ def run_loop(
     training_s = time.monotonic() - started
     progress(f"the writer run ended {run['status']} after {training_s:.0f} s; reading a new letter")
 
-    new = hand_b_letter(scale.seed + 1000, scale.new_letter_pages, scale.lines_per_page)
+    new = make_letter(scale.seed + 1000, scale.new_letter_pages, scale.lines_per_page)
     new_id = upload(client, new)
     read_document(client, new_id, watched, guard_s=guard_s)
     writer_reading = reading(client, new, new_id)

@@ -21,7 +21,7 @@ _DEJAVU = _FONTS / "DejaVuSans.ttf"
 # on (every page and line is drawn in it unless a test asks otherwise), and a face they never
 # saw (slanted, serifed).
 HAND_A = _DEJAVU
-HAND_B = _FONTS / "DejaVuSerif-Italic.ttf"
+HAND_B = _FONTS / "DejaVuSerif-BoldItalic.ttf"
 
 WORDS = (
     "Liebe Mutter lieber Vater ich schreibe euch aus dem Feld es geht mir gut "
