@@ -3,9 +3,8 @@
 "Hand B" is a font the base model never saw (``synthetic.HAND_B``); its letters are PDFs of
 tall narrow pages of two-word lines (kraken segments every page at 1800 px high, so the
 narrower a page is for its height, the cheaper; and well-spaced short lines are found one
-for one). Each
-line the OCR returns is matched to the line drawn there by its baseline's height, so a
-reading can be scored against the truth and corrected with it.
+for one). Each line the OCR returns is matched to the line drawn there by its baseline's
+height, so a reading can be scored against the truth and corrected with it.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ LINE_GAP = 2.4
 
 @dataclass
 class Letter:
-    """A hand-B document: its pages and the texts drawn on them."""
+    """A generated letter (a PDF): its pages and the texts drawn on them."""
 
     seed: int
     pages: list[RenderedPage]
@@ -202,8 +201,8 @@ class LoopScale:
 
 
 def loop_service(processes: Processes, folder: Path) -> OcrService:
-    """The OCR service with the tiny baselines model (hand A) as its default, training on, one OCR worker
-    (the trainer takes the other core)."""
+    """The OCR service with the tiny baselines model (hand A) as its default and training on; one OCR
+    worker, since the loop reads and trains in turn."""
     service = OcrService(processes, folder, tiny_baseline_model(), model_name="hand-a")
     return service.start_process(OCR_TRAINING_TOKEN=TOKEN, OCR_WORKERS="1", OCR_TRAINING_THREADS="2")
 
