@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead bench-learning-loop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,10 @@ bench-backend-overhead: install
 # Peak RSS and seconds per epoch of recognition and segmentation (800 px) training.
 bench-training: install
 	$(PY) bench/bench_training.py
+
+# The learning loop through the backend: a writer model's CER vs the base's on held-out pages (target ≤ 0.1x).
+bench-learning-loop: install
+	$(PY) bench/bench_learning_loop.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache
