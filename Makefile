@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead clean
+.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead bench-learning-loop clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,16 @@ install: $(STAMP)
 # Starts the whole system on loopback with the embedded defaults: the OCR service
 # (127.0.0.1:8001, models in ./data/models, its log in ./data/ocr_service.log) in the
 # background and the backend (127.0.0.1:8000, SQLite and originals under ./data) in front.
-# Ctrl-C stops both (a background job ignores Ctrl-C, so the trap ends it).
+# Ctrl-C stops both (a background job ignores Ctrl-C, so the trap ends it). Training is on:
+# both get one token — OCR_TRAINING_TOKEN if set (set empty: training off), else a random
+# one made once and kept, readable by this user only, in ./data/training-token.
 run: install
 	@mkdir -p data/models
-	@OCR_MODELS_DIR=$${OCR_MODELS_DIR:-$(CURDIR)/data/models} $(PY) -m ocr_service >data/ocr_service.log 2>&1 & ocr=$$!; \
+	@test -s data/training-token || (umask 077 && $(PY) -c 'import secrets; print(secrets.token_urlsafe(32))' >data/training-token)
+	@token=$${OCR_TRAINING_TOKEN-$$(cat data/training-token)}; \
+	OCR_TRAINING_TOKEN=$$token OCR_MODELS_DIR=$${OCR_MODELS_DIR:-$(CURDIR)/data/models} $(PY) -m ocr_service >data/ocr_service.log 2>&1 & ocr=$$!; \
 	trap 'kill $$ocr 2>/dev/null; wait $$ocr 2>/dev/null' EXIT INT TERM; \
-	$(PY) -m backend
+	APP_OCR_TRAINING_TOKEN=$$token $(PY) -m backend
 
 # The OCR service alone, in front.
 run-ocr: install
@@ -83,6 +87,10 @@ bench-backend-overhead: install
 # Peak RSS and seconds per epoch of recognition and segmentation (800 px) training.
 bench-training: install
 	$(PY) bench/bench_training.py
+
+# The learning loop through the backend: a writer model's CER vs the base's on held-out pages (target ≤ 0.1x).
+bench-learning-loop: install
+	$(PY) bench/bench_learning_loop.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from backend.deps import Clock, Services, build_services, utc_now
 from backend.settings import Settings
 from backend.users.models import Role, User
 from tests.backend.ocr_standin import StandIn, start_standin
+from tests.support.processes import Processes
 
 if TYPE_CHECKING:
     from tests.backend.s3_standin import MotoS3
@@ -216,3 +217,13 @@ def standin() -> Iterator[StandIn]:
     server = start_standin()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Real service processes a test starts (tests/support/processes.py), killed when it ends, however it ends."""
+    running = Processes(tmp_path)
+    try:
+        yield running
+    finally:
+        running.kill_all()

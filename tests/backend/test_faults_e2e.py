@@ -28,14 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,149 +41,34 @@ from backend.db import Database
 from backend.ocr.models import JobStatus, OcrJob
 from tests.backend.conftest import postgres_database as shared_postgres_database
 from tests.support.models import tiny_recognition_model
+from tests.support.processes import DPI, Backend, OcrService, Processes, backend_env, wait_for
 from tests.support.synthetic import page_texts, render_page, to_pdf
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-GUARD_S = 900.0  # only a guard against a hung test; never reached when the code works
-POLL_S = 0.1
-ADMIN, PASSWORD = "admin", "fault-test-password"
-DPI = 150
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(condition: Callable[[], Any], what: str, processes: tuple[Process, ...] = ()) -> Any:
-    """Poll until ``condition()`` is truthy (and return it); fail with ``what`` at the guard."""
-    deadline = time.monotonic() + GUARD_S
-    while True:
-        result = condition()
-        if result:
-            return result
-        for process in processes:
-            assert process.alive(), f"{process.name} died while waiting for {what}:\n{process.log_tail()}"
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(POLL_S)
-
-
-@dataclass
-class Process:
-    """A service started in a session of its own, so SIGKILL takes its children (the OCR workers) too."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(timeout=60)
-
-    def log_tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
-@dataclass
-class Processes:
-    tmp: Path
-    started: list[Process] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Process:
-        log = self.tmp / f"{name}-{len(self.started)}.log"
-        with log.open("wb") as out:
-            popen = subprocess.Popen(
-                [sys.executable, *argv],
-                env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = Process(name, popen, log)
-        self.started.append(process)
-        return process
-
-    def kill_all(self) -> None:
-        for process in self.started:
-            process.kill()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    """Every process a test starts is killed when it ends, however it ends."""
-    running = Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        running.kill_all()
-
-
-def _answers(url: str, status: int) -> bool:
-    try:
-        return httpx.get(url, timeout=5).status_code == status
-    except httpx.TransportError:
-        return False
-
-
-def _healthy(url: str) -> bool:
-    return _answers(url, 200)
 
 
 # --- the OCR service -------------------------------------------------------------------------
 
 
 @dataclass
-class OcrService:
-    processes: Processes
-    folder: Path
-    port: int = field(default_factory=_free_port)
-    running: Process | None = None
+class TracedOcrService(OcrService):
+    """The service as ``tests.support.traced_ocr_service``: a trace per process, holds before pages."""
+
     traces: list[Path] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def process(self) -> Process:
-        assert self.running is not None, "not started"
-        return self.running
 
     @property
     def release(self) -> Path:
         return self.folder / "release"
 
-    def start(self, hold: dict[str, int] | None = None) -> OcrService:
+    def start(self, hold: dict[str, int] | None = None) -> TracedOcrService:
         """A fresh service process on the same port and model store, with a trace of its own."""
-        models = self.folder / "models"
-        if not models.exists():
-            models.mkdir(parents=True)
-            shutil.copyfile(tiny_recognition_model("safetensors"), models / "tiny.safetensors")
         self.traces.append(self.folder / f"trace-{len(self.traces)}.jsonl")
-        env = {
-            "OCR_PORT": str(self.port),
-            "OCR_MODELS_DIR": str(models),
-            "OCR_TRAINING_DIR": str(self.folder / "training"),
-            "OCR_DEFAULT_MODEL": "tiny",
-            "OCR_WORKERS": "2",
-            "OCR_MEMORY_LIMIT_MB": "16384",
-            "OCR_MAX_PAGE_PIXELS": "4000000",
-            "OCR_MAX_SEGMENTATION_WIDTH": "1800",
-            "OCR_PDF_DPI": str(DPI),
-            "FAULT_TRACE": str(self.traces[-1]),
-            "FAULT_HOLD": json.dumps(hold or {}),
-            "FAULT_RELEASE": str(self.release),
-        }
-        self.running = self.processes.start("ocr-service", ["-m", "tests.support.traced_ocr_service"], env)
-        wait_for(lambda: _healthy(self.url + "/health"), "the OCR service is healthy", (self.process,))
+        self.start_process(
+            "tests.support.traced_ocr_service",
+            FAULT_TRACE=str(self.traces[-1]),
+            FAULT_HOLD=json.dumps(hold or {}),
+            FAULT_RELEASE=str(self.release),
+        )
         return self
 
     def entries(self, trace: Path | None = None) -> list[dict[str, Any]]:
@@ -226,6 +104,11 @@ class OcrService:
         return {sha[entry["held"]] for entry in entries if "held" in entry}
 
 
+def traced_service(processes: Processes, tmp_path: Path) -> TracedOcrService:
+    """The service with the tests' tiny bbox model as its default (the pages' words are its alphabet)."""
+    return TracedOcrService(processes, tmp_path / "ocr", tiny_recognition_model("safetensors"))
+
+
 # --- the backend -----------------------------------------------------------------------------
 
 
@@ -246,60 +129,6 @@ class Letter:
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.pdf).hexdigest()
-
-
-@dataclass
-class Backend:
-    processes: Processes
-    env: dict[str, str]
-    running: Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.env['APP_PORT']}"
-
-    @property
-    def process(self) -> Process:
-        assert self.running is not None, "not started"
-        return self.running
-
-    def start(self) -> Backend:
-        self.running = self.processes.start("backend", ["-m", "backend"], self.env)
-        health = f"http://127.0.0.1:{self.env['APP_MANAGEMENT_PORT']}/health"
-        wait_for(lambda: _healthy(health), "the backend is healthy", (self.process,))
-        # The management port opens first; the API's answer (401 without a token) says it is up too.
-        wait_for(lambda: _answers(f"{self.url}/api/documents", 401), "the backend's API answers", (self.process,))
-        return self
-
-    def client(self) -> httpx.Client:
-        token = httpx.post(f"{self.url}/api/auth/token", data={"username": ADMIN, "password": PASSWORD}, timeout=60)
-        assert token.status_code == 200, token.text
-        headers = {"Authorization": f"Bearer {token.json()['accessToken']}"}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-
-def backend_env(tmp: Path, database_url: str, ocr: OcrService, **overrides: str) -> dict[str, str]:
-    port = _free_port()
-    env = {
-        "APP_PORT": str(port),
-        "APP_MANAGEMENT_PORT": str(_free_port()),
-        "APP_PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "APP_DATABASE_URL": database_url,
-        "APP_STORAGE_DIR": str(tmp / "storage"),
-        "APP_ADMIN_USERNAME": ADMIN,
-        "APP_ADMIN_PASSWORD": PASSWORD,
-        "APP_ARGON2_TIME_COST": "1",
-        "APP_ARGON2_MEMORY_KIB": "8192",
-        "APP_OCR_URLS": ocr.url,
-        "APP_OCR_JOBS_CONCURRENCY": "1",
-        "APP_OCR_POLL_S": str(POLL_S),
-        "APP_OCR_BACKOFF_S": "0.05",
-        "APP_OCR_BREAKER_OPEN_S": "1",
-        "APP_OCR_PDF_DPI": str(DPI),
-        "APP_OCR_MAX_PAGE_PIXELS": "4000000",
-    }
-    env.update(overrides)
-    return env
 
 
 def upload(client: httpx.Client, letter: Letter) -> int:
@@ -337,7 +166,7 @@ def lines(client: httpx.Client, document_id: int) -> list[dict[str, Any]]:
     return list(response.json())
 
 
-def assert_read_exactly(stored: list[dict[str, Any]], letter: Letter, service: OcrService) -> None:
+def assert_read_exactly(stored: list[dict[str, Any]], letter: Letter, service: TracedOcrService) -> None:
     """Every page's lines stored once, in order, on their page: what the OCR service read there.
 
     The service's own words per page (from its traces: every reading of the letter) are the
@@ -386,9 +215,9 @@ def test_a_backend_killed_mid_document_is_resumed_by_the_next_at_the_first_missi
 ) -> None:
     letter = Letter(seed=1, pages=3)
     # Held before page 3: page 1 is stored, page 2 has been read but not stored when the backend dies.
-    ocr = OcrService(processes, tmp_path / "ocr").start(hold={letter.sha256: 2})
+    ocr = traced_service(processes, tmp_path).start(hold={letter.sha256: 2})
     # A short lease: the next backend takes the dead one's job up soon after it died.
-    env = backend_env(tmp_path, database_url, ocr, APP_OCR_LEASE_S="3")
+    env = backend_env(tmp_path, database_url, ocr.url, APP_OCR_LEASE_S="3")
     first = Backend(processes, env).start()
     with first.client() as client:
         document_id = upload(client, letter)
@@ -438,9 +267,9 @@ def test_an_ocr_service_killed_mid_batch_fails_the_rest_and_the_retry_finishes_t
 ) -> None:
     done_first, broken, queued = Letter(seed=2, pages=1), Letter(seed=3, pages=3), Letter(seed=4, pages=2)
     letters = (done_first, broken, queued)
-    ocr = OcrService(processes, tmp_path / "ocr").start(hold={broken.sha256: 2})
+    ocr = traced_service(processes, tmp_path).start(hold={broken.sha256: 2})
     # One job at a time: the first document ends DONE, the second breaks, the third is still queued.
-    backend = Backend(processes, backend_env(tmp_path, database_url, ocr, APP_OCR_LEASE_S="60")).start()
+    backend = Backend(processes, backend_env(tmp_path, database_url, ocr.url, APP_OCR_LEASE_S="60")).start()
     with backend.client() as client:
         ids = [upload(client, letter) for letter in letters]
         started = client.post("/api/ocr/batches", json={"documentIds": ids})
@@ -511,11 +340,11 @@ def test_two_backends_on_one_postgresql_database_share_a_batch_and_take_each_job
     first_two = [letter.sha256 for letter in letters[:2]]
     # The first two documents wait before their page 2 until both are being read: with one job
     # at a time per backend, that proves the two backends took one each.
-    ocr = OcrService(processes, tmp_path / "ocr").start(hold=dict.fromkeys(first_two, 1))
+    ocr = traced_service(processes, tmp_path).start(hold=dict.fromkeys(first_two, 1))
     shared = {"APP_STORAGE_DIR": str(tmp_path / "storage"), "APP_OCR_LEASE_S": "60"}
     # One after the other: the first applies the migrations and creates the admin.
-    one = Backend(processes, backend_env(tmp_path, postgres_database, ocr, **shared)).start()
-    two = Backend(processes, backend_env(tmp_path, postgres_database, ocr, **shared)).start()
+    one = Backend(processes, backend_env(tmp_path, postgres_database, ocr.url, **shared)).start()
+    two = Backend(processes, backend_env(tmp_path, postgres_database, ocr.url, **shared)).start()
     watched = (one.process, two.process, ocr.process)
     with one.client() as client:
         ids = [upload(client, letter) for letter in letters]

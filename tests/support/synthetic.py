@@ -15,7 +15,13 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-_DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+_FONTS = Path("/usr/share/fonts/truetype/dejavu")
+_DEJAVU = _FONTS / "DejaVuSans.ttf"
+# Two "hands" for the learning-loop test and benchmark: the one the tests' models are trained
+# on (every page and line is drawn in it unless a test asks otherwise), and a face they never
+# saw (slanted, serifed).
+HAND_A = _DEJAVU
+HAND_B = _FONTS / "DejaVuSerif-BoldItalic.ttf"
 
 WORDS = (
     "Liebe Mutter lieber Vater ich schreibe euch aus dem Feld es geht mir gut "
@@ -26,9 +32,12 @@ WORDS = (
 
 
 @cache
-def font(size: int) -> ImageFont.FreeTypeFont:
-    if _DEJAVU.exists():
-        return ImageFont.truetype(str(_DEJAVU), size)
+def font(size: int, face: Path = _DEJAVU) -> ImageFont.FreeTypeFont:
+    if face.exists():
+        return ImageFont.truetype(str(face), size)
+    if face != _DEJAVU:
+        # Another hand must really be another font: a fallback would draw the default hand.
+        raise FileNotFoundError(f"font {face} is not installed")
     return ImageFont.load_default(size=size)
 
 
@@ -57,11 +66,12 @@ def render_page(
     font_size: int = 40,
     margin: int = 80,
     line_gap: float = 2.0,
+    font_file: Path = _DEJAVU,
 ) -> RenderedPage:
     """A white page with one line of black text per entry, and where each line lies."""
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    face = font(font_size)
+    face = font(font_size, font_file)
     ascent, descent = face.getmetrics()
     y = margin
     lines = []
@@ -82,9 +92,9 @@ def render_page(
     return RenderedPage(image=image, lines=lines)
 
 
-def render_line(text: str, *, font_size: int = 40, pad: int = 8) -> Image.Image:
+def render_line(text: str, *, font_size: int = 40, pad: int = 8, font_file: Path = _DEJAVU) -> Image.Image:
     """A line strip cropped around its text, as kraken cuts a bbox line out of a page."""
-    face = font(font_size)
+    face = font(font_size, font_file)
     ascent, descent = face.getmetrics()
     probe = ImageDraw.Draw(Image.new("L", (1, 1)))
     x0, _, x1, _ = probe.textbbox((0, 0), text, font=face)
