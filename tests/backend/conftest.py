@@ -32,6 +32,7 @@ from tests.support.processes import Processes
 
 if TYPE_CHECKING:
     from tests.backend.s3_standin import MotoS3
+    from tests.backend.training_runs import TrainingApp
 
 DATABASE_KIND = os.environ.get("APP_TEST_DATABASE", "sqlite")
 POSTGRES_URL = os.environ.get("APP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -227,3 +228,20 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield running
     finally:
         running.kill_all()
+
+
+@pytest.fixture
+def start_app(
+    database_url: str, tmp_path: Path, standin: StandIn, db: Database
+) -> Iterator[Callable[..., TrainingApp]]:
+    """Training-run tests: starts apps (with the follower) against the stand-in; all stopped at the end."""
+    # Imported here: tests/backend/training_runs.py imports this module.
+    from tests.backend.training_runs import training_app_factory
+
+    yield from training_app_factory(database_url, tmp_path, standin)
+
+
+@pytest.fixture
+def app(start_app: Callable[..., TrainingApp]) -> TrainingApp:
+    """Training-run tests: one app with the follower, on the stand-in."""
+    return start_app()

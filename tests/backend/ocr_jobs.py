@@ -104,6 +104,13 @@ def drain(job_runner: JobRunner) -> None:
     asyncio.run(go())
 
 
+def job_of(actors: Actors, job_id: int) -> dict[str, Any]:
+    """``GET /api/ocr/jobs/{id}`` as the archivist: the job's JSON (200 asserted)."""
+    response = actors.client.get(f"/api/ocr/jobs/{job_id}", headers=actors.archivist)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
 def job_counts(client: TestClient) -> dict[JobStatus, int]:
     services = services_of(client)
     with services.db.sessions() as session:

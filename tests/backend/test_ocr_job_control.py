@@ -19,7 +19,7 @@ from backend.ocr.models import JobStatus, OcrJob
 from backend.ocr.queue import JobQueue, LeaseLost
 from backend.users.models import Role, User
 from tests.backend.conftest import Actors, AppFactory, FakeClock, add_user, bearer, services_of
-from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
+from tests.backend.ocr_jobs import LEASE, drain, job_counts, job_of, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, StandIn
 
 STREAM = "POST /ocr/stream"
@@ -31,12 +31,6 @@ def _start(actors: Actors, document_id: int, headers: dict[str, str] | None = No
     )
     assert response.status_code == 202, response.text
     return int(response.json()["jobId"])
-
-
-def _job(actors: Actors, job_id: int) -> dict[str, Any]:
-    response = actors.client.get(f"/api/ocr/jobs/{job_id}", headers=actors.archivist)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def _document_status(actors: Actors, document_id: int) -> str:
@@ -71,7 +65,7 @@ def test_a_queued_job_is_cancelled_at_once_and_never_runs(actors: Actors, standi
     assert job["finishedAt"] is not None
     drain(runner(actors.client, standin.url))
     assert standin.service.count(STREAM) == 0
-    assert _job(actors, job_id)["status"] == "CANCELLED"
+    assert job_of(actors, job_id)["status"] == "CANCELLED"
     assert _document_status(actors, document_id) == "NEW"
     # A new run may start at once: the cancelled job no longer holds the document.
     _start(actors, document_id)
@@ -86,7 +80,7 @@ def test_cancelling_an_ended_job_is_409_and_changes_nothing(actors: Actors, stan
         response = actors.client.post(f"/api/ocr/jobs/{job_id}/cancel", headers=who)
         assert (response.status_code, response.json()["code"]) == (409, "OCR_JOB_FINISHED")
         assert response.json()["details"] == {"status": "DONE"}
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["cancelledBy"]) == ("DONE", None)
     assert _document_status(actors, document_id) == "DONE"
     missing = actors.client.post("/api/ocr/jobs/424242/cancel", headers=actors.archivist)
@@ -142,7 +136,7 @@ def test_a_running_job_cancelled_from_another_process_stops_its_runner_and_keeps
     assert response.json()["status"] == "CANCELLED"
     assert refused_renewals == []
     standin.service.release()
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["pagesTotal"], job["errorCode"]) == ("CANCELLED", 2, 4, None)
     assert _pages_with_lines(actors, document_id) == [1, 2]
     assert _document_status(actors, document_id) == "PARTIAL"
@@ -197,7 +191,7 @@ def test_a_cancel_racing_a_runner_wins_and_the_runner_stores_nothing_more(actors
     # Nor does a lease that expires bring it back to a runner.
     clock.advance(LEASE.total_seconds() * 2)
     assert JobQueue(services.db, services.lines, "heir", LEASE).claim(5, clock()) == []
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"]) == ("CANCELLED", 1)
     with services.db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Line)) == len(page_lines)
@@ -255,7 +249,7 @@ def test_a_batch_is_cancelled_except_what_has_ended_and_retry_leaves_cancelled_j
     standin.service.plan(STREAM, Drip(page_events(1)), Drip(page_events(1)))
     drain(runner(actors.client, standin.url))
     assert job_counts(actors.client) == {JobStatus.DONE: 3}
-    job = _job(actors, job_ids[1])
+    job = job_of(actors, job_ids[1])
     assert (job["cancelledBy"], job["finishedAt"] is not None) == (None, True)
 
 
@@ -303,7 +297,7 @@ def test_a_database_hiccup_while_watching_does_not_stop_a_job_that_reads_well(ac
     job_runner.queue.holds = flaky_holds  # type: ignore[method-assign]
     drain(job_runner)
     assert hiccups == [job_id] * 3
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"]) == ("DONE", 2)
     assert _pages_with_lines(actors, document_id) == [1, 2]
 
@@ -312,7 +306,7 @@ def test_moving_a_document_to_the_trash_cancels_its_queued_job(actors: Actors, s
     document_id = upload(actors, 40, pages=2)
     job_id = _start(actors, document_id)
     assert actors.client.delete(f"/api/documents/{document_id}", headers=actors.archivist).status_code == 204
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     erika = actors.client.get("/api/auth/me", headers=actors.archivist).json()["id"]
     assert (job["status"], job["cancelledBy"], job["finishedAt"] is not None) == ("CANCELLED", erika, True)
     drain(runner(actors.client, standin.url))
@@ -340,7 +334,7 @@ def test_moving_a_document_to_the_trash_stops_its_running_job_and_keeps_the_page
         queue.store_page(claimed, 2, page_lines, model="default", model_version=None, now=clock())
     clock.advance(LEASE.total_seconds() * 2)
     assert JobQueue(services.db, services.lines, "heir", LEASE).claim(5, clock()) == []
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     admin = actors.client.get("/api/auth/me", headers=actors.admin).json()["id"]
     assert (job["status"], job["pagesDone"], job["cancelledBy"]) == ("CANCELLED", 1, admin)
     assert actors.client.post(f"/api/trash/{document_id}/restore", headers=actors.admin).status_code == 200
@@ -362,7 +356,7 @@ def test_a_job_queued_for_a_document_trashed_meanwhile_is_cancelled_not_run(
         session.commit()
     drain(runner(actors.client, standin.url))
     assert standin.service.count(STREAM) == 0
-    assert _job(actors, job_id)["status"] == "CANCELLED"
+    assert job_of(actors, job_id)["status"] == "CANCELLED"
 
 
 def test_retry_leaves_out_a_document_in_the_trash(actors: Actors) -> None:
@@ -453,13 +447,13 @@ def test_of_two_cancels_racing_on_one_job_exactly_one_cancels_it(actors: Actors)
         assert not pending
         if on_sqlite:
             assert (response.status_code, response.json()["code"]) == (409, "OCR_JOB_FINISHED"), response.text
-            assert _job(actors, job_id)["cancelledBy"] == admin.id
+            assert job_of(actors, job_id)["cancelledBy"] == admin.id
         else:
             assert response.status_code == 200, response.text
             with pytest.raises(AppError) as refused:
                 others[0].result(timeout=60)
             assert refused.value.code is ErrorCode.OCR_JOB_FINISHED
-            assert _job(actors, job_id)["cancelledBy"] != admin.id
+            assert job_of(actors, job_id)["cancelledBy"] != admin.id
 
 
 @pytest.mark.timeout(120)

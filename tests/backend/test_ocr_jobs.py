@@ -18,16 +18,10 @@ from backend.ocr_client import BreakerConfig
 from backend.ocr_client.breaker import BreakerState, Outcome
 from backend.users.models import Role
 from tests.backend.conftest import DATABASE_KIND, Actors, AppFactory, FakeClock, add_user, bearer, services_of
-from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
+from tests.backend.ocr_jobs import LEASE, drain, job_counts, job_of, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body
 
 STREAM = "POST /ocr/stream"
-
-
-def _job(actors: Actors, job_id: int) -> dict:
-    response = actors.client.get(f"/api/ocr/jobs/{job_id}", headers=actors.archivist)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def _start(actors: Actors, document_id: int, **body: str) -> int:
@@ -49,9 +43,9 @@ def test_a_document_is_read_page_by_page_with_the_model_per_page(actors: Actors,
     document_id = upload(actors, 1, pages=3)
     standin.service.plan(STREAM, Drip(page_events(3)))
     job_id = _start(actors, document_id, model="tiny")
-    assert _job(actors, job_id)["status"] == "QUEUED"
+    assert job_of(actors, job_id)["status"] == "QUEUED"
     drain(runner(actors.client, standin.url))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["pagesTotal"], job["attempts"]) == ("DONE", 3, 3, 1)
     assert _texts(actors, document_id) == _expected(3)
     assert standin.service.seen[0].fields == {"model": "tiny"}
@@ -104,7 +98,7 @@ def test_a_4xx_fails_the_document_with_the_services_word_and_is_not_retried(
     standin.service.plan(STREAM, Reply(status, error_body("CORRUPT_DOCUMENT", "The PDF is broken.")))
     job_id = _start(actors, document_id)
     drain(runner(actors.client, standin.url, attempts=4))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"], job["errorMessage"]) == (
         "FAILED",
         "CORRUPT_DOCUMENT",
@@ -118,7 +112,7 @@ def test_a_5xx_uses_up_the_retries_and_fails_the_document_as_retriable(actors: A
     standin.service.plan(STREAM, *[Reply(500, error_body("OCR_FAILED", "worker died"))] * 4)
     job_id = _start(actors, document_id)
     drain(runner(actors.client, standin.url, attempts=4))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"]) == ("FAILED", "OCR_SERVICE_UNAVAILABLE")
     assert standin.service.count(STREAM) == 4
 
@@ -208,7 +202,7 @@ def test_a_broken_stream_resumes_at_the_first_missing_page(actors: Actors, stand
     document_id = upload(actors, 100 + seed, pages=pages)
     job_id = _start(actors, document_id)
     drain(runner(actors.client, standin.url))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["attempts"]) == ("DONE", pages, 2)
     assert _texts(actors, document_id) == _expected(pages, per_page)
 
@@ -230,10 +224,10 @@ def test_a_runner_killed_mid_document_is_replaced_after_its_lease(
     heir = runner(actors.client, standin.url, owner="heir", clock=clock)
     drain(heir)  # the lease is still alive: nothing to take
     assert standin.service.count(STREAM) == 0
-    assert _job(actors, job_id)["status"] == "RUNNING"
+    assert job_of(actors, job_id)["status"] == "RUNNING"
     clock.advance(LEASE.total_seconds() + 1)
     drain(runner(actors.client, standin.url, owner="heir", clock=clock))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["attempts"]) == ("DONE", 4, 2)
     assert _texts(actors, document_id) == _expected(4)
     # The dead runner waking up changes nothing: its lease is gone.
@@ -344,7 +338,7 @@ def test_the_apps_own_runner_runs_a_job_started_over_the_api(app_factory: AppFac
     with client.stream("GET", f"/api/ocr/jobs/{job_id}/events", headers=actors.archivist) as response:
         body = response.read().decode()
     assert body.count("event: page") == 2 and body.count("event: end") == 1
-    assert _job(actors, job_id)["status"] == "DONE"
+    assert job_of(actors, job_id)["status"] == "DONE"
     assert _texts(actors, document_id) == _expected(2)
 
 
@@ -386,7 +380,7 @@ def test_a_malformed_stream_never_leaves_a_job_running_nor_stores_a_page_twice(
     document_id = upload(actors, 300 + seed, pages=pages)
     job_id = _start(actors, document_id)
     drain(runner(actors.client, standin.url))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     # Pages complete before the spoiled event are stored once; the job fails after its three attempts.
     stored = sum(1 for e in events[:at] if e.get("type") == "page") - 1
     assert (job["status"], job["errorCode"], job["attempts"]) == ("FAILED", "OCR_SERVICE_UNAVAILABLE", 3)
@@ -404,7 +398,7 @@ def test_a_job_that_takes_its_runners_down_is_failed_after_the_most_attempts(
         assert len(dead.queue.claim(1, clock())) == 1
         clock.advance(LEASE.total_seconds() + 1)
     drain(runner(actors.client, standin.url, owner="heir", clock=clock))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"], job["attempts"]) == ("FAILED", "OCR_SERVICE_UNAVAILABLE", 4)
     assert standin.service.count(STREAM) == 0
 

@@ -7,7 +7,7 @@ import pytest
 from backend.settings import Settings
 from backend.storage_s3 import S3Storage
 from tests.backend.conftest import Actors, services_of
-from tests.backend.ocr_jobs import drain, page_events, runner, upload
+from tests.backend.ocr_jobs import drain, job_of, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body
 from tests.backend.s3_standin import MotoS3, free_port
 
@@ -21,10 +21,6 @@ def _start(actors: Actors, document_id: int) -> int:
     return int(response.json()["jobId"])
 
 
-def _job(actors: Actors, job_id: int) -> dict:
-    return dict(actors.client.get(f"/api/ocr/jobs/{job_id}", headers=actors.archivist).json())
-
-
 @S3_ONLY
 def test_the_original_streams_from_s3_to_the_ocr_service_also_on_a_retried_attempt(
     actors: Actors, standin: StandIn
@@ -35,7 +31,7 @@ def test_the_original_streams_from_s3_to_the_ocr_service_also_on_a_retried_attem
     standin.service.plan(STREAM, Reply(503, error_body("MODELS_NOT_READY")), Drip(page_events(2)))
     job_id = _start(actors, document_id)
     drain(runner(actors.client, standin.url, attempts=2))
-    assert _job(actors, job_id)["status"] == "DONE"
+    assert job_of(actors, job_id)["status"] == "DONE"
     assert [(seen.file_sha256, seen.path) for seen in standin.service.seen] == [(sha256, "/ocr/stream")] * 2
 
 
@@ -52,7 +48,7 @@ def test_a_store_that_does_not_answer_fails_the_job_with_storage_unavailable(
         Settings(**moto_s3.settings(bucket, s3_endpoint_url=dead, s3_max_attempts=1))
     )
     drain(runner(actors.client, standin.url))
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"]) == ("FAILED", "STORAGE_UNAVAILABLE")
     assert dead not in job["errorMessage"]
     assert standin.service.seen == []

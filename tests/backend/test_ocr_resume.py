@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from backend.documents.models import Line
 from backend.ocr.models import JobStatus
 from tests.backend.conftest import Actors, FakeClock, services_of
-from tests.backend.ocr_jobs import LEASE, drain, job_counts, page_events, runner, upload
+from tests.backend.ocr_jobs import LEASE, drain, job_counts, job_of, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, StandIn
 
 STREAM = "POST /ocr/stream"
@@ -26,12 +26,6 @@ def _start(actors: Actors, document_id: int) -> int:
     response = actors.client.post(f"/api/documents/{document_id}/ocr", headers=actors.archivist)
     assert response.status_code == 202, response.text
     return int(response.json()["jobId"])
-
-
-def _job(actors: Actors, job_id: int) -> dict:  # type: ignore[type-arg]
-    response = actors.client.get(f"/api/ocr/jobs/{job_id}", headers=actors.archivist)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def _texts(actors: Actors, document_id: int) -> list[tuple[int, int, str]]:
@@ -73,7 +67,7 @@ def test_a_broken_stream_resumes_and_the_service_reads_only_the_missing_pages(
     assert first.fields == {}
     assert second.fields == {"firstPage": str(stored + 1)}
     assert second.file_sha256 == first.file_sha256
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["attempts"]) == ("DONE", pages, 2)
     # Pages 1..stored come from the first reading only, the rest from the second: none read twice.
     assert _texts(actors, document_id) == _expected(range(1, stored + 1), per_page) + _expected(
@@ -103,7 +97,7 @@ def test_a_job_whose_runner_died_after_page_k_is_read_from_page_k_plus_1(
 
     [seen] = standin.service.seen
     assert seen.fields == {"firstPage": str(stored + 1)}
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["attempts"]) == ("DONE", pages, 2)
     assert _texts(actors, document_id) == _expected(range(1, stored + 1), 2) + _expected(
         range(stored + 1, pages + 1), 2, "again "
@@ -124,7 +118,7 @@ def test_a_job_with_every_page_stored_ends_without_a_call(actors: Actors, standi
     clock.advance(LEASE.total_seconds() + 1)
     drain(runner(actors.client, standin.url, owner="heir", clock=clock))
     assert standin.service.count(STREAM) == 0
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["attempts"]) == ("DONE", 3, 2)
     assert _texts(actors, document_id) == _expected(range(1, 4), 2)
 
@@ -138,7 +132,7 @@ def test_a_resumed_stream_that_starts_at_another_page_stores_nothing_twice(actor
     job_id = _start(actors, document_id)
     drain(runner(actors.client, standin.url))
     assert [seen.fields for seen in standin.service.seen] == [{}, {"firstPage": "3"}, {"firstPage": "3"}]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"], job["pagesDone"], job["attempts"]) == (
         "FAILED",
         "OCR_SERVICE_UNAVAILABLE",
@@ -159,7 +153,7 @@ def test_a_done_before_the_last_page_is_not_taken_for_the_end(actors: Actors, st
     drain(runner(actors.client, standin.url))
     # Page 2 is not proven complete by an event the backend cannot trust: it is read again.
     assert [seen.fields for seen in standin.service.seen] == [{}, {"firstPage": "2"}]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["pagesDone"], job["attempts"]) == ("DONE", 4, 2)
     assert _texts(actors, document_id) == _expected(range(1, 2), 2) + _expected(range(2, 5), 2, "again ")
     assert job_counts(actors.client) == {JobStatus.DONE: 1}

@@ -18,7 +18,7 @@ from backend.ocr.models import ModelSource, OcrJob
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.users.models import User
 from tests.backend.conftest import Actors, FakeClock, services_of
-from tests.backend.ocr_jobs import LEASE, drain, page_events, runner, upload
+from tests.backend.ocr_jobs import LEASE, drain, job_of, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body
 
 STREAM = "POST /ocr/stream"
@@ -32,12 +32,6 @@ def _start(actors: Actors, document_id: int, model: str | None = None) -> int:
     response = actors.client.post(f"/api/documents/{document_id}/ocr", headers=actors.archivist, json=body)
     assert response.status_code == 202, response.text
     return int(response.json()["jobId"])
-
-
-def _job(actors: Actors, job_id: int) -> dict[str, Any]:
-    response = actors.client.get(f"/api/ocr/jobs/{job_id}", headers=actors.archivist)
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def _models_sent(standin: StandIn) -> list[str | None]:
@@ -115,7 +109,7 @@ def test_a_job_reads_with_the_pick_else_the_writers_model_else_the_default(
     if writer_model and not adopted_while_queued:
         _adopt(actors, "anna-mueller", writer_model)
     job_id = _start(actors, document_id, pick)
-    queued = _job(actors, job_id)
+    queued = job_of(actors, job_id)
     # Nothing is decided before a runner takes the job up.
     assert (queued["modelRequested"], queued["modelSource"], queued["modelUsed"]) == (pick, None, None)
     if writer_model and adopted_while_queued:
@@ -124,7 +118,7 @@ def test_a_job_reads_with_the_pick_else_the_writers_model_else_the_default(
     drain(runner(actors.client, standin.url))
 
     assert _models_sent(standin) == [sent]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert job["status"] == "DONE"
     assert (job["modelRequested"], job["modelSource"], job["modelUsed"], job["modelNote"]) == (
         pick,
@@ -157,7 +151,7 @@ def test_a_resumed_job_keeps_the_writers_model_it_started_with(
 
     [resumed] = [seen.fields for seen in standin.service.seen]
     assert resumed == {"model": ANNA_MODEL, "firstPage": "2"}
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["attempts"], job["modelUsed"], job["modelSource"]) == ("DONE", 2, ANNA_MODEL, "writer")
     pages = actors.client.get(f"/api/documents/{document_id}/pages", headers=actors.archivist).json()
     assert [page["model"]["name"] for page in pages] == [ANNA_MODEL] * 3
@@ -181,7 +175,7 @@ def test_a_resumed_job_read_with_the_default_goes_on_with_the_model_its_pages_we
     drain(runner(actors.client, standin.url, owner="heir", clock=clock))
 
     assert [seen.fields for seen in standin.service.seen] == [{"model": "archive-v2", "firstPage": "2"}]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["modelSource"], job["modelUsed"], job["modelRequested"]) == (
         "DONE",
         "default",
@@ -203,7 +197,7 @@ def test_a_writers_model_the_service_lacks_falls_back_to_the_default_with_a_note
     drain(runner(actors.client, standin.url))
 
     assert _models_sent(standin) == [ANNA_MODEL, None]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"], job["pagesDone"]) == ("DONE", None, 2)
     assert (job["modelSource"], job["modelUsed"]) == ("writer", None)
     assert ANNA_MODEL in job["modelNote"] and code in job["modelNote"] and "default model" in job["modelNote"]
@@ -229,7 +223,7 @@ def test_a_resumed_job_whose_model_is_gone_falls_back_for_the_rest(
         {"model": "archive-v2", "firstPage": "2"},
         {"firstPage": "2"},
     ]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["modelUsed"]) == ("DONE", None)
     assert "archive-v2" in job["modelNote"]
 
@@ -253,7 +247,7 @@ def test_no_fallback_for_a_persons_pick_or_a_refusal_of_the_document(
     drain(runner(actors.client, standin.url))
 
     assert _models_sent(standin) == [pick or ANNA_MODEL]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["errorCode"], job["modelNote"]) == ("FAILED", code, None)
     assert job["modelUsed"] == (pick or ANNA_MODEL)
 
@@ -265,7 +259,7 @@ def test_a_picked_model_is_not_checked_against_the_service_when_the_job_starts(
     document_id = upload(actors, next(SEEDS), pages=1)
     job_id = _start(actors, document_id, "no-such-model")
     assert standin.service.seen == []
-    assert _job(actors, job_id)["modelRequested"] == "no-such-model"
+    assert job_of(actors, job_id)["modelRequested"] == "no-such-model"
 
 
 def _count_statements(actors: Actors, needle: str) -> tuple[list[str], Any]:
@@ -377,7 +371,7 @@ def test_a_job_taken_up_again_before_it_stored_a_page_uses_the_model_adopted_mea
     drain(runner(actors.client, standin.url, owner="heir", clock=clock))
 
     assert [seen.fields for seen in standin.service.seen] == [{"model": "writer-anna-mueller-v4"}]
-    job = _job(actors, job_id)
+    job = job_of(actors, job_id)
     assert (job["status"], job["attempts"], job["modelUsed"]) == ("DONE", 2, "writer-anna-mueller-v4")
 
 
@@ -404,4 +398,4 @@ def test_a_job_with_pages_stored_before_its_model_was_recorded_reads_on_with_tha
     drain(runner(actors.client, standin.url, owner="heir", clock=clock))
 
     assert [seen.fields for seen in standin.service.seen] == [{"model": sent, "firstPage": "2"}]
-    assert _job(actors, job_id)["modelSource"] == ("requested" if pick else "default")
+    assert job_of(actors, job_id)["modelSource"] == ("requested" if pick else "default")

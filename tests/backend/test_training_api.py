@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -25,19 +23,7 @@ from tests.backend.training_runs import (
     pages,
     prepare,
     start,
-    training_app_factory,
 )
-
-
-@pytest.fixture
-def start_app(database_url: str, tmp_path: Path, standin: StandIn, db: Any) -> Iterator[Callable[..., TrainingApp]]:
-    yield from training_app_factory(database_url, tmp_path, standin)
-
-
-@pytest.fixture
-def app(start_app: Callable[..., TrainingApp]) -> TrainingApp:
-    return start_app()
-
 
 ALL_KINDS = pytest.mark.parametrize("kind", list(TrainingKind))
 

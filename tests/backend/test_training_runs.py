@@ -8,7 +8,7 @@ import json
 import logging
 import math
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,19 +41,7 @@ from tests.backend.training_runs import (
     prepare,
     start,
     stop,
-    training_app_factory,
 )
-
-
-@pytest.fixture
-def start_app(database_url: str, tmp_path: Path, standin: StandIn, db: Any) -> Iterator[Callable[..., TrainingApp]]:
-    yield from training_app_factory(database_url, tmp_path, standin)
-
-
-@pytest.fixture
-def app(start_app: Callable[..., TrainingApp]) -> TrainingApp:
-    return start_app()
-
 
 # --- start → follow → end ---------------------------------------------------------------------
 
