@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from backend.app import make_follower
 from backend.ocr_client import OcrClient
-from backend.training.follower import JOB_LOST, SEGMENTATION_NOTE
+from backend.training.follower import JOB_LOST, NOT_JUDGED, SEGMENTATION_NOTE
 from backend.training.leases import Claimed, LeaseLost, RunLeases
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.training.progress import job_state
@@ -176,6 +176,38 @@ def test_a_failed_job_fails_the_run_with_the_services_reason(app: TrainingApp, s
     assert failed["finishedAt"] is not None and app.judge.judged == []
     # The run is no longer active: the next one may start.
     assert start(app, "recognition").status_code == 202
+
+
+def test_a_defect_inside_the_backend_fails_the_run_instead_of_leaving_it_running(
+    app: TrainingApp, standin: StandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("a defect while building the ZIP")
+
+    monkeypatch.setattr(app.data, "write_training_zip", broken)
+    enough(app, TrainingKind.RECOGNITION)
+    with caplog.at_level(logging.ERROR, logger="backend.training.follower"):
+        failed = app.wait_status(start(app, "recognition").json()["id"], "FAILED")
+    assert failed["errorCode"] == "INTERNAL_ERROR"
+    assert failed["finishedAt"] is not None and standin.service.count("POST /train") == 0
+    # The traceback is in the operator's log, not in the answer.
+    assert "a defect while building the ZIP" in caplog.text and "RuntimeError" not in failed["errorMessage"]
+    assert start(app, "recognition").status_code == 202
+
+
+def test_a_defect_while_judging_keeps_the_trained_run_done_and_unadopted(
+    app: TrainingApp, standin: StandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(run_id: int) -> None:
+        raise RuntimeError("a defect while judging")
+
+    monkeypatch.setattr(app.judge, "judge_and_adopt", broken)
+    standin.service.training.script(epoch_state(1, 0.8, "DONE", modelVersion=1))
+    standin.service.plan("GET /models", Reply(200, {"models": [], "default": "kurrent"}))
+    enough(app, TrainingKind.RECOGNITION)
+    done = app.wait_status(start(app, "recognition").json()["id"], "DONE")
+    assert (done["adopted"], done["adoptionNote"], done["heldoutCer"]) == (False, NOT_JUDGED, None)
+    assert done["modelName"] == "archive-v1" and done["finishedAt"] is not None
 
 
 @pytest.mark.parametrize(
