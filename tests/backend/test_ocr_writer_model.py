@@ -15,11 +15,11 @@ from sqlalchemy import event, select
 
 from backend.documents.models import Document, Writer
 from backend.ocr.models import ModelSource, OcrJob
-from backend.training.models import RunStatus, TrainingKind, TrainingRun
-from backend.users.models import User
+from backend.training.models import RunStatus, TrainingKind
 from tests.backend.conftest import Actors, FakeClock, services_of
 from tests.backend.ocr_jobs import LEASE, drain, job_of, page_events, runner, upload
 from tests.backend.ocr_standin import Drip, Reply, StandIn, error_body
+from tests.backend.training_support import add_run, writer_id_of
 
 STREAM = "POST /ocr/stream"
 ANNA = "Anna Müller"
@@ -47,21 +47,8 @@ def _run(
     status: RunStatus = RunStatus.DONE,
 ) -> int:
     """A training run's row as it stands once the run installed its model."""
-    services = services_of(actors.client)
-    with services.db.sessions() as session:
-        writer_id = session.scalar(select(Writer.id).where(Writer.slug == writer_slug)) if writer_slug else None
-        run = TrainingRun(
-            kind=kind,
-            writer_id=writer_id,
-            status=status,
-            sequence=sequence,
-            model_name=model_name,
-            created_by=session.scalars(select(User.id).where(User.username == "admin")).one(),
-            created_at=services.clock(),
-        )
-        session.add(run)
-        session.commit()
-        return run.id
+    writer_id = writer_id_of(actors.client, writer_slug) if writer_slug else None
+    return add_run(actors.client, kind, model_name, (), writer_id=writer_id, status=status, sequence=sequence)
 
 
 def _adopt(actors: Actors, slug: str, model_name: str | None, run_id: int | None = None) -> None:

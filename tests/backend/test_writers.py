@@ -13,11 +13,11 @@ from sqlalchemy import delete, select
 
 from backend.documents.models import Writer
 from backend.documents.service import slugify
-from backend.training.models import RunStatus, TrainingKind, TrainingRun
-from backend.users.models import User
+from backend.training.models import TrainingKind
 from backend.writers.schemas import SLUG_PATTERN
 from tests.backend.conftest import Actors, services_of
 from tests.backend.ocr_jobs import upload
+from tests.backend.training_support import add_run, writer_id_of
 
 SEEDS = itertools.count(4000)
 PAGING = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -25,24 +25,14 @@ PAGING = settings(max_examples=25, deadline=None, suppress_health_check=[HealthC
 
 def _adopt_run(actors: Actors, slug: str, sequence: int) -> tuple[str, int]:
     """A finished writer run whose model was adopted as the writer's, as adoption leaves them."""
-    services = services_of(actors.client)
-    with services.db.sessions() as session:
-        writer = session.scalars(select(Writer).where(Writer.slug == slug)).one()
-        name = f"writer-{slug}-v{sequence}"
-        run = TrainingRun(
-            kind=TrainingKind.WRITER,
-            writer_id=writer.id,
-            status=RunStatus.DONE,
-            sequence=sequence,
-            model_name=name,
-            created_by=session.scalars(select(User.id).where(User.username == "admin")).one(),
-            created_at=services.clock(),
-        )
-        session.add(run)
-        session.flush()
-        writer.model_name, writer.model_run_id = name, run.id
+    name = f"writer-{slug}-v{sequence}"
+    writer_id = writer_id_of(actors.client, slug)
+    run_id = add_run(actors.client, TrainingKind.WRITER, name, (), writer_id=writer_id, sequence=sequence)
+    with services_of(actors.client).db.sessions() as session:
+        writer = session.get_one(Writer, writer_id)
+        writer.model_name, writer.model_run_id = name, run_id
         session.commit()
-        return name, run.id
+    return name, run_id
 
 
 def test_each_writer_with_their_documents_and_model(actors: Actors) -> None:

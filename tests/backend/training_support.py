@@ -103,6 +103,7 @@ def add_run(
     *,
     writer_id: int | None = None,
     status: RunStatus = RunStatus.DONE,
+    sequence: int = 1,
 ) -> int:
     """A run whose model the OCR service has installed (DONE unless asked otherwise); its id."""
     services = services_of(client)
@@ -114,7 +115,7 @@ def add_run(
             writer_id=writer_id,
             status=status,
             active=True if status in (RunStatus.QUEUED, RunStatus.RUNNING) else None,
-            sequence=1,
+            sequence=sequence,
             model_name=model_name,
             heldout_page_ids=list(heldout_page_ids),
             created_by=creator,
@@ -123,6 +124,11 @@ def add_run(
         session.add(run)
         session.flush()
         return run.id
+
+
+def writer_id_of(client: TestClient, slug: str) -> int:
+    with services_of(client).db.sessions() as session:
+        return session.scalars(select(Writer.id).where(Writer.slug == slug)).one()
 
 
 def writer_of(client: TestClient, document_id: int) -> Writer:
