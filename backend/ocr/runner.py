@@ -79,7 +79,12 @@ class JobRunner:
     async def run(self) -> None:
         """Forever: take up jobs while there is room, then wait a poll interval."""
         while True:
-            await self.tick()
+            try:
+                await self.tick()
+            except SQLAlchemyError:
+                # A database restart must not end the loop: queued documents would wait for a
+                # backend restart. The jobs already running handle their own database errors.
+                log.warning("OCR job runner: the database did not answer; trying again", exc_info=True)
             await self._sleep(self.poll_s)
 
     async def tick(self) -> int:

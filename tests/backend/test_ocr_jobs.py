@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import random
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import OperationalError
 
 from backend.db import skip_locked
 from backend.documents.models import Line, Page
@@ -55,6 +57,47 @@ def test_a_document_is_read_page_by_page_with_the_model_per_page(actors: Actors,
     assert models == ["tiny"] * 3
     document = actors.client.get(f"/api/documents/{document_id}", headers=actors.archivist).json()
     assert document["status"] == "DONE"
+
+
+def test_a_database_that_does_not_answer_for_a_moment_does_not_stop_the_runner(
+    actors: Actors, standin: StandIn
+) -> None:
+    """A PostgreSQL restart must not end the runner's loop: queued documents would wait for a
+    backend restart. The claim fails twice, then the database answers and the job is read."""
+    document_id = upload(actors, 1, pages=1)
+    standin.service.plan(STREAM, Drip(page_events(1)))
+    job_id = _start(actors, document_id)
+
+    async def short(_: float) -> None:
+        await asyncio.sleep(0.01)
+
+    job_runner = runner(actors.client, standin.url, sleep=short)
+    claim, failures = job_runner.queue.claim, [OperationalError("SELECT", {}, Exception("server closed"))] * 2
+
+    def flaky(*args: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return claim(*args)
+
+    job_runner.queue.claim = flaky  # type: ignore[method-assign]
+
+    async def go() -> None:
+        loop = asyncio.create_task(job_runner.run())
+        try:
+            for _ in range(6000):  # a guard against a hang only; the job ends in well under a second
+                if loop.done() or job_of(actors, job_id)["status"] == "DONE":
+                    break
+                await asyncio.sleep(0.01)
+            assert not loop.done(), loop.exception()
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+            await job_runner.stop()
+            await job_runner.client.aclose()
+
+    asyncio.run(go())
+    assert not failures
+    assert job_of(actors, job_id)["status"] == "DONE"
 
 
 def test_each_page_records_the_model_and_version_its_page_event_names(actors: Actors, standin: StandIn) -> None:
