@@ -73,6 +73,18 @@ class ErrorCode(StrEnum):
     TRAINING_RUN_NOT_FOUND = "TRAINING_RUN_NOT_FOUND"
     TRAINING_RUN_FINISHED = "TRAINING_RUN_FINISHED"
     MODEL_NOT_ADOPTABLE = "MODEL_NOT_ADOPTABLE"
+    # search
+    SEARCH_QUERY_INVALID = "SEARCH_QUERY_INVALID"
+    # export
+    EXPORT_SELECTION_TOO_LARGE = "EXPORT_SELECTION_TOO_LARGE"
+    # import
+    IMPORT_TOO_LARGE = "IMPORT_TOO_LARGE"
+    IMPORT_NOT_A_ZIP = "IMPORT_NOT_A_ZIP"
+    IMPORT_UNSAFE_ARCHIVE = "IMPORT_UNSAFE_ARCHIVE"
+    IMPORT_INVALID_XML = "IMPORT_INVALID_XML"
+    IMPORT_IMAGE_MISSING = "IMPORT_IMAGE_MISSING"
+    IMPORT_IMAGE_INVALID = "IMPORT_IMAGE_INVALID"
+    IMPORT_NOTHING_FOUND = "IMPORT_NOTHING_FOUND"
     # the backend itself
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     STORAGE_UNAVAILABLE = "STORAGE_UNAVAILABLE"
@@ -133,6 +145,21 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.TRAINING_RUN_FINISHED: 409,
     # Adopting a run that has no model (not DONE), or one already adopted.
     ErrorCode.MODEL_NOT_ADOPTABLE: 409,
+    # Empty, too long, or only exclusions (nothing to look for).
+    ErrorCode.SEARCH_QUERY_INVALID: 422,
+    # More documents in one export ZIP than APP_EXPORT_MAX_DOCUMENTS.
+    ErrorCode.EXPORT_SELECTION_TOO_LARGE: 422,
+    ErrorCode.IMPORT_TOO_LARGE: 413,
+    ErrorCode.IMPORT_NOT_A_ZIP: 422,
+    # Traversal, absolute paths, links, too many entries, a bomb: refused before anything is written.
+    ErrorCode.IMPORT_UNSAFE_ARCHIVE: 422,
+    # Not well-formed, a DTD or entity, or neither PAGE nor ALTO.
+    ErrorCode.IMPORT_INVALID_XML: 422,
+    # A PAGE/ALTO file names an image the ZIP does not hold (under any extension or folder).
+    ErrorCode.IMPORT_IMAGE_MISSING: 422,
+    ErrorCode.IMPORT_IMAGE_INVALID: 422,
+    # A ZIP without one PAGE or ALTO file.
+    ErrorCode.IMPORT_NOTHING_FOUND: 422,
     ErrorCode.DATABASE_UNAVAILABLE: 503,
     ErrorCode.STORAGE_UNAVAILABLE: 503,
     # A request caught by the backend stopping (its PDF renderers closed under it).
