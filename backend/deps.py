@@ -18,6 +18,8 @@ from backend.documents.pages import PageImages
 from backend.documents.render import RenderLimits
 from backend.documents.service import Documents
 from backend.errors import AppError, ErrorCode
+from backend.exports.drawing import PageDrawing
+from backend.exports.service import Exporter
 from backend.metrics import Metrics
 from backend.ocr.service import Jobs
 from backend.ocr_client import BreakerConfig, OcrClient, OcrClientConfig
@@ -78,6 +80,7 @@ class Services:
     ocr: OcrClient
     metrics: Metrics
     training: TrainingRuns
+    exports: Exporter
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
     lines: Lines = field(default_factory=Lines)
@@ -174,6 +177,7 @@ def build_services(
             jobs=jobs,
         ),
         pages=pages,
+        exports=Exporter(PageDrawing(storage, pages.limits, pages.pdf), max_documents=settings.export_max_documents),
         clock=clock,
         jobs=jobs,
     )
