@@ -34,7 +34,8 @@ def export_document(
     session: SessionDep,
 ) -> StreamingResponse:
     """The document's transcription as a download: ``txt`` (plain text, pages separated by a form
-    feed), ``page`` / ``alto`` (a ZIP of the page images and one XML per page)."""
+    feed), ``page`` / ``alto`` (a ZIP of the page images and one XML per page), ``pdf`` (the page
+    images with the lines as invisible, searchable text)."""
     return _response(services.exports.document(session, document_id, export_format, services.clock()))
 
 

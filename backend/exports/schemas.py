@@ -14,6 +14,7 @@ class ExportFormat(StrEnum):
     TXT = "txt"
     PAGE = "page"
     ALTO = "alto"
+    PDF = "pdf"
 
 
 DocumentIdValue = Annotated[int, Field(ge=1, le=2**31 - 1)]

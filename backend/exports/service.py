@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from backend.documents.models import Document, Line, Page
 from backend.documents.pages import record_sizes
 from backend.errors import AppError, ErrorCode
+from backend.exports import pdf
 from backend.exports.drawing import Original, PageDrawing, image_stem
 from backend.exports.formats import (
     DocumentExport,
@@ -46,6 +47,7 @@ WRITERS: dict[ExportFormat, FileFormat | FolderFormat] = {
     ExportFormat.TXT: FileFormat(media_type="text/plain; charset=utf-8", extension="txt", write=write_text),
     ExportFormat.PAGE: FolderFormat(write=write_page_folder),
     ExportFormat.ALTO: FolderFormat(write=write_alto_folder),
+    ExportFormat.PDF: FileFormat(media_type=pdf.MEDIA_TYPE, extension="pdf", write=pdf.write_pdf),
 }
 
 
