@@ -59,8 +59,6 @@ _CHUNK = 1024 * 1024
 _WHITESPACE = frozenset({"Zs", "Zl", "Zp"})
 # Right-to-left classes of the Unicode bidirectional algorithm.
 _RTL = frozenset({"R", "AL", "AN"})
-# Box drawing: 128 neutral ("ON"), never mirrored characters, stand-ins for mirrored ones.
-_STAND_INS = (0x2500, 0x2580)
 
 
 @dataclass(frozen=True)
@@ -102,17 +100,9 @@ def _visual(text: str) -> str:
     (a viewer turns right-to-left runs back into reading order when it extracts)."""
     if not any(unicodedata.bidirectional(char) in _RTL for char in text):
         return text
-    # The bidirectional algorithm also mirrors brackets in right-to-left runs ("(" drawn as
-    # ")"); in a PDF that is the glyph's business, the character stays "(". So each mirrored
-    # character stands in as a neutral one that is never mirrored while the order is made.
-    free = (chr(code) for code in range(*_STAND_INS) if chr(code) not in text)
-    stand_ins: dict[str, str] = {}
-    for char in dict.fromkeys(text):
-        if unicodedata.mirrored(char) and unicodedata.bidirectional(char) == "ON":
-            stand_ins[char] = next(free)
-    back = {stand_in: char for char, stand_in in stand_ins.items()}
-    display = str(get_display("".join(stand_ins.get(char, char) for char in text)))
-    return "".join(back.get(char, char) for char in display)
+    # Reordered only: a bracket stays the character it is (python-bidi's get_display does not
+    # mirror), its mirrored look would be the glyph's business.
+    return str(get_display(text))
 
 
 def _text_font(chars: Iterable[str]) -> bytes:
@@ -159,7 +149,7 @@ def _box(points: Sequence[tuple[float, float]]) -> tuple[float, float, float, fl
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def placement(line: TranscriptLine, chars: int, page_height: int, scale: float) -> _Placement | None:
+def _placement(line: TranscriptLine, chars: int, page_height: int, scale: float) -> _Placement | None:
     """Where ``chars`` characters of ``line`` go on a page ``page_height`` pixels high, at
     ``scale`` points per pixel: along the baseline's first to last point, as high as the
     polygon reaches on either side of it; a line without a usable baseline takes its polygon's
@@ -297,7 +287,8 @@ class _PdfWriter:
 
     def add_page(self, page: TranscriptPage, art: PageArt) -> None:
         scale = _POINTS_PER_INCH / art.dpi
-        width, height = page.width * scale, page.height * scale
+        # pdfium makes no page without an extent.
+        width, height = max(page.width * scale, 1.0), max(page.height * scale, 1.0)
         jpeg = self._spool_jpeg(art.picture)
         with _pdfium(f"Page {page.number}"):
             pdf_page = self._pdf.new_page(width, height)
@@ -334,7 +325,7 @@ class _PdfWriter:
         text = layer_text(line.text)
         if not text:
             return
-        where = placement(line, len(text), page_height, scale)
+        where = _placement(line, len(text), page_height, scale)
         if where is None:
             return
         obj = pdfium_c.FPDFPageObj_CreateTextObj(self._pdf, self._font, ctypes.c_float(where.font_size))

@@ -112,6 +112,8 @@ def test_page_size_in_points_follows_the_pixels_and_dpi() -> None:
         "Cafe\u0301 u\u0308ber",  # combining marks kept as written (not composed)
         "A & B < C > D \"E\" 'F'",  # XML's special characters
         "שלום עולם",  # right to left
+        "שלום, עולם!",  # with punctuation
+        "مرحبا بكم",
         "Brief aus עולם heute",  # a right-to-left word inside German
         "Ärger — „Zitat“ € ½ Œuvre",
     ],
