@@ -30,7 +30,7 @@ from backend.transcripts.pdf import JpegOriginal, PageArt, write_searchable_pdf
 log = logging.getLogger(__name__)
 
 MEDIA_TYPE = "application/pdf"
-_CHUNK = 1024 * 1024
+_CHUNK = 256 * 1024
 # An image without a plausible resolution of its own is taken as scanned at this many dpi.
 _DEFAULT_DPI = 300.0
 _PLAUSIBLE_DPI = (50.0, 2400.0)

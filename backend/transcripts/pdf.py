@@ -360,7 +360,8 @@ def write_searchable_pdf(
     """Write ``document`` as a searchable PDF into ``out``: one PDF page per item of ``pages``
     (taken one at a time; an image may be closed once the next page is asked for), its
     picture under its lines' invisible text."""
-    with tempfile.SpooledTemporaryFile(max_size=8 * _CHUNK) as spool:
+    # On disk from the first byte: a page image is already a megabyte or more.
+    with tempfile.TemporaryFile() as spool:
         writer = _PdfWriter(document, cast(BinaryIO, spool))
         try:
             for page, art in pages:

@@ -4,6 +4,9 @@ turned by EXIF, multi-page TIFF, PDF) under their lines' current text, found aga
 from __future__ import annotations
 
 import io
+import random
+import tempfile
+import tracemalloc
 import zipfile
 from typing import Any
 
@@ -13,8 +16,11 @@ import pytest
 from PIL import Image
 
 from backend.errors import AppError, ErrorCode
+from backend.exports import pdf as pdf_export
+from backend.exports.schemas import ExportFormat
 from tests.backend.conftest import Actors, services_of
 from tests.backend.ground_truth import correct, ocr_line, store_lines
+from tests.support.synthetic import to_tiff
 
 
 def quadrants(size: tuple[int, int], shade: int = 0) -> Image.Image:
@@ -150,3 +156,48 @@ def test_page_that_cannot_be_drawn_keeps_its_text(actors: Actors, monkeypatch: p
     pdf = export(actors, document_id)
     assert [obj.type for obj in pdf[0].get_objects()] == [pdfium_c.FPDF_PAGEOBJ_TEXT]
     assert page_text(pdf, 0) == ["trotzdem lesbar"]
+
+
+def test_a_many_page_pdf_holds_one_page_image_at_a_time(actors: Actors, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page image is closed before the next is drawn (Pillow's pixels live outside
+    tracemalloc's view), and Python's allocations while the PDF goes out stay a few chunks'
+    worth, far below the PDF's size."""
+    frames = [Image.frombytes("RGB", (900, 900), random.Random(n).randbytes(900 * 900 * 3)) for n in range(6)]
+    document_id = upload(actors, to_tiff(frames), "Rauschen")
+    for number in range(1, 7):
+        store_lines(actors.client, document_id, number, [line_at(0, f"Seite {number}", 120)])
+    drawn: list[Image.Image] = []
+    render = pdf_export.render_ocr_page
+
+    def tracked(*args: Any) -> Image.Image:
+        for earlier in drawn:
+            with pytest.raises(ValueError, match="closed"):
+                earlier.getpixel((0, 0))
+        image = render(*args)
+        drawn.append(image)
+        return image
+
+    services = services_of(actors.client)
+    # Once before measuring: the first PDF imports fontTools' tables (megabytes, once a process).
+    with services.db.sessions() as session:
+        for _ in services.exports.document(session, document_id, ExportFormat.PDF, services.clock()).body:
+            pass
+    monkeypatch.setattr(pdf_export, "render_ocr_page", tracked)
+    with services.db.sessions() as session:
+        download = services.exports.document(session, document_id, ExportFormat.PDF, services.clock())
+    with tempfile.TemporaryFile() as body:
+        tracemalloc.start()
+        try:
+            for chunk in download.body:
+                body.write(chunk)
+                del chunk
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        size = body.tell()
+        body.seek(0)
+        pdf = pypdfium2.PdfDocument(body.read())
+    assert len(drawn) == 6 and len(pdf) == 6
+    assert [page_text(pdf, index) for index in range(6)] == [[f"Seite {n}"] for n in range(1, 7)]
+    assert size > 6 * 600_000  # noise: each page's JPEG is over 600 KB
+    assert peak < 2 * 2**20 and peak < size / 3, (peak, size)
