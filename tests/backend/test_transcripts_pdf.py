@@ -127,7 +127,7 @@ def test_unusual_characters_come_back_exactly(text: str) -> None:
 
 def test_white_space_and_control_characters_are_normalised() -> None:
     assert layer_text("  zwei\t\tWörter\nund\u00a0 mehr\x07 ") == "zwei Wörter und mehr"
-    assert layer_text("Mathe 𝔄 ok") == "Mathe  ok".replace("  ", " ")
+    assert layer_text("Mathe 𝔄 ok") == "Mathe ok"  # beyond U+FFFF: left out
 
 
 def test_rotated_line_is_found_along_its_baseline() -> None:
