@@ -97,6 +97,9 @@ def test_a_zip_holds_each_page_image_and_its_valid_xml_in_transkribus_layout(
     assert archive.namelist() == [
         name for n in (1, 2, 3) for name in (f"Brief_an_Mueller/{n:04d}.png", f"Brief_an_Mueller/{folder}/{n:04d}.xml")
     ]
+    # Streamed entries carry their sizes after the data; Java's ZipInputStream reads that only
+    # for deflated entries.
+    assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
     sizes = _pages(actors, document_id)
     for n, size in enumerate(sizes, start=1):
         with Image.open(io.BytesIO(archive.read(f"Brief_an_Mueller/{n:04d}.png"))) as image:
