@@ -205,7 +205,7 @@ def startup_lock(engine: Engine) -> Iterator[None]:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _STARTUP_LOCK_KEY})
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -214,7 +214,7 @@ def _alembic_config() -> Config:
 def refuse_newer_schema(engine: Engine) -> None:
     """Raise ``SchemaTooNewError`` where a newer backend migrated the database (checked before serving)."""
     with engine.connect() as connection:
-        _refuse_newer(connection, _alembic_config())
+        _refuse_newer(connection, alembic_config())
 
 
 def _refuse_newer(connection: Connection, config: Config) -> None:
@@ -237,11 +237,20 @@ def migrate(engine: Engine) -> None:
     Raises ``SchemaTooNewError`` (and changes nothing) where a newer backend migrated the database.
     Callers that may start beside another process hold ``startup_lock`` around it.
     """
-    config = _alembic_config()
+    config = alembic_config()
     with _ALEMBIC, engine.begin() as connection:
         _refuse_newer(connection, config)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def move_to_revision(connection: Connection, revision: str, *, downgrade: bool = False) -> None:
+    """``alembic upgrade`` (or ``downgrade``) to ``revision`` on ``connection``, in its transaction
+    (the restore of a backup: an empty database brought to the backup's revision, then to head)."""
+    config = alembic_config()
+    with _ALEMBIC:
+        config.attributes["connection"] = connection
+        (command.downgrade if downgrade else command.upgrade)(config, revision)
 
 
 class Database:
