@@ -6,6 +6,7 @@ An archive is one uncompressed USTAR tar file::
     tables/<nnn>-<table>.jsonl.gz   one table's rows, one JSON object a line (see ``encode_value``)
     models/<path in the store>      the OCR service's model store files (``--models-dir``)
     manifest.json                   written last: versions, row counts, sha256 and size of every member
+    manifest.sha256                 the manifest's own sha256
 
 Reading trusts nothing in the file: every header is parsed one block at a time before any data is
 touched, only regular files with names of the shapes above are accepted (no links, no pax or GNU
@@ -36,6 +37,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 FORMAT = "familienarchiv-backup"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+# The manifest's own sha256 (hex and a newline), so that no byte of the archive goes unchecked.
+MANIFEST_SUM = "manifest.sha256"
 # A manifest lists a few entries per document and table; far below this for any family archive.
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 # One row as JSON: a line of many points is a few hundred KiB; a longer row is refused, not read whole.
@@ -46,7 +49,7 @@ _CHUNK = 1024 * 1024
 
 ORIGINAL = re.compile(r"originals/([0-9a-f]{32})")
 TABLE = re.compile(r"tables/([0-9]{3})-([a-z_][a-z0-9_]{0,62})\.jsonl\.gz")
-MODEL_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+MODEL_PART = re.compile(r"[A-Za-z0-9._-]{1,128}")
 MAX_MODEL_DEPTH = 4
 
 
@@ -63,7 +66,7 @@ def is_model_path(relative: str) -> bool:
 
 def member_kind(name: str) -> str | None:
     """ "manifest", "original", "table" or "model" for an acceptable member name; None otherwise."""
-    if name == MANIFEST:
+    if name in (MANIFEST, MANIFEST_SUM):
         return "manifest"
     if ORIGINAL.fullmatch(name):
         return "original"
@@ -252,13 +255,17 @@ class BackupArchive:
         if member.size > MAX_MANIFEST_BYTES:
             raise BackupError("the archive's manifest is implausibly large; refused")
         data = os.pread(self._file.fileno(), member.size, member.offset)
-        if len(data) != member.size:
-            raise BackupError("the archive is truncated (its manifest is incomplete)")
+        checksum = self.members.get(MANIFEST_SUM)
+        expected = (
+            b"" if checksum is None or checksum.size != 65 else os.pread(self._file.fileno(), 65, checksum.offset)
+        )
+        if expected != hashlib.sha256(data).hexdigest().encode() + b"\n":
+            raise BackupError("the archive's manifest is damaged (its checksum differs)")
         try:
             manifest = Manifest.model_validate_json(data)
         except ValidationError as exc:
             raise BackupError(f"the archive's manifest is not valid: {exc.errors()[0]['msg']}") from exc
-        listed = set(manifest.files) | {MANIFEST}
+        listed = set(manifest.files) | {MANIFEST, MANIFEST_SUM}
         if missing := sorted(listed - set(self.members)):
             raise BackupError(f"the archive lacks members its manifest lists (truncated?): {', '.join(missing[:5])}")
         if extra := sorted(set(self.members) - listed):
@@ -326,6 +333,7 @@ def _scan(file: BinaryIO) -> dict[str, Member]:
         if len(block) < _BLOCK:
             raise BackupError("the archive is truncated (it ends without the tar end marker)")
         if block == bytes(_BLOCK):
+            _check_zero(file, offset, total, "after the end of the archive")
             return members
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
@@ -344,3 +352,15 @@ def _scan(file: BinaryIO) -> dict[str, Member]:
             raise BackupError(f"the archive is truncated (inside {info.name})")
         members[info.name] = Member(info.name, data, info.size)
         offset = data + -(-info.size // _BLOCK) * _BLOCK
+        # The padding is covered by no checksum: it must be zeros, so that no byte of the file goes unchecked.
+        _check_zero(file, data + info.size, offset, f"after {info.name}")
+
+
+def _check_zero(file: BinaryIO, start: int, end: int, where: str) -> None:
+    while start < end:
+        chunk = os.pread(file.fileno(), min(_CHUNK, end - start), start)
+        if not chunk:
+            raise BackupError(f"the archive is truncated ({where})")
+        if chunk.count(0) != len(chunk):
+            raise BackupError(f"the archive is damaged: stray bytes {where}")
+        start += len(chunk)

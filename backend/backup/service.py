@@ -30,6 +30,7 @@ from backend.backup.archive import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    MANIFEST_SUM,
     BackupArchive,
     BackupError,
     FileEntry,
@@ -256,9 +257,11 @@ def create_backup(
                     left_out=left_out,
                 )
                 data = manifest.model_dump_json(indent=1).encode()
-                info = tarfile.TarInfo(MANIFEST)
-                info.size, info.mtime, info.mode = len(data), int(stamp), 0o600
-                tar.addfile(info, io.BytesIO(data))
+                checksum = hashlib.sha256(data).hexdigest().encode() + b"\n"
+                for name, content in ((MANIFEST, data), (MANIFEST_SUM, checksum)):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mtime, info.mode = len(content), int(stamp), 0o600
+                    tar.addfile(info, io.BytesIO(content))
             file.flush()
             os.fsync(file.fileno())
         partial.replace(path)
