@@ -333,7 +333,11 @@ def _scan(file: BinaryIO) -> dict[str, Member]:
         if len(block) < _BLOCK:
             raise BackupError("the archive is truncated (it ends without the tar end marker)")
         if block == bytes(_BLOCK):
-            _check_zero(file, offset, total, "after the end of the archive")
+            # The end: two zero blocks, zeros up to a whole tar record, and not one byte more or less.
+            end = -(-(offset + 2 * _BLOCK) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+            if total != end:
+                raise BackupError("the archive is truncated or has bytes after its end")
+            _check_zero(file, offset, end, "after the end of the archive")
             return members
         try:
             info = tarfile.TarInfo.frombuf(block, "utf-8", "strict")
@@ -343,6 +347,9 @@ def _scan(file: BinaryIO) -> dict[str, Member]:
             raise BackupError(f"the archive holds {info.name!r}, which is not a plain file (links are refused)")
         if member_kind(info.name) is None:
             raise BackupError(f"the archive holds a member with an unexpected name: {info.name!r}")
+        # The checksum leaves out bytes after a field's terminator: the header must be exactly as written.
+        if info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict") != block:
+            raise BackupError(f"the archive is damaged: the tar header at byte {offset} is not as it was written")
         if info.name in members:
             raise BackupError(f"the archive holds {info.name!r} twice")
         if len(members) >= MAX_MEMBERS:
