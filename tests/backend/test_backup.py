@@ -79,13 +79,14 @@ def fill(actors: Actors, documents: int = 3) -> None:
                     session, document_id, number, lines, model="kurrent", model_version="3", now=NOW
                 )
     with services.db.session() as session:
+        reviewer = session.scalar(select(User.id).where(User.username == "erika"))
         # A rendered page image: left out of the backup, its keys cleared on restore.
         session.execute(
             update(Page)
             .where(Page.number == 1)
             .values(image_key="pages/" + "a" * 32, thumbnail_key="pages/" + "b" * 32)
         )
-        session.execute(update(Page).where(Page.number == 2).values(reviewed_at=NOW, reviewed_by=1))
+        session.execute(update(Page).where(Page.number == 2).values(reviewed_at=NOW, reviewed_by=reviewer))
     line_ids = [line["id"] for line in client.get(f"/api/documents/{ids[0]}/lines", headers=actors.archivist).json()]
     for version, text in enumerate(("Liebe Mutter", "Liebe Mutter!"), start=1):
         response = client.patch(
