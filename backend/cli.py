@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from backend.backup.archive import BackupError
 from backend.backup.restore import restore_backup
 from backend.backup.service import create_backup, verify_backup
-from backend.db import Database, SchemaTooNewError, migrate, startup_lock
+from backend.db import BrokenReferencesError, Database, SchemaTooNewError, migrate, startup_lock
 from backend.deps import build_services, build_storage, utc_now
 from backend.errors import AppError
 from backend.settings import Settings
@@ -93,7 +93,7 @@ def restore(settings: Settings, argv: list[str]) -> int:
     try:
         storage.check()
         result = restore_backup(database.engine, storage, args.path, models_dir=args.models_dir)
-    except (BackupError, SQLAlchemyError, OSError) as exc:
+    except (BackupError, BrokenReferencesError, SchemaTooNewError, SQLAlchemyError, OSError) as exc:
         print(f"The restore failed; nothing was changed:\n{exc}", file=sys.stderr)
         return 1
     finally:

@@ -6,7 +6,7 @@ rows are loaded, PostgreSQL's sequences are moved past them, and the database is
 code's head. Originals go into the store (new keys) and models into the model store before the
 commit; any failure rolls the transaction back and removes every file the restore wrote.
 SQLite runs it with foreign keys off (a migration's batch copy would otherwise cascade deletes of
-loaded rows) and checks every reference before the commit.
+loaded rows) and checks every reference before the commit (``backend.db.migration_transaction``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ from sqlalchemy.orm import sessionmaker
 from backend.backup.archive import BackupArchive, BackupError, TableEntry
 from backend.backup.service import verify_backup
 from backend.backup.tables import ORIGINALS_COLUMN, ORIGINALS_TABLE, current_revision, known_revisions
-from backend.db import Base, move_to_revision, startup_lock
+from backend.db import Base, migration_transaction, move_to_revision, startup_lock
 from backend.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -65,31 +63,6 @@ class _Written:
                 log.error("the failed restore could not remove %s from the store: %s", key, exc)
         for path in self.paths:
             path.unlink(missing_ok=True)
-
-
-@contextmanager
-def _transaction(engine: Engine) -> Iterator[Connection]:
-    if engine.dialect.name != "sqlite":
-        with engine.connect() as connection, connection.begin():
-            yield connection
-        return
-    with engine.connect() as connection:
-        # Off before BEGIN (SQLite ignores the pragma inside a transaction); checked before the commit.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        # pysqlite would run the migrations' DDL outside any transaction: one is begun by hand.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            yield connection
-            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-            if problems:
-                raise BackupError(f"the backup's rows name rows it does not hold: {problems[:5]}")
-            connection.commit()
-        except BaseException:
-            connection.rollback()
-            raise
-        finally:
-            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-            connection.commit()
 
 
 def _refuse_non_empty(connection: Connection) -> str | None:
@@ -257,7 +230,7 @@ def restore_backup(engine: Engine, storage: Storage, path: Path, *, models_dir: 
         manifest = archive.manifest
         written = _Written(storage)
         try:
-            with _transaction(engine) as connection:
+            with migration_transaction(engine) as connection:
                 _bring_to(connection, _refuse_non_empty(connection), manifest.alembic_revision)
                 models = 0
                 if models_dir is not None:
