@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -28,15 +28,26 @@ from backend.backup.archive import MANIFEST, MANIFEST_SUM, BackupArchive, Backup
 from backend.backup.restore import restore_backup
 from backend.backup.service import create_backup, verify_backup
 from backend.db import Base, Database, migrate
-from backend.deps import build_services
+from backend.deps import build_services, build_storage
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page, Writer
 from backend.ocr.models import JobStatus, ModelSource, OcrBatch, OcrJob
 from backend.storage import LocalStorage, Storage
 from backend.training.models import RunStatus, TrainingKind
 from backend.users.models import User
-from tests.backend.conftest import DATABASE_KIND, Actors, bearer, make_settings, postgres_database, services_of
+from tests.backend.conftest import (
+    BOTH_STORES,
+    DATABASE_KIND,
+    Actors,
+    bearer,
+    make_settings,
+    postgres_database,
+    services_of,
+)
 from tests.backend.documents import make_document
 from tests.backend.training_support import add_run
+
+if TYPE_CHECKING:
+    from tests.backend.s3_standin import MotoS3  # moto loads only for the runs that use S3
 
 NOW = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 UNUSUAL = "ſ ꝛ e\u0301 שלום \U0001f600 \x00"[:-2]  # combining mark, long s, r rotunda, RTL, astral
@@ -551,7 +562,7 @@ def _as_of_0004(source: Path, target: Path) -> None:
         members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
     manifest = json.loads(members[MANIFEST])
     out: dict[str, bytes] = {}
-    tables = []
+    tables: list[dict[str, Any]] = []
     for entry in manifest["tables"]:
         if entry["name"] == "training_runs":
             continue
@@ -596,3 +607,20 @@ def test_an_older_backup_is_restored_at_its_revision_then_migrated(
         assert result == source
         with restored.engine.connect() as connection:
             assert connection.execute(select(func.count()).select_from(Line)).scalar() == 18
+
+
+@pytest.mark.slow
+@BOTH_STORES
+def test_originals_stream_from_either_store_into_s3(
+    actors: Actors, backup_of: Callable[..., Path], tmp_path: Path, moto_s3: MotoS3
+) -> None:
+    """From a folder or a bucket into a new bucket: the originals byte for byte."""
+    fill(actors, documents=2)
+    services = services_of(actors.client)
+    archive = backup_of()
+    settings = make_settings("sqlite://", tmp_path, **moto_s3.settings())
+    bucket = build_storage(settings)
+    with empty_database("sqlite", tmp_path) as restored:
+        restore_backup(restored.engine, bucket, archive)
+        assert originals_of(restored, bucket) == originals_of(services.db, services.documents.storage)
+        assert rows_of(restored) == rows_of(services.db)
