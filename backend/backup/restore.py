@@ -100,6 +100,8 @@ def _bring_to(connection: Connection, current: str | None, target: str) -> None:
 def _insert_target(connection: Connection, entry: TableEntry) -> Table:
     """The table as the database has it at the backup's revision, with this code's column types
     where it knows the column (they turn the archive's values into what the database stores)."""
+    if entry.name == "alembic_version" or entry.name.startswith(("sqlite_", "pg_")):
+        raise BackupError(f"the backup holds rows for {entry.name}, a table of the database's own; refused")
     if not inspect(connection).has_table(entry.name):
         raise BackupError(f"the backup holds table {entry.name}, which its own revision does not have")
     reflected = Table(entry.name, MetaData(), autoload_with=connection)
@@ -189,6 +191,8 @@ def _write_models(archive: BackupArchive, models_dir: Path, written: _Written) -
                 shutil.copyfileobj(source, out, _CHUNK)
                 out.flush()
                 os.fsync(out.fileno())
+                # Readable by the OCR service's user, which is not the user the restore runs as in compose.
+                os.fchmod(out.fileno(), 0o644)
                 # A link fails where a file appeared meanwhile: nothing of the operator's is overwritten.
                 os.link(staging, target)
             finally:

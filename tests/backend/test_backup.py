@@ -313,6 +313,7 @@ def _rewrite(
     manifest: Callable[[dict[str, Any]], None] | None = None,
     extra: tuple[tuple[tarfile.TarInfo, bytes | None], ...] = (),
     tar_format: int = tarfile.USTAR_FORMAT,
+    add: dict[str, bytes] | None = None,
 ) -> None:
     """A copy of an archive with rows or manifest changed and checksums made right again (a forger's work)."""
     with tarfile.open(source) as tar:
@@ -328,6 +329,9 @@ def _rewrite(
             entry = next(t for t in document["tables"] if t["name"] == table)
             entry["rows"] = len(changed)
         document["files"][name] = {"sha256": hashlib.sha256(members[name]).hexdigest(), "size": len(members[name])}
+    for name, content in (add or {}).items():
+        members[name] = content
+        document["files"][name] = {"sha256": hashlib.sha256(content).hexdigest(), "size": len(content)}
     if manifest is not None:
         manifest(document)
     data = json.dumps(document).encode()
@@ -468,6 +472,8 @@ def test_models_go_in_and_come_back_without_the_stores_working_files(
         ".state.json": b'{"default": "kurrent"}',
     }
     assert result.models == 5
+    # Readable by the OCR service's user, whoever ran the restore.
+    assert {p.stat().st_mode & 0o777 for p in target.rglob("*") if p.is_file()} == {0o644}
 
 
 @pytest.mark.slow
@@ -624,3 +630,26 @@ def test_originals_stream_from_either_store_into_s3(
         restore_backup(restored.engine, bucket, archive)
         assert originals_of(restored, bucket) == originals_of(services.db, services.documents.storage)
         assert rows_of(restored) == rows_of(services.db)
+
+
+def test_rows_for_the_databases_own_tables_are_refused(
+    actors: Actors, backup_of: Callable[..., Path], tmp_path: Path
+) -> None:
+    fill(actors, documents=1)
+    forged = tmp_path / "forged.tar"
+    source = backup_of()
+    with BackupArchive(source) as archive:
+        position = len(archive.manifest.tables)
+    member = f"tables/{position:03d}-alembic_version.jsonl.gz"
+    entry = {"name": "alembic_version", "member": member, "rows": 1, "columns": ["version_num"]}
+    _rewrite(
+        source,
+        forged,
+        add={member: gzip.compress(b'{"version_num": "0001"}\n')},
+        manifest=lambda m: m["tables"].append(entry),
+    )
+    verify_backup(forged)  # well-formed; the restore refuses it
+    with empty_database("sqlite", tmp_path) as database:
+        with pytest.raises(BackupError, match="alembic_version"):
+            restore_backup(database.engine, LocalStorage(tmp_path / "s"), forged)
+        assert inspect(database.engine).get_table_names() == []
