@@ -29,7 +29,7 @@ from backend.backup.restore import restore_backup
 from backend.backup.service import create_backup, verify_backup
 from backend.db import Base, Database, migrate
 from backend.deps import build_services, build_storage
-from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page, Writer
+from backend.documents.models import DiscardedCorrection, Document, Line, Page, Writer
 from backend.ocr.models import JobStatus, ModelSource, OcrBatch, OcrJob
 from backend.storage import LocalStorage, Storage
 from backend.training.models import RunStatus, TrainingKind
@@ -67,7 +67,7 @@ def _line(index: int, text: str) -> dict[str, object]:
     }
 
 
-def fill(actors: Actors, documents: int = 3) -> None:
+def fill(actors: Actors, documents: int = 3, lines_per_page: int = 3) -> None:
     """Every kind of row: writers with a model, documents (one in the trash), pages, lines,
     corrections and their history, a discarded correction, users and credentials, OCR jobs, runs."""
     client = actors.client
@@ -85,7 +85,7 @@ def fill(actors: Actors, documents: int = 3) -> None:
     for document_id in ids:
         with services.db.sessions() as session:
             for number in (1, 2):
-                lines = [_line(i, f"Liebe {UNUSUAL} {document_id}/{number}/{i}") for i in range(3)]
+                lines = [_line(i, f"Liebe {UNUSUAL} {document_id}/{number}/{i}") for i in range(lines_per_page)]
                 services.lines.store_page(
                     session, document_id, number, lines, model="kurrent", model_version="3", now=NOW
                 )
@@ -480,46 +480,53 @@ def test_models_go_in_and_come_back_without_the_stores_working_files(
 def test_a_backup_taken_while_corrections_are_saved_is_consistent(
     actors: Actors, backup_of: Callable[..., Path]
 ) -> None:
-    """Each saved correction updates its line and adds a history row in one transaction; the backup
-    holds both or neither: every line's version is one more than its history rows."""
-    fill(actors, documents=3)
+    """Each correction saved (the app's own path) updates its line and adds a history row in one
+    transaction; the backup holds both or neither: every line's version is one more than its history rows."""
+    # Enough lines that reading them takes a while: without the snapshot, corrections land between tables.
+    fill(actors, documents=3, lines_per_page=400)
     services = services_of(actors.client)
     with services.db.sessions() as session:
-        line_ids = list(session.scalars(select(Line.id)))
+        # Lines of documents not in the trash (those a person can correct).
+        line_ids = list(session.scalars(select(Line.id).join(Page).join(Document).where(Document.deleted_at.is_(None))))
         admin = session.scalar(select(User.id).where(User.username == "admin"))
     stop = threading.Event()
     saved = [0]
 
+    failures: list[BaseException] = []
+
     def correct() -> None:
+        try:
+            save_corrections()
+        except BaseException as exc:  # reported by the test, not lost with the thread
+            failures.append(exc)
+            raise
+
+    def save_corrections() -> None:
         chance = random.Random(7)
         while not stop.is_set():
-            with services.db.session() as session:
-                line = session.get_one(Line, chance.choice(line_ids))
-                new = f"Fassung {saved[0]}"
-                session.add(
-                    LineCorrection(
-                        line_id=line.id,
-                        user_id=admin,
-                        corrected_at=NOW,
-                        text_before=line.text or line.ocr_text,
-                        text_after=new,
-                        version=line.version + 1,
-                    )
-                )
-                line.text, line.version = new, line.version + 1
+            with services.db.sessions() as session:
+                line_id = chance.choice(line_ids)
+                version = session.get_one(Line, line_id).version
+                user = session.get_one(User, admin)
+                services.lines.correct(session, line_id, f"Fassung {saved[0]}", version, user, NOW)
             saved[0] += 1
 
     writer = threading.Thread(target=correct)
     writer.start()
     try:
-        archives = []
-        for round_ in range(3):
+        archives = []  # the backups during which corrections were saved
+        for round_ in range(50):
             before = saved[0]
-            archives.append(backup_of(f"during-{round_}.tar"))
-            assert saved[0] > before, "no correction was saved while the backup ran"
+            path = backup_of(f"during-{round_}.tar")
+            if saved[0] > before:
+                archives.append(path)
+            if len(archives) == 3:
+                break
+        assert len(archives) == 3, "corrections were not saved while backups ran"
     finally:
         stop.set()
         writer.join()
+        assert failures == []
     for path in archives:
         with BackupArchive(path) as archive:
             tables = {t.name: t for t in archive.manifest.tables}
