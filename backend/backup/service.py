@@ -218,10 +218,10 @@ def create_backup(
     now: Callable[[], datetime],
 ) -> BackupResult:
     """Write the archive to ``path``; ``BackupError`` (and nothing at ``path``) when it cannot."""
-    if path.exists() and not force:
-        raise BackupError(f"{path} exists already; choose another name or pass --force to replace it")
     if path.is_dir():
         raise BackupError(f"{path} is a folder; give the archive's file name")
+    if path.exists() and not force:
+        raise BackupError(f"{path} exists already; choose another name or pass --force to replace it")
     partial = path.with_name(path.name + ".partial")
     notes: list[str] = []
     created = now()
