@@ -11,6 +11,7 @@ loaded rows) and checks every reference before the commit (``backend.db.migratio
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import logging
@@ -54,6 +55,12 @@ class _Written:
         self.storage = storage
         self.keys: list[str] = []
         self.paths: list[Path] = []
+        self.folders: list[Path] = []
+
+    def make_folder(self, folder: Path) -> None:
+        missing = [parent for parent in (folder, *folder.parents) if not parent.exists()]
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folders.extend(reversed(missing))
 
     def undo(self) -> None:
         for key in self.keys:
@@ -63,6 +70,9 @@ class _Written:
                 log.error("the failed restore could not remove %s from the store: %s", key, exc)
         for path in self.paths:
             path.unlink(missing_ok=True)
+        for folder in reversed(self.folders):
+            with contextlib.suppress(OSError):  # not empty: something else put a file there meanwhile
+                folder.rmdir()
 
 
 def _refuse_non_empty(connection: Connection) -> str | None:
@@ -168,11 +178,11 @@ def _save_originals(archive: BackupArchive, written: _Written) -> dict[str, str]
 
 def _write_models(archive: BackupArchive, models_dir: Path, written: _Written) -> int:
     root = models_dir.resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    written.make_folder(root)
     count = 0
     for name in archive.models():
         target = root / name.removeprefix("models/")
-        target.parent.mkdir(parents=True, exist_ok=True)
+        written.make_folder(target.parent)
         if not target.parent.resolve().is_relative_to(root):
             raise BackupError(f"{name} would land outside --models-dir; refused")
         expected = archive.manifest.files[name].sha256

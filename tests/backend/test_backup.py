@@ -438,7 +438,7 @@ def test_a_failed_restore_leaves_nothing_behind(actors: Actors, backup_of: Calla
                     if t in Base.metadata.tables
                 )
             assert not any((tmp_path / kind / "s").rglob("*[0-9a-f]")), "originals left in the store"
-            assert [p for p in restored_models.rglob("*") if p.is_file()] == []
+            assert not restored_models.exists()
 
 
 def test_models_go_in_and_come_back_without_the_stores_working_files(
@@ -660,3 +660,23 @@ def test_rows_for_the_databases_own_tables_are_refused(
         with pytest.raises(BackupError, match="alembic_version"):
             restore_backup(database.engine, LocalStorage(tmp_path / "s"), forged)
         assert inspect(database.engine).get_table_names() == []
+
+
+def test_a_different_model_already_in_the_store_is_not_overwritten(
+    actors: Actors, backup_of: Callable[..., Path], tmp_path: Path
+) -> None:
+    fill(actors, documents=1)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "kurrent.safetensors").write_bytes(b"weights")
+    (models / "same.mlmodel").write_bytes(b"same")
+    archive = backup_of(models_dir=models)
+    target = tmp_path / "restored-models"
+    target.mkdir()
+    (target / "kurrent.safetensors").write_bytes(b"the operator's own")
+    (target / "same.mlmodel").write_bytes(b"same")
+    with empty_database("sqlite", tmp_path) as database:
+        with pytest.raises(BackupError, match=r"different kurrent\.safetensors"):
+            restore_backup(database.engine, LocalStorage(tmp_path / "s"), archive, models_dir=target)
+    assert (target / "kurrent.safetensors").read_bytes() == b"the operator's own"
+    assert sorted(p.name for p in target.iterdir()) == ["kurrent.safetensors", "same.mlmodel"]
