@@ -2,7 +2,8 @@
 
 ``python -m backend create-user NAME --role admin|archivist`` makes a user (password asked
 for, or read from stdin with ``--password-stdin``; never from the command line, which
-other users of the machine can see).
+other users of the machine can see). ``backup PATH``, ``restore PATH`` and ``verify-backup PATH``
+save, bring back and check the whole archive (backend/backup/).
 """
 
 from __future__ import annotations
@@ -106,8 +107,18 @@ def main(argv: list[str]) -> int:
         from backend.cli import create_user
 
         return create_user(settings, argv[1:])
+    if argv and argv[0] in ("backup", "restore", "verify-backup"):
+        from backend import cli
+
+        if argv[0] == "verify-backup":
+            return cli.verify(argv[1:])
+        return (cli.backup if argv[0] == "backup" else cli.restore)(settings, argv[1:])
     if argv:
-        print(f"unknown command {argv[0]!r}; usage: python -m backend [create-user NAME --role ROLE]", file=sys.stderr)
+        print(
+            f"unknown command {argv[0]!r}; usage: python -m backend "
+            "[create-user NAME --role ROLE | backup PATH | restore PATH | verify-backup PATH]",
+            file=sys.stderr,
+        )
         return 2
     return serve(settings)
 

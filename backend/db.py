@@ -205,7 +205,7 @@ def startup_lock(engine: Engine) -> Iterator[None]:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _STARTUP_LOCK_KEY})
 
 
-def _alembic_config() -> Config:
+def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -214,7 +214,7 @@ def _alembic_config() -> Config:
 def refuse_newer_schema(engine: Engine) -> None:
     """Raise ``SchemaTooNewError`` where a newer backend migrated the database (checked before serving)."""
     with engine.connect() as connection:
-        _refuse_newer(connection, _alembic_config())
+        _refuse_newer(connection, alembic_config())
 
 
 def _refuse_newer(connection: Connection, config: Config) -> None:
@@ -231,17 +231,61 @@ def _refuse_newer(connection: Connection, config: Config) -> None:
         )
 
 
+class BrokenReferencesError(RuntimeError):
+    """Rows name rows that are not there (checked before a SQLite migration transaction commits)."""
+
+
+@contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for migrations (and a restore's loading), committed when the block ends cleanly.
+
+    SQLite: foreign keys are switched off for it, because alembic's batch mode copies a table and
+    drops the old one, and with foreign keys on that drop deletes every row referring to it
+    (``ON DELETE CASCADE``: all lines, when ``pages`` is copied). pysqlite would also run the DDL
+    outside any transaction, so one is begun by hand; every reference is checked before the commit.
+    """
+    if not is_sqlite(engine):
+        with engine.begin() as connection:
+            yield connection
+        return
+    with engine.connect() as connection:
+        # Off before BEGIN: SQLite ignores the pragma inside a transaction.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise BrokenReferencesError(f"rows name rows that are not there (table, rowid, parent): {broken[:5]}")
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+
+
 def migrate(engine: Engine) -> None:
     """``alembic upgrade head`` on ``engine``, from an empty database or any earlier revision.
 
     Raises ``SchemaTooNewError`` (and changes nothing) where a newer backend migrated the database.
     Callers that may start beside another process hold ``startup_lock`` around it.
     """
-    config = _alembic_config()
-    with _ALEMBIC, engine.begin() as connection:
+    config = alembic_config()
+    with _ALEMBIC, migration_transaction(engine) as connection:
         _refuse_newer(connection, config)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def move_to_revision(connection: Connection, revision: str, *, downgrade: bool = False) -> None:
+    """``alembic upgrade`` (or ``downgrade``) to ``revision`` on ``connection``, in its transaction
+    (the restore of a backup: an empty database brought to the backup's revision, then to head)."""
+    config = alembic_config()
+    with _ALEMBIC:
+        config.attributes["connection"] = connection
+        (command.downgrade if downgrade else command.upgrade)(config, revision)
 
 
 class Database:

@@ -168,3 +168,43 @@ def test_a_database_migrated_by_a_newer_backend_is_refused_naming_both_revisions
             ]
     finally:
         database.dispose()
+
+
+def test_migrating_an_archive_with_lines_keeps_every_line(fresh_url: str) -> None:
+    """0004 and 0005 copy ``pages`` on SQLite (batch mode); with foreign keys on, dropping the old
+    table deleted every line (ON DELETE CASCADE). Migrations run with them off, checked at the end."""
+    database = Database(fresh_url)
+    try:
+        _alembic(database.engine, "upgrade", "0003")
+        with database.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO users (id, username, password_hash, role, is_active, created_at) "
+                    "VALUES (1, 'erika', 'x', 'archivist', true, :now)"
+                ),
+                {"now": NOW},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO documents (id, title, title_folded, media_type, storage_key, sha256, size_bytes, "
+                    "page_count, status, created_by, created_at) VALUES (1, 'Brief', 'brief', 'application/pdf', "
+                    "'originals/" + "0" * 32 + "', 'abc', 1, 1, 'DONE', 1, :now)"
+                ),
+                {"now": NOW},
+            )
+            connection.execute(text("INSERT INTO pages (id, document_id, number) VALUES (1, 1, 1)"))
+            for index in range(3):
+                connection.execute(
+                    text(
+                        "INSERT INTO lines (id, page_id, order_index, baseline, polygon, ocr_text, version) "
+                        "VALUES (:id, 1, :id, '[]', '[]', 'Liebe Mutter', 1)"
+                    ),
+                    {"id": index},
+                )
+        migrate(database.engine)
+        with database.engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM lines")).scalar() == 3
+            if DATABASE_KIND == "sqlite":  # switched on again for the pooled connection
+                assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        database.dispose()
