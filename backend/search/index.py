@@ -112,14 +112,20 @@ _SQLITE_LINES = (
 )
 _SQLITE_WORDS = "INSERT OR IGNORE INTO search_words (word) VALUES (?)"
 _SQLITE_VARIANTS = "INSERT OR IGNORE INTO search_variants (variant, word) VALUES (?, ?)"
+# PostgreSQL: an upsert. Two transactions may index one line at once (a correction re-indexes
+# the line before it, an OCR page store the last line of the page before): the second waits for
+# the first's row and updates it, where a delete and insert would fail on the key.
 _POSTGRES_LINES = text(
     "INSERT INTO search_lines (line_id, document_id, own, joined, bridge, corrected, tsv) "
-    "VALUES (:line_id, :document_id, :own, :joined, :bridge, :corrected, CAST(:tsv AS tsvector))"
+    "VALUES (:line_id, :document_id, :own, :joined, :bridge, :corrected, CAST(:tsv AS tsvector)) "
+    "ON CONFLICT (line_id) DO UPDATE SET document_id = excluded.document_id, own = excluded.own, "
+    "joined = excluded.joined, bridge = excluded.bridge, corrected = excluded.corrected, tsv = excluded.tsv"
 )
 
 
 def _write(session: Session, entries: Sequence[Entry], known: set[str] | None = None) -> None:
-    """Put ``entries`` in the index (their old rows must be gone) and their words in the vocabulary."""
+    """Put ``entries`` in the index and their words in the vocabulary (SQLite: their old rows
+    must be gone; PostgreSQL: they are replaced)."""
     rows = [e for e in entries if e.own or e.joined]
     if not rows:
         return
@@ -228,7 +234,10 @@ def _reindex(session: Session, ordered: dict[int, list[_Line]], chosen: Callable
         for position, line in enumerate(lines):
             if chosen(position, lines):
                 entries.append(make_entry(line, _following(lines, position)))
-    _remove(session, [e.line_id for e in entries])
+    if session.get_bind().dialect.name == "postgresql":
+        _remove(session, [e.line_id for e in entries if not (e.own or e.joined)])
+    else:
+        _remove(session, [e.line_id for e in entries])
     _write(session, entries)
 
 
