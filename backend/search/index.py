@@ -53,14 +53,13 @@ class _Line:
     corrected: bool
 
 
-def make_entry(line: _Line, following: _Line | None, own: list[str] | None = None) -> Entry:
-    """``own``: the line's folded words, where the caller has them already."""
-    own = terms(line.current) if own is None else own
-    after = terms(following.current) if following is not None else []
-    return _entry(line, own, after)
+def make_entry(line: _Line, following: _Line | None) -> Entry:
+    """``line``'s row, ``following`` the next line in reading order (None: the document's last)."""
+    return _entry(line, terms(line.current), terms(following.current) if following is not None else [])
 
 
 def _entry(line: _Line, own: list[str], after: list[str]) -> Entry:
+    """The same from the folded words of the line and of the next one."""
     joined = ""
     if own and after and ends_hyphenated(line.current):
         joined = (own[-1] + after[0])[:MAX_WORD_LENGTH]
