@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, cast, column, literal_column, select, table
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, cast, column, literal_column, select, table, text
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import Session
 
@@ -180,15 +180,27 @@ def _candidates(session: Session, query: Query, params: SearchParams, limit: int
                 )
         return len(rows)
 
-    capped = read(exact=True, corrected=False) >= limit
-    if not capped and fuzzy:
-        capped = read(exact=False, corrected=False) >= limit
-        if capped:
-            read(exact=False, corrected=True)
-    elif capped:
-        read(exact=True, corrected=True)
-        if fuzzy:
-            read(exact=False, corrected=True)
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        # Bitmap scans of the GIN index only. With the LIMIT, the planner expects a sequential
+        # scan to stop early; for words each common but rare together it reads the whole table
+        # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive).
+        connection.execute(text("SET LOCAL enable_seqscan = off"))
+        connection.execute(text("SET LOCAL enable_indexscan = off"))
+    try:
+        capped = read(exact=True, corrected=False) >= limit
+        if not capped and fuzzy:
+            capped = read(exact=False, corrected=False) >= limit
+            if capped:
+                read(exact=False, corrected=True)
+        elif capped:
+            read(exact=True, corrected=True)
+            if fuzzy:
+                read(exact=False, corrected=True)
+    finally:
+        if postgres:
+            connection.execute(text("RESET enable_seqscan"))
+            connection.execute(text("RESET enable_indexscan"))
     return list(seen.values()), capped
 
 
