@@ -7,14 +7,16 @@ import os
 import random
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.db import Database
-from backend.search.index import rebuild
+from backend.search.index import index_lines, rebuild
 from tests.backend.conftest import DATABASE_KIND, Actors, services_of
 from tests.backend.search_support import correct, document, hit_lines, line_ids, search, store_page
 
@@ -81,3 +83,30 @@ def test_the_reindex_command_rebuilds_the_index(actors: Actors, database_url: st
     assert done.returncode == 0, done.stderr
     assert "Search index rebuilt: 2 lines." in done.stdout
     assert hit_lines(search(actors, "Gruesse")) == line_ids(actors, document_id)[1:]
+
+
+def test_two_transactions_indexing_one_line_at_once_both_succeed(actors: Actors) -> None:
+    """A correction re-indexes the line before it while an OCR page store re-indexes the last
+    line of the page before: both may write one line's row; the second waits, then succeeds."""
+    document_id = document(actors, ["am Weih-", "nachten"])
+    first = line_ids(actors, document_id)[0]
+    services = services_of(actors.client)
+    failures: list[SQLAlchemyError] = []
+    with services.db.sessions() as holding:
+        index_lines(holding, [first])  # its row written, not committed yet
+
+        def second() -> None:
+            try:
+                with services.db.sessions() as session:
+                    index_lines(session, [first])
+                    session.commit()
+            except SQLAlchemyError as exc:  # reported to the test's thread
+                failures.append(exc)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=0.5)  # it waits for the first transaction's row
+        holding.commit()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+    assert hit_lines(search(actors, "Weihnachten")) == [first]
