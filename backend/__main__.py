@@ -4,6 +4,7 @@
 for, or read from stdin with ``--password-stdin``; never from the command line, which
 other users of the machine can see). ``backup PATH``, ``restore PATH`` and ``verify-backup PATH``
 save, bring back and check the whole archive (backend/backup/).
+``reindex-search`` rebuilds the search index from every line.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ def main(argv: list[str]) -> int:
         from backend.cli import create_user
 
         return create_user(settings, argv[1:])
+    if argv and argv[0] == "reindex-search":
+        from backend.cli import reindex_search
+
+        return reindex_search(settings, argv[1:])
     if argv and argv[0] in ("backup", "restore", "verify-backup"):
         from backend import cli
 
@@ -116,7 +121,7 @@ def main(argv: list[str]) -> int:
     if argv:
         print(
             f"unknown command {argv[0]!r}; usage: python -m backend "
-            "[create-user NAME --role ROLE | backup PATH | restore PATH | verify-backup PATH]",
+            "[create-user NAME --role ROLE | backup PATH | restore PATH | verify-backup PATH | reindex-search]",
             file=sys.stderr,
         )
         return 2

@@ -53,6 +53,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/exports", USER, {"params": {"ids": [999], "format": "page"}}),
     ("GET", "/api/writers", USER, {}),
     ("GET", "/api/writers/{slug}", USER, {}),
+    ("GET", "/api/search", USER, {"params": {"q": "Mutter"}}),
     ("GET", "/api/admin/training", ADMIN, {}),
     ("POST", "/api/admin/training/{kind}", ADMIN, {}),
     ("GET", "/api/admin/training/runs", ADMIN, {}),
