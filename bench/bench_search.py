@@ -85,7 +85,15 @@ def _alembic(connection: Connection, revision: str) -> None:
 
 def _relations(connection: Connection) -> set[str]:
     if connection.dialect.name == "sqlite":
-        return set(connection.scalars(text("SELECT name FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'")))
+        return set(
+            connection.scalars(
+                text(
+                    # Not SQLite's own tables, but the indexes it makes for a primary key or a unique constraint.
+                    "SELECT name FROM sqlite_schema WHERE type IN ('table', 'index') "
+                    "AND (name NOT LIKE 'sqlite_%' OR name LIKE 'sqlite_autoindex_%')"
+                )
+            )
+        )
     return set(
         connection.scalars(
             text(
@@ -115,29 +123,23 @@ def index_size(database: Database, relations: list[str]) -> dict[str, Any]:
             whole = int(connection.scalar(text("PRAGMA page_count")) or 0) * int(page_size or 0)
             lines_table = int(pages.get("lines", 0))
         else:
-            kinds = dict(
-                connection.execute(
-                    text("SELECT relname, relkind FROM pg_class WHERE relname = ANY(:names)"), {"names": relations}
-                )
-                .tuples()
-                .all()
-            )
-            # A new table's total includes its own indexes and TOAST; an index on an older table alone.
-            sizes = {
-                name: int(
-                    connection.scalar(
-                        text(
-                            "SELECT pg_total_relation_size(to_regclass(:n))"
-                            if kinds.get(name) == "r"
-                            else "SELECT pg_relation_size(to_regclass(:n))"
-                        ),
-                        {"n": name},
+            sizes = {}
+            rows = connection.execute(
+                text(
+                    "SELECT c.relname, c.relkind, t.relname FROM pg_class c "
+                    "LEFT JOIN pg_index i ON i.indexrelid = c.oid LEFT JOIN pg_class t ON t.oid = i.indrelid "
+                    "WHERE c.relname = ANY(:names)"
+                ),
+                {"names": relations},
+            ).tuples()
+            for name, kind, table in rows:
+                # A new table's total holds its indexes and TOAST; an index counts alone on an older table.
+                if kind == "r":
+                    sizes[name] = int(
+                        connection.scalar(text("SELECT pg_total_relation_size(to_regclass(:n))"), {"n": name})
                     )
-                    or 0
-                )
-                for name in relations
-                if kinds.get(name) in {"r", "i", "m"}
-            }
+                elif kind == "i" and table not in relations:
+                    sizes[name] = int(connection.scalar(text("SELECT pg_relation_size(to_regclass(:n))"), {"n": name}))
             whole = int(connection.scalar(text("SELECT pg_database_size(current_database())")) or 0)
             lines_table = int(connection.scalar(text("SELECT pg_total_relation_size('lines')")) or 0)
     return {
