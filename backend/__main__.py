@@ -3,6 +3,8 @@
 ``python -m backend create-user NAME --role admin|archivist`` makes a user (password asked
 for, or read from stdin with ``--password-stdin``; never from the command line, which
 other users of the machine can see).
+
+``python -m backend reindex-search`` rebuilds the search index from every line.
 """
 
 from __future__ import annotations
@@ -106,8 +108,15 @@ def main(argv: list[str]) -> int:
         from backend.cli import create_user
 
         return create_user(settings, argv[1:])
+    if argv and argv[0] == "reindex-search":
+        from backend.cli import reindex_search
+
+        return reindex_search(settings, argv[1:])
     if argv:
-        print(f"unknown command {argv[0]!r}; usage: python -m backend [create-user NAME --role ROLE]", file=sys.stderr)
+        print(
+            f"unknown command {argv[0]!r}; usage: python -m backend [create-user NAME --role ROLE | reindex-search]",
+            file=sys.stderr,
+        )
         return 2
     return serve(settings)
 

@@ -25,6 +25,7 @@ from backend.metrics import latency_middleware
 from backend.ocr import routes as ocr_routes
 from backend.ocr.queue import JobQueue
 from backend.ocr.runner import JobRunner
+from backend.search import routes as search_routes
 from backend.settings import Settings
 from backend.training import routes as training_routes
 from backend.training.follower import RunFollower
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(documents_routes.router)
     app.include_router(ocr_routes.router)
     app.include_router(writers_routes.router)
+    app.include_router(search_routes.router)
     app.include_router(training_routes.router)
     app.include_router(web_routes.router)
     return app

@@ -45,3 +45,27 @@ def create_user(settings: Settings, argv: list[str]) -> int:
     finally:
         services.db.dispose()
     return 0
+
+
+def reindex_search(settings: Settings, argv: list[str]) -> int:
+    """``python -m backend reindex-search``: the search index rebuilt from every line (after a
+    restore from a backup taken without it, or a change of folding)."""
+    parser = argparse.ArgumentParser(prog="python -m backend reindex-search")
+    parser.add_argument("--batch", type=int, default=5000, help="lines written per transaction")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error("--batch must be at least 1")
+    from backend.search.index import rebuild
+
+    services = build_services(settings)
+    try:
+        with startup_lock(services.db.engine):
+            migrate(services.db.engine)
+        count = rebuild(services.db.sessions, batch=args.batch)
+        print(f"Search index rebuilt: {count} lines.")
+    except SchemaTooNewError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        services.db.dispose()
+    return 0

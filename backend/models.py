@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page, Writer
 from backend.ocr.models import OcrBatch, OcrJob
+from backend.search.models import SearchLine, SearchVariant, SearchWord
 from backend.training.models import TrainingRun
 from backend.users.models import Credential, User
 
@@ -16,6 +17,9 @@ __all__ = [
     "OcrBatch",
     "OcrJob",
     "Page",
+    "SearchLine",
+    "SearchVariant",
+    "SearchWord",
     "TrainingRun",
     "User",
     "Writer",

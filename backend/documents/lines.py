@@ -17,6 +17,7 @@ from backend.documents.models import DiscardedCorrection, Document, Line, LineCo
 from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, DiscardedCorrectionPage, LineOut
 from backend.errors import AppError, ErrorCode
 from backend.schemas import Keyset
+from backend.search.index import index_lines, index_pages
 from backend.users.models import User
 
 log = logging.getLogger(__name__)
@@ -209,6 +210,8 @@ class Lines:
                 kept.version += 1
             for name, value in ocr.items():
                 setattr(kept, name, value)
+        # Searchable by its new reading when this commits, no longer by the old one.
+        index_pages(session, [page.id])
         return discarded
 
     def _discard(
@@ -331,6 +334,7 @@ class Lines:
                 version=version + 1,
             )
         )
+        index_lines(session, [line_id])
         session.commit()
         session.refresh(line)
         return line_out(line, page_number, describe(session, line.model_name, line.model_version))

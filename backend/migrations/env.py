@@ -6,6 +6,7 @@ from alembic import context
 
 import backend.models  # noqa: F401  (registers every table on Base.metadata)
 from backend.db import Base
+from backend.search.models import not_engine_owned
 
 connection = context.config.attributes["connection"]
 context.configure(
@@ -13,6 +14,7 @@ context.configure(
     target_metadata=Base.metadata,
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=not_engine_owned,
 )
 with context.begin_transaction():
     context.run_migrations()

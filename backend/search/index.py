@@ -1,0 +1,326 @@
+"""The search index: kept in step with the lines in the writer's own transaction.
+
+Every write of lines calls :func:`index_pages` or :func:`index_lines` before it commits, so
+a line is found by its new text in the very next request and never by its old one. Deleted
+lines (and purged documents) take their index rows with them by cascade; trashed documents
+stay indexed and are filtered out when searching.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import Connection, delete, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from backend.documents.models import Line, Page
+from backend.search.folding import MAX_WORD_LENGTH, ends_hyphenated, terms
+from backend.search.models import SearchLine, SearchVariant, SearchWord
+
+# How many of the next line's words a line's row carries: a phrase of up to 10 words (the
+# query's limit) that starts on this line's last word ends within them.
+BRIDGE_WORDS = 9
+# Words this short are found only as typed: one changed letter makes another word.
+FUZZY_MIN_LENGTH = 4
+# Bound parameters per statement (SQLite allows 32766; PostgreSQL 65535).
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line's row in the index (see SearchLine)."""
+
+    line_id: int
+    document_id: int
+    own: list[str]
+    joined: str
+    bridge: list[str]
+    corrected: bool
+
+
+@dataclass(frozen=True)
+class _Line:
+    id: int
+    document_id: int
+    page_number: int
+    order_index: int
+    current: str
+    corrected: bool
+
+
+def make_entry(line: _Line, following: _Line | None) -> Entry:
+    own = terms(line.current)
+    after = terms(following.current) if following is not None else []
+    joined = ""
+    if own and after and ends_hyphenated(line.current):
+        joined = (own[-1] + after[0])[:MAX_WORD_LENGTH]
+    return Entry(line.id, line.document_id, own, joined, after[:BRIDGE_WORDS], line.corrected)
+
+
+def fuzzy_candidate(word: str) -> bool:
+    """Is ``word`` looked up with its near spellings? (Not short words, not numbers: 1914 is no 1915.)"""
+    return len(word) >= FUZZY_MIN_LENGTH and word.isalpha()
+
+
+def deletions(word: str) -> set[str]:
+    """``word`` without one of its characters, for each character."""
+    return {word[:i] + word[i + 1 :] for i in range(len(word))}
+
+
+def _chunks(items: Iterable[Any], size: int = _CHUNK) -> Iterator[list[Any]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _tsvector(entry: Entry) -> str:
+    """The row's tsvector in PostgreSQL's input syntax, lexemes taken literally (no parser, no
+    dictionary: the words are folded already). Weights: A the line's own words (and the joined
+    word), B the next line's, C the flag ``c`` of a corrected line."""
+    positions: dict[str, list[str]] = defaultdict(list)
+    position = 0
+    for word, weight in [*((w, "A") for w in entry.own), *(((entry.joined, "A"),) if entry.joined else ())]:
+        position += 1
+        positions[word].append(f"{position}{weight}")
+    for word in entry.bridge:
+        position += 1
+        positions[word].append(f"{position}B")
+    if entry.corrected:
+        positions["c"].append(f"{position + 1}C")
+    return " ".join(f"{quote_lexeme(word)}:{','.join(places)}" for word, places in positions.items())
+
+
+def quote_lexeme(word: str) -> str:
+    escaped = word.replace("\\", "\\\\").replace("'", "''")
+    return f"'{escaped}'"
+
+
+def _write(session: Session, entries: Sequence[Entry], known: set[str] | None = None) -> None:
+    """Put ``entries`` in the index (their old rows must be gone) and their words in the vocabulary."""
+    rows = [e for e in entries if e.own or e.joined]
+    if not rows:
+        return
+    postgres = session.get_bind().dialect.name == "postgresql"
+    values = [
+        {
+            "line_id": e.line_id,
+            "document_id": e.document_id,
+            "own": " ".join(e.own),
+            "joined": e.joined,
+            "bridge": " ".join(e.bridge),
+            "corrected": e.corrected,
+            **({"tsv": _tsvector(e)} if postgres else {}),
+        }
+        for e in rows
+    ]
+    if postgres:
+        session.execute(
+            text(
+                "INSERT INTO search_lines (line_id, document_id, own, joined, bridge, corrected, tsv) "
+                "VALUES (:line_id, :document_id, :own, :joined, :bridge, :corrected, CAST(:tsv AS tsvector))"
+            ),
+            values,
+        )
+    else:
+        # The FTS5 row follows by trigger (migration 0006).
+        session.execute(insert(SearchLine), values)
+    words = {w for e in rows for w in e.own} | {e.joined for e in rows if e.joined}
+    _add_words(session, words, known)
+
+
+def _add_words(session: Session, words: set[str], known: set[str] | None) -> None:
+    if known is not None:
+        words -= known
+    new: list[str] = []
+    for chunk in _chunks(sorted(words)):
+        present = set(session.scalars(select(SearchWord.word).where(SearchWord.word.in_(chunk))))
+        new.extend(w for w in chunk if w not in present)
+    if known is not None:
+        known.update(words)
+    if not new:
+        return
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    # Two writers may add the same new word at once: the second one's row is a no-op.
+    for chunk in _chunks(new, 2000):
+        session.execute(dialect.insert(SearchWord).on_conflict_do_nothing(), [{"word": w} for w in chunk])
+    variants = [
+        {"variant": variant, "word": word}
+        for word in new
+        for variant in ({word} | (deletions(word) if fuzzy_candidate(word) else set()))
+    ]
+    for chunk in _chunks(variants, 5000):
+        session.execute(dialect.insert(SearchVariant).on_conflict_do_nothing(), chunk)
+
+
+def _remove(session: Session, line_ids: Collection[int]) -> None:
+    for chunk in _chunks(sorted(line_ids)):
+        session.execute(delete(SearchLine).where(SearchLine.line_id.in_(chunk)))
+
+
+_LINE_COLUMNS = (Line.id, Page.document_id, Page.number, Line.order_index, Line.text, Line.ocr_text)
+
+
+def _line(row: Any) -> _Line:
+    line_id, document_id, number, order_index, person, ocr = row
+    return _Line(line_id, document_id, number, order_index, person if person is not None else ocr, person is not None)
+
+
+def _neighbourhood(session: Session, page_ids: Collection[int]) -> tuple[set[tuple[int, int]], dict[int, list[_Line]]]:
+    """The (document, number) of ``page_ids``, and the lines of those pages and the pages either
+    side of each, per document in reading order."""
+    session.flush()
+    pages: set[tuple[int, int]] = set()
+    for chunk in _chunks(sorted(page_ids)):
+        pages.update(session.execute(select(Page.document_id, Page.number).where(Page.id.in_(chunk))).tuples())
+    wanted: dict[int, set[int]] = defaultdict(set)
+    for document_id, number in pages:
+        wanted[document_id].update((number - 1, number, number + 1))
+    ordered: dict[int, list[_Line]] = {}
+    for document_id, numbers in wanted.items():
+        rows = session.execute(
+            select(*_LINE_COLUMNS)
+            .join(Page, Page.id == Line.page_id)
+            .where(Page.document_id == document_id, Page.number.in_(sorted(numbers)))
+            .order_by(Page.number, Line.order_index)
+        )
+        ordered[document_id] = [_line(row) for row in rows]
+    return pages, ordered
+
+
+def _following(lines: list[_Line], position: int) -> _Line | None:
+    """The line after ``lines[position]`` in reading order: on the same page, or the next page's first."""
+    if position + 1 >= len(lines):
+        return None
+    here, after = lines[position], lines[position + 1]
+    return after if after.page_number in (here.page_number, here.page_number + 1) else None
+
+
+def _reindex(session: Session, ordered: dict[int, list[_Line]], chosen: Callable[[int, list[_Line]], bool]) -> None:
+    entries: list[Entry] = []
+    for lines in ordered.values():
+        for position, line in enumerate(lines):
+            if chosen(position, lines):
+                entries.append(make_entry(line, _following(lines, position)))
+    _remove(session, [e.line_id for e in entries])
+    _write(session, entries)
+
+
+def index_pages(session: Session, page_ids: Collection[int]) -> None:
+    """Bring the search index in step with the current lines of these pages, in the caller's
+    transaction (no commit). Call after inserting/updating/deleting lines of a page. It also
+    refreshes what depends on a neighbour (a word hyphenated across the page's first/last line)."""
+    if not page_ids:
+        return
+    pages, ordered = _neighbourhood(session, page_ids)
+
+    def chosen(position: int, lines: list[_Line]) -> bool:
+        line = lines[position]
+        if (line.document_id, line.page_number) in pages:
+            return True
+        # The last line of the page before one of these: its bridge is this page's first line.
+        following = lines[position + 1] if position + 1 < len(lines) else None
+        last_on_page = following is None or following.page_number != line.page_number
+        return last_on_page and (line.document_id, line.page_number + 1) in pages
+
+    _reindex(session, ordered, chosen)
+
+
+def index_lines(session: Session, line_ids: Collection[int]) -> None:
+    """Same for single lines (a person's correction), and the line before each (its bridge)."""
+    if not line_ids:
+        return
+    session.flush()
+    wanted = set(line_ids)
+    page_ids: set[int] = set()
+    for chunk in _chunks(sorted(wanted)):
+        page_ids.update(session.scalars(select(Line.page_id).where(Line.id.in_(chunk))))
+    _, ordered = _neighbourhood(session, page_ids)
+
+    def chosen(position: int, lines: list[_Line]) -> bool:
+        if lines[position].id in wanted:
+            return True
+        return position + 1 < len(lines) and lines[position + 1].id in wanted
+
+    _reindex(session, ordered, chosen)
+
+
+def _clear(session: Session) -> None:
+    if session.get_bind().dialect.name == "sqlite":
+        # The whole FTS5 table at once: the per-row trigger then finds nothing left to delete.
+        session.execute(text("DELETE FROM search_fts"))
+    session.execute(delete(SearchLine))
+    session.execute(delete(SearchVariant))
+    session.execute(delete(SearchWord))
+
+
+def index_everything(session: Session, *, batch: int = 5000, commit: Callable[[], None] | None = None) -> int:
+    """Index every line afresh, in ``session``; ``commit`` (if given) is called after each batch.
+    Returns how many lines were indexed."""
+    _clear(session)
+    if commit is not None:
+        commit()
+    known: set[str] = set()
+    count = 0
+    pending: list[Entry] = []
+    previous: _Line | None = None
+
+    def flush() -> None:
+        nonlocal pending
+        _write(session, pending, known)
+        pending = []
+        if commit is not None:
+            commit()
+
+    last_document = 0
+    while True:
+        # Documents a slice at a time (each document's lines whole, in reading order).
+        documents = list(
+            session.scalars(
+                select(Page.document_id)
+                .where(Page.document_id > last_document)
+                .group_by(Page.document_id)
+                .order_by(Page.document_id)
+                .limit(200)
+            )
+        )
+        if not documents:
+            break
+        last_document = documents[-1]
+        rows = session.execute(
+            select(*_LINE_COLUMNS)
+            .join(Page, Page.id == Line.page_id)
+            .where(Page.document_id.in_(documents))
+            .order_by(Page.document_id, Page.number, Line.order_index)
+        ).all()
+        previous = None
+        for row in rows:
+            line = _line(row)
+            if previous is not None:
+                contiguous = previous.document_id == line.document_id and line.page_number - previous.page_number <= 1
+                pending.append(make_entry(previous, line if contiguous else None))
+            previous = line
+            count += 1
+            if len(pending) >= batch:
+                flush()
+        if previous is not None:
+            pending.append(make_entry(previous, None))
+        flush()
+    return count
+
+
+def rebuild(session_factory: Callable[[], Session], *, batch: int = 5000) -> int:
+    """Rebuild the whole index from the lines (CLI ``python -m backend reindex-search``, the
+    migration's backfill, bench loading). Returns lines indexed."""
+    with session_factory() as session:
+        return index_everything(session, batch=batch, commit=session.commit)
+
+
+def index_everything_on(connection: Connection) -> int:
+    """:func:`index_everything` on a migration's connection (its transaction is the migration's)."""
+    with Session(bind=connection) as session:
+        return index_everything(session, commit=session.flush)

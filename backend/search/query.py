@@ -1,0 +1,172 @@
+"""A search query: parsed, its words widened to their near spellings, matched against lines.
+
+The database finds candidate lines by the index (indexed lookups only, a bounded number); this
+module then decides each candidate in Python by the same rules for both databases: phrases,
+exclusions, words and phrases broken across lines, exact or near matches, and where to highlight.
+User text reaches the engines only as folded words (letters and digits), and quoted even so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from rapidfuzz.distance import Levenshtein
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from backend.errors import AppError, ErrorCode
+from backend.search.folding import Word, terms, words
+from backend.search.index import deletions, fuzzy_candidate
+from backend.search.models import SearchVariant
+
+MAX_QUERY_LENGTH = 200
+MAX_QUERY_TERMS = 10
+# Near spellings a query word is widened to, closest first.
+MAX_VARIANTS = 30
+# A quoted phrase (closing quote implied at the end), or a run of anything but space and quotes.
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(-?)([^\s"]+)')
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """Words that must follow each other (one word: a phrase of one)."""
+
+    words: tuple[str, ...]
+
+
+@dataclass
+class Query:
+    text: str
+    include: list[Phrase]
+    exclude: list[Phrase]
+    # Each positive word's accepted spellings besides itself (filled by ``widen``).
+    variants: dict[str, set[str]] = field(default_factory=dict)
+
+    def spellings(self, word: str) -> set[str]:
+        return {word} | self.variants.get(word, set())
+
+
+def _invalid(message: str) -> AppError:
+    return AppError(ErrorCode.SEARCH_QUERY_INVALID, message)
+
+
+def parse(text: str) -> Query:
+    """``text`` as a query: words, "quoted phrases", -excluded words and -"phrases".
+
+    A word that folds to several (``Weih-nachten``, ``d'Arc``) is a phrase of them. Refused
+    (422 SEARCH_QUERY_INVALID): nothing to search for, over 200 characters or 10 words, only exclusions.
+    """
+    if len(text) > MAX_QUERY_LENGTH:
+        raise _invalid(f"The search is too long; use at most {MAX_QUERY_LENGTH} characters.")
+    include: list[Phrase] = []
+    exclude: list[Phrase] = []
+    for match in _TOKEN.finditer(text):
+        negated = bool(match.group(1) or match.group(3))
+        folded = terms(match.group(2) if match.group(2) is not None else match.group(4))
+        if folded:
+            (exclude if negated else include).append(Phrase(tuple(folded)))
+    count = sum(len(p.words) for p in [*include, *exclude])
+    if count == 0:
+        raise _invalid("Type a word to search for.")
+    if count > MAX_QUERY_TERMS:
+        raise _invalid(f"The search has too many words; use at most {MAX_QUERY_TERMS}.")
+    if not include:
+        raise _invalid("Say what to look for, not only what to leave out.")
+    return Query(text, include, exclude)
+
+
+def max_distance(word: str) -> int:
+    return 2 if len(word) >= 8 else 1
+
+
+def widen(session: Session, query: Query) -> None:
+    """Find each positive word's near spellings in the vocabulary (within max_distance edits)."""
+    for word in {w for p in query.include for w in p.words}:
+        if not fuzzy_candidate(word):
+            continue
+        keys = {word} | deletions(word)
+        if max_distance(word) >= 2:
+            keys |= {d2 for d1 in deletions(word) for d2 in deletions(d1)}
+        found = set(session.scalars(select(SearchVariant.word).where(SearchVariant.variant.in_(sorted(keys)))))
+        limit = max_distance(word)
+        near = sorted(
+            (distance, other)
+            for other in found - {word}
+            if (distance := Levenshtein.distance(word, other, score_cutoff=limit)) <= limit
+        )
+        query.variants[word] = {other for _, other in near[:MAX_VARIANTS]}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    exact: bool
+    # Indexes into the line's own words to highlight.
+    marked: frozenset[int]
+
+
+def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Query) -> list[tuple[int, bool]]:
+    """Where ``phrase`` starts in ``sequence`` (before index ``starts``), and whether exactly there."""
+    found = []
+    size = len(phrase.words)
+    for start in range(min(starts, len(sequence) - size + 1)):
+        exact = True
+        for offset, word in enumerate(phrase.words):
+            seen = sequence[start + offset]
+            if seen == word:
+                continue
+            if seen not in query.variants.get(word, ()):
+                break
+            exact = False
+        else:
+            found.append((start, exact))
+    return found
+
+
+def judge(query: Query, own: Sequence[str], joined: str, bridge: Sequence[str]) -> Verdict | None:
+    """Is a line with these words (see SearchLine) a hit for ``query``? None: no.
+
+    Every phrase must start among the line's own words: in them as written, or with the line's
+    last word joined to the next line's first where a hyphen broke it. None of the excluded
+    phrases may occur among the line's own words.
+    """
+    size = len(own)
+    readings = [list(own) + list(bridge)]
+    if joined:
+        readings.append([*own[:-1], joined, *bridge[1:]])
+    for phrase in query.exclude:
+        for reading in readings:
+            if any(exact for _, exact in _occurrences(reading[:size], size, phrase, _EXACT)):
+                return None
+    exact_all = True
+    marked: set[int] = set()
+    for phrase in query.include:
+        hits = [(start, exact) for reading in readings for start, exact in _occurrences(reading, size, phrase, query)]
+        if not hits:
+            return None
+        exact_all = exact_all and any(exact for _, exact in hits)
+        for start, _ in hits:
+            marked.update(range(start, min(start + len(phrase.words), size)))
+    return Verdict(exact_all, frozenset(marked))
+
+
+# Exclusions match as written (folded), never by near spellings.
+_EXACT = Query("", [], [])
+
+
+def highlights(text: str, query: Query, joined: str, bridge: Sequence[str]) -> tuple[list[tuple[int, int]], bool]:
+    """Spans [start, end) of ``text`` (a line's current text) to highlight, merged, and whether
+    the line matches exactly; computed afresh from the text so they point into what is shown."""
+    found: list[Word] = words(text)
+    verdict = judge(query, [w.folded for w in found], joined, bridge)
+    if verdict is None:
+        return [], False
+    spans: list[tuple[int, int]] = []
+    for index in sorted(verdict.marked):
+        start, end = found[index].start, found[index].end
+        if spans and start <= spans[-1][1] + 1 and text[spans[-1][1] : start].strip() == "":
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans, verdict.exact

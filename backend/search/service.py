@@ -1,0 +1,244 @@
+"""Searching the archive: candidate lines from the engine's index, judged, ranked, grouped by document."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, cast, column, func, literal_column, select, table
+from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.orm import Session
+
+from backend.documents.models import Document, Line, Page, Writer
+from backend.search.index import quote_lexeme
+from backend.search.models import FTS_TABLE, SearchLine
+from backend.search.query import Phrase, Query, highlights, judge, parse, widen
+from backend.search.schemas import (
+    SearchDocumentOut,
+    SearchHitOut,
+    SearchOut,
+    SearchParams,
+    SearchResultOut,
+    SearchWriterOut,
+)
+from backend.settings import Settings
+
+
+@dataclass(frozen=True)
+class SearchLimits:
+    hits_per_document: int
+    candidate_lines: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SearchLimits:
+        return cls(settings.search_hits_per_document, settings.search_candidate_lines)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    line_id: int
+    document_id: int
+    corrected: bool
+    exact: bool
+    rank: float
+    joined: str
+    bridge: list[str]
+
+    def key(self) -> tuple[bool, bool, float, int]:
+        """Best first: a person's text, then exact matches, then the engine's rank."""
+        return (not self.corrected, not self.exact, self.rank, self.line_id)
+
+
+def _fts5_group(words: Iterable[str], columns: str) -> str:
+    quoted = " OR ".join('"' + w.replace('"', '""') + '"' for w in sorted(words))
+    return f"{columns} : ({quoted})"
+
+
+def fts5_match(query: Query, *, exact: bool, corrected: bool) -> str:
+    """The FTS5 MATCH expression: each phrase's first word among the line's own words (and the
+    joined one), its other words there or on the next line; excluded single words not in its own."""
+    groups = []
+    for phrase in query.include:
+        for index, word in enumerate(phrase.words):
+            spellings = {word} if exact else query.spellings(word)
+            groups.append(_fts5_group(spellings, "own" if index == 0 else "{own bridge}"))
+    if corrected:
+        groups.append('flags : "c"')
+    expression = "(" + " AND ".join(groups) + ")"
+    for phrase in _single_words(query.exclude):
+        expression += " NOT " + _fts5_group(phrase.words, "own")
+    return expression
+
+
+def tsquery(query: Query, *, exact: bool, corrected: bool) -> str:
+    """The same for PostgreSQL: weight A the line's own words, B the next line's, C the flag."""
+    groups = []
+    for phrase in query.include:
+        for index, word in enumerate(phrase.words):
+            spellings = {word} if exact else query.spellings(word)
+            weights = "A" if index == 0 else "AB"
+            groups.append("(" + " | ".join(f"{quote_lexeme(w)}:{weights}" for w in sorted(spellings)) + ")")
+    if corrected:
+        groups.append("'c':C")
+    for phrase in _single_words(query.exclude):
+        groups.append(f"!{quote_lexeme(phrase.words[0])}:A")
+    return " & ".join(groups)
+
+
+def _single_words(phrases: list[Phrase]) -> list[Phrase]:
+    # Excluded phrases of several words are judged in Python only (the index holds no positions).
+    return [p for p in phrases if len(p.words) == 1]
+
+
+_COLUMNS = (
+    SearchLine.line_id,
+    SearchLine.document_id,
+    SearchLine.own,
+    SearchLine.joined,
+    SearchLine.bridge,
+    SearchLine.corrected,
+)
+
+
+def _candidates_statement(
+    session: Session, query: Query, filters: list[ColumnElement[bool]], *, exact: bool, corrected: bool, limit: int
+) -> Select[Any]:
+    if session.get_bind().dialect.name == "sqlite":
+        fts = table(FTS_TABLE, column("rowid", Integer))
+        hidden: ColumnElement[Any] = literal_column(FTS_TABLE)
+        return (
+            select(*_COLUMNS, func.bm25(hidden).label("rank"))
+            .select_from(fts)
+            .join(SearchLine, SearchLine.line_id == fts.c.rowid)
+            .join(Document, Document.id == SearchLine.document_id)
+            .where(hidden.op("MATCH")(bindparam("match", fts5_match(query, exact=exact, corrected=corrected))))
+            .where(*filters)
+            .limit(limit)
+        )
+    tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
+    wanted = cast(bindparam("tsq", tsquery(query, exact=exact, corrected=corrected)), TSQUERY)
+    return (
+        select(*_COLUMNS, (-func.ts_rank(tsv, wanted)).label("rank"))
+        .join(Document, Document.id == SearchLine.document_id)
+        .where(tsv.op("@@")(wanted))
+        .where(*filters)
+        .limit(limit)
+    )
+
+
+def _filters(params: SearchParams) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = [Document.deleted_at.is_(None)]
+    if params.writer is not None:
+        filters.append(Document.writer_id == select(Writer.id).where(Writer.slug == params.writer).scalar_subquery())
+    if params.status is not None:
+        filters.append(Document.status == params.status)
+    if params.date_from is not None:
+        filters.append(Document.date >= params.date_from)
+    if params.date_to is not None:
+        filters.append(Document.date <= params.date_to)
+    return filters
+
+
+def _candidates(session: Session, query: Query, params: SearchParams, limit: int) -> tuple[list[_Candidate], bool]:
+    """The hit lines among at most ``limit`` candidates, the best ones first sought: a person's
+    text exactly, then any exactly, then by near spellings. True if the cap cut them."""
+    filters = _filters(params)
+    fuzzy = any(query.variants.values())
+    passes = [(True, True), (True, False)] + ([(False, True), (False, False)] if fuzzy else [])
+    seen: dict[int, _Candidate] = {}
+    capped = False
+    for exact, corrected in passes:
+        statement = _candidates_statement(session, query, filters, exact=exact, corrected=corrected, limit=limit)
+        rows = session.execute(statement).all()
+        for line_id, document_id, own, joined, bridge, is_corrected, rank in rows:
+            if line_id in seen:
+                continue
+            bridge_words = bridge.split()
+            verdict = judge(query, own.split(), joined, bridge_words)
+            if verdict is not None:
+                seen[line_id] = _Candidate(
+                    line_id, document_id, is_corrected, verdict.exact, float(rank or 0), joined, bridge_words
+                )
+        if len(rows) >= limit:
+            capped = True
+            break
+    return list(seen.values()), capped
+
+
+def search(session: Session, params: SearchParams, limits: SearchLimits) -> SearchOut:
+    query = parse(params.q)
+    widen(session, query)
+    found, capped = _candidates(session, query, params, limits.candidate_lines)
+    by_document: dict[int, list[_Candidate]] = defaultdict(list)
+    for candidate in found:
+        by_document[candidate.document_id].append(candidate)
+    for lines in by_document.values():
+        lines.sort(key=_Candidate.key)
+    ranked = sorted(by_document, key=lambda document_id: (by_document[document_id][0].key(), document_id))
+    first = (params.page - 1) * params.page_size
+    shown = ranked[first : first + params.page_size]
+    results = _results(session, query, shown, by_document, limits.hits_per_document)
+    return SearchOut(
+        query=params.q, total=len(ranked), page=params.page, page_size=params.page_size, capped=capped, results=results
+    )
+
+
+def _results(
+    session: Session,
+    query: Query,
+    shown: list[int],
+    by_document: dict[int, list[_Candidate]],
+    hits_per_document: int,
+) -> list[SearchResultOut]:
+    if not shown:
+        return []
+    documents = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(shown))).unique()}
+    hit_ids = [c.line_id for d in shown for c in by_document[d][:hits_per_document]]
+    lines = {
+        row.id: row
+        for row in session.execute(
+            select(Line.id, Line.text, Line.ocr_text, Line.order_index, Page.number)
+            .join(Page, Page.id == Line.page_id)
+            .where(Line.id.in_(hit_ids))
+        )
+    }
+    results = []
+    for document_id in shown:
+        document = documents[document_id]
+        hits = []
+        for candidate in by_document[document_id][:hits_per_document]:
+            line = lines.get(candidate.line_id)
+            if line is None:  # gone since the candidates were read (another transaction)
+                continue
+            current = line.text if line.text is not None else line.ocr_text
+            spans, _ = highlights(current, query, candidate.joined, candidate.bridge)
+            hits.append(
+                SearchHitOut(
+                    line_id=line.id,
+                    page_number=line.number,
+                    order_index=line.order_index,
+                    text=current,
+                    corrected=line.text is not None,
+                    exact=candidate.exact,
+                    highlights=spans,
+                    link=f"/documents/{document_id}?page={line.number}&line={line.id}",
+                )
+            )
+        writer = document.writer
+        results.append(
+            SearchResultOut(
+                document=SearchDocumentOut(
+                    id=document.id,
+                    title=document.title,
+                    writer=SearchWriterOut(slug=writer.slug, name=writer.name) if writer else None,
+                    date=document.date,
+                    date_precision=document.date_precision,
+                    status=document.status,
+                ),
+                hit_count=len(by_document[document_id]),
+                hits=hits,
+            )
+        )
+    return results
