@@ -41,6 +41,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,10 @@ def index_size(database: Database, relations: list[str]) -> dict[str, Any]:
     """Bytes of each search relation, their sum, and the whole database's size for scale."""
     with database.engine.connect() as connection:
         if connection.dialect.name == "sqlite":
-            pages = dict(connection.execute(text("SELECT name, sum(pgsize) FROM dbstat GROUP BY name")).tuples().all())
+            pages = {
+                name: size
+                for name, size in connection.execute(text("SELECT name, sum(pgsize) FROM dbstat GROUP BY name"))
+            }
             sizes = {name: int(pages.get(name, 0)) for name in relations}
             page_size = connection.scalar(text("PRAGMA page_size"))
             whole = int(connection.scalar(text("PRAGMA page_count")) or 0) * int(page_size or 0)
@@ -131,7 +135,7 @@ def index_size(database: Database, relations: list[str]) -> dict[str, Any]:
                     "WHERE c.relname = ANY(:names)"
                 ),
                 {"names": relations},
-            ).tuples()
+            )
             for name, kind, table in rows:
                 # A new table's total holds its indexes and TOAST; an index counts alone on an older table.
                 if kind == "r":
@@ -258,31 +262,55 @@ def _check(query: Query, body: dict[str, Any], page_size: int) -> None:
                     raise RuntimeError(f"search {query.params}: highlight {start}-{end} outside {hit['text']!r}")
 
 
-class Searcher:
-    """One client with its own login; searches one after another, latencies kept per kind."""
+@dataclass(frozen=True)
+class Sample:
+    kind: str
+    seconds: float
+    found: bool
+    # The server's CPU seconds during this search (only measured while one search is in flight).
+    server_cpu_s: float | None
 
-    def __init__(self, number: int, warmup: list[Query], timed: list[Query], think_s: float, seed: int) -> None:
+
+class Searcher:
+    """One client with its own login; searches one after another, latencies kept per kind.
+
+    With ``server``, the server's CPU time is read around each search: meaningful only while
+    this is the only client (the serial phase).
+    """
+
+    def __init__(
+        self,
+        number: int,
+        warmup: list[Query],
+        timed: list[Query],
+        think_s: float,
+        seed: int,
+        server: psutil.Process | None = None,
+    ) -> None:
         self.number, self.warmup, self.timed = number, warmup, timed
         self.think_s = think_s
         self.rng = random.Random(seed * 1000 + number)
-        self.samples: list[tuple[str, float, bool]] = []
+        self.server = server
+        self.samples: list[Sample] = []
         self.ready = False
 
     async def _search(self, client: httpx.AsyncClient, query: Query, record: bool) -> None:
         params = {"pageSize": "20", **query.params}
+        cpu_before = _cpu_s(self.server) if self.server is not None else 0.0
         started = time.perf_counter()
         response = await client.get("/api/search", params=params)
         elapsed = time.perf_counter() - started
+        cpu_s = _cpu_s(self.server) - cpu_before if self.server is not None else None
         if response.status_code != 200:
             raise RuntimeError(f"search {query.params}: {response.status_code} {response.text[:300]}")
         body = response.json()
         _check(query, body, 20)
         if record:
-            self.samples.append((query.kind, elapsed, body["total"] > 0))
+            self.samples.append(Sample(query.kind, elapsed, body["total"] > 0, cpu_s))
         if self.think_s > 0:
             await asyncio.sleep(self.rng.uniform(0, 2 * self.think_s))
 
-    async def run(self, url: str, start: asyncio.Event) -> None:
+    async def run(self, url: str, start: asyncio.Event, *, wait: bool = True) -> None:
         # Idle connections closed before uvicorn's keep-alive (5 s) closes them under a request.
         limits = httpx.Limits(keepalive_expiry=4)
         async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -290,7 +318,8 @@ class Searcher:
             for query in self.warmup:
                 await self._search(client, query, record=False)
             self.ready = True
-            await start.wait()
+            if wait:
+                await start.wait()
             for query in self.timed:
                 await self._search(client, query, record=True)
 
@@ -315,8 +344,10 @@ def _cpu_s(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-async def load(url: str, args: argparse.Namespace, server: psutil.Process) -> tuple[list[Searcher], float, float]:
-    """Every client's samples, the wall seconds and the server's CPU seconds of the timed searches."""
+async def load(
+    url: str, args: argparse.Namespace, server: psutil.Process
+) -> tuple[list[Sample], list[Sample], float, float]:
+    """The concurrent searches' samples, the serial ones', the wall and server CPU seconds of the concurrent."""
     rng = random.Random(args.seed)
     writer_list = writers(WRITERS)
     warmup = queries(rng, writer_list, args.warmup * args.clients)
@@ -342,17 +373,25 @@ async def load(url: str, args: argparse.Namespace, server: psutil.Process) -> tu
     started, cpu_before = time.perf_counter(), _cpu_s(server)
     start.set()
     await asyncio.gather(*tasks)
-    return searchers, time.perf_counter() - started, _cpu_s(server) - cpu_before
+    seconds, cpu_s = time.perf_counter() - started, _cpu_s(server) - cpu_before
+    # Then one client alone: each kind's latency without a queue, and its server CPU.
+    serial = Searcher(0, [], queries(rng, writer_list, args.serial), 0, args.seed, server)
+    if args.serial:
+        await serial.run(url, asyncio.Event(), wait=False)
+    return [sample for s in searchers for sample in s.samples], serial.samples, seconds, cpu_s
 
 
-def _per_kind(searchers: list[Searcher]) -> dict[str, dict[str, float]]:
-    samples = [sample for s in searchers for sample in s.samples]
+def _per_kind(samples: list[Sample]) -> dict[str, dict[str, float]]:
     figures: dict[str, dict[str, float]] = {}
-    for kind in [*sorted({kind for kind, _, _ in samples}), OVERALL]:
-        mine = [(seconds, found) for k, seconds, found in samples if kind in {k, OVERALL}]
-        figures[kind] = _summary([seconds for seconds, _ in mine]) | {
-            "found": round(sum(found for _, found in mine) / len(mine), 3)
+    for kind in [*sorted({sample.kind for sample in samples}), OVERALL]:
+        mine = [sample for sample in samples if kind in {sample.kind, OVERALL}]
+        figures[kind] = _summary([sample.seconds for sample in mine]) | {
+            "found": round(sum(sample.found for sample in mine) / len(mine), 3)
         }
+        cpu = [sample.server_cpu_s for sample in mine if sample.server_cpu_s is not None]
+        if cpu:
+            # psutil reads the kernel's 10 ms ticks: only the mean over many searches means something.
+            figures[kind]["serverCpuMs"] = round(1000 * statistics.fmean(cpu), 1)
     return figures
 
 
@@ -363,6 +402,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=20, help="searches in flight at once")
     parser.add_argument("--requests", type=int, default=4000, help="timed searches, all clients together")
     parser.add_argument("--warmup", type=int, default=5, help="untimed searches per client first")
+    parser.add_argument("--serial", type=int, default=300, help="searches by one client alone afterwards")
     parser.add_argument("--think-ms", type=float, default=0, help="mean pause between a client's searches")
     parser.add_argument("--noise", type=float, default=0.03, help="share of words the OCR misread")
     parser.add_argument("--corrected", type=float, default=0.05, help="share of lines a person corrected")
@@ -372,7 +412,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results", help="where the JSON goes")
     args = parser.parse_args()
     if args.quick:
-        args.lines, args.clients, args.requests, args.warmup = 3000, 5, 100, 2
+        args.lines, args.clients, args.requests, args.warmup, args.serial = 3000, 5, 100, 2, 30
 
     with tempfile.TemporaryDirectory(prefix="bench-search-") as folder:
         with cached_archive(args, Path(folder)) as (url, built):
@@ -383,7 +423,7 @@ def main() -> None:
                 gc.freeze()
                 gc.disable()
                 try:
-                    searchers, seconds, server_cpu_s = asyncio.run(
+                    samples, serial, seconds, server_cpu_s = asyncio.run(
                         load(backend.url, args, psutil.Process(backend.process.pid))
                     )
                 finally:
@@ -394,7 +434,7 @@ def main() -> None:
             finally:
                 database.dispose()
 
-    figures = _per_kind(searchers)
+    figures = _per_kind(samples)
     lines = built["archive"]["lines"]
     result = {
         "machine": {"cores": os.cpu_count(), "loadAverage": [round(x, 2) for x in os.getloadavg()]},
@@ -409,6 +449,7 @@ def main() -> None:
         "searchesPerSecond": round(figures[OVERALL]["requests"] / seconds, 1),
         "serverCpuMsPerSearch": round(1000 * server_cpu_s / figures[OVERALL]["requests"], 2),
         "queries": figures,
+        "serial": _per_kind(serial) if serial else {},
     }
     print(json.dumps(result, indent=2))
     out = args.results
@@ -420,6 +461,11 @@ def main() -> None:
         f"(target < 100 ms), {result['searchesPerSecond']} searches/s, {result['serverCpuMsPerSearch']} ms of "
         f"server CPU a search; index {size['indexBytes'] / 2**20:.1f} MiB of {size['databaseBytes'] / 2**20:.1f} MiB"
     )
+    for kind, alone in result["serial"].items():
+        print(
+            f"  one client alone, {kind}: p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms, "
+            f"{alone['serverCpuMs']} ms of server CPU a search, {alone['found']:.0%} found something"
+        )
 
 
 if __name__ == "__main__":

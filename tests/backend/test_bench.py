@@ -94,6 +94,10 @@ def test_search_benchmark_times_every_kind_of_search(tmp_path: Path) -> None:
         assert figures["p99_ms"] >= figures["p95_ms"] >= figures["p50_ms"]
     # Every letter has common words: most searches for one find something (some filters rule all out).
     assert kinds["common"]["found"] > 0.5
+    # Then one client alone: each kind's latency without a queue, and the server's CPU for it.
+    assert result["serial"]["overall"]["requests"] == 30
+    assert result["serial"]["overall"]["serverCpuMs"] > 0
+    _ordered(result["serial"]["overall"])
     size = result["indexSize"]
     assert 0 < size["indexBytes"] < size["databaseBytes"]
     assert result["serverCpuMsPerSearch"] > 0
