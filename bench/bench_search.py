@@ -209,6 +209,46 @@ def _add_missing_searchers(url: str, clients: int) -> None:
         database.dispose()
 
 
+def _cached_sqlite(args: argparse.Namespace, key: str, figures_file: Path) -> str:
+    path = CACHE / f"sqlite-{args.lines}-{key}.db"
+    if not (path.exists() and figures_file.exists()):
+        # Built under another name and renamed when complete: a half-loaded one is never used.
+        partial = path.with_suffix(".partial")
+        for stale in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            stale.unlink(missing_ok=True)
+        figures_file.write_text(json.dumps(build(f"sqlite:///{partial}", args), indent=2))
+        os.replace(partial, path)
+        # Archives of this size made by other code: never used again, and 1 000 000 lines are ~1 GB.
+        for stale in CACHE.glob(f"sqlite-{args.lines}-*"):
+            if not stale.name.startswith(f"sqlite-{args.lines}-{key}"):
+                stale.unlink()
+    return f"sqlite:///{path}"
+
+
+def _cached_postgresql(args: argparse.Namespace, key: str, figures_file: Path) -> str:
+    name = f"bench_search_{args.lines}_{key}"
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            databases = set(connection.scalars(text("SELECT datname FROM pg_database")))
+            if not (name in databases and figures_file.exists()):
+                # Built under another name and renamed when complete: a half-loaded one is never used.
+                partial = f"{name}_partial"
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{partial}" WITH (FORCE)'))
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                connection.execute(text(f'CREATE DATABASE "{partial}"'))
+                partial_url = make_url(POSTGRES_URL).set(database=partial).render_as_string(hide_password=False)
+                figures_file.write_text(json.dumps(build(partial_url, args), indent=2))
+                connection.execute(text(f'ALTER DATABASE "{partial}" RENAME TO "{name}"'))
+                # Archives of this size made by other code: never used again.
+                for stale in databases:
+                    if stale.startswith(f"bench_search_{args.lines}_") and stale != name:
+                        connection.execute(text(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
 @contextmanager
 def cached_archive(args: argparse.Namespace, folder: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """The loaded archive's URL and its build figures: from the cache, or built now (and cached)."""
@@ -220,32 +260,12 @@ def cached_archive(args: argparse.Namespace, folder: Path) -> Iterator[tuple[str
     CACHE.mkdir(parents=True, exist_ok=True)
     figures_file = CACHE / f"{args.database}-{args.lines}-{key}.json"
     if args.database == "sqlite":
-        path = CACHE / f"sqlite-{args.lines}-{key}.db"
-        if not (path.exists() and figures_file.exists()):
-            partial = path.with_suffix(".partial")
-            for stale in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
-                stale.unlink(missing_ok=True)
-            figures_file.write_text(json.dumps(build(f"sqlite:///{partial}", args), indent=2))
-            os.replace(partial, path)
-        url = f"sqlite:///{path}"
+        url = _cached_sqlite(args, key, figures_file)
     else:
-        name = f"bench_search_{key}"
-        url = make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-        admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as connection:
-                exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
-                if not (exists and figures_file.exists()):
-                    # Built under another name and renamed when complete: a half-loaded one is never used.
-                    partial = f"{name}_partial"
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{partial}" WITH (FORCE)'))
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                    connection.execute(text(f'CREATE DATABASE "{partial}"'))
-                    partial_url = make_url(POSTGRES_URL).set(database=partial).render_as_string(hide_password=False)
-                    figures_file.write_text(json.dumps(build(partial_url, args), indent=2))
-                    connection.execute(text(f'ALTER DATABASE "{partial}" RENAME TO "{name}"'))
-        finally:
-            admin.dispose()
+        url = _cached_postgresql(args, key, figures_file)
+    for stale in CACHE.glob(f"{args.database}-{args.lines}-*.json"):
+        if stale != figures_file:
+            stale.unlink()
     print(f"archive: {url} (cached; --no-cache for a throw-away one)", flush=True)
     _add_missing_searchers(url, args.clients)
     yield url, json.loads(figures_file.read_text())
