@@ -287,6 +287,8 @@ class Sample:
     kind: str
     seconds: float
     found: bool
+    # The search judged only the first APP_SEARCH_CANDIDATE_LINES matching lines (a very common word).
+    capped: bool
     # The server's CPU seconds during this search (only measured while one search is in flight).
     server_cpu_s: float | None
 
@@ -326,7 +328,7 @@ class Searcher:
         body = response.json()
         _check(query, body, 20)
         if record:
-            self.samples.append(Sample(query.kind, elapsed, body["total"] > 0, cpu_s))
+            self.samples.append(Sample(query.kind, elapsed, body["total"] > 0, bool(body.get("capped")), cpu_s))
         if self.think_s > 0:
             await asyncio.sleep(self.rng.uniform(0, 2 * self.think_s))
 
@@ -406,7 +408,8 @@ def _per_kind(samples: list[Sample]) -> dict[str, dict[str, float]]:
     for kind in [*sorted({sample.kind for sample in samples}), OVERALL]:
         mine = [sample for sample in samples if kind in {sample.kind, OVERALL}]
         figures[kind] = _summary([sample.seconds for sample in mine]) | {
-            "found": round(sum(sample.found for sample in mine) / len(mine), 3)
+            "found": round(sum(sample.found for sample in mine) / len(mine), 3),
+            "capped": round(sum(sample.capped for sample in mine) / len(mine), 3),
         }
         cpu = [sample.server_cpu_s for sample in mine if sample.server_cpu_s is not None]
         if cpu:
