@@ -102,8 +102,8 @@ def widen(session: Session, query: Query) -> None:
 @dataclass(frozen=True)
 class Verdict:
     exact: bool
-    # Indexes into the line's own words to highlight.
-    marked: frozenset[int]
+    # Runs of the line's own words to highlight: (first, last) indexes, a phrase's words as one run.
+    marked: frozenset[tuple[int, int]]
 
 
 def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Query) -> list[tuple[int, bool]]:
@@ -140,14 +140,14 @@ def judge(query: Query, own: Sequence[str], joined: str, bridge: Sequence[str]) 
             if any(exact for _, exact in _occurrences(reading[:size], size, phrase, _EXACT)):
                 return None
     exact_all = True
-    marked: set[int] = set()
+    marked: set[tuple[int, int]] = set()
     for phrase in query.include:
         hits = [(start, exact) for reading in readings for start, exact in _occurrences(reading, size, phrase, query)]
         if not hits:
             return None
         exact_all = exact_all and any(exact for _, exact in hits)
         for start, _ in hits:
-            marked.update(range(start, min(start + len(phrase.words), size)))
+            marked.add((start, min(start + len(phrase.words), size) - 1))
     return Verdict(exact_all, frozenset(marked))
 
 
@@ -163,10 +163,9 @@ def highlights(text: str, query: Query, joined: str, bridge: Sequence[str]) -> t
     if verdict is None:
         return [], False
     spans: list[tuple[int, int]] = []
-    for index in sorted(verdict.marked):
-        start, end = found[index].start, found[index].end
-        if spans and start <= spans[-1][1] + 1 and text[spans[-1][1] : start].strip() == "":
-            spans[-1] = (spans[-1][0], end)
+    for start, end in sorted((found[first].start, found[last].end) for first, last in verdict.marked):
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
         else:
             spans.append((start, end))
     return spans, verdict.exact

@@ -51,6 +51,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
     ("GET", "/api/writers", USER, {}),
     ("GET", "/api/writers/{slug}", USER, {}),
+    ("GET", "/api/search", USER, {"params": {"q": "Mutter"}}),
     ("GET", "/api/admin/training", ADMIN, {}),
     ("POST", "/api/admin/training/{kind}", ADMIN, {}),
     ("GET", "/api/admin/training/runs", ADMIN, {}),

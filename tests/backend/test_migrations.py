@@ -16,11 +16,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from backend.app import create_app
 from backend.db import MIGRATIONS, Database, SchemaTooNewError, migrate
-from backend.documents.models import Document, DocumentStatus
+from backend.documents.models import Document, DocumentStatus, Line, Page
 from backend.ocr.models import JobStatus, OcrJob
 from backend.users.models import Role, User
 from tests.backend.conftest import DATABASE_KIND, PASSWORD, make_settings, postgres_database
@@ -102,6 +102,54 @@ def test_0003_goes_down_and_up_again_and_leaves_statuses_0002_can_read(fresh_url
         assert [tuple(job) for job in jobs] == [("CANCELLED", 1)]
         _alembic(database.engine, "upgrade", "head")
         _alembic(database.engine, "downgrade", "base")
+        _alembic(database.engine, "upgrade", "head")
+    finally:
+        database.dispose()
+
+
+def test_0006_indexes_the_lines_already_stored_and_goes_down_and_up_again(fresh_url: str) -> None:
+    database = Database(fresh_url)
+    try:
+        _alembic(database.engine, "upgrade", "0005")
+        with database.sessions() as session:
+            user = User(username="erika", password_hash="x", role=Role.ARCHIVIST, is_active=True, created_at=NOW)
+            session.add(user)
+            session.flush()
+            document = Document(
+                title="Brief",
+                title_folded="brief",
+                media_type="application/pdf",
+                storage_key="k",
+                sha256="0" * 64,
+                size_bytes=1,
+                page_count=2,
+                status=DocumentStatus.DONE,
+                created_by=user.id,
+                created_at=NOW,
+            )
+            session.add(document)
+            session.flush()
+            for number, texts in ((1, ["Liebe Mutter,", "frohe Weih-"]), (2, ["nachten!"])):
+                page = Page(document_id=document.id, number=number)
+                session.add(page)
+                session.flush()
+                for index, line_text in enumerate(texts):
+                    session.add(
+                        Line(page_id=page.id, order_index=index, baseline=[], polygon=[], ocr_text=line_text, version=1)
+                    )
+            session.commit()
+        _alembic(database.engine, "upgrade", "0006")
+        with database.engine.connect() as connection:
+            rows = connection.execute(text("SELECT own, joined, bridge FROM search_lines ORDER BY line_id")).all()
+        assert [tuple(row) for row in rows] == [
+            ("liebe mutter", "", "frohe weih"),
+            ("frohe weih", "weihnachten", "nachten"),
+            ("nachten", "", ""),
+        ]
+        _alembic(database.engine, "downgrade", "0005")
+        with database.engine.connect() as connection:
+            tables = set(inspect(connection).get_table_names())
+        assert not {name for name in tables if name.startswith("search_")}
         _alembic(database.engine, "upgrade", "head")
     finally:
         database.dispose()

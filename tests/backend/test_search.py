@@ -1,0 +1,289 @@
+"""GET /api/search over every line's current text, on SQLite and PostgreSQL: tolerant folding,
+near spellings, phrases, exclusions, words broken across lines and pages, filters, ranking, paging,
+indexed in the same transaction as every line write."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from backend.search.query import MAX_QUERY_LENGTH
+from backend.users.models import Role
+from tests.backend.conftest import DATABASE_KIND, Actors, AppFactory, FakeClock, add_user, bearer, services_of
+from tests.backend.ocr_jobs import drain, page_events, runner, upload
+from tests.backend.ocr_standin import Drip, StandIn
+from tests.backend.search_support import correct, document, hit_lines, hit_texts, line_ids, search, store_page
+
+
+def _spans(answer: dict, line_id: int) -> list[str]:
+    """The highlighted parts of a hit's text."""
+    for result in answer["results"]:
+        for hit in result["hits"]:
+            if hit["lineId"] == line_id:
+                return [hit["text"][start:end] for start, end in hit["highlights"]]
+    raise AssertionError(f"line {line_id} is no hit")
+
+
+def test_the_sqlite_in_use_has_fts5() -> None:
+    connection = sqlite3.connect(":memory:")
+    options = {row[0] for row in connection.execute("PRAGMA compile_options")}
+    connection.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='ascii', detail=column)")
+    connection.close()
+    assert "ENABLE_FTS5" in options
+
+
+def test_umlauts_sharp_s_and_case_are_folded(actors: Actors) -> None:
+    document_id = document(actors, ["Viele Grüße aus Köln", "herzliche Gruesse", "GRUSSE an alle", "Großvater"])
+    lines = line_ids(actors, document_id)
+    for spelling in ["Grüße", "Gruesse", "grusse", "GRÜSSE"]:
+        answer = search(actors, spelling)
+        assert sorted(hit_lines(answer)) == lines[:3], spelling
+        assert all(hit["exact"] for hit in answer["results"][0]["hits"])
+    assert _spans(search(actors, "grosse"), lines[0]) == ["Grüße"]
+    assert hit_lines(search(actors, "GROSSVATER")) == [lines[3]]
+    assert hit_lines(search(actors, "Koeln")) == [lines[0]]
+
+
+def test_a_misread_word_is_found_and_ranks_below_exact_matches(actors: Actors) -> None:
+    document_id = document(actors, ["zu Weihnaehten bei euch", "an Weihnachten zu Hause", "Weih nachten"])
+    lines = line_ids(actors, document_id)
+    answer = search(actors, "Weihnachten")
+    hits = answer["results"][0]["hits"]
+    assert [(hit["lineId"], hit["exact"]) for hit in hits] == [(lines[1], True), (lines[0], False)]
+    assert _spans(answer, lines[0]) == ["Weihnaehten"]
+    assert answer["results"][0]["hitCount"] == 2
+
+
+def test_short_words_are_found_only_as_typed(actors: Actors) -> None:
+    document_id = document(actors, ["der Hof", "der Huf"])
+    assert hit_lines(search(actors, "Hof")) == line_ids(actors, document_id)[:1]
+
+
+def test_a_phrase_is_found_only_with_its_words_in_order(actors: Actors) -> None:
+    document_id = document(actors, ["Meine liebe Mutter!", "Mutter, liebe Schwester", "liebe gute Mutter"])
+    lines = line_ids(actors, document_id)
+    answer = search(actors, '"liebe Mutter"')
+    assert hit_lines(answer) == [lines[0]]
+    assert _spans(answer, lines[0]) == ["liebe Mutter"]
+    assert sorted(hit_lines(search(actors, "liebe Mutter"))) == lines
+
+
+def test_an_excluded_word_rules_out_the_lines_that_have_it(actors: Actors) -> None:
+    document_id = document(actors, ["Mutter schreibt vom Krieg", "Mutter schreibt vom Garten", "Krieg"])
+    lines = line_ids(actors, document_id)
+    assert hit_lines(search(actors, "Mutter -Krieg")) == [lines[1]]
+    assert hit_lines(search(actors, 'Mutter -"vom Garten"')) == [lines[0]]
+
+
+def test_a_word_hyphenated_across_lines_is_found_on_the_line_where_it_starts(actors: Actors) -> None:
+    document_id = document(actors, ["frohe Weih-", "nachten euch allen", "und gute Ernte¬", "zeit wünscht"])
+    lines = line_ids(actors, document_id)
+    answer = search(actors, "Weihnachten")
+    assert hit_lines(answer) == [lines[0]]
+    assert _spans(answer, lines[0]) == ["Weih"]
+    assert hit_lines(search(actors, "Erntezeit")) == [lines[2]]
+    # The second half is still a word of its own line.
+    assert hit_lines(search(actors, "nachten")) == [lines[1]]
+
+
+def test_a_word_and_a_phrase_broken_across_a_page_break_are_found(actors: Actors) -> None:
+    document_id = document(actors, ["Brief", "am Weih-"], ["nachtsabend", "liebe"], ["Mutter kam"])
+    lines = line_ids(actors, document_id)
+    assert hit_lines(search(actors, "Weihnachtsabend")) == [lines[1]]
+    answer = search(actors, '"liebe Mutter"')
+    assert hit_lines(answer) == [lines[3]]
+    assert answer["results"][0]["hits"][0]["pageNumber"] == 2
+    assert _spans(answer, lines[3]) == ["liebe"]
+
+
+def test_a_line_is_never_a_hit_only_for_its_neighbours_words(actors: Actors) -> None:
+    document_id = document(actors, ["ein Gruss", "an die Mutter"])
+    lines = line_ids(actors, document_id)
+    assert hit_lines(search(actors, "Mutter")) == [lines[1]]
+    assert hit_lines(search(actors, "Gruss Mutter")) == []
+    assert hit_lines(search(actors, '"Gruss an"')) == [lines[0]]
+
+
+def test_a_new_reading_of_the_next_page_updates_the_broken_word(actors: Actors) -> None:
+    document_id = document(actors, ["am Weih-"], ["nachten"])
+    first = line_ids(actors, document_id)[0]
+    assert hit_lines(search(actors, "Weihnachten")) == [first]
+    store_page(actors.client, document_id, 2, ["mittag"])
+    assert hit_lines(search(actors, "Weihnachten")) == []
+    assert hit_lines(search(actors, "Weihmittag")) == [first]
+    store_page(actors.client, document_id, 2, [])
+    assert hit_lines(search(actors, "Weihmittag")) == []
+
+
+def test_a_correction_is_found_by_its_new_text_at_once_and_no_longer_by_the_old(actors: Actors) -> None:
+    document_id = document(actors, ["Liebe Muter", "Dein Sohn"])
+    lines = line_ids(actors, document_id)
+    correct(actors, lines[0], "Lieber Vater")
+    assert hit_lines(search(actors, "Vater")) == [lines[0]]
+    assert hit_lines(search(actors, "Muter")) == []
+    hit = search(actors, "Vater")["results"][0]["hits"][0]
+    assert (hit["text"], hit["corrected"]) == ("Lieber Vater", True)
+    # The line before a corrected first word: its broken word follows the correction.
+    correct(actors, lines[1], "Dein Sohn-")
+    correct(actors, lines[0], "tag und Nacht", version=2)
+    assert hit_lines(search(actors, "Sohntag")) == []
+
+
+def test_a_correction_of_a_next_lines_first_word_updates_the_broken_word(actors: Actors) -> None:
+    document_id = document(actors, ["am Sonn-", "abend"])
+    lines = line_ids(actors, document_id)
+    correct(actors, lines[1], "tag früh")
+    assert hit_lines(search(actors, "Sonntag")) == [lines[0]]
+    assert hit_lines(search(actors, "Sonnabend")) == []
+
+
+def test_corrected_lines_rank_first_then_exact_matches(actors: Actors) -> None:
+    plain = document(actors, ["Gruss aus Berlin"], title="A")
+    near = document(actors, ["Grus aus Berlin"], title="B")
+    fixed = document(actors, ["Gruß von hier"], title="C")
+    fixed_near = document(actors, ["Grusz aus Wien"], title="D")
+    correct(actors, line_ids(actors, fixed)[0], "Gruß aus Bremen")
+    correct(actors, line_ids(actors, fixed_near)[0], "Grusz aus Bremen")
+    answer = search(actors, "Gruss")
+    assert [result["document"]["id"] for result in answer["results"]] == [fixed, fixed_near, plain, near]
+    assert [(hit["corrected"], hit["exact"]) for hit in [r["hits"][0] for r in answer["results"]]] == [
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+    ]
+
+
+def test_results_are_grouped_by_document_with_their_link_and_paged(actors: Actors) -> None:
+    documents = [
+        document(actors, [f"Brief Nummer {n}", "Gruss", "noch ein Gruss"], title=f"Brief {n}") for n in range(5)
+    ]
+    answer = search(actors, "Gruss", pageSize=2)
+    assert (answer["total"], answer["page"], answer["pageSize"], len(answer["results"])) == (5, 1, 2, 2)
+    pages = [search(actors, "Gruss", pageSize=2, page=page)["results"] for page in (1, 2, 3, 4)]
+    assert [len(results) for results in pages] == [2, 2, 1, 0]
+    shown = [result["document"]["id"] for results in pages for result in results]
+    assert sorted(shown) == documents
+    result = pages[0][0]
+    assert result["hitCount"] == 2 and len(result["hits"]) == 2
+    for hit in result["hits"]:
+        assert hit["link"] == f"/documents/{result['document']['id']}?page=1&line={hit['lineId']}"
+    assert sorted((hit["pageNumber"], hit["orderIndex"]) for hit in result["hits"]) == [(1, 1), (1, 2)]
+    assert result["document"]["title"].startswith("Brief ")
+    too_big = actors.client.get("/api/search", params={"q": "Gruss", "pageSize": 51}, headers=actors.archivist)
+    assert (too_big.status_code, too_big.json()["code"]) == (422, "INVALID_REQUEST")
+
+
+def test_at_most_the_configured_hits_per_document(app_factory: AppFactory, clock: FakeClock) -> None:
+    client = app_factory(clock=clock, search_hits_per_document=2)
+    add_user(client, "erika", Role.ARCHIVIST)
+    actors = Actors(client, {}, bearer(client, "erika"))
+    document(actors, ["Gruss"] * 4)
+    result = search(actors, "Gruss")["results"][0]
+    assert (result["hitCount"], len(result["hits"])) == (4, 2)
+
+
+def test_filters_by_writer_date_and_status(actors: Actors) -> None:
+    anna = document(actors, ["Gruss von Anna"], title="A", writer="Anna Müller", date="1914-12")
+    karl = document(actors, ["Gruss von Karl"], title="K", writer="Karl Schmidt", date="1916-05-03")
+    none = document(actors, ["Gruss ohne Datum"], title="N")
+
+    def found(**params: str) -> list[int]:
+        return [result["document"]["id"] for result in search(actors, "Gruss", **params)["results"]]
+
+    assert sorted(found()) == [anna, karl, none]
+    assert found(writer="anna-mueller") == [anna]
+    assert found(writer="nobody") == []
+    assert found(dateFrom="1915-01-01") == [karl]
+    assert found(dateTo="1915-01-01") == [anna]
+    assert found(dateFrom="1914-01-01", dateTo="1916-12-31", writer="karl-schmidt") == [karl]
+    assert sorted(found(status="NEW")) == [anna, karl, none]
+    assert found(status="DONE") == []
+    assert search(actors, "Gruss", writer="anna-mueller")["results"][0]["document"] == {
+        "id": anna,
+        "title": "A",
+        "writer": {"slug": "anna-mueller", "name": "Anna Müller"},
+        "date": "1914-12-01",
+        "datePrecision": "month",
+        "status": "NEW",
+    }
+
+
+def test_documents_in_the_trash_are_never_found_and_purged_ones_leave_nothing(actors: Actors, clock: FakeClock) -> None:
+    kept = document(actors, ["Gruss aus Wien"])
+    trashed = document(actors, ["Gruss aus Graz"])
+    assert actors.client.delete(f"/api/documents/{trashed}", headers=actors.archivist).status_code == 204
+    assert [r["document"]["id"] for r in search(actors, "Gruss")["results"]] == [kept]
+    assert search(actors, "Graz")["total"] == 0
+    assert actors.client.post(f"/api/trash/{trashed}/restore", headers=actors.admin).status_code == 200
+    assert search(actors, "Graz")["total"] == 1
+    actors.client.delete(f"/api/documents/{trashed}", headers=actors.archivist)
+    clock.advance(timedelta(days=31).total_seconds())
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        assert services.documents.purge_expired(session, clock()) == 1
+        session.commit()
+    with services.db.engine.connect() as connection:
+        left = connection.execute(text("SELECT count(*) FROM search_lines WHERE document_id = :d"), {"d": trashed})
+        assert left.scalar_one() == 0
+        if DATABASE_KIND == "sqlite":
+            rows = connection.execute(text("SELECT count(*) FROM search_fts")).scalar_one()
+            assert rows == 1  # only the kept document's line
+    # A new line that takes a purged line's id (SQLite reuses ids) is found by its own text only.
+    actors = Actors(actors.client, bearer(actors.client, "admin"), bearer(actors.client, "erika"))
+    again = document(actors, ["Brief aus Linz"])
+    assert search(actors, "Graz")["total"] == 0
+    assert [r["document"]["id"] for r in search(actors, "Linz")["results"]] == [again]
+
+
+def test_an_ocr_job_s_page_is_searchable_when_stored(actors: Actors, standin: StandIn) -> None:
+    document_id = upload(actors, 4242, pages=2)
+    standin.service.plan("POST /ocr/stream", Drip(page_events(2, tag="Weihnachtsbrief ")))
+    response = actors.client.post(f"/api/documents/{document_id}/ocr", headers=actors.archivist)
+    assert response.status_code == 202, response.text
+    drain(runner(actors.client, standin.url))
+    answer = search(actors, "Weihnachtsbrief")
+    assert answer["total"] == 1 and answer["results"][0]["hitCount"] == 4
+    assert sorted(hit_texts(answer)) == sorted(f"Weihnachtsbrief p{p} l{i}" for p in (1, 2) for i in (0, 1))
+
+
+@pytest.mark.parametrize(
+    ("q", "message"),
+    [
+        ("", "Type a word"),
+        ("  ?! ", "Type a word"),
+        ("x" * (MAX_QUERY_LENGTH + 1), "too long"),
+        (" ".join(f"w{n}" for n in range(11)), "too many words"),
+        ("-Krieg -Not", "not only what to leave out"),
+    ],
+)
+def test_a_query_with_nothing_to_find_or_too_much_is_refused(actors: Actors, q: str, message: str) -> None:
+    response = actors.client.get("/api/search", params={"q": q}, headers=actors.archivist)
+    assert (response.status_code, response.json()["code"]) == (422, "SEARCH_QUERY_INVALID")
+    assert message in response.json()["message"]
+
+
+def test_a_query_is_required_and_the_route_needs_a_login(actors: Actors) -> None:
+    missing = actors.client.get("/api/search", headers=actors.archivist)
+    assert missing.status_code == 422
+    anonymous = actors.client.get("/api/search", params={"q": "Gruss"})
+    assert (anonymous.status_code, anonymous.json()["code"]) == (401, "NOT_AUTHENTICATED")
+
+
+_HOSTILE = st.sampled_from(
+    ['"', "-", "*", "^", ":", "(", ")", "NEAR", "OR", "AND", "NOT", "{own}", "'", "\\", "!", "&", "|", "<->", " "]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_HOSTILE, st.text(max_size=12)), max_size=25).map("".join))
+def test_any_query_is_answered_or_refused_never_an_error(actors: Actors, q: str) -> None:
+    response = actors.client.get("/api/search", params={"q": q}, headers=actors.archivist)
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 422:
+        assert response.json()["code"] in ("SEARCH_QUERY_INVALID", "INVALID_REQUEST")

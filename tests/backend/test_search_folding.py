@@ -1,0 +1,170 @@
+"""Folding and the query's rules, without a database: one spelling for many, spans into the original."""
+
+from __future__ import annotations
+
+import unicodedata
+from itertools import pairwise
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backend.errors import AppError
+from backend.search.folding import MAX_LINE_WORDS, MAX_WORD_LENGTH, ends_hyphenated, fold, terms, words
+from backend.search.query import Phrase, Query, highlights, judge, parse
+
+# Letters of old German hands and their transcriptions, combining marks, and other scripts.
+_ALPHABET = st.sampled_from(
+    [*"aAeEoOuUsSrRäöüÄÖÜßẞſꝛꝚ -¬⸗=.,;'\"", "\u0308", "\u0301", "\u0327", "ﬁ", "İ", "½", "אב", "١", "\t"]
+)
+_TEXT = st.lists(st.one_of(_ALPHABET, st.characters()), max_size=60).map("".join)
+
+
+@pytest.mark.parametrize(
+    ("spellings", "folded"),
+    [
+        (["Grüße", "Gruesse", "Grusse", "GRÜSSE", "grüsse", "Gru\u0308ße"], "grusse"),
+        (["Straße", "Strasse", "STRASSE", "Straſſe"], "strasse"),
+        (["Mädchen", "Maedchen", "Madchen", "Ma\u0308dchen"], "madchen"),
+        (["Köln", "Koeln", "Koln"], "koln"),
+        (["ſein", "sein", "Sein"], "sein"),
+        (["hieꝛ", "hier", "HIER"], "hier"),
+        (["café", "Cafe", "CAFÉ"], "cafe"),
+    ],
+)
+def test_the_spellings_of_a_word_fold_to_one(spellings: list[str], folded: str) -> None:
+    assert {fold(spelling) for spelling in spellings} == {folded}
+
+
+def test_punctuation_splits_words_and_combining_marks_do_not() -> None:
+    assert terms("Liebe Mutter, (dein) Sohn's Brief—heute!") == [
+        "liebe",
+        "mutter",
+        "dein",
+        "sohn",
+        "s",
+        "brief",
+        "heute",
+    ]
+    assert terms("Mu\u0308ller") == ["muller"]
+
+
+def test_spans_point_into_the_original_text() -> None:
+    text = "Gruesse, Grüße und Gru\u0308ße"
+    assert [(w.folded, text[w.start : w.end]) for w in words(text)] == [
+        ("grusse", "Gruesse"),
+        ("grusse", "Grüße"),
+        ("und", "und"),
+        ("grusse", "Gru\u0308ße"),
+    ]
+
+
+def test_long_words_and_long_lines_are_bounded_the_same_for_index_and_query() -> None:
+    word = "x" * (MAX_WORD_LENGTH * 3)
+    assert terms(word) == ["x" * MAX_WORD_LENGTH]
+    assert len(terms("a " * (MAX_LINE_WORDS * 2))) == MAX_LINE_WORDS
+
+
+@pytest.mark.parametrize(
+    ("text", "hyphenated"),
+    [("der Weih-", True), ("der Weih¬ ", True), ("der Weih⸗", True), ("der Weih=", True), ("Grü-", True)],
+)
+def test_a_word_broken_at_the_end_of_a_line_is_recognised(text: str, hyphenated: bool) -> None:
+    assert ends_hyphenated(text) is hyphenated
+
+
+@pytest.mark.parametrize("text", ["a -", "Ende.", "---", "", "Mutter - ", "1914 -"])
+def test_a_dash_after_a_space_or_no_word_is_no_broken_word(text: str) -> None:
+    assert ends_hyphenated(text) is False
+
+
+@given(_TEXT)
+def test_fold_is_idempotent(text: str) -> None:
+    assert fold(fold(text)) == fold(text)
+
+
+@given(_TEXT)
+def test_every_word_span_lies_inside_the_text_in_order_and_folds_to_its_word(text: str) -> None:
+    found = words(text)
+    # In order; two words share a character only where it folds to several (½ is 1⁄2).
+    assert [w.start for w in found] == sorted(w.start for w in found)
+    assert [w.end for w in found] == sorted(w.end for w in found)
+    for word in found:
+        assert 0 <= word.start < word.end <= len(text)
+        assert word.folded and word.folded.isalnum() and " " not in word.folded
+        assert word.folded in terms(text[word.start : word.end])
+        # A span never begins with a combining mark: it begins at a letter or digit.
+        assert not unicodedata.combining(text[word.start])
+
+
+@given(_TEXT, st.data())
+def test_highlights_stay_inside_the_text_and_cover_the_searched_word(text: str, data: st.DataObject) -> None:
+    found = words(text)
+    if not found:
+        return
+    word = data.draw(st.sampled_from(found)).folded
+    query = Query(word, [Phrase((word,))], [])
+    spans, exact = highlights(text, query, "", [])
+    assert exact and spans
+    assert all(0 <= start < end <= len(text) for start, end in spans)
+    assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(spans))
+    assert any(word in terms(text[start:end]) for start, end in spans)
+
+
+def _query(text: str, **variants: set[str]) -> Query:
+    query = parse(text)
+    query.variants.update(variants)
+    return query
+
+
+def test_a_phrase_must_start_in_the_line_and_may_end_on_the_next() -> None:
+    query = _query('"liebe Mutter"')
+    assert judge(query, ["meine", "liebe"], "", ["mutter", "ich"]) is not None
+    assert judge(query, ["mutter", "liebe"], "", ["ich"]) is None
+    # Only on the next line: never this one's hit.
+    assert judge(query, ["gruss"], "", ["liebe", "mutter"]) is None
+
+
+def test_a_hyphenated_word_is_found_on_the_line_where_it_starts() -> None:
+    query = _query("Weihnachten")
+    verdict = judge(query, ["frohe", "weih"], "weihnachten", ["nachten", "euch"])
+    assert verdict is not None and verdict.marked == {(1, 1)}
+    assert judge(query, ["nachten", "euch"], "", []) is None
+
+
+def test_an_excluded_word_rules_out_the_line_but_not_by_a_near_spelling() -> None:
+    query = _query("Mutter -Krieg", mutter={"muter"})
+    assert judge(query, ["mutter", "krieg"], "", []) is None
+    assert judge(query, ["mutter", "kriege"], "", []) is not None
+    assert judge(query, ["mutter"], "", ["krieg"]) is not None
+
+
+def test_a_near_spelling_matches_but_not_exactly() -> None:
+    query = _query("Weihnachten", weihnachten={"weihnahten"})
+    verdict = judge(query, ["weihnahten"], "", [])
+    assert verdict is not None and not verdict.exact
+    exact = judge(query, ["weihnachten"], "", [])
+    assert exact is not None and exact.exact
+
+
+def test_highlights_cover_the_words_of_a_phrase_as_one_span() -> None:
+    text = "Meine liebe  Mutter, Grüße"
+    spans, exact = highlights(text, _query('"liebe Mutter" Gruesse'), "", [])
+    assert exact
+    assert [text[start:end] for start, end in spans] == ["liebe  Mutter", "Grüße"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "-Krieg", '-"liebe Mutter"', "...", "x" * 201, " ".join(["wort"] * 11), '"', "- - -"],
+)
+def test_queries_with_nothing_to_find_or_too_much_are_refused(text: str) -> None:
+    with pytest.raises(AppError) as refused:
+        parse(text)
+    assert refused.value.code.value == "SEARCH_QUERY_INVALID"
+
+
+def test_an_unbalanced_quote_closes_at_the_end() -> None:
+    query = parse('Brief "liebe Mutter')
+    assert query.include == [Phrase(("brief",)), Phrase(("liebe", "mutter"))]
+    assert parse("Weih-nachten").include == [Phrase(("weih", "nachten"))]
