@@ -177,7 +177,7 @@ class Settings(BaseSettings):
     search_hits_per_document: int = Field(5, ge=1, le=50)
     # The candidate lines one search judges at most (a very common word matches far more); the
     # best are sought first (a person's text, exact matches), so the cut drops the weakest.
-    search_candidate_lines: int = Field(5000, ge=100, le=200_000)
+    search_candidate_lines: int = Field(1000, ge=100, le=200_000)
 
     @field_validator("log_level")
     @classmethod

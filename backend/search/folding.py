@@ -7,6 +7,7 @@ where it came from in the original text, so highlights point into what people re
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,7 +36,7 @@ class Word:
 
 
 @lru_cache(maxsize=4096)
-def _fold_char(char: str) -> str:
+def fold_char(char: str) -> str:
     """One character folded: compatibility-decomposed, accents dropped, case folded (to a fixpoint)."""
     folded = _LETTERS.get(char, char)
     for _ in range(4):
@@ -50,46 +51,54 @@ def _fold_char(char: str) -> str:
     return folded
 
 
+class _FoldTable(dict[int, str]):
+    """``str.translate``'s table: every character folded, worked out once when first met."""
+
+    def __missing__(self, code: int) -> str:
+        folded = self[code] = fold_char(chr(code))
+        return folded
+
+
+_TABLE = _FoldTable()
+# Runs of letters and digits (str.isalnum), and the e of an ae/oe/ue spelling.
+_ALNUM = re.compile(r"[^\W_]+")
+_DIGRAPH = re.compile(r"([aou])e+")
+
+
 def words(text: str) -> list[Word]:
     """The folded words of ``text`` (at most MAX_LINE_WORDS), each with its span in ``text``.
 
     Anything that is not a letter or digit once folded splits words; combining marks are dropped
     without splitting (``u`` + U+0308 is ``u``), so a span covers the marks of its last letter.
+    An e after a, o or u is dropped (ae/oe/ue are how ä/ö/ü are also written); the span keeps it.
     """
-    found: list[Word] = []
-    chars: list[str] = []
-    start = end = 0
-
-    def close() -> None:
-        if chars:
-            found.append(Word("".join(chars)[:MAX_WORD_LENGTH], start, end))
-            chars.clear()
-
-    for index, char in enumerate(text):
-        folded = _fold_char(char)
-        if not folded:
-            if chars and unicodedata.combining(char):
-                end = index + 1
-            continue
-        for part in folded:
-            if not part.isalnum():
-                close()
-                if len(found) >= MAX_LINE_WORDS:
-                    return found
-                continue
-            if not chars:
-                start = index
-            end = index + 1
-            if part == "e" and chars and chars[-1] in _DIGRAPH_BASES:
-                continue
-            chars.append(part)
-    close()
-    return found[:MAX_LINE_WORDS]
+    folded = text.translate(_TABLE)
+    # Where each folded character came from: the same place where every character folded to one.
+    origin: list[int] | None = None
+    if len(folded) != len(text) or any(len(_TABLE[ord(c)]) != 1 for c in set(text)):
+        origin = [index for index, char in enumerate(text) for _ in _TABLE[ord(char)]]
+    found = []
+    for match in _ALNUM.finditer(folded):
+        word = match.group()
+        if "e" in word:
+            word = _DIGRAPH.sub(r"\1", word)
+        if origin is None:
+            start, end = match.start(), match.end()
+        else:
+            start, end = origin[match.start()], origin[match.end() - 1] + 1
+            # The marks on the last letter, dropped by folding, belong to the word.
+            while end < len(text) and unicodedata.combining(text[end]):
+                end += 1
+        found.append(Word(word[:MAX_WORD_LENGTH], start, end))
+        if len(found) >= MAX_LINE_WORDS:
+            break
+    return found
 
 
 def terms(text: str) -> list[str]:
-    """The folded words of ``text`` without their spans."""
-    return [word.folded for word in words(text)]
+    """The folded words of ``text`` without their spans (what the index stores; no spans worked out)."""
+    found = _ALNUM.findall(text.translate(_TABLE))[:MAX_LINE_WORDS]
+    return [(_DIGRAPH.sub(r"\1", word) if "e" in word else word)[:MAX_WORD_LENGTH] for word in found]
 
 
 def fold(text: str) -> str:

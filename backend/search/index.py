@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Table, delete, select, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from backend.documents.models import Line, Page
@@ -53,9 +53,14 @@ class _Line:
     corrected: bool
 
 
-def make_entry(line: _Line, following: _Line | None) -> Entry:
-    own = terms(line.current)
+def make_entry(line: _Line, following: _Line | None, own: list[str] | None = None) -> Entry:
+    """``own``: the line's folded words, where the caller has them already."""
+    own = terms(line.current) if own is None else own
     after = terms(following.current) if following is not None else []
+    return _entry(line, own, after)
+
+
+def _entry(line: _Line, own: list[str], after: list[str]) -> Entry:
     joined = ""
     if own and after and ends_hyphenated(line.current):
         joined = (own[-1] + after[0])[:MAX_WORD_LENGTH]
@@ -100,35 +105,51 @@ def quote_lexeme(word: str) -> str:
     return f"'{escaped}'"
 
 
+# SQLite: rows straight to the driver's executemany (a rebuild writes millions; SQLAlchemy's
+# per-row parameter handling cost more than SQLite's own work). Constant statements, values bound.
+_SQLITE_LINES = (
+    "INSERT INTO search_lines (line_id, document_id, own, joined, bridge, corrected) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_WORDS = "INSERT OR IGNORE INTO search_words (word) VALUES (?)"
+_SQLITE_VARIANTS = "INSERT OR IGNORE INTO search_variants (variant, word) VALUES (?, ?)"
+# PostgreSQL: an upsert. Two transactions may index one line at once (a correction re-indexes
+# the line before it, an OCR page store the last line of the page before): the second waits for
+# the first's row and updates it, where a delete and insert would fail on the key.
+_POSTGRES_LINES = text(
+    "INSERT INTO search_lines (line_id, document_id, own, joined, bridge, corrected, tsv) "
+    "VALUES (:line_id, :document_id, :own, :joined, :bridge, :corrected, CAST(:tsv AS tsvector)) "
+    "ON CONFLICT (line_id) DO UPDATE SET document_id = excluded.document_id, own = excluded.own, "
+    "joined = excluded.joined, bridge = excluded.bridge, corrected = excluded.corrected, tsv = excluded.tsv"
+)
+
+
 def _write(session: Session, entries: Sequence[Entry], known: set[str] | None = None) -> None:
-    """Put ``entries`` in the index (their old rows must be gone) and their words in the vocabulary."""
+    """Put ``entries`` in the index and their words in the vocabulary (SQLite: their old rows
+    must be gone; PostgreSQL: they are replaced)."""
     rows = [e for e in entries if e.own or e.joined]
     if not rows:
         return
-    postgres = session.get_bind().dialect.name == "postgresql"
-    values = [
-        {
-            "line_id": e.line_id,
-            "document_id": e.document_id,
-            "own": " ".join(e.own),
-            "joined": e.joined,
-            "bridge": " ".join(e.bridge),
-            "corrected": e.corrected,
-            **({"tsv": _tsvector(e)} if postgres else {}),
-        }
-        for e in rows
-    ]
-    if postgres:
-        session.execute(
-            text(
-                "INSERT INTO search_lines (line_id, document_id, own, joined, bridge, corrected, tsv) "
-                "VALUES (:line_id, :document_id, :own, :joined, :bridge, :corrected, CAST(:tsv AS tsvector))"
-            ),
-            values,
-        )
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        values = [
+            {
+                "line_id": e.line_id,
+                "document_id": e.document_id,
+                "own": " ".join(e.own),
+                "joined": e.joined,
+                "bridge": " ".join(e.bridge),
+                "corrected": e.corrected,
+                "tsv": _tsvector(e),
+            }
+            for e in rows
+        ]
+        connection.execute(_POSTGRES_LINES, values)
     else:
         # The FTS5 row follows by trigger (migration 0006).
-        session.execute(insert(SearchLine), values)
+        connection.exec_driver_sql(
+            _SQLITE_LINES,
+            [(e.line_id, e.document_id, " ".join(e.own), e.joined, " ".join(e.bridge), e.corrected) for e in rows],
+        )
     words = {w for e in rows for w in e.own} | {e.joined for e in rows if e.joined}
     _add_words(session, words, known)
 
@@ -144,17 +165,22 @@ def _add_words(session: Session, words: set[str], known: set[str] | None) -> Non
         known.update(words)
     if not new:
         return
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    # Two writers may add the same new word at once: the second one's row is a no-op.
-    for chunk in _chunks(new, 2000):
-        session.execute(dialect.insert(SearchWord).on_conflict_do_nothing(), [{"word": w} for w in chunk])
+    connection = session.connection()
     variants = [
-        {"variant": variant, "word": word}
-        for word in new
-        for variant in ({word} | (deletions(word) if fuzzy_candidate(word) else set()))
+        (variant, word) for word in new for variant in ({word} | (deletions(word) if fuzzy_candidate(word) else set()))
     ]
+    # Two writers may add the same new word at once: the second one's row is a no-op.
+    if connection.dialect.name != "postgresql":
+        connection.exec_driver_sql(_SQLITE_WORDS, [(word,) for word in new])
+        connection.exec_driver_sql(_SQLITE_VARIANTS, variants)
+        return
+    for chunk in _chunks(new, 2000):
+        connection.execute(postgresql.insert(_SEARCH_WORDS).on_conflict_do_nothing(), [{"word": w} for w in chunk])
     for chunk in _chunks(variants, 5000):
-        session.execute(dialect.insert(SearchVariant).on_conflict_do_nothing(), chunk)
+        connection.execute(
+            postgresql.insert(_SEARCH_VARIANTS).on_conflict_do_nothing(),
+            [{"variant": variant, "word": word} for variant, word in chunk],
+        )
 
 
 def _remove(session: Session, line_ids: Collection[int]) -> None:
@@ -162,6 +188,8 @@ def _remove(session: Session, line_ids: Collection[int]) -> None:
         session.execute(delete(SearchLine).where(SearchLine.line_id.in_(chunk)))
 
 
+_SEARCH_WORDS = cast(Table, SearchWord.__table__)
+_SEARCH_VARIANTS = cast(Table, SearchVariant.__table__)
 _LINE_COLUMNS = (Line.id, Page.document_id, Page.number, Line.order_index, Line.text, Line.ocr_text)
 
 
@@ -206,7 +234,10 @@ def _reindex(session: Session, ordered: dict[int, list[_Line]], chosen: Callable
         for position, line in enumerate(lines):
             if chosen(position, lines):
                 entries.append(make_entry(line, _following(lines, position)))
-    _remove(session, [e.line_id for e in entries])
+    if session.get_bind().dialect.name == "postgresql":
+        _remove(session, [e.line_id for e in entries if not (e.own or e.joined)])
+    else:
+        _remove(session, [e.line_id for e in entries])
     _write(session, entries)
 
 
@@ -267,7 +298,6 @@ def index_everything(session: Session, *, batch: int = 5000, commit: Callable[[]
     known: set[str] = set()
     count = 0
     pending: list[Entry] = []
-    previous: _Line | None = None
 
     def flush() -> None:
         nonlocal pending
@@ -297,18 +327,20 @@ def index_everything(session: Session, *, batch: int = 5000, commit: Callable[[]
             .where(Page.document_id.in_(documents))
             .order_by(Page.document_id, Page.number, Line.order_index)
         ).all()
-        previous = None
+        previous: tuple[_Line, list[str]] | None = None
         for row in rows:
             line = _line(row)
+            own = terms(line.current)
             if previous is not None:
-                contiguous = previous.document_id == line.document_id and line.page_number - previous.page_number <= 1
-                pending.append(make_entry(previous, line if contiguous else None))
-            previous = line
+                before, before_own = previous
+                contiguous = before.document_id == line.document_id and line.page_number - before.page_number <= 1
+                pending.append(_entry(before, before_own, own if contiguous else []))
+            previous = (line, own)
             count += 1
             if len(pending) >= batch:
                 flush()
         if previous is not None:
-            pending.append(make_entry(previous, None))
+            pending.append(_entry(previous[0], previous[1], []))
         flush()
     return count
 

@@ -45,6 +45,8 @@ class SearchWord(Base):
     """Every folded word the index has seen (never removed: a stale one only widens a lookup)."""
 
     __tablename__ = "search_words"
+    # SQLite: the key is the row (one B-tree, not a table and an index beside it).
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     word: Mapped[str] = mapped_column(String(200), primary_key=True)
 
@@ -54,6 +56,7 @@ class SearchVariant(Base):
     of a query word are found by equality lookups on ``variant``."""
 
     __tablename__ = "search_variants"
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
     variant: Mapped[str] = mapped_column(String(200), primary_key=True)
     word: Mapped[str] = mapped_column(String(200), primary_key=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, cast, column, func, literal_column, select, table
+from sqlalchemy import ColumnElement, Integer, Select, bindparam, cast, column, literal_column, select, table
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import Session
 
@@ -42,13 +42,13 @@ class _Candidate:
     document_id: int
     corrected: bool
     exact: bool
-    rank: float
+    length: int
     joined: str
     bridge: list[str]
 
-    def key(self) -> tuple[bool, bool, float, int]:
-        """Best first: a person's text, then exact matches, then the engine's rank."""
-        return (not self.corrected, not self.exact, self.rank, self.line_id)
+    def key(self) -> tuple[bool, bool, int, int]:
+        """Best first: a person's text, then exact matches, then shorter lines, then in the order stored."""
+        return (not self.corrected, not self.exact, self.length, self.line_id)
 
 
 def _fts5_group(words: Iterable[str], columns: str) -> str:
@@ -104,12 +104,12 @@ _COLUMNS = (
 
 def _candidates_statement(
     session: Session, query: Query, filters: list[ColumnElement[bool]], *, exact: bool, corrected: bool, limit: int
-) -> Select[Any]:
+) -> Select[int, int, str, str, str, bool]:
     if session.get_bind().dialect.name == "sqlite":
         fts = table(FTS_TABLE, column("rowid", Integer))
         hidden: ColumnElement[Any] = literal_column(FTS_TABLE)
         return (
-            select(*_COLUMNS, func.bm25(hidden).label("rank"))
+            select(*_COLUMNS)
             .select_from(fts)
             .join(SearchLine, SearchLine.line_id == fts.c.rowid)
             .join(Document, Document.id == SearchLine.document_id)
@@ -120,7 +120,7 @@ def _candidates_statement(
     tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
     wanted = cast(bindparam("tsq", tsquery(query, exact=exact, corrected=corrected)), TSQUERY)
     return (
-        select(*_COLUMNS, (-func.ts_rank(tsv, wanted)).label("rank"))
+        select(*_COLUMNS)
         .join(Document, Document.id == SearchLine.document_id)
         .where(tsv.op("@@")(wanted))
         .where(*filters)
@@ -141,25 +141,40 @@ def _filters(params: SearchParams) -> list[ColumnElement[bool]]:
     return filters
 
 
+def _simple(query: Query) -> bool:
+    """Does the index's match alone decide the query? (Single words only: the engine checks them
+    in the line's own words, and the excluded ones too; phrases need their order checked.)"""
+    return all(len(p.words) == 1 for p in [*query.include, *query.exclude])
+
+
 def _candidates(session: Session, query: Query, params: SearchParams, limit: int) -> tuple[list[_Candidate], bool]:
     """The hit lines among at most ``limit`` candidates, the best ones first sought: a person's
     text exactly, then any exactly, then by near spellings. True if the cap cut them."""
     filters = _filters(params)
     fuzzy = any(query.variants.values())
     passes = [(True, True), (True, False)] + ([(False, True), (False, False)] if fuzzy else [])
+    decided = _simple(query)
     seen: dict[int, _Candidate] = {}
     capped = False
+    # Core rows (no ORM loading): a common word brings thousands.
+    connection = session.connection()
     for exact, corrected in passes:
         statement = _candidates_statement(session, query, filters, exact=exact, corrected=corrected, limit=limit)
-        rows = session.execute(statement).all()
-        for line_id, document_id, own, joined, bridge, is_corrected, rank in rows:
+        rows = connection.execute(statement).all()
+        for line_id, document_id, own, joined, bridge, is_corrected in rows:
             if line_id in seen:
+                continue
+            # Fewer words around the match rank higher (BM25's length normalisation; the
+            # engines' own scores cost ten times the lookup on common words and differ between them).
+            length = own.count(" ") + 1
+            if decided:
+                seen[line_id] = _Candidate(line_id, document_id, is_corrected, exact, length, joined, [])
                 continue
             bridge_words = bridge.split()
             verdict = judge(query, own.split(), joined, bridge_words)
             if verdict is not None:
                 seen[line_id] = _Candidate(
-                    line_id, document_id, is_corrected, verdict.exact, float(rank or 0), joined, bridge_words
+                    line_id, document_id, is_corrected, verdict.exact, length, joined, bridge_words
                 )
         if len(rows) >= limit:
             capped = True

@@ -6,11 +6,20 @@ import unicodedata
 from itertools import pairwise
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backend.errors import AppError
-from backend.search.folding import MAX_LINE_WORDS, MAX_WORD_LENGTH, ends_hyphenated, fold, terms, words
+from backend.search.folding import (
+    MAX_LINE_WORDS,
+    MAX_WORD_LENGTH,
+    Word,
+    ends_hyphenated,
+    fold,
+    fold_char,
+    terms,
+    words,
+)
 from backend.search.query import Phrase, Query, highlights, judge, parse
 
 # Letters of old German hands and their transcriptions, combining marks, and other scripts.
@@ -76,6 +85,42 @@ def test_a_word_broken_at_the_end_of_a_line_is_recognised(text: str, hyphenated:
 @pytest.mark.parametrize("text", ["a -", "Ende.", "---", "", "Mutter - ", "1914 -"])
 def test_a_dash_after_a_space_or_no_word_is_no_broken_word(text: str) -> None:
     assert ends_hyphenated(text) is False
+
+
+def _words_by_definition(text: str) -> list[Word]:
+    """:func:`words` as defined, one character at a time (the module's is the fast equivalent)."""
+    found: list[Word] = []
+    chars: list[str] = []
+    start = end = 0
+    for index, char in enumerate(text):
+        folded = fold_char(char)
+        if not folded and chars and unicodedata.combining(char):
+            end = index + 1
+        for part in folded:
+            if not part.isalnum():
+                if chars:
+                    found.append(Word("".join(chars)[:MAX_WORD_LENGTH], start, end))
+                    chars.clear()
+                continue
+            if not chars:
+                start = index
+            end = index + 1
+            if not (part == "e" and chars and chars[-1] in "aou"):
+                chars.append(part)
+    if chars:
+        found.append(Word("".join(chars)[:MAX_WORD_LENGTH], start, end))
+    return found[:MAX_LINE_WORDS]
+
+
+@settings(max_examples=1000)
+@given(_TEXT)
+def test_words_are_found_as_defined_character_by_character(text: str) -> None:
+    assert words(text) == _words_by_definition(text)
+
+
+@given(_TEXT)
+def test_terms_are_the_words_without_their_spans(text: str) -> None:
+    assert terms(text) == [word.folded for word in words(text)]
 
 
 @given(_TEXT)

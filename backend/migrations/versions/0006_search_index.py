@@ -55,12 +55,14 @@ def upgrade() -> None:
         "search_words",
         sa.Column("word", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("word", name=op.f("pk_search_words")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "search_variants",
         sa.Column("variant", sa.String(length=200), nullable=False),
         sa.Column("word", sa.String(length=200), nullable=False),
         sa.PrimaryKeyConstraint("variant", "word", name=op.f("pk_search_variants")),
+        sqlite_with_rowid=False,
     )
     if op.get_bind().dialect.name == "sqlite":
         for statement in _SQLITE:
