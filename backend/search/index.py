@@ -53,14 +53,13 @@ class _Line:
     corrected: bool
 
 
-def make_entry(line: _Line, following: _Line | None, own: list[str] | None = None) -> Entry:
-    """``own``: the line's folded words, where the caller has them already."""
-    own = terms(line.current) if own is None else own
-    after = terms(following.current) if following is not None else []
-    return _entry(line, own, after)
+def make_entry(line: _Line, following: _Line | None) -> Entry:
+    """``line``'s row, ``following`` the next line in reading order (None: the document's last)."""
+    return _entry(line, terms(line.current), terms(following.current) if following is not None else [])
 
 
 def _entry(line: _Line, own: list[str], after: list[str]) -> Entry:
+    """The same from the folded words of the line and of the next one."""
     joined = ""
     if own and after and ends_hyphenated(line.current):
         joined = (own[-1] + after[0])[:MAX_WORD_LENGTH]
@@ -349,7 +348,13 @@ def rebuild(session_factory: Callable[[], Session], *, batch: int = 5000) -> int
     """Rebuild the whole index from the lines (CLI ``python -m backend reindex-search``, the
     migration's backfill, bench loading). Returns lines indexed."""
     with session_factory() as session:
-        return index_everything(session, batch=batch, commit=session.commit)
+        count = index_everything(session, batch=batch, commit=session.commit)
+        if session.get_bind().dialect.name == "postgresql":
+            # Fresh statistics: planned on the empty tables' ones, a search of a common word
+            # went through every line of every document instead of the GIN index.
+            session.execute(text("ANALYZE search_lines, search_words, search_variants"))
+            session.commit()
+        return count
 
 
 def index_everything_on(connection: Connection) -> int:

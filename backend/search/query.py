@@ -24,7 +24,7 @@ from backend.search.models import SearchVariant
 MAX_QUERY_LENGTH = 200
 MAX_QUERY_TERMS = 10
 # Near spellings a query word is widened to, closest first.
-MAX_VARIANTS = 30
+MAX_VARIANTS = 12
 # A quoted phrase (closing quote implied at the end), or a run of anything but space and quotes.
 _TOKEN = re.compile(r'(-?)"([^"]*)"?|(-?)([^\s"]+)')
 

@@ -148,17 +148,19 @@ def _simple(query: Query) -> bool:
 
 
 def _candidates(session: Session, query: Query, params: SearchParams, limit: int) -> tuple[list[_Candidate], bool]:
-    """The hit lines among at most ``limit`` candidates, the best ones first sought: a person's
-    text exactly, then any exactly, then by near spellings. True if the cap cut them."""
+    """The hit lines among the candidates, and whether the cap cut them.
+
+    The lines that match exactly are read first (at most ``limit``), then those by near
+    spellings. Where a pass hits the cap, the lines with a person's text are read on their own
+    (they rank first, and would otherwise be left to chance), and no weaker pass follows.
+    """
     filters = _filters(params)
-    fuzzy = any(query.variants.values())
-    passes = [(True, True), (True, False)] + ([(False, True), (False, False)] if fuzzy else [])
     decided = _simple(query)
+    fuzzy = any(query.variants.values())
     seen: dict[int, _Candidate] = {}
-    capped = False
-    # Core rows (no ORM loading): a common word brings thousands.
     connection = session.connection()
-    for exact, corrected in passes:
+
+    def read(exact: bool, corrected: bool) -> int:
         statement = _candidates_statement(session, query, filters, exact=exact, corrected=corrected, limit=limit)
         rows = connection.execute(statement).all()
         for line_id, document_id, own, joined, bridge, is_corrected in rows:
@@ -176,9 +178,17 @@ def _candidates(session: Session, query: Query, params: SearchParams, limit: int
                 seen[line_id] = _Candidate(
                     line_id, document_id, is_corrected, verdict.exact, length, joined, bridge_words
                 )
-        if len(rows) >= limit:
-            capped = True
-            break
+        return len(rows)
+
+    capped = read(exact=True, corrected=False) >= limit
+    if not capped and fuzzy:
+        capped = read(exact=False, corrected=False) >= limit
+        if capped:
+            read(exact=False, corrected=True)
+    elif capped:
+        read(exact=True, corrected=True)
+        if fuzzy:
+            read(exact=False, corrected=True)
     return list(seen.values()), capped
 
 

@@ -287,3 +287,21 @@ def test_any_query_is_answered_or_refused_never_an_error(actors: Actors, q: str)
     assert response.status_code in (200, 422), response.text
     if response.status_code == 422:
         assert response.json()["code"] in ("SEARCH_QUERY_INVALID", "INVALID_REQUEST")
+
+
+def test_where_the_cap_cuts_a_person_s_text_and_exact_matches_are_still_found_first(
+    app_factory: AppFactory, clock: FakeClock
+) -> None:
+    client = app_factory(clock=clock, search_candidate_lines=100)
+    add_user(client, "erika", Role.ARCHIVIST)
+    actors = Actors(client, {}, bearer(client, "erika"))
+    near = document(actors, ["Grusz"] * 60, title="near")
+    common = [document(actors, ["Gruss"] * 60, title=f"common {n}") for n in range(2)]
+    last = document(actors, ["Brief"], title="corrected")
+    correct(actors, line_ids(actors, last)[0], "Grusz an alle")
+    answer = search(actors, "Gruss")
+    assert answer["capped"] is True
+    shown = [result["document"]["id"] for result in answer["results"]]
+    # The corrected line (a near spelling) first, then exact matches; the uncorrected near
+    # spellings are past the cap.
+    assert shown[0] == last and set(shown[1:]) <= set(common) and near not in shown
