@@ -78,3 +78,26 @@ def test_training_data_benchmark_times_every_count(tmp_path: Path) -> None:
     assert 0 < result["archive"]["groundTruthLines"] < 4000
     for call in ("recognition", "segmentation", "oneWriter", "everyWriter", "newLinesByWriter"):
         assert 0 < result["calls"][call]["p50_ms"] <= result["calls"][call]["max_ms"]
+
+
+@pytest.mark.slow
+def test_search_benchmark_times_every_kind_of_search(tmp_path: Path) -> None:
+    _run("bench_search.py", tmp_path, "--database", DATABASE_KIND, "--no-cache")
+    result = json.loads((tmp_path / f"search-{DATABASE_KIND}.json").read_text())
+    assert result["archive"]["lines"] == result["linesIndexed"] == 3000
+    assert result["clients"] == 5
+    kinds = result["queries"]
+    assert set(kinds) == {"common", "rare", "name", "fuzzy", "folded", "phrase", "exclusion", "overall"}
+    assert kinds["overall"]["requests"] == 100 == sum(f["requests"] for k, f in kinds.items() if k != "overall")
+    for figures in kinds.values():
+        _ordered(figures)
+        assert figures["p99_ms"] >= figures["p95_ms"] >= figures["p50_ms"]
+    # Every letter has common words: most searches for one find something (some filters rule all out).
+    assert kinds["common"]["found"] > 0.5
+    # Then one client alone: each kind's latency without a queue, and the server's CPU for it.
+    assert result["serial"]["overall"]["requests"] == 30
+    assert result["serial"]["overall"]["serverCpuMs"] > 0
+    _ordered(result["serial"]["overall"])
+    size = result["indexSize"]
+    assert 0 < size["indexBytes"] < size["databaseBytes"]
+    assert result["serverCpuMsPerSearch"] > 0
