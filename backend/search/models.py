@@ -31,6 +31,8 @@ class SearchLine(Base):
     """
 
     __tablename__ = "search_lines"
+    # Made from the lines: left out of backups and rebuilt by a restore.
+    __table_args__ = ({"info": {"backup": "rebuild"}},)
 
     line_id: Mapped[int] = mapped_column(ForeignKey("lines.id", ondelete="CASCADE"), primary_key=True)
     document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"), index=True)
@@ -46,7 +48,7 @@ class SearchWord(Base):
 
     __tablename__ = "search_words"
     # SQLite: the key is the row (one B-tree, not a table and an index beside it).
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __table_args__ = ({"sqlite_with_rowid": False, "info": {"backup": "rebuild"}},)
 
     word: Mapped[str] = mapped_column(String(200), primary_key=True)
 
@@ -56,7 +58,7 @@ class SearchVariant(Base):
     of a query word are found by equality lookups on ``variant``."""
 
     __tablename__ = "search_variants"
-    __table_args__ = ({"sqlite_with_rowid": False},)
+    __table_args__ = ({"sqlite_with_rowid": False, "info": {"backup": "rebuild"}},)
 
     variant: Mapped[str] = mapped_column(String(200), primary_key=True)
     word: Mapped[str] = mapped_column(String(200), primary_key=True)
