@@ -21,6 +21,7 @@ from backend.db import migrate, startup_lock
 from backend.deps import Services, build_services, render_limits
 from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
+from backend.exports import routes as exports_routes
 from backend.imports import routes as imports_routes
 from backend.metrics import latency_middleware
 from backend.ocr import routes as ocr_routes
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(ocr_routes.router)
     app.include_router(writers_routes.router)
     app.include_router(training_routes.router)
+    app.include_router(exports_routes.router)
     app.include_router(web_routes.router)
     return app
 

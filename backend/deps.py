@@ -18,6 +18,8 @@ from backend.documents.pages import PageImages
 from backend.documents.render import RenderLimits
 from backend.documents.service import Documents
 from backend.errors import AppError, ErrorCode
+from backend.exports.drawing import PageDrawing
+from backend.exports.service import Exporter
 from backend.imports.bundle import ImportLimits
 from backend.imports.service import Imports
 from backend.metrics import Metrics
@@ -81,6 +83,7 @@ class Services:
     ocr: OcrClient
     metrics: Metrics
     training: TrainingRuns
+    exports: Exporter
     imports: Imports
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
@@ -193,6 +196,7 @@ def build_services(
         documents=documents,
         imports=Imports(storage, documents, import_limits(settings), max_page_pixels=settings.ocr_max_page_pixels),
         pages=pages,
+        exports=Exporter(PageDrawing(storage, pages.limits, pages.pdf), max_documents=settings.export_max_documents),
         clock=clock,
         jobs=jobs,
     )

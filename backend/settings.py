@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     max_pages: int = Field(500, gt=0)
     # A deleted document stays in the trash this long; an admin can restore it until then.
     trash_days: int = Field(30, ge=1)
+    # The most documents one export ZIP (GET /api/exports) may hold (more: 422 EXPORT_SELECTION_TOO_LARGE).
+    export_max_documents: int = Field(200, ge=1)
 
     # --- Imports (POST /api/imports: page images with PAGE XML or ALTO in a ZIP) ------------
     # The largest ZIP accepted (bytes, cut off while it arrives: 413 IMPORT_TOO_LARGE), its

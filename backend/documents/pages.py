@@ -60,7 +60,14 @@ def page_out(page: Page, read: ModelRead) -> PageOut:
 @contextmanager
 def seekable_original(storage: Storage, document: Document) -> Iterator[BinaryIO]:
     """The original, seekable (pdfium and Pillow read pages out of order): spooled to disk if need be."""
-    with storage.open(document.storage_key) as stream:
+    with seekable_stored(storage, document.storage_key) as source:
+        yield source
+
+
+@contextmanager
+def seekable_stored(storage: Storage, key: str) -> Iterator[BinaryIO]:
+    """The stored file ``key``, seekable: spooled to disk where the store streams it (S3)."""
+    with storage.open(key) as stream:
         if stream.seekable():
             yield stream
             return

@@ -308,6 +308,21 @@ def render_ocr_page(
     return image
 
 
+def fitted(image: Image.Image, size: tuple[int, int], number: int) -> Image.Image:
+    """Page ``number``'s rendered ``image`` at exactly ``size``, the page's recorded size (the
+    pixels its lines' coordinates are in), as training data and exports need it. A new image
+    replaces (and closes) ``image`` only where the sizes differ."""
+    if image.size == size:
+        return image
+    # The OCR service read the page at another size (its DPI setting differs from the backend's
+    # mirror of it): the lines are in the recorded size, so the image follows.
+    log.warning("page %d: rendered at %dx%d, its lines are in %dx%d; scaled to fit", number, *image.size, *size)
+    try:
+        return image.resize(size, Image.Resampling.LANCZOS)
+    finally:
+        image.close()
+
+
 def _encode(image: Image.Image, side: int) -> bytes:
     scale = _fit(*image.size, side)
     if scale < 1:

@@ -142,6 +142,8 @@ class Imports:
     def _title(self, fields: ImportFields, built: _Built, filename: str | None) -> str:
         if fields.title is not None:
             return fields.title
+        if built.bundled.pages[0].read.title:
+            return built.bundled.pages[0].read.title
         folder = PurePosixPath(built.bundled.folder).name if built.bundled.folder else ""
         stem = PurePosixPath(safe_filename(filename) or "").stem
         first = PurePosixPath(built.bundled.pages[0].image.filename).stem

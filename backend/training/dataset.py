@@ -26,14 +26,13 @@ from itertools import groupby
 from typing import Any, BinaryIO
 
 from lxml import etree
-from PIL import Image
 from sqlalchemy import ColumnElement, Select, Subquery, and_, case, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session
 
 from backend.db import UtcDateTime
 from backend.documents.models import Document, Line, Page
 from backend.documents.pages import record_sizes, seekable_original
-from backend.documents.render import PdfRenderers, RenderLimits, render_ocr_page
+from backend.documents.render import PdfRenderers, RenderLimits, fitted, render_ocr_page
 from backend.errors import AppError, ErrorCode
 from backend.storage import Storage
 from backend.training.models import TrainingKind
@@ -458,21 +457,10 @@ def _write_image(
     renderers: PdfRenderers,
 ) -> None:
     # PDF pages are drawn in the page renderers' children (time and memory limits), as for people.
-    image = render_ocr_page(source, media_type, row.number, limits, renderers)
+    image = fitted(
+        render_ocr_page(source, media_type, row.number, limits, renderers), (row.width, row.height), row.number
+    )
     try:
-        if image.size != (row.width, row.height):
-            # The OCR service read the page at another size (its DPI setting differs from the
-            # backend's mirror of it): the lines are in the recorded size, so the image follows.
-            log.warning(
-                "page %d: rendered at %dx%d, its lines are in %dx%d; scaled to fit",
-                row.page_id,
-                *image.size,
-                row.width,
-                row.height,
-            )
-            scaled = image.resize((row.width, row.height), Image.Resampling.LANCZOS)
-            image.close()
-            image = scaled
         # PNG is already compressed: stored, not deflated again.
         with archive.open(_entry(name, zipfile.ZIP_STORED), "w") as entry:
             image.save(entry, "PNG", compress_level=_PNG_LEVEL)

@@ -7,6 +7,9 @@ in order, a space for each ``SP`` (and between two Strings with none), a ``HYP``
 Lines are read in the file's ReadingOrder (ElementRefs to lines or blocks, as kraken writes
 it), else as written.
 
+The writer and date: ``Tags/OtherTag``s whose ID and TYPE are ``writer`` / ``date`` (this
+archive's export writes them so).
+
 Coordinates in ``mm10`` or ``inch1200`` need the page's size in the same unit (``Page``
 WIDTH/HEIGHT): the import scales them to the page image, which converts them to pixels.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 from lxml import etree
 
 from backend.transcripts.model import TranscriptLine
-from backend.transcripts.reading import ReadPage, box, invalid, line, number, numbers, points
+from backend.transcripts.reading import ReadPage, box, invalid, line, number, numbers, one_line, partial_date, points
 
 NAMESPACES = frozenset(
     {
@@ -140,9 +143,18 @@ def read_alto(root: etree._Element, shown: str) -> ReadPage:
     height = number(page.get("HEIGHT"), shown, "the Page's HEIGHT") or 0.0
     if unit != "pixel" and not (width and height):
         raise invalid(shown, f"coordinates in {unit} need the Page's WIDTH and HEIGHT in {unit} to place them.")
+    tags = {
+        tag.get("TYPE"): tag.get("LABEL")
+        for tag in root.iterfind(f"{q}Tags/{q}OtherTag")
+        if tag.get("ID") == tag.get("TYPE")
+    }
+    day, precision = partial_date(tags.get("date"))
     return ReadPage(
         image_name=image_name,
         width=width,
         height=height,
         lines=tuple(_lines(page, q, shown, height, _reading_order(root, q))),
+        writer=one_line(tags.get("writer"), 200),
+        date=day,
+        date_precision=precision,
     )

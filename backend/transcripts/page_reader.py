@@ -3,7 +3,8 @@
 Reading order: the page's ReadingOrder (RegionRefIndexed by index, nested groups in place),
 else Transkribus' ``custom="readingOrder {index:n;}"`` on the regions, else document order;
 the lines of a region by their own ``readingOrder`` custom attribute, else document order.
-Regions of every kind that hold TextLines are read (table cells included).
+Regions of every kind that hold TextLines are read (table cells included). The writer and date
+are read from ``MetadataItem``s named ``writer`` and ``date``, as this archive's export writes them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from lxml import etree
 
 from backend.transcripts.model import TranscriptLine
-from backend.transcripts.reading import ReadPage, invalid, line, number, points
+from backend.transcripts.reading import ReadPage, invalid, line, number, one_line, partial_date, points
 
 NAMESPACES = frozenset(
     {
@@ -25,6 +26,9 @@ NAMESPACES = frozenset(
         "https://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15",
     }
 )
+# The Creator this archive's export writes (backend/transcripts/page_xml.py): its files carry the
+# document's title, and the OCR's reading of a corrected line as the second TextEquiv.
+CREATOR = "Familienarchiv OCR"
 _INDEX = re.compile(r"readingOrder\s*\{[^}]*?index\s*:\s*(\d+)")
 
 
@@ -74,41 +78,42 @@ def _region_order(page: etree._Element, ns: str) -> dict[str, int] | None:
     return places or None
 
 
-def _text(element: etree._Element, ns: str) -> tuple[str, str | None]:
-    """The line's text and, where the file has one, its alternative (an OCR's reading).
-
-    The main reading is the TextEquiv without an index or with the lowest; an alternative is a
-    further TextEquiv marked as the OCR's (``dataType``/``comments`` naming OCR).
-    """
+def _text(element: etree._Element, ns: str, ours: bool) -> tuple[str, str | None]:
+    """The line's text (the TextEquiv with the lowest index: the schema's main reading) and, in
+    a file this archive exported, the OCR's reading it kept as the next TextEquiv (index 1)."""
     equivs = element.findall(f"{{{ns}}}TextEquiv")
     if not equivs:
-        words = [_text(word, ns)[0] for word in element.findall(f"{{{ns}}}Word")]
+        words = [_text(word, ns, False)[0] for word in element.findall(f"{{{ns}}}Word")]
         return " ".join(w for w in words if w), None
 
-    def rank(equiv: etree._Element) -> int:
-        raw = equiv.get("index") or ""
-        return int(raw) if raw.lstrip("-").isdigit() else -1
+    def rank(pair: tuple[int, etree._Element]) -> tuple[int, int]:
+        raw = pair[1].get("index") or ""
+        return (int(raw) if raw.lstrip("-").isdigit() else -1, pair[0])
 
     def unicode_of(equiv: etree._Element) -> str:
         found = equiv.find(f"{{{ns}}}Unicode")
         return (found.text or "") if found is not None else ""
 
-    alternatives = [e for e in equivs if _is_ocr(e)]
-    main = sorted((e for e in equivs if not _is_ocr(e)), key=rank) or sorted(equivs, key=rank)
-    ocr = unicode_of(alternatives[0]) if alternatives and main[0] is not alternatives[0] else None
-    return unicode_of(main[0]), ocr
+    ranked = [equiv for _, equiv in sorted(enumerate(equivs), key=rank)]
+    ocr = unicode_of(ranked[1]) if ours and len(ranked) > 1 else None
+    return unicode_of(ranked[0]), ocr
 
 
-def _is_ocr(equiv: etree._Element) -> bool:
-    marks = f"{equiv.get('dataType') or ''} {equiv.get('comments') or ''}".casefold()
-    return "ocr" in marks
+def _metadata(root: etree._Element, ns: str) -> tuple[bool, dict[str, str]]:
+    """Whether this archive wrote the file, and its MetadataItems by name (writer, date)."""
+    metadata = root.find(f"{{{ns}}}Metadata")
+    if metadata is None:
+        return False, {}
+    creator = (metadata.findtext(f"{{{ns}}}Creator") or "").strip()
+    items = {item.get("name") or "": item.get("value") or "" for item in metadata.findall(f"{{{ns}}}MetadataItem")}
+    return creator == CREATOR, items
 
 
-def _lines(region: etree._Element, ns: str, shown: str, height: float) -> Iterable[TranscriptLine]:
+def _lines(region: etree._Element, ns: str, shown: str, height: float, ours: bool) -> Iterable[TranscriptLine]:
     for element in _in_order(region.findall(f"{{{ns}}}TextLine")):
         coords = element.find(f"{{{ns}}}Coords")
         baseline = element.find(f"{{{ns}}}Baseline")
-        text, ocr_text = _text(element, ns)
+        text, ocr_text = _text(element, ns, ours)
         made = line(
             points(baseline.get("points") if baseline is not None else None, shown, "a Baseline"),
             points(coords.get("points") if coords is not None else None, shown, "a TextLine's Coords"),
@@ -130,7 +135,19 @@ def read_page(root: etree._Element, shown: str) -> ReadPage:
     # Every element holding TextLines is a text region, wherever it is (table cells nest them).
     regions = [r for r in page.iter(f"{{{ns}}}TextRegion") if r.find(f"{{{ns}}}TextLine") is not None]
     order = _region_order(page, ns)
+    ours, items = _metadata(root, ns)
     lines: list[TranscriptLine] = []
     for region in _in_order(regions, order):
-        lines.extend(_lines(region, ns, shown, height))
-    return ReadPage(image_name=page.get("imageFilename") or "", width=width, height=height, lines=tuple(lines))
+        lines.extend(_lines(region, ns, shown, height, ours))
+    day, precision = partial_date(items.get("date"))
+    comments = root.findtext(f"{{{ns}}}Metadata/{{{ns}}}Comments") if ours else None
+    return ReadPage(
+        image_name=page.get("imageFilename") or "",
+        width=width,
+        height=height,
+        lines=tuple(lines),
+        title=one_line(comments, 500),
+        writer=one_line(items.get("writer"), 200),
+        date=day,
+        date_precision=precision,
+    )

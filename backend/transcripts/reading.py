@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from backend.documents.models import DatePrecision
+from backend.documents.schemas import parse_partial_date
 from backend.errors import AppError, ErrorCode
 from backend.transcripts.model import Point, TranscriptLine
 
@@ -29,9 +30,27 @@ class ReadPage:
     width: float
     height: float
     lines: tuple[TranscriptLine, ...]
+    # The document's title, writer and date, where the file carries them (this archive's export).
+    title: str | None = None
     writer: str | None = None
     date: date | None = None
     date_precision: DatePrecision | None = None
+
+
+def partial_date(raw: str | None) -> tuple[date | None, DatePrecision | None]:
+    """A file's "1917", "1917-03" or "1917-03-05"; anything else is no date (it is only a hint)."""
+    if not raw:
+        return None, None
+    try:
+        return parse_partial_date(raw.strip())
+    except ValueError:
+        return None, None
+
+
+def one_line(raw: str | None, limit: int) -> str | None:
+    """A name or title from a file: whitespace collapsed, bounded; None if nothing is left."""
+    cleaned = " ".join("".join(ch for ch in (raw or "") if ch.isprintable()).split())[:limit]
+    return cleaned or None
 
 
 def invalid(shown: str, message: str) -> AppError:

@@ -49,6 +49,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/ocr/batches/{batch_id}", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/cancel", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
+    ("GET", "/api/documents/{document_id}/export", USER, {"params": {"format": "txt"}}),
+    ("GET", "/api/exports", USER, {"params": {"ids": [999], "format": "page"}}),
     ("GET", "/api/writers", USER, {}),
     ("GET", "/api/writers/{slug}", USER, {}),
     ("GET", "/api/admin/training", ADMIN, {}),
