@@ -70,11 +70,14 @@ class TiffOriginal:
     def __init__(self, out: BinaryIO, max_pixels: int) -> None:
         self.out = out
         self.max_pixels = max_pixels
-        self._writer = TiffImagePlugin.AppendingTiffWriter(out, new=True)
+        self._writer: TiffImagePlugin.AppendingTiffWriter | None = TiffImagePlugin.AppendingTiffWriter(out, new=True)
         self.frames: list[Frame] = []
 
     def add(self, data: bytes, name: str, declared: tuple[float, float]) -> Frame:
         """Decode ``data`` (the image ``name``) and append it; ``declared``: the XML's page size."""
+        writer = self._writer
+        if writer is None:
+            raise ValueError("the TIFF is closed")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -84,7 +87,7 @@ class TiffOriginal:
                         raise _invalid(name, f"has {width} x {height} pixels; a page may have {self.max_pixels}")
                     image.load()
                     page = _flattened(_upright(image, declared), name)
-                    page.save(self._writer, format="TIFF", compression="tiff_adobe_deflate")
+                    page.save(writer, format="TIFF", compression="tiff_adobe_deflate")
         except AppError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -93,10 +96,14 @@ class TiffOriginal:
             # Pillow's decoders raise these for damaged or unknown bytes: the client's fault.
             log.info("an imported image %r could not be read: %s", name, exc)
             raise _invalid(name, "is damaged or not an image (PNG, JPEG, TIFF, WebP or BMP)") from exc
-        self._writer.newFrame()
+        writer.newFrame()
         frame = Frame(page.width, page.height)
         self.frames.append(frame)
         return frame
 
     def close(self) -> None:
-        self._writer.close()
+        """Finish the file. ``out``'s position is undefined afterwards: releasing Pillow's writer
+        moves it (libtiff writes through the file descriptor), so readers seek first."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -207,6 +207,7 @@ class Imports:
         first = item.bundled.pages[0].read
         writer_name = fields.writer or first.writer
         day, precision = parse_partial_date(fields.date) if fields.date else (first.date, first.date_precision)
+        item.original.seek(0)
         keys.append(self.storage.save(item.original))
         document = Document(
             title=self._title(fields, item, filename),
