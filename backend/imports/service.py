@@ -53,8 +53,8 @@ class _Built:
 
 def _scaled(points: Iterable[Point], sx: float, sy: float, width: int, height: int) -> list[list[int]]:
     # Into the frame's pixels; a point past the page's edge (tools draw outlines a little beyond
-    # it) is brought onto it.
-    return [[min(max(round(x * sx), 0), width), min(max(round(y * sy), 0), height)] for x, y in points]
+    # it) is brought onto its last pixel, as the export and the training data do.
+    return [[min(max(round(x * sx), 0), width - 1), min(max(round(y * sy), 0), height - 1)] for x, y in points]
 
 
 def store_lines(
