@@ -87,8 +87,10 @@ def _xml_folder(
     def write(export: DocumentExport, archive: zipfile.ZipFile, folder: str) -> Iterator[None]:
         for page_file in page_files(export.drawing, export.original, export.transcript.pages):
             page = page_file.page
-            # Compressed already (PNG, JPEG): stored, not deflated again.
-            with archive.open(entry(f"{folder}{page.image_name}", export.now, zipfile.ZIP_STORED), "w") as out:
+            # Deflated although PNG and JPEG hardly shrink: a streamed ZIP gives each entry's sizes
+            # after its data, and Java's ZipInputStream (Transkribus is Java) refuses that for a
+            # stored entry ("only DEFLATED entries can have EXT descriptor").
+            with archive.open(entry(f"{folder}{page.image_name}", export.now, zipfile.ZIP_DEFLATED), "w") as out:
                 page_file.write(out)
             xml = entry(f"{folder}{subfolder}/{image_stem(page.number)}.xml", export.now, zipfile.ZIP_DEFLATED)
             archive.writestr(xml, serialise(export.transcript, page, export.now))

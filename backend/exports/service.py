@@ -12,6 +12,7 @@ import logging
 import re
 import unicodedata
 import zipfile
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,8 @@ from backend.transcripts.model import TranscriptDocument, TranscriptLine, Transc
 log = logging.getLogger(__name__)
 
 ZIP_MEDIA_TYPE = "application/zip"
+# The response is sent in pieces of about this size (small writes joined, large ones kept whole).
+_CHUNK = 64 * 1024
 
 # The one dispatch table: how each format writes a document (see backend/exports/formats.py).
 WRITERS: dict[ExportFormat, FileFormat | FolderFormat] = {
@@ -134,7 +137,7 @@ class _Buffer:
     writes each entry's sizes after its data (a data descriptor) instead of seeking back."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = []
+        self._parts: deque[bytes] = deque()
 
     def write(self, data: bytes) -> int:
         self._parts.append(bytes(data))
@@ -146,18 +149,22 @@ class _Buffer:
     def close(self) -> None:
         """Nothing to release: what is left is taken by :meth:`take`."""
 
-    def take(self) -> bytes:
-        data = b"".join(self._parts)
-        self._parts.clear()
-        return data
+    def take(self) -> Iterator[bytes]:
+        """What was written, in chunks of about ``_CHUNK`` bytes, each released as it is taken
+        (joined all at once, a page's image would be held twice)."""
+        while self._parts:
+            chunk = [self._parts.popleft()]
+            size = len(chunk[0])
+            while self._parts and size < _CHUNK:
+                size += len(self._parts[0])
+                chunk.append(self._parts.popleft())
+            yield b"".join(chunk)
 
 
 def _streamed(buffer: _Buffer, steps: Iterator[None]) -> Iterator[bytes]:
     for _ in steps:
-        if data := buffer.take():
-            yield data
-    if data := buffer.take():
-        yield data
+        yield from buffer.take()
+    yield from buffer.take()
 
 
 class Exporter:

@@ -16,10 +16,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import stat
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import groupby
@@ -36,6 +35,8 @@ from backend.documents.render import PdfRenderers, RenderLimits, fitted, render_
 from backend.errors import AppError, ErrorCode
 from backend.storage import Storage
 from backend.training.models import TrainingKind
+from backend.transcripts.geometry import clamp_points, joined
+from backend.transcripts.text import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,6 @@ _SCHEMA_LOCATION = f"{PAGE_NS} {PAGE_NS}/pagecontent.xsd"
 # default 6 for some 20 % more bytes (an A4 page at 300 dpi with paper noise: 1.1 s and 6.4 MB
 # against 3.9 s and 5.4 MB), and the ZIP travels only once, to the OCR service.
 _PNG_LEVEL = 1
-# Characters XML 1.0 cannot hold (lxml refuses them); a line is one line, so breaks become spaces.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_BREAKS = re.compile(r"[\t\n\r]+")
 # A page the backend's renderer refuses (its own time, memory and pixel limits, or a damaged
 # page): the OCR service may still have read it, so it can have ground truth.
 _UNDRAWABLE = frozenset({ErrorCode.DOCUMENT_TOO_COMPLEX, ErrorCode.CORRUPT_DOCUMENT, ErrorCode.PAGE_TOO_LARGE})
@@ -271,36 +269,6 @@ class _PageRow:
     height: int
 
 
-def _points(raw: Any, width: int, height: int) -> list[tuple[int, int]]:
-    """Stored ``[[x, y], ...]`` as whole pixels inside the page (kraken's polygons may reach
-    past its edge; PAGE XML has no negative coordinates). Anything malformed: no points."""
-    if not isinstance(raw, list):
-        return []
-    points: list[tuple[int, int]] = []
-    for point in raw:
-        if not (isinstance(point, list | tuple) and len(point) == 2):
-            return []
-        x, y = point
-        if not all(_coordinate(v) for v in (x, y)):
-            return []
-        points.append((min(max(round(x), 0), width - 1), min(max(round(y), 0), height - 1)))
-    return points
-
-
-def _coordinate(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
-
-
-def _joined(points: Iterable[tuple[int, int]]) -> str:
-    return " ".join(f"{x},{y}" for x, y in points)
-
-
-def _xml_text(text: str) -> str:
-    return _NOT_XML.sub("", _BREAKS.sub(" ", text))
-
-
 def _page_xml(
     row: _PageRow, lines: Sequence[tuple[int, str, Any, Any]], image_name: str, now: str, *, need_text: bool
 ) -> tuple[bytes, int]:
@@ -323,17 +291,18 @@ def _page_xml(
     )
     region = etree.SubElement(page, f"{{{PAGE_NS}}}TextRegion", id="r1")
     corners = [(0, 0), (row.width - 1, 0), (row.width - 1, row.height - 1), (0, row.height - 1)]
-    etree.SubElement(region, f"{{{PAGE_NS}}}Coords", points=_joined(corners))
+    etree.SubElement(region, f"{{{PAGE_NS}}}Coords", points=joined(corners))
     written = 0
     for order_index, text, baseline, polygon in lines:
-        base = _points(baseline, row.width, row.height)
-        outline = _points(polygon, row.width, row.height)
-        unicode = _xml_text(text)
+        # Whole pixels inside the page (kraken's polygons may reach past its edge); malformed: none.
+        base = clamp_points(baseline, row.width, row.height)
+        outline = clamp_points(polygon, row.width, row.height)
+        unicode = clean_text(text)
         if len(base) < 2 or len(outline) < 3 or (need_text and not unicode.strip()):
             continue
         line = etree.SubElement(region, f"{{{PAGE_NS}}}TextLine", id=f"l{order_index}")
-        etree.SubElement(line, f"{{{PAGE_NS}}}Coords", points=_joined(outline))
-        etree.SubElement(line, f"{{{PAGE_NS}}}Baseline", points=_joined(base))
+        etree.SubElement(line, f"{{{PAGE_NS}}}Coords", points=joined(outline))
+        etree.SubElement(line, f"{{{PAGE_NS}}}Baseline", points=joined(base))
         equiv = etree.SubElement(line, f"{{{PAGE_NS}}}TextEquiv")
         etree.SubElement(equiv, f"{{{PAGE_NS}}}Unicode").text = unicode
         written += 1

@@ -244,6 +244,6 @@ def test_a_download_name_keeps_what_it_can_of_the_title() -> None:
     assert ascii_name("שלום", "document-3") == "document-3"
     header = content_disposition('Grüße "aus"\r\nBerlin/Wien', "d", "txt")
     assert (
-        header
-        == "attachment; filename=\"Gruesse_aus_Berlin_Wien.txt\"; filename*=UTF-8''Gr%C3%BC%C3%9Fe%20_aus_Berlin_Wien.txt"
+        header == 'attachment; filename="Gruesse_aus_Berlin_Wien.txt"; '
+        "filename*=UTF-8''Gr%C3%BC%C3%9Fe%20_aus_Berlin_Wien.txt"
     )
