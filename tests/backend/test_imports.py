@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from backend.documents.models import Document, Line, Page
+from backend.documents.render import ocr_sizes
 from backend.training.dataset import eligible_pages
 from backend.training.models import TrainingKind
 from tests.backend.conftest import Actors, services_of
@@ -76,6 +78,8 @@ def test_transkribus_page_zip_is_imported_in_reading_order_as_reviewed_pages(act
     with stored, Image.open(stored) as tiff:
         assert tiff.n_frames == 3
         assert tiff.size == (600, 400)
+        # The size the backend (and the OCR service) measure a frame at is the page's recorded size.
+        assert ocr_sizes(stored, "image/tiff", services.pages.limits) == [(600, 400)] * 3
 
 
 def test_pages_follow_the_natural_order_of_their_file_names(actors: Actors) -> None:
@@ -238,3 +242,31 @@ def test_a_failure_leaves_nothing_behind(actors: Actors, tmp_path: Any) -> None:
         assert session.scalar(select(func.count(Line.id))) == lines
     stored = services.settings.storage_dir / "originals"
     assert not stored.exists() or not any(stored.iterdir())
+
+
+def turned_photo(page: GenPage) -> bytes:
+    """A photo stored a quarter turned (height x width pixels) with EXIF orientation 6."""
+    image = Image.new("RGB", (page.height, page.width), (200, 210, page.seed % 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("declared_upright", [True, False])
+def test_a_turned_photo_is_stored_as_the_xml_saw_it(actors: Actors, declared_upright: bool) -> None:
+    """Upright (EXIF applied) where the XML's size is the upright one; as stored where the tool
+    read the pixels unturned and its XML says so."""
+    page = gen_page(121 + declared_upright, "foto.jpg", lines=2)
+    declared = (page.width, page.height) if declared_upright else (page.height, page.width)
+    files = {"foto.jpg": turned_photo(page), "foto.xml": transkribus_page(page, declared=declared)}
+    [document] = imported(actors.client, actors.archivist, zip_of(files), title="Foto")
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        [row] = session.scalars(select(Page).where(Page.document_id == document["id"])).all()
+        assert (row.width, row.height) == declared
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [got["baseline"] for got in lines] == [
+        [[min(x, declared[0] - 1), min(y, declared[1] - 1)] for x, y in line.baseline] for line in page.lines
+    ]
