@@ -6,7 +6,8 @@ folder beside the images, or beside them; one document per folder holding XML fi
 imageFilename / sourceImageInformation fileName), found tolerantly: the named path from the
 document's folder, else the same name anywhere in the document's folder, else the same name
 with another image extension, in any case; never outside the ZIP. Pages are in the natural
-order of their files' names (``page2`` before ``page10``).
+order of their files' names (``page2`` before ``page10``); a second file describing the same image
+(a ZIP holding both ``alto/`` and ``page/``) is passed over.
 
 Everything here reads the client's bytes through :mod:`untrusted` (names, links, sizes, bombs,
 DTDs); the shared exceptions become this backend's IMPORT_* errors in :func:`_as_app_error`.
@@ -14,6 +15,7 @@ DTDs); the shared exceptions become this backend's IMPORT_* errors in :func:`_as
 
 from __future__ import annotations
 
+import logging
 import re
 import zipfile
 from collections.abc import Iterator
@@ -44,6 +46,8 @@ XML_FOLDERS = frozenset({"page", "alto", "xml"})
 # XML that travels with an export and is not a page: METS, Transkribus' document metadata.
 _COMPANIONS = frozenset({"mets", "trpDocMetadata", "TrpDocMetadata"})
 _DIGITS = re.compile(r"(\d+)")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,12 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 f"The image {image.filename!r} is larger than {limits.max_image_bytes / 1024**2:g} MB.",
             )
         document = documents.setdefault(folder, BundledDocument(folder=str(folder) if str(folder) != "." else ""))
+        described = next((p.xml_name for p in document.pages if p.image is image), None)
+        if described is not None:
+            # An export in both formats (page/ and alto/ beside the same images) describes each
+            # page twice: the page is imported once, from the file first in name order.
+            log.info("import: %s describes the same image as %s; left out", info.filename, described)
+            continue
         document.pages.append(BundledPage(xml_name=info.filename, image=image, read=read))
         if len(document.pages) > limits.max_pages:
             raise AppError(

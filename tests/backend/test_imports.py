@@ -270,3 +270,15 @@ def test_a_turned_photo_is_stored_as_the_xml_saw_it(actors: Actors, declared_upr
     assert [got["baseline"] for got in lines] == [
         [[min(x, declared[0] - 1), min(y, declared[1] - 1)] for x, y in line.baseline] for line in page.lines
     ]
+
+
+def test_a_page_described_in_both_formats_is_imported_once(actors: Actors) -> None:
+    pages = [gen_page(131, "0001.png", lines=2), gen_page(132, "0002.png", lines=3)]
+    files = {}
+    for page in pages:
+        files[f"Brief/{page.image_name}"] = image_bytes(page)
+        files[f"Brief/page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+        files[f"Brief/alto/{page.image_name[:-4]}.xml"] = kraken_alto(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert document["pageCount"] == 2
+    assert_lines(lines_of(actors.client, actors.archivist, document["id"]), pages)
