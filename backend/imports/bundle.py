@@ -5,8 +5,9 @@ folder beside the images, or beside them; one document per folder holding XML fi
 ``page/``/``alto/`` folder counts as its parent). A file's image is the one it names (its
 imageFilename / sourceImageInformation fileName), found tolerantly: the named path from the
 document's folder, else the same name anywhere in the document's folder, else the same name
-with another image extension, in any case; never outside the ZIP. Pages are in the natural
-order of their files' names (``page2`` before ``page10``); a second file describing the same image
+with another image extension, in any case; never outside the ZIP. Pages are in the order a
+``mets.xml`` of the document's folder gives, else in the natural order of their files' names
+(``page2`` before ``page10``); a second file describing the same image
 (a ZIP holding both ``alto/`` and ``page/``) is passed over.
 
 Everything here reads the client's bytes through :mod:`untrusted` (names, links, sizes, bombs,
@@ -26,6 +27,7 @@ from pathlib import PurePosixPath
 from lxml import etree
 
 from backend.errors import AppError, ErrorCode
+from backend.imports.mets import MetsOrder, is_mets, mets_order
 from backend.transcripts.alto_reader import is_alto, read_alto
 from backend.transcripts.page_reader import is_page, read_page
 from backend.transcripts.reading import ReadPage
@@ -43,7 +45,8 @@ from untrusted.xml import parse_xml
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
 # Folders Transkribus (page/) and eScriptorium or kraken users (alto/, xml/) keep the XML in.
 XML_FOLDERS = frozenset({"page", "alto", "xml"})
-# XML that travels with an export and is not a page: METS, Transkribus' document metadata.
+# XML that travels with an export and is not a page: Transkribus' document metadata, METS
+# without its namespace (a METS file in its namespace gives the page order).
 _COMPANIONS = frozenset({"mets", "trpDocMetadata", "TrpDocMetadata"})
 _DIGITS = re.compile(r"(\d+)")
 
@@ -137,8 +140,9 @@ class _Images:
 
 def _read_xml(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: UnpackBudget, limits: ImportLimits
-) -> ReadPage | None:
-    """The page a PAGE or ALTO file describes; None for a known companion file (METS, metadata)."""
+) -> ReadPage | MetsOrder | None:
+    """The page a PAGE or ALTO file describes, the page order a METS file gives, or None for
+    another known companion file (Transkribus' document metadata)."""
     shown = info.filename
     with as_app_error():
         data = read_entry(archive, info, budget, max_bytes=limits.max_xml_bytes, what="PAGE or ALTO file")
@@ -147,6 +151,8 @@ def _read_xml(
         read = read_page(root, shown)
     elif is_alto(root):
         read = read_alto(root, shown)
+    elif is_mets(root):
+        return mets_order(root)
     elif etree.QName(root).localname in _COMPANIONS:
         return None
     else:
@@ -161,6 +167,12 @@ def _read_xml(
             f"{shown} has {len(read.lines)} lines; a page may have at most {limits.max_lines_per_page}.",
         )
     return read
+
+
+def _mets_place(order: MetsOrder, page: BundledPage) -> float:
+    # Pages the METS file does not name keep their name order after those it does (a stable sort).
+    place = order.place(page.xml_name, page.image.filename)
+    return float("inf") if place is None else place
 
 
 def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBudget) -> list[BundledDocument]:
@@ -180,11 +192,15 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 budget.declare(info.file_size)
                 images.add(path, info)
     documents: dict[PurePosixPath, BundledDocument] = {}
+    orders: dict[PurePosixPath, MetsOrder] = {}
     for path, info in sorted(xmls, key=lambda item: natural_key(str(item[0]))):
         read = _read_xml(archive, info, budget, limits)
         if read is None:
             continue
         folder = _document_folder(path)
+        if isinstance(read, MetsOrder):
+            orders[folder] = read
+            continue
         image = images.find(read.image_name, path, folder)
         if image is None:
             raise AppError(
@@ -213,4 +229,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
             )
     if not documents:
         raise AppError(ErrorCode.IMPORT_NOTHING_FOUND, "The ZIP holds no PAGE XML or ALTO file to import.")
+    for folder, order in orders.items():
+        if folder in documents:
+            documents[folder].pages.sort(key=lambda page: _mets_place(order, page))
     return [documents[key] for key in sorted(documents, key=lambda f: natural_key(str(f)))]

@@ -23,6 +23,7 @@ from tests.backend.transcript_files import (
     gen_page,
     image_bytes,
     kraken_alto,
+    transkribus_mets,
     transkribus_page,
     transkribus_zip,
     zip_of,
@@ -282,3 +283,14 @@ def test_a_page_described_in_both_formats_is_imported_once(actors: Actors) -> No
     [document] = imported(actors.client, actors.archivist, zip_of(files))
     assert document["pageCount"] == 2
     assert_lines(lines_of(actors.client, actors.archivist, document["id"]), pages)
+
+
+def test_a_mets_file_orders_the_pages(actors: Actors) -> None:
+    pages = [gen_page(141, "c.png", lines=1), gen_page(142, "a.png", lines=1), gen_page(143, "b.png", lines=1)]
+    files = {"Akte/mets.xml": transkribus_mets(pages)}
+    for page in pages:
+        files[f"Akte/{page.image_name}"] = image_bytes(page)
+        files[f"Akte/page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [line["text"] for line in lines] == [page.lines[0].text for page in pages]

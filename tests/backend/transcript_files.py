@@ -226,3 +226,32 @@ def transkribus_zip(pages: Sequence[GenPage], folder: str = "Brief an Anna", nam
         files[f"{folder}/{page.image_name}"] = image_bytes(page, "JPEG" if page.image_name.endswith(".jpg") else "PNG")
         files[f"{folder}/page/{stem}.xml"] = transkribus_page(page, namespace)
     return zip_of(files)
+
+
+def transkribus_mets(pages: Sequence[GenPage]) -> bytes:
+    """Transkribus' mets.xml: a fileSec of images and PAGE files, a PHYSICAL structMap in ``pages``' order.
+    The divs are written in reverse, their ORDER attributes say the order."""
+    images, xmls, divs = [], [], []
+    for n, page in enumerate(pages, start=1):
+        stem = page.image_name.rsplit(".", 1)[0]
+        images.append(
+            f'<file ID="IMAGE_{n}" MIMETYPE="image/png"><FLocat LOCTYPE="OTHER" OTHERLOCTYPE="FILE" '
+            f'xlink:href="{page.image_name}"/></file>'
+        )
+        xmls.append(
+            f'<file ID="PAGEXML_{n}" MIMETYPE="application/xml"><FLocat LOCTYPE="OTHER" OTHERLOCTYPE="FILE" '
+            f'xlink:href="page/{stem}.xml"/></file>'
+        )
+        divs.append(
+            f'<div ID="PAGE_{n}" ORDER="{n}" TYPE="page"><fptr ID="IMG_{n}"><area FILEID="IMAGE_{n}"/></fptr>'
+            f'<fptr ID="XML_{n}"><area FILEID="PAGEXML_{n}"/></fptr></div>'
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
+        '<mets xmlns="http://www.loc.gov/METS/" xmlns:xlink="http://www.w3.org/1999/xlink">'
+        '<fileSec><fileGrp ID="MASTER"><fileGrp ID="IMG">' + "".join(images) + "</fileGrp>"
+        '<fileGrp ID="PAGEXML">' + "".join(xmls) + "</fileGrp></fileGrp></fileSec>"
+        '<structMap ID="TRANSKRIBUS_STRUCTMAP_1" TYPE="PHYSICAL"><div ID="PHYSICAL_1" TYPE="physSequence">'
+        + "".join(reversed(divs))
+        + "</div></structMap></mets>\n"
+    ).encode()
