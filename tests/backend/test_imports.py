@@ -191,9 +191,10 @@ def test_coordinates_are_scaled_to_the_image_when_the_file_declares_another_size
         assert got["polygon"] == [[round(x / 2), round(y / 2)] for x, y in line.polygon]
 
 
-@pytest.mark.parametrize(("unit", "factor"), [("mm10", 254 / 300), ("inch1200", 4.0)])
+# Transkribus' ALTO export says mm10 and writes pixels (its Page WIDTH/HEIGHT are the image's).
+@pytest.mark.parametrize(("unit", "factor"), [("mm10", 254 / 300), ("inch1200", 4.0), ("mm10", 1.0)])
 def test_alto_in_mm10_or_inch1200_is_placed_by_the_page_size(actors: Actors, unit: str, factor: float) -> None:
-    page = gen_page(81 + int(factor), "m.png", lines=2)
+    page = gen_page(81 + int(factor * 10), "m.png", lines=2)
     files = {"m.png": image_bytes(page), "m.xml": kraken_alto(page, unit=unit, factor=factor)}
     [document] = imported(actors.client, actors.archivist, zip_of(files), title="Einheiten")
     lines = lines_of(actors.client, actors.archivist, document["id"])
