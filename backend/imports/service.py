@@ -239,9 +239,10 @@ class Imports:
             session.add(row)
             session.flush()
             read = page.read
+            # A size the file does not give (or gives as 0 or less) means its coordinates are the image's.
             scale = (
-                frame.width / read.width if read.width else 1.0,
-                frame.height / read.height if read.height else 1.0,
+                frame.width / read.width if read.width > 0 else 1.0,
+                frame.height / read.height if read.height > 0 else 1.0,
             )
             store_lines(session, row, read.lines, frame, scale, user, now)
         return document
