@@ -22,6 +22,7 @@ from backend.deps import Services, build_services, render_limits
 from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
 from backend.exports import routes as exports_routes
+from backend.imports import routes as imports_routes
 from backend.metrics import latency_middleware
 from backend.ocr import routes as ocr_routes
 from backend.ocr.queue import JobQueue
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.middleware("http")(latency_middleware(services.metrics))
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
+    app.include_router(imports_routes.router)
     app.include_router(ocr_routes.router)
     app.include_router(writers_routes.router)
     app.include_router(search_routes.router)

@@ -20,6 +20,8 @@ from backend.documents.service import Documents
 from backend.errors import AppError, ErrorCode
 from backend.exports.drawing import PageDrawing
 from backend.exports.service import Exporter
+from backend.imports.bundle import ImportLimits
+from backend.imports.service import Imports
 from backend.metrics import Metrics
 from backend.ocr.service import Jobs
 from backend.ocr_client import BreakerConfig, OcrClient, OcrClientConfig
@@ -33,6 +35,7 @@ from backend.users.service import Credentials, Users, make_hasher
 from backend.users.throttle import LoginThrottle
 from backend.writers.service import Writers
 from ocr_service.page_limits import render_address_space
+from untrusted.archive import ArchiveLimits
 
 Clock = Callable[[], datetime]
 
@@ -81,6 +84,7 @@ class Services:
     metrics: Metrics
     training: TrainingRuns
     exports: Exporter
+    imports: Imports
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
     lines: Lines = field(default_factory=Lines)
@@ -136,6 +140,19 @@ def render_limits(settings: Settings) -> RenderLimits:
     )
 
 
+def import_limits(settings: Settings) -> ImportLimits:
+    return ImportLimits(
+        archive=ArchiveLimits(
+            max_entries=settings.import_max_entries, max_unpacked_bytes=settings.import_max_unpacked_bytes
+        ),
+        max_xml_bytes=settings.import_max_xml_bytes,
+        # An uncompressed 16-bit RGB page at the pixel limit (6 bytes a pixel), or the ZIP's size.
+        max_image_bytes=min(settings.import_max_bytes, 6 * settings.ocr_max_page_pixels + 2**20),
+        max_pages=settings.max_pages,
+        max_lines_per_page=settings.import_max_lines_per_page,
+    )
+
+
 def build_services(
     settings: Settings,
     *,
@@ -153,6 +170,13 @@ def build_services(
     jobs = Jobs(metrics)
     ocr = ocr or OcrClient(ocr_client_config(settings), metrics.registry, now=clock)
     pages = PageImages(storage, render_limits(settings), concurrency=settings.page_render_concurrency)
+    documents = Documents(
+        storage,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_pages=settings.max_pages,
+        trash_days=settings.trash_days,
+        jobs=jobs,
+    )
     return Services(
         metrics=metrics,
         ocr=ocr,
@@ -169,13 +193,8 @@ def build_services(
             max_delay_s=settings.login_max_delay_s,
             window_s=settings.login_window_s,
         ),
-        documents=Documents(
-            storage,
-            max_upload_bytes=settings.max_upload_bytes,
-            max_pages=settings.max_pages,
-            trash_days=settings.trash_days,
-            jobs=jobs,
-        ),
+        documents=documents,
+        imports=Imports(storage, documents, import_limits(settings), max_page_pixels=settings.ocr_max_page_pixels),
         pages=pages,
         exports=Exporter(PageDrawing(storage, pages.limits, pages.pdf), max_documents=settings.export_max_documents),
         clock=clock,

@@ -100,6 +100,18 @@ class Settings(BaseSettings):
     # The most documents one export ZIP (GET /api/exports) may hold (more: 422 EXPORT_SELECTION_TOO_LARGE).
     export_max_documents: int = Field(200, ge=1)
 
+    # --- Imports (POST /api/imports: page images with PAGE XML or ALTO in a ZIP) ------------
+    # The largest ZIP accepted (bytes, cut off while it arrives: 413 IMPORT_TOO_LARGE), its
+    # entries and the bytes it may unpack to (a zip bomb stops there: 422 IMPORT_UNSAFE_ARCHIVE).
+    import_max_bytes: int = Field(1024 * 1024 * 1024, gt=0)
+    import_max_entries: int = Field(20_000, ge=1)
+    import_max_unpacked_bytes: int = Field(8 * 1024 * 1024 * 1024, gt=0)
+    # One PAGE/ALTO file (a dense page's is under 1 MB) and its lines. A page image may have at
+    # most APP_OCR_MAX_PAGE_PIXELS pixels (the OCR service reads no larger page), a document at
+    # most APP_MAX_PAGES pages.
+    import_max_xml_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    import_max_lines_per_page: int = Field(5000, ge=1)
+
     # --- Page images for the UI ---------------------------------------------------------
     # A PDF page is rendered at this DPI; an image page keeps its own pixels. Either way its
     # long side is brought down to page_max_side (px) and its thumbnail's to page_thumbnail_side.

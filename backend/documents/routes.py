@@ -26,6 +26,7 @@ from backend.documents.schemas import (
     LineOut,
     PageOut,
     TrashedDocumentOut,
+    UploadFields,
 )
 from backend.documents.service import document_out
 from backend.documents.upload import read_upload_form, upload_parts
@@ -48,7 +49,7 @@ async def upload_document(
     """Multipart ``file`` (PDF, PNG, JPEG, TIFF, WebP), ``title``, optional ``writer`` and ``date``."""
     form = await read_upload_form(request, services.settings.max_upload_bytes)
     try:
-        file, fields = upload_parts(form)
+        file, fields = upload_parts(form, UploadFields)
         document = await run_in_threadpool(
             services.documents.ingest, session, user, fields, file.filename, file.file, services.clock()
         )

@@ -84,7 +84,8 @@ class Documents:
         self.max_pages = max_pages
         self.trash = timedelta(days=trash_days)
 
-    def _duplicate(self, existing: Document) -> AppError:
+    def duplicate(self, existing: Document) -> AppError:
+        """409 DUPLICATE_DOCUMENT naming the document already stored (an upload's or an import's)."""
         where = " It is in the trash; an admin can restore it." if existing.deleted_at else ""
         return AppError(
             ErrorCode.DUPLICATE_DOCUMENT,
@@ -92,7 +93,8 @@ class Documents:
             details={"documentId": existing.id, "title": existing.title, "inTrash": existing.deleted_at is not None},
         )
 
-    def _writer(self, session: Session, name: str, now: datetime) -> Writer:
+    def writer_named(self, session: Session, name: str, now: datetime) -> Writer:
+        """The writer of this name (by its slug), made now if there is none yet."""
         slug = slugify(name)
         writer = session.scalar(select(Writer).where(Writer.slug == slug))
         if writer is not None:
@@ -114,7 +116,7 @@ class Documents:
             raise AppError(ErrorCode.DOCUMENT_TOO_LARGE, f"The file is larger than {self.max_upload_bytes} bytes.")
         existing = session.scalar(select(Document).where(Document.sha256 == sha256))
         if existing is not None:
-            raise self._duplicate(existing)
+            raise self.duplicate(existing)
         inspected = inspect(source, self.max_pages)
         day, precision = parse_partial_date(fields.date) if fields.date else (None, None)
         key = self.storage.save(source)
@@ -122,10 +124,10 @@ class Documents:
             document = Document(
                 title=fields.title,
                 title_folded=fields.title.casefold(),
-                writer=self._writer(session, fields.writer, now) if fields.writer else None,
+                writer=self.writer_named(session, fields.writer, now) if fields.writer else None,
                 date=day,
                 date_precision=precision,
-                original_filename=_safe_filename(filename),
+                original_filename=safe_filename(filename),
                 media_type=inspected.media_type,
                 storage_key=key,
                 sha256=sha256,
@@ -145,7 +147,7 @@ class Documents:
             existing = session.scalar(select(Document).where(Document.sha256 == sha256))
             if existing is None:
                 raise
-            raise self._duplicate(existing) from exc
+            raise self.duplicate(existing) from exc
         except BaseException:
             session.rollback()
             self.storage.delete(key)
@@ -246,7 +248,7 @@ class Documents:
         return len(expired)
 
 
-def _safe_filename(name: str | None) -> str | None:
+def safe_filename(name: str | None) -> str | None:
     """The client's file name, for display only: its last part, printable, bounded."""
     if not name:
         return None

@@ -51,6 +51,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
     ("GET", "/api/documents/{document_id}/export", USER, {"params": {"format": "txt"}}),
     ("GET", "/api/exports", USER, {"params": {"ids": [999], "format": "page"}}),
+    ("POST", "/api/imports", USER, {"files": {"file": ("a.zip", b"not a zip", "application/zip")}}),
     ("GET", "/api/writers", USER, {}),
     ("GET", "/api/writers/{slug}", USER, {}),
     ("GET", "/api/search", USER, {"params": {"q": "Mutter"}}),

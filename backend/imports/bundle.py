@@ -1,0 +1,235 @@
+"""What an import ZIP holds: its documents, each a list of pages (a PAGE/ALTO file and its image).
+
+Layout, as Transkribus and eScriptorium export it: the XML files in a ``page/`` or ``alto/``
+folder beside the images, or beside them; one document per folder holding XML files (the
+``page/``/``alto/`` folder counts as its parent). A file's image is the one it names (its
+imageFilename / sourceImageInformation fileName), found tolerantly: the named path from the
+document's folder, else the same name anywhere in the document's folder, else the same name
+with another image extension, in any case; never outside the ZIP. Pages are in the order a
+``mets.xml`` of the document's folder gives, else in the natural order of their files' names
+(``page2`` before ``page10``); a second file describing the same image
+(a ZIP holding both ``alto/`` and ``page/``) is passed over.
+
+Everything here reads the client's bytes through :mod:`untrusted` (names, links, sizes, bombs,
+DTDs); the shared exceptions become this backend's IMPORT_* errors in :func:`_as_app_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from lxml import etree
+
+from backend.errors import AppError, ErrorCode
+from backend.imports.mets import MetsOrder, is_mets, mets_order
+from backend.transcripts.alto_reader import is_alto, read_alto
+from backend.transcripts.page_reader import is_page, read_page
+from backend.transcripts.reading import ReadPage
+from untrusted.archive import ArchiveLimits, UnpackBudget, checked_entries, is_ignorable, name_key, read_entry
+from untrusted.errors import (
+    ArchiveTooLargeError,
+    DamagedArchiveError,
+    InvalidArchiveError,
+    UnsafeArchiveError,
+    UntrustedInputError,
+    XmlRefusedError,
+)
+from untrusted.xml import parse_xml
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
+# Folders Transkribus (page/) and eScriptorium or kraken users (alto/, xml/) keep the XML in.
+XML_FOLDERS = frozenset({"page", "alto", "xml"})
+# XML that travels with an export and is not a page: Transkribus' document metadata, METS
+# without its namespace (a METS file in its namespace gives the page order).
+_COMPANIONS = frozenset({"mets", "trpDocMetadata", "TrpDocMetadata"})
+_DIGITS = re.compile(r"(\d+)")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImportLimits:
+    archive: ArchiveLimits
+    max_xml_bytes: int
+    max_image_bytes: int
+    max_pages: int
+    max_lines_per_page: int
+
+
+@dataclass(frozen=True)
+class BundledPage:
+    xml_name: str
+    image: zipfile.ZipInfo
+    read: ReadPage
+
+
+@dataclass
+class BundledDocument:
+    folder: str  # the document's folder in the ZIP ('' for its root)
+    pages: list[BundledPage] = field(default_factory=list)
+
+
+def _code(exc: UntrustedInputError) -> ErrorCode:
+    if isinstance(exc, XmlRefusedError):
+        return ErrorCode.IMPORT_INVALID_XML
+    if isinstance(exc, DamagedArchiveError):
+        return ErrorCode.IMPORT_NOT_A_ZIP
+    return ErrorCode.IMPORT_UNSAFE_ARCHIVE
+
+
+@contextmanager
+def as_app_error() -> Iterator[None]:
+    """The shared readers' refusals as this backend's IMPORT_* errors (4xx)."""
+    try:
+        yield
+    except (DamagedArchiveError, InvalidArchiveError, UnsafeArchiveError, ArchiveTooLargeError, XmlRefusedError) as exc:
+        raise AppError(_code(exc), exc.message) from exc
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """``page2`` before ``page10``: digit runs compare as numbers (case ignored elsewhere)."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name_key(name)))
+
+
+def _document_folder(path: PurePosixPath) -> PurePosixPath:
+    parent = path.parent
+    if parent.name.casefold() in XML_FOLDERS:
+        parent = parent.parent
+    return parent
+
+
+class _Images:
+    """The ZIP's images, found by path, by name and by stem (any case), within a folder."""
+
+    def __init__(self) -> None:
+        self.by_path: dict[str, zipfile.ZipInfo] = {}
+        self.paths: list[PurePosixPath] = []
+
+    def add(self, path: PurePosixPath, info: zipfile.ZipInfo) -> None:
+        self.by_path[name_key(path)] = info
+        self.paths.append(path)
+
+    def find(self, named: str, xml_path: PurePosixPath, folder: PurePosixPath) -> zipfile.ZipInfo | None:
+        # Windows exports name images with backslashes; a URL or absolute path keeps only its name.
+        parts = [p for p in re.split(r"[\\/]", named) if p and p not in (".", "..")]
+        wanted = PurePosixPath(*parts) if parts else PurePosixPath(xml_path.stem)
+        for base in (folder, xml_path.parent):
+            direct = self.by_path.get(name_key(base / wanted))
+            if direct is not None:
+                return direct
+        inside = [p for p in self.paths if folder in p.parents or folder == PurePosixPath(".")]
+        for matches in (
+            [p for p in inside if name_key(p.name) == name_key(wanted.name)],
+            [p for p in inside if name_key(p.stem) == name_key(wanted.stem)],
+            [p for p in self.paths if name_key(p.name) == name_key(wanted.name)],
+        ):
+            if len(matches) == 1:
+                return self.by_path[name_key(matches[0])]
+            if matches:
+                # Several candidates: the one nearest the document's folder, then by name.
+                nearest = min(matches, key=lambda p: (len(p.parts), natural_key(str(p))))
+                return self.by_path[name_key(nearest)]
+        return None
+
+
+def _read_xml(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: UnpackBudget, limits: ImportLimits
+) -> ReadPage | MetsOrder | None:
+    """The page a PAGE or ALTO file describes, the page order a METS file gives, or None for
+    another known companion file (Transkribus' document metadata)."""
+    shown = info.filename
+    with as_app_error():
+        data = read_entry(archive, info, budget, max_bytes=limits.max_xml_bytes, what="PAGE or ALTO file")
+        root = parse_xml(data, shown)
+    if is_page(root):
+        read = read_page(root, shown)
+    elif is_alto(root):
+        read = read_alto(root, shown)
+    elif is_mets(root):
+        return mets_order(root)
+    elif etree.QName(root).localname in _COMPANIONS:
+        return None
+    else:
+        raise AppError(
+            ErrorCode.IMPORT_INVALID_XML,
+            f"{shown} is neither PAGE XML (2013 or 2019) nor ALTO (v2 to v4): "
+            f"its root is <{etree.QName(root).localname}>.",
+        )
+    if len(read.lines) > limits.max_lines_per_page:
+        raise AppError(
+            ErrorCode.IMPORT_INVALID_XML,
+            f"{shown} has {len(read.lines)} lines; a page may have at most {limits.max_lines_per_page}.",
+        )
+    return read
+
+
+def _mets_place(order: MetsOrder, page: BundledPage) -> float:
+    # Pages the METS file does not name keep their name order after those it does (a stable sort).
+    place = order.place(page.xml_name, page.image.filename)
+    return float("inf") if place is None else place
+
+
+def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBudget) -> list[BundledDocument]:
+    """The ZIP's documents in the order of their folders' names, each page with its image entry.
+    ``budget`` counts the bytes unpacked (here the XML; the images when they are read)."""
+    xmls: list[tuple[PurePosixPath, zipfile.ZipInfo]] = []
+    images = _Images()
+    with as_app_error():
+        for info, path in checked_entries(archive, limits.archive):
+            if info.is_dir() or not path.parts or is_ignorable(path.parts):
+                continue
+            suffix = path.suffix.lower()
+            if suffix == ".xml":
+                budget.declare(info.file_size)
+                xmls.append((path, info))
+            elif suffix in IMAGE_SUFFIXES:
+                budget.declare(info.file_size)
+                images.add(path, info)
+    documents: dict[PurePosixPath, BundledDocument] = {}
+    orders: dict[PurePosixPath, MetsOrder] = {}
+    for path, info in sorted(xmls, key=lambda item: natural_key(str(item[0]))):
+        read = _read_xml(archive, info, budget, limits)
+        if read is None:
+            continue
+        folder = _document_folder(path)
+        if isinstance(read, MetsOrder):
+            orders[folder] = read
+            continue
+        image = images.find(read.image_name, path, folder)
+        if image is None:
+            raise AppError(
+                ErrorCode.IMPORT_IMAGE_MISSING,
+                f"{info.filename} names the image {read.image_name[:200]!r}, which the ZIP does not hold "
+                "(under any extension or folder).",
+                details={"file": info.filename, "image": read.image_name[:200]},
+            )
+        if image.file_size > limits.max_image_bytes:
+            raise AppError(
+                ErrorCode.IMPORT_IMAGE_INVALID,
+                f"The image {image.filename!r} is larger than {limits.max_image_bytes / 1024**2:g} MB.",
+            )
+        document = documents.setdefault(folder, BundledDocument(folder=str(folder) if str(folder) != "." else ""))
+        described = next((p.xml_name for p in document.pages if p.image is image), None)
+        if described is not None:
+            # An export in both formats (page/ and alto/ beside the same images) describes each
+            # page twice: the page is imported once, from the file first in name order.
+            log.info("import: %s describes the same image as %s; left out", info.filename, described)
+            continue
+        document.pages.append(BundledPage(xml_name=info.filename, image=image, read=read))
+        if len(document.pages) > limits.max_pages:
+            raise AppError(
+                ErrorCode.TOO_MANY_PAGES,
+                f"The document in {document.folder or 'the ZIP'!r} has more than {limits.max_pages} pages.",
+            )
+    if not documents:
+        raise AppError(ErrorCode.IMPORT_NOTHING_FOUND, "The ZIP holds no PAGE XML or ALTO file to import.")
+    for folder, order in orders.items():
+        if folder in documents:
+            documents[folder].pages.sort(key=lambda page: _mets_place(order, page))
+    return [documents[key] for key in sorted(documents, key=lambda f: natural_key(str(f)))]

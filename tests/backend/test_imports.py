@@ -1,0 +1,297 @@
+"""POST /api/imports: Transkribus PAGE and eScriptorium/kraken ALTO ZIPs become reviewed documents."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy import func, select
+
+from backend.documents.models import Document, Line, Page
+from backend.documents.render import ocr_sizes
+from backend.training.dataset import eligible_pages
+from backend.training.models import TrainingKind
+from tests.backend.conftest import Actors, services_of
+from tests.backend.transcript_files import (
+    PAGE_2013,
+    PAGE_2019,
+    GenPage,
+    escriptorium_alto,
+    gen_page,
+    image_bytes,
+    kraken_alto,
+    transkribus_mets,
+    transkribus_page,
+    transkribus_zip,
+    zip_of,
+)
+
+
+def post_import(
+    client: TestClient, headers: dict[str, str], data: bytes, name: str = "export.zip", **fields: str
+) -> Any:
+    return client.post("/api/imports", headers=headers, files={"file": (name, data, "application/zip")}, data=fields)
+
+
+def imported(client: TestClient, headers: dict[str, str], data: bytes, **fields: str) -> list[dict[str, Any]]:
+    response = post_import(client, headers, data, **fields)
+    assert response.status_code == 201, response.text
+    documents: list[dict[str, Any]] = response.json()["documents"]
+    return documents
+
+
+def lines_of(client: TestClient, headers: dict[str, str], document_id: int) -> list[dict[str, Any]]:
+    response = client.get(f"/api/documents/{document_id}/lines", headers=headers)
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+def assert_lines(lines: list[dict[str, Any]], pages: list[GenPage], *, baselines: bool = True) -> None:
+    expected = [(n, i, line) for n, page in enumerate(pages, start=1) for i, line in enumerate(page.lines)]
+    assert [(line["page"], line["orderIndex"]) for line in lines] == [(n, i) for n, i, _ in expected]
+    for got, (_, _, line) in zip(lines, expected, strict=True):
+        assert got["text"] == line.text
+        assert got["ocrText"] == line.text
+        assert got["correctedBy"] is not None
+        assert got["polygon"] == [list(p) for p in line.polygon]
+        if baselines:
+            assert got["baseline"] == [list(p) for p in line.baseline]
+
+
+@pytest.mark.parametrize("namespace", [PAGE_2013, PAGE_2019])
+def test_transkribus_page_zip_is_imported_in_reading_order_as_reviewed_pages(actors: Actors, namespace: str) -> None:
+    pages = [gen_page(seed, f"{n:04d}.png") for n, seed in enumerate((11, 12, 13), start=1)]
+    [document] = imported(actors.client, actors.archivist, transkribus_zip(pages, namespace=namespace))
+    assert document["title"] == "Brief an Anna"
+    assert document["status"] == "DONE"
+    assert document["pageCount"] == 3
+    assert document["mediaType"] == "image/tiff"
+    assert_lines(lines_of(actors.client, actors.archivist, document["id"]), pages)
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        rows = session.scalars(select(Page).where(Page.document_id == document["id"]).order_by(Page.number)).all()
+        assert [(p.width, p.height) for p in rows] == [(600, 400)] * 3
+        assert all(p.reviewed_at is not None and p.reviewed_by is not None for p in rows)
+        stored = services.documents.storage.open(session.get(Document, document["id"]).storage_key)  # type: ignore[union-attr]
+    with stored, Image.open(stored) as tiff:
+        assert tiff.n_frames == 3
+        assert tiff.size == (600, 400)
+        # The size the backend (and the OCR service) measure a frame at is the page's recorded size.
+        assert ocr_sizes(stored, "image/tiff", services.pages.limits) == [(600, 400)] * 3
+
+
+def test_pages_follow_the_natural_order_of_their_file_names(actors: Actors) -> None:
+    pages = [gen_page(seed, f"scan{n}.png", lines=1) for n, seed in ((10, 21), (2, 22), (1, 23))]
+    files = {}
+    for page in pages:
+        files[page.image_name] = image_bytes(page)
+        files[f"page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files), title="Sammlung")
+    assert document["title"] == "Sammlung"
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [line["text"] for line in lines] == [
+        p.lines[0].text for p in sorted(pages, key=lambda p: len(p.image_name) * 100 + int(p.image_name[4:-4]))
+    ]
+
+
+@pytest.mark.parametrize("version", [2, 3, 4])
+def test_kraken_alto_zip_is_imported(actors: Actors, version: int) -> None:
+    pages = [gen_page(30 + version * 3 + n, f"seite_{n}.png") for n in range(2)]
+    files = {}
+    for page in pages:
+        files[page.image_name] = image_bytes(page)
+        files[page.image_name.replace(".png", ".xml")] = kraken_alto(page, version)
+    [document] = imported(actors.client, actors.archivist, zip_of(files), writer="Anna Müller", date="1917-03")
+    assert document["writer"]["name"] == "Anna Müller"
+    assert document["date"] == "1917-03"
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [line["text"] for line in lines] == [line.text for page in pages for line in page.lines]
+    for got, line in zip(lines, [line for page in pages for line in page.lines], strict=True):
+        if version == 4:
+            assert got["baseline"] == [list(p) for p in line.baseline]
+            assert got["polygon"] == [list(p) for p in line.polygon]
+        else:
+            # ALTO 2/3: the baseline is a height across the line's box; the outline is the box.
+            xs = [x for x, _ in line.polygon]
+            assert got["baseline"] == [[min(xs), line.baseline[0][1]], [max(xs), line.baseline[0][1]]]
+            assert len(got["polygon"]) == 4
+
+
+def test_escriptorium_alto_zip_is_imported(actors: Actors) -> None:
+    pages = [gen_page(41, "f001.jpg"), gen_page(42, "f002.jpg")]
+    files = {}
+    for page in pages:
+        files[f"export_doc/{page.image_name}"] = image_bytes(page, "JPEG")
+        files[f"export_doc/alto/{page.image_name[:-4]}.xml"] = escriptorium_alto(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert document["title"] == "export_doc"
+    assert_lines(lines_of(actors.client, actors.archivist, document["id"]), pages)
+
+
+def test_one_document_per_folder(actors: Actors) -> None:
+    first, second = gen_page(51, "0001.png", lines=2), gen_page(52, "0001.png", lines=3)
+    files = {
+        "Briefe/Anna/0001.png": image_bytes(first),
+        "Briefe/Anna/page/0001.xml": transkribus_page(first),
+        "Briefe/Otto/0001.png": image_bytes(second),
+        "Briefe/Otto/alto/0001.xml": kraken_alto(second),
+    }
+    documents = imported(actors.client, actors.archivist, zip_of(files), writer="Otto")
+    assert [d["title"] for d in documents] == ["Anna", "Otto"]
+    assert [d["writer"]["slug"] for d in documents] == ["otto", "otto"]
+    assert len(lines_of(actors.client, actors.archivist, documents[1]["id"])) == 3
+
+
+def test_a_title_for_several_documents_is_refused(actors: Actors) -> None:
+    first, second = gen_page(53, "a.png", lines=1), gen_page(54, "b.png", lines=1)
+    files = {
+        "A/a.png": image_bytes(first),
+        "A/a.xml": transkribus_page(first),
+        "B/b.png": image_bytes(second),
+        "B/b.xml": transkribus_page(second),
+    }
+    response = post_import(actors.client, actors.archivist, zip_of(files), title="Beide")
+    assert response.status_code == 422
+    assert response.json()["code"] == "INVALID_REQUEST"
+
+
+def test_tolerant_of_what_real_files_contain(actors: Actors) -> None:
+    """No baselines (derived inside the outline), an empty region, a line without text, the image
+    named .tif in another folder while a .PNG lies elsewhere in the document."""
+    page = gen_page(61, "scan.png", lines=3)
+    blank = GenPage(
+        page.image_name,
+        page.width,
+        page.height,
+        (*page.lines[:2], page.lines[2].__class__(page.lines[2].baseline, page.lines[2].polygon, "")),
+        page.seed,
+    )
+    xml = transkribus_page(blank, PAGE_2019, image_name="C:\\Scans\\Mappe 1\\SCAN.tif", baselines=False)
+    files = {"Mappe/bilder/SCAN.PNG": image_bytes(page), "Mappe/page/scan.xml": xml}
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [line["text"] for line in lines] == [page.lines[0].text, page.lines[1].text, ""]
+    for got in lines:
+        xs = [x for x, _ in got["polygon"]]
+        ys = [y for _, y in got["polygon"]]
+        (x0, y0), (x1, y1) = got["baseline"]
+        assert (x0, x1) == (min(xs), max(xs))
+        assert min(ys) < y0 == y1 < max(ys)
+
+
+def test_coordinates_are_scaled_to_the_image_when_the_file_declares_another_size(actors: Actors) -> None:
+    page = gen_page(71, "p.png", lines=2)
+    files = {"p.png": image_bytes(page, size=(300, 200)), "p.xml": transkribus_page(page)}
+    [document] = imported(actors.client, actors.archivist, zip_of(files), title="Halb")
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    for got, line in zip(lines, page.lines, strict=True):
+        assert got["polygon"] == [[round(x / 2), round(y / 2)] for x, y in line.polygon]
+
+
+# Transkribus' ALTO export says mm10 and writes pixels (its Page WIDTH/HEIGHT are the image's).
+@pytest.mark.parametrize(("unit", "factor"), [("mm10", 254 / 300), ("inch1200", 4.0), ("mm10", 1.0)])
+def test_alto_in_mm10_or_inch1200_is_placed_by_the_page_size(actors: Actors, unit: str, factor: float) -> None:
+    page = gen_page(81 + int(factor * 10), "m.png", lines=2)
+    files = {"m.png": image_bytes(page), "m.xml": kraken_alto(page, unit=unit, factor=factor)}
+    [document] = imported(actors.client, actors.archivist, zip_of(files), title="Einheiten")
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    for got, line in zip(lines, page.lines, strict=True):
+        for (gx, gy), (x, y) in zip(got["baseline"], line.baseline, strict=True):
+            assert abs(gx - x) <= 1 and abs(gy - y) <= 1
+
+
+def test_imported_pages_are_training_data_at_once(actors: Actors) -> None:
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        before = {
+            kind: len(eligible_pages(session, kind)) for kind in (TrainingKind.RECOGNITION, TrainingKind.SEGMENTATION)
+        }
+    pages = [gen_page(91, "1.png"), gen_page(92, "2.png")]
+    imported(actors.client, actors.archivist, transkribus_zip(pages))
+    with services.db.sessions() as session:
+        for kind, count in before.items():
+            assert len(eligible_pages(session, kind)) == count + 2
+
+
+def test_the_same_import_twice_is_a_duplicate(actors: Actors) -> None:
+    data = transkribus_zip([gen_page(101, "1.png")])
+    [document] = imported(actors.client, actors.archivist, data)
+    response = post_import(actors.client, actors.archivist, data)
+    assert response.status_code == 409
+    assert response.json()["code"] == "DUPLICATE_DOCUMENT"
+    assert response.json()["details"]["documentId"] == document["id"]
+
+
+def test_a_failure_leaves_nothing_behind(actors: Actors, tmp_path: Any) -> None:
+    good, bad = gen_page(111, "0001.png"), gen_page(112, "0001.png")
+    files = {
+        "A/0001.png": image_bytes(good),
+        "A/page/0001.xml": transkribus_page(good),
+        "B/0001.png": b"\x89PNG\r\n\x1a\n damaged",
+        "B/page/0001.xml": transkribus_page(bad),
+    }
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        documents, lines = session.scalar(select(func.count(Document.id))), session.scalar(select(func.count(Line.id)))
+    response = post_import(actors.client, actors.archivist, zip_of(files))
+    assert response.status_code == 422
+    assert response.json()["code"] == "IMPORT_IMAGE_INVALID"
+    with services.db.sessions() as session:
+        assert session.scalar(select(func.count(Document.id))) == documents
+        assert session.scalar(select(func.count(Line.id))) == lines
+    stored = services.settings.storage_dir / "originals"
+    assert not stored.exists() or not any(stored.iterdir())
+
+
+def turned_photo(page: GenPage) -> bytes:
+    """A photo stored a quarter turned (height x width pixels) with EXIF orientation 6."""
+    image = Image.new("RGB", (page.height, page.width), (200, 210, page.seed % 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("declared_upright", [True, False])
+def test_a_turned_photo_is_stored_as_the_xml_saw_it(actors: Actors, declared_upright: bool) -> None:
+    """Upright (EXIF applied) where the XML's size is the upright one; as stored where the tool
+    read the pixels unturned and its XML says so."""
+    page = gen_page(121 + declared_upright, "foto.jpg", lines=2)
+    declared = (page.width, page.height) if declared_upright else (page.height, page.width)
+    files = {"foto.jpg": turned_photo(page), "foto.xml": transkribus_page(page, declared=declared)}
+    [document] = imported(actors.client, actors.archivist, zip_of(files), title="Foto")
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        [row] = session.scalars(select(Page).where(Page.document_id == document["id"])).all()
+        assert (row.width, row.height) == declared
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [got["baseline"] for got in lines] == [
+        [[min(x, declared[0] - 1), min(y, declared[1] - 1)] for x, y in line.baseline] for line in page.lines
+    ]
+
+
+def test_a_page_described_in_both_formats_is_imported_once(actors: Actors) -> None:
+    pages = [gen_page(131, "0001.png", lines=2), gen_page(132, "0002.png", lines=3)]
+    files = {}
+    for page in pages:
+        files[f"Brief/{page.image_name}"] = image_bytes(page)
+        files[f"Brief/page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+        files[f"Brief/alto/{page.image_name[:-4]}.xml"] = kraken_alto(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert document["pageCount"] == 2
+    assert_lines(lines_of(actors.client, actors.archivist, document["id"]), pages)
+
+
+def test_a_mets_file_orders_the_pages(actors: Actors) -> None:
+    pages = [gen_page(141, "c.png", lines=1), gen_page(142, "a.png", lines=1), gen_page(143, "b.png", lines=1)]
+    files = {"Akte/mets.xml": transkribus_mets(pages)}
+    for page in pages:
+        files[f"Akte/{page.image_name}"] = image_bytes(page)
+        files[f"Akte/page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    lines = lines_of(actors.client, actors.archivist, document["id"])
+    assert [line["text"] for line in lines] == [page.lines[0].text for page in pages]
