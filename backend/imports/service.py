@@ -29,6 +29,7 @@ from backend.errors import AppError, ErrorCode
 from backend.imports.bundle import BundledDocument, ImportLimits, as_app_error, read_bundle
 from backend.imports.original import Frame, TiffOriginal
 from backend.imports.schemas import ImportFields
+from backend.search.index import index_pages
 from backend.storage import Storage
 from backend.transcripts.model import Point, TranscriptLine
 from backend.users.models import User
@@ -84,6 +85,10 @@ def store_lines(
         )
         for index, line in enumerate(lines)
     )
+    # Searchable at once, in the import's transaction (and the previous page's last line learns
+    # this page's first words: a phrase or a hyphenated word across the page break).
+    session.flush()
+    index_pages(session, [page.id])
 
 
 class Imports:

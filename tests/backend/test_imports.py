@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -295,3 +296,25 @@ def test_a_mets_file_orders_the_pages(actors: Actors) -> None:
     [document] = imported(actors.client, actors.archivist, zip_of(files))
     lines = lines_of(actors.client, actors.archivist, document["id"])
     assert [line["text"] for line in lines] == [page.lines[0].text for page in pages]
+
+
+def test_imported_text_is_searchable_at_once_also_across_the_page_break(actors: Actors) -> None:
+    first, second = gen_page(31, "0001.png", lines=2), gen_page(32, "0002.png", lines=2)
+    first = replace(
+        first, lines=(replace(first.lines[0], text="Liebe Anna,"), replace(first.lines[1], text="zu Weih-"))
+    )
+    second = replace(
+        second,
+        lines=(
+            replace(second.lines[0], text="nachten kommt Tante Gertrud"),
+            replace(second.lines[1], text="Dein Karl"),
+        ),
+    )
+    [document] = imported(actors.client, actors.archivist, transkribus_zip([first, second]))
+    for query, page_number in (("Gertrud", 2), ("Weihnachten", 1), ('"Weihnachten kommt"', 1)):
+        response = actors.client.get("/api/search", params={"q": query}, headers=actors.archivist)
+        assert response.status_code == 200, response.text
+        [result] = response.json()["results"]
+        assert result["document"]["id"] == document["id"]
+        assert [hit["pageNumber"] for hit in result["hits"]] == [page_number]
+        assert result["hits"][0]["corrected"] is True
