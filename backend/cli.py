@@ -125,6 +125,7 @@ def verify(argv: list[str]) -> int:
     print(f"  database revision {manifest.alembic_revision}; {result.originals} originals; {result.models} model files")
     for table, rows in result.rows.items():
         print(f"  {table}: {rows} rows")
+    return 0
 
 
 def reindex_search(settings: Settings, argv: list[str]) -> int:
