@@ -73,7 +73,8 @@ class Driver:
 
     def _ok(self, response: httpx.Response) -> Any:
         if response.status_code != 200:
-            raise RuntimeError(f"{response.request.method} {response.request.url}: {response.status_code} {response.text[:300]}")
+            request = response.request
+            raise RuntimeError(f"{request.method} {request.url}: {response.status_code} {response.text[:300]}")
         return response.json()
 
     def list(self) -> None:
@@ -111,7 +112,10 @@ def _cpu_s(process: psutil.Process) -> float:
 @contextmanager
 def archive(args: argparse.Namespace) -> Iterator[tuple[str, Path]]:
     """A generated archive (URL, a folder for the storage), its users ``client-000``…"""
-    with tempfile.TemporaryDirectory(prefix="profile-api-") as folder, bench_database(args.database, Path(folder)) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="profile-api-") as folder,
+        bench_database(args.database, Path(folder)) as url,
+    ):
         database = migrated(url)
         try:
             add_archivists(database, ["client-000"])
@@ -302,6 +306,146 @@ def _breakdown(yappi: Any, requests: int) -> dict[str, Any]:
     }
 
 
+class AsgiCaller:
+    """Requests straight into the ASGI app, in this process: no sockets, no HTTP parser."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app, self.token = app, token
+
+    async def __call__(self, method: str, path: str, query: str = "", body: bytes = b"") -> tuple[int, bytes]:
+        headers = [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {self.token}".encode())]
+        if body:
+            headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "state": {},
+        }
+        sent = False
+        status, chunks = 0, []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                await asyncio.Event().wait()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, send)
+        return status, b"".join(chunks)
+
+
+def _cpu_ms_per_call(call: Callable[[], Any], calls: int, repeats: int) -> float:
+    """The lowest of ``repeats`` (this process's CPU ms per call over ``calls`` calls)."""
+    best = float("inf")
+    for _ in range(repeats):
+        before = time.process_time()
+        for _ in range(calls):
+            call()
+        best = min(best, 1000 * (time.process_time() - before) / calls)
+    return round(best, 3)
+
+
+def layers_in_process(args: argparse.Namespace, url: str, storage: Path) -> dict[str, Any]:
+    """CPU ms per request of each operation, taken apart: the service work alone (the route's
+    queries, its models and JSON), the authentication alone (the bearer token's lookup), and
+    the whole request through the ASGI app (FastAPI, the middleware, the thread-pool trips)
+    without a server; what ``python -m backend`` spends beyond that is the HTTP server's."""
+    from backend.app import create_app
+    from backend.documents.schemas import DocumentFilter, DocumentPage
+    from backend.documents.service import document_out
+    from backend.settings import Settings
+    from backend.users.models import CredentialKind, User
+
+    for name, value in CHEAP_ARGON2.items():
+        os.environ[name] = value
+    settings = Settings(database_url=url, storage_dir=storage, ocr_jobs_concurrency=0)
+    app = create_app(settings)
+    services = app.state.services
+    rng = random.Random(args.seed)
+    with services.db.sessions() as session:
+        user = session.scalars(select(User)).first()
+        issued = services.credentials.issue(session, user, CredentialKind.BEARER, services.clock(), services.token_ttl)
+        session.commit()
+    token = issued.token
+    versions: dict[int, int] = {}
+
+    def list_service() -> None:
+        with services.db.sessions() as session:
+            documents, cursor = services.documents.search(session, DocumentFilter(limit=50))
+            DocumentPage(items=[document_out(d) for d in documents], next_cursor=cursor).model_dump_json(by_alias=True)
+
+    def lines_service() -> None:
+        with services.db.sessions() as session:
+            document = services.documents.get(session, rng.randint(1, args.documents))
+            services.lines.for_document_json(session, document)
+
+    def correct_service() -> None:
+        line_id = rng.randint(1, args.documents * args.lines)
+        with services.db.sessions() as session:
+            author = session.get(User, user.id)
+            saved = services.lines.correct(
+                session, line_id, "berichtigt", versions.get(line_id, 1), author, services.clock()
+            )
+            versions[line_id] = saved.version
+            saved.model_dump_json(by_alias=True)
+
+    def auth_only() -> None:
+        with services.db.sessions() as session:
+            services.credentials.resolve(session, token, CredentialKind.BEARER, services.clock())
+
+    loop = asyncio.new_event_loop()
+    caller = AsgiCaller(app, token)
+
+    def asgi(method: str, path: str, query: str = "", body: bytes = b"") -> None:
+        status, answer = loop.run_until_complete(caller(method, path, query, body))
+        if status != 200:
+            raise RuntimeError(f"{method} {path}: {status} {answer[:300]!r}")
+
+    def correct_asgi() -> None:
+        line_id = rng.randint(1, args.documents * args.lines)
+        version = versions.get(line_id, 1)
+        asgi("PATCH", f"/api/lines/{line_id}", body=json.dumps({"text": "berichtigt", "version": version}).encode())
+        versions[line_id] = version + 1
+
+    calls = {
+        "list": (list_service, lambda: asgi("GET", "/api/documents", "limit=50")),
+        "lines": (lines_service, lambda: asgi("GET", f"/api/documents/{rng.randint(1, args.documents)}/lines")),
+        "correct": (correct_service, correct_asgi),
+    }
+    result: dict[str, Any] = {}
+    try:
+        for op, (service, whole) in calls.items():
+            for call in (service, whole, auth_only):
+                call()
+            result[op] = {
+                "serviceMs": _cpu_ms_per_call(service, args.requests, args.repeats),
+                "authenticationMs": _cpu_ms_per_call(auth_only, args.requests, args.repeats),
+                "wholeRequestAsgiMs": _cpu_ms_per_call(whole, args.requests, args.repeats),
+            }
+    finally:
+        loop.close()
+        services.db.dispose()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -312,6 +456,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--profile", action="store_true", help="in process under yappi: where the CPU goes")
+    parser.add_argument("--layers", action="store_true", help="in process: service, authentication, whole ASGI request")
     parser.add_argument("--quick", action="store_true", help="40 documents, 20 requests, 2 repeats")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
@@ -322,6 +467,9 @@ def main() -> None:
         if args.profile:
             figures = profile_in_process(args, url, storage)
             name = f"profile-api-{args.database}.json"
+        elif args.layers:
+            figures = layers_in_process(args, url, storage)
+            name = f"layers-api-{args.database}.json"
         else:
             figures = measure_process(args, url, storage)
             name = f"cpu-api-{args.database}.json"
