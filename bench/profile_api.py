@@ -222,7 +222,11 @@ def _place(module: str, name: str) -> str:
 def profile_in_process(args: argparse.Namespace, url: str, storage: Path) -> dict[str, Any]:
     """yappi's CPU time of the server's threads, per operation, by place and by function."""
     import uvicorn
-    import yappi
+
+    try:
+        import yappi
+    except ImportError:
+        raise SystemExit("--profile needs yappi (pip install -e '.[dev]')") from None
 
     from backend.app import create_app
     from backend.settings import Settings
