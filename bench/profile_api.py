@@ -385,8 +385,7 @@ def layers_in_process(args: argparse.Namespace, url: str, storage: Path) -> dict
     the whole request through the ASGI app (FastAPI, the middleware, the thread-pool trips)
     without a server; what ``python -m backend`` spends beyond that is the HTTP server's."""
     from backend.app import create_app
-    from backend.documents.schemas import DocumentFilter, DocumentPage
-    from backend.documents.service import document_out
+    from backend.documents.schemas import DocumentFilter
     from backend.settings import Settings
     from backend.users.models import CredentialKind, User
 
@@ -405,8 +404,7 @@ def layers_in_process(args: argparse.Namespace, url: str, storage: Path) -> dict
 
     def list_service() -> None:
         with services.db.sessions() as session:
-            documents, cursor = services.documents.search(session, DocumentFilter(limit=50))
-            DocumentPage(items=[document_out(d) for d in documents], next_cursor=cursor).model_dump_json(by_alias=True)
+            services.documents.search(session, DocumentFilter(limit=50)).model_dump_json(by_alias=True)
 
     def lines_service() -> None:
         with services.db.sessions() as session:
