@@ -23,7 +23,7 @@ from backend.documents import routes as documents_routes
 from backend.errors import AppError, ErrorCode, error_response, install_error_handlers
 from backend.exports import routes as exports_routes
 from backend.imports import routes as imports_routes
-from backend.metrics import latency_middleware
+from backend.metrics import RequestLatency
 from backend.ocr import routes as ocr_routes
 from backend.ocr.queue import JobQueue
 from backend.ocr.runner import JobRunner
@@ -123,7 +123,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app = FastAPI(title="Familienarchiv backend", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
     install_error_handlers(app)
-    app.middleware("http")(latency_middleware(services.metrics))
+    app.add_middleware(RequestLatency, metrics=services.metrics)
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
     app.include_router(imports_routes.router)

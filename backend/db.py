@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from pydantic_core import from_json
-from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, Select, create_engine, event, text
+from sqlalchemy import JSON, Connection, DateTime, Engine, MetaData, Row, Select, create_engine, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
@@ -83,14 +83,28 @@ _Select = TypeVar("_Select", bound=Select[Any])
 _Row = TypeVar("_Row")
 
 
+def _keyset(statement: _Select, key: InstrumentedAttribute[int], cursor: str | None, limit: int) -> _Select:
+    if cursor is not None:
+        statement = statement.where(key < int(cursor))
+    return statement.order_by(key.desc()).limit(limit + 1)
+
+
 def keyset_page(
     session: Session, statement: Select[_Row], key: InstrumentedAttribute[int], cursor: str | None, limit: int
 ) -> tuple[Sequence[_Row], str | None]:
     """Up to ``limit`` rows of ``statement``, ``key`` descending (newest first), after ``cursor``
     (a key); and the cursor of the next page, None on the last. Stable while rows are added."""
-    if cursor is not None:
-        statement = statement.where(key < int(cursor))
-    rows = session.scalars(statement.order_by(key.desc()).limit(limit + 1)).unique().all()
+    rows = session.scalars(_keyset(statement, key, cursor, limit)).unique().all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, str(getattr(rows[-1], key.key)) if more else None
+
+
+def keyset_rows(
+    session: Session, statement: _Select, key: InstrumentedAttribute[int], cursor: str | None, limit: int
+) -> tuple[Sequence[Row[Any]], str | None]:
+    """:func:`keyset_page` for a select of columns: plain rows (one named ``key``), no ORM objects."""
+    rows = session.execute(_keyset(statement, key, cursor, limit)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, str(getattr(rows[-1], key.key)) if more else None

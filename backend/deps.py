@@ -202,7 +202,9 @@ def build_services(
     )
 
 
-def get_services(request: Request) -> Services:
+# The dependencies that neither wait nor touch the database are ``async def``: FastAPI runs a
+# plain ``def`` dependency in the thread pool, a trip there and back for each on every request.
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -259,11 +261,11 @@ def get_authenticated(request: Request, services: ServicesDep, session: SessionD
 AuthenticatedDep = Annotated[Authenticated, Depends(get_authenticated)]
 
 
-def get_current_user(auth: AuthenticatedDep) -> User:
+async def get_current_user(auth: AuthenticatedDep) -> User:
     return auth.user
 
 
-def get_admin_user(auth: AuthenticatedDep) -> User:
+async def get_admin_user(auth: AuthenticatedDep) -> User:
     if auth.user.role is not Role.ADMIN:
         raise AppError(ErrorCode.FORBIDDEN, "Only an admin may do this.")
     return auth.user
@@ -272,7 +274,7 @@ def get_admin_user(auth: AuthenticatedDep) -> User:
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_ocr_client(services: ServicesDep) -> OcrClient:
+async def get_ocr_client(services: ServicesDep) -> OcrClient:
     return services.ocr
 
 

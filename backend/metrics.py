@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.db import Database
 from backend.ocr.models import JobStatus, OcrJob
@@ -85,21 +84,34 @@ class _JobsByStatus(Collector):
         yield family
 
 
-def _route_template(request: Request) -> str:
+def _route_template(scope: Scope) -> str:
     # The template (/api/documents/{document_id}), never the raw path: ids would make one
     # time series per document. The router leaves the matched route in the scope.
-    return str(getattr(request.scope.get("route"), "path", "unmatched"))
+    return str(getattr(scope.get("route"), "path", "unmatched"))
 
 
-def latency_middleware(
-    metrics: Metrics,
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def record(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+class RequestLatency:
+    """Each HTTP request's latency by method, route template and status, as plain ASGI.
+
+    Timed until the response starts (its status and headers), so an event stream or a large
+    image counts the time to its first byte, not how long the client kept reading. Plain ASGI,
+    not Starlette's ``BaseHTTPMiddleware``: that one runs the app in a task of its own and pipes
+    every response through a memory stream, CPU on every request (bench/profile_api.py).
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
-        response = await call_next(request)
-        metrics.http_latency.labels(request.method, _route_template(request), str(response.status_code)).observe(
-            time.perf_counter() - started
-        )
-        return response
 
-    return record
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                labels = (scope["method"], _route_template(scope), str(message["status"]))
+                self.metrics.http_latency.labels(*labels).observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any, cast
 
 from pydantic import TypeAdapter
-from sqlalchemy import CursorResult, delete, select, update
+from sqlalchemy import CursorResult, Table, Update, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from backend.db import keyset_page
-from backend.documents.model_labels import ModelRead, describe, model_read, with_model_runs
+from backend.documents.model_labels import AnySelect, ModelRead, model_read, with_model_runs
 from backend.documents.models import DiscardedCorrection, Document, Line, LineCorrection, Page
 from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, DiscardedCorrectionPage, LineOut
 from backend.errors import AppError, ErrorCode
@@ -65,15 +67,51 @@ _LINE_NAMES = tuple(column.key for column in _LINE_COLUMNS)
 LINE_LIST = TypeAdapter(list[LineOut])
 
 
+# The queries of a page view and of a line saved, built once (on first use, when the mappers are
+# configured) and executed with parameters: building them afresh, aliases and all, cost more CPU
+# than running them (bench/profile_api.py), and SQLAlchemy memoizes a statement's cache key.
+@cache
+def _document_lines() -> AnySelect:
+    statement = (
+        select(*_LINE_COLUMNS)
+        .join(Page, Page.id == Line.page_id)
+        .where(Page.document_id == bindparam("document_id"))
+        .order_by(Page.number, Line.order_index)
+    )
+    return with_model_runs(statement, Line.model_name)
+
+
+@cache
+def _live_line() -> AnySelect:
+    """A line of a document not in the trash, its page's number, and the columns of its model's run."""
+    statement = (
+        select(Line, Page.number)
+        .join(Page, Page.id == Line.page_id)
+        .join(Document, Document.id == Page.document_id)
+        .where(Line.id == bindparam("line_id"), Document.deleted_at.is_(None))
+    )
+    return with_model_runs(statement, Line.model_name)
+
+
+@cache
+def _save_line() -> Update:
+    # The version guard sits in the UPDATE itself, so of two saves racing on one version exactly one wins.
+    return (
+        update(Line)
+        .where(Line.id == bindparam("line_id"), Line.version == bindparam("expected_version"))
+        .values(
+            text=bindparam("new_text", type_=Line.text.type),
+            corrected_by=bindparam("author", type_=Line.corrected_by.type),
+            corrected_at=bindparam("saved_at", type_=Line.corrected_at.type),
+            version=bindparam("new_version", type_=Line.version.type),
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
 class Lines:
     def for_document(self, session: Session, document: Document) -> list[LineOut]:
-        statement = (
-            select(*_LINE_COLUMNS)
-            .join(Page, Page.id == Line.page_id)
-            .where(Page.document_id == document.id)
-            .order_by(Page.number, Line.order_index)
-        )
-        rows = session.execute(with_model_runs(statement, Line.model_name))
+        rows = session.execute(_document_lines(), {"document_id": document.id})
         count = len(_LINE_COLUMNS)
         lines = []
         for row in rows:
@@ -289,34 +327,34 @@ class Lines:
                 del corrected[index]
         return count
 
-    def _line(self, session: Session, line_id: int) -> tuple[Line, int]:
-        row = session.execute(
-            select(Line, Page.number)
-            .join(Page, Page.id == Line.page_id)
-            .join(Document, Document.id == Page.document_id)
-            .where(Line.id == line_id, Document.deleted_at.is_(None))
-        ).first()
+    def _line(self, session: Session, line_id: int) -> tuple[Line, int, ModelRead]:
+        row = session.execute(_live_line(), {"line_id": line_id}).first()
         if row is None:
             raise AppError(ErrorCode.LINE_NOT_FOUND, f"There is no line {line_id}.")
-        return row.tuple()
+        line, page_number, *runs = row
+        return line, page_number, model_read(line.model_name, line.model_version, tuple(runs))
 
     def correct(self, session: Session, line_id: int, text: str, version: int, user: User, now: datetime) -> LineOut:
         """Save a person's text if ``version`` is still the line's; else 409 LINE_CHANGED with the current text."""
-        line, page_number = self._line(session, line_id)
+        line, page_number, read = self._line(session, line_id)
         before = line.text if line.text is not None else line.ocr_text
-        # The version guard sits in the UPDATE itself, so of two saves racing on one version exactly one wins.
         saved = False
         if line.version == version:
             result = session.execute(
-                update(Line)
-                .where(Line.id == line_id, Line.version == version)
-                .values(text=text, corrected_by=user.id, corrected_at=now, version=version + 1)
-                .execution_options(synchronize_session=False)
+                _save_line(),
+                {
+                    "line_id": line_id,
+                    "expected_version": version,
+                    "new_text": text,
+                    "author": user.id,
+                    "saved_at": now,
+                    "new_version": version + 1,
+                },
             )
             saved = cast(CursorResult[Any], result).rowcount == 1
         if not saved:
             session.rollback()
-            line, page_number = self._line(session, line_id)
+            line, page_number, _ = self._line(session, line_id)
             session.refresh(line)
             current = line.text if line.text is not None else line.ocr_text
             raise AppError(
@@ -324,20 +362,30 @@ class Lines:
                 "Someone else saved this line in the meantime. Their text is shown; apply your change to it.",
                 details={"text": current, "version": line.version, "correctedBy": line.corrected_by},
             )
-        session.add(
-            LineCorrection(
-                line_id=line_id,
-                user_id=user.id,
-                corrected_at=now,
-                text_before=before,
-                text_after=text,
-                version=version + 1,
-            )
+        # Core, not the unit of work: one row, nothing in the session refers to it.
+        session.execute(
+            insert(cast(Table, LineCorrection.__table__)),
+            {
+                "line_id": line_id,
+                "user_id": user.id,
+                "corrected_at": now,
+                "text_before": before,
+                "text_after": text,
+                "version": version + 1,
+            },
         )
         index_lines(session, [line_id])
         session.commit()
-        session.refresh(line)
-        return line_out(line, page_number, describe(session, line.model_name, line.model_version))
+        # What the guarded UPDATE wrote, without reading the row back: nothing else changed it
+        # (the version guard), and the model's label does not change with the text.
+        for name, value in (
+            ("text", text),
+            ("corrected_by", user.id),
+            ("corrected_at", now.astimezone(UTC)),
+            ("version", version + 1),
+        ):
+            set_committed_value(line, name, value)
+        return line_out(line, page_number, read)
 
     def history(self, session: Session, line_id: int) -> list[CorrectionOut]:
         self._line(session, line_id)

@@ -10,9 +10,10 @@ that reads the pages or lines (outer joins, one query for all of them, no query 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, SQLColumnExpression, String, func, literal, select
+from sqlalchemy import Select, SQLColumnExpression, String, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from backend.documents.models import Writer
@@ -35,25 +36,30 @@ class ModelRead:
 AnySelect = Select[*tuple[Any, ...]]
 
 
+# Built once: an alias's columns are worked out (and memoized) on the alias object, and doing
+# that afresh for every query was half the CPU of reading a document's lines
+# (bench/profile_api.py). Shared by every query; each query joins them at most once.
+_LATEST_RUNS = (
+    select(TrainingRun.model_name, func.max(TrainingRun.id).label("run_id"))
+    .where(TrainingRun.status == RunStatus.DONE, TrainingRun.kind.in_(_LABELLED))
+    .group_by(TrainingRun.model_name)
+    .subquery("latest_model_run")
+)
+_RUN = aliased(TrainingRun, name="model_run")
+_WRITER = aliased(Writer, name="model_writer")
+
+
 def with_model_runs(statement: AnySelect, name: SQLColumnExpression[Any]) -> AnySelect:
     """``statement`` with four columns more: the kind and sequence of the finished run that
     installed the model named by ``name`` (None: no run did), its writer's id, slug and name.
 
     A run's model is installed under a name of its own; should two finished runs carry one name
     (a run repeated under its name), the latest counts, so each row of ``statement`` stays one row."""
-    latest = (
-        select(TrainingRun.model_name, func.max(TrainingRun.id).label("run_id"))
-        .where(TrainingRun.status == RunStatus.DONE, TrainingRun.kind.in_(_LABELLED))
-        .group_by(TrainingRun.model_name)
-        .subquery()
-    )
-    run = aliased(TrainingRun)
-    writer = aliased(Writer)
     return (
-        statement.add_columns(run.kind, run.sequence, writer.id, writer.slug, writer.name)
-        .outerjoin(latest, latest.c.model_name == name)
-        .outerjoin(run, run.id == latest.c.run_id)
-        .outerjoin(writer, writer.id == run.writer_id)
+        statement.add_columns(_RUN.kind, _RUN.sequence, _WRITER.id, _WRITER.slug, _WRITER.name)
+        .outerjoin(_LATEST_RUNS, _LATEST_RUNS.c.model_name == name)
+        .outerjoin(_RUN, _RUN.id == _LATEST_RUNS.c.run_id)
+        .outerjoin(_WRITER, _WRITER.id == _RUN.writer_id)
     )
 
 
@@ -82,10 +88,17 @@ def model_read(name: str | None, version: str | None, run_columns: tuple[Any, ..
     return ModelRead(ModelOut(name=name, version=version, writer=writer, run_sequence=run_sequence), label)
 
 
+@cache
+def _describe_statement() -> AnySelect:
+    # Built once (on first use: the mappers are all configured by then), executed with the name
+    # as its parameter; SQLAlchemy's cache key is then memoized on the statement too.
+    named = select(bindparam("model_name", type_=String()).label("name")).subquery("named_model")
+    return with_model_runs(select(named.c.name), named.c.name)
+
+
 def describe(session: Session, name: str | None, version: str | None) -> ModelRead:
-    """:func:`model_read` for one name, in a query of its own (one line saved)."""
+    """:func:`model_read` for one name, in a query of its own (one page reviewed)."""
     if name is None:
         return ModelRead(None, None)
-    named = select(literal(name, String()).label("name")).subquery()
-    row = session.execute(with_model_runs(select(named.c.name), named.c.name)).one()
+    row = session.execute(_describe_statement(), {"model_name": name}).one()
     return model_read(name, version, tuple(row)[1:])

@@ -62,8 +62,7 @@ async def upload_document(
 def list_documents(
     query: Annotated[DocumentFilter, Query()], _: CurrentUser, services: ServicesDep, session: SessionDep
 ) -> DocumentPage:
-    documents, next_cursor = services.documents.search(session, query)
-    return DocumentPage(items=[document_out(d) for d in documents], next_cursor=next_cursor)
+    return services.documents.search(session, query)
 
 
 @router.get("/documents/{document_id}")

@@ -6,20 +6,21 @@ import hashlib
 import logging
 import re
 import unicodedata
-from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from functools import cache
+from typing import Any, BinaryIO
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.db import keyset_page
+from backend.db import keyset_rows
 from backend.documents.inspect import inspect
 from backend.documents.models import Document, DocumentStatus, Page, Writer
 from backend.documents.schemas import (
     DocumentFilter,
     DocumentOut,
+    DocumentPage,
     TrashedDocumentOut,
     UploadFields,
     WriterOut,
@@ -60,6 +61,58 @@ def document_out(document: Document) -> DocumentOut:
         created_by=document.created_by,
         created_at=document.created_at,
         deleted_at=document.deleted_at,
+    )
+
+
+# The list's columns, read as plain rows (Core): fifty documents and their writers on every
+# page of the list, whose ORM objects (identity map, instance state) would be thrown away.
+_LISTED_COLUMNS = (
+    Document.id,
+    Document.title,
+    Document.date,
+    Document.date_precision,
+    Document.original_filename,
+    Document.media_type,
+    Document.sha256,
+    Document.size_bytes,
+    Document.page_count,
+    Document.status,
+    Document.created_by,
+    Document.created_at,
+    Document.deleted_at,
+    Writer.id.label("writer_id"),
+    Writer.name.label("writer_name"),
+    Writer.slug.label("writer_slug"),
+)
+
+
+@cache
+def _listed_documents() -> Select[*tuple[Any, ...]]:
+    # Built once (on first use); each request adds its filters to a copy.
+    return (
+        select(*_LISTED_COLUMNS).outerjoin(Writer, Writer.id == Document.writer_id).where(Document.deleted_at.is_(None))
+    )
+
+
+def _listed_out(row: Row[Any]) -> DocumentOut:
+    """The same answer as :func:`document_out` gives for the document's ORM object."""
+    writer = (
+        WriterOut(id=row.writer_id, name=row.writer_name, slug=row.writer_slug) if row.writer_id is not None else None
+    )
+    return DocumentOut(
+        id=row.id,
+        title=row.title,
+        writer=writer,
+        date=format_partial_date(row.date, row.date_precision),
+        original_filename=row.original_filename,
+        media_type=row.media_type,
+        sha256=row.sha256,
+        size_bytes=row.size_bytes,
+        page_count=row.page_count,
+        status=row.status,
+        created_by=row.created_by,
+        created_at=row.created_at,
+        deleted_at=row.deleted_at,
     )
 
 
@@ -170,11 +223,11 @@ class Documents:
             raise AppError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document {document_id}.")
         return document
 
-    def search(self, session: Session, query: DocumentFilter) -> tuple[Sequence[Document], str | None]:
+    def search(self, session: Session, query: DocumentFilter) -> DocumentPage:
         """Newest first, keyset-paged on the id (stable while documents are added)."""
-        statement = select(Document).where(Document.deleted_at.is_(None))
+        statement = _listed_documents()
         if query.writer is not None:
-            statement = statement.join(Writer, Writer.id == Document.writer_id).where(Writer.slug == query.writer)
+            statement = statement.where(Writer.slug == query.writer)
         if query.status is not None:
             statement = statement.where(Document.status == query.status)
         if query.date_from is not None:
@@ -183,7 +236,8 @@ class Documents:
             statement = statement.where(Document.date <= query.date_to)
         if query.title:
             statement = statement.where(Document.title_folded.contains(query.title.casefold(), autoescape=True))
-        return keyset_page(session, statement, Document.id, query.cursor, query.limit)
+        rows, next_cursor = keyset_rows(session, statement, Document.id, query.cursor, query.limit)
+        return DocumentPage(items=[_listed_out(row) for row in rows], next_cursor=next_cursor)
 
     def move_to_trash(self, session: Session, document_id: int, user: User, now: datetime) -> None:
         """Into the trash, and its OCR job (queued or running) cancelled in the same transaction:

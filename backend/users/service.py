@@ -11,10 +11,11 @@ import secrets
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -138,6 +139,16 @@ class Users:
         session.flush()
 
 
+@cache
+def _resolve_statement() -> Select[Credential, User]:
+    # Asked on every request: built once (on first use), executed with parameters.
+    return (
+        select(Credential, User)
+        .join(User, User.id == Credential.user_id)
+        .where(Credential.token_hash == bindparam("token_hash"), Credential.kind == bindparam("kind"))
+    )
+
+
 @dataclass(frozen=True)
 class Issued:
     token: str
@@ -167,11 +178,7 @@ class Credentials:
     def resolve(
         self, session: Session, token: str, kind: CredentialKind, now: datetime
     ) -> tuple[Credential, User] | None:
-        row = session.execute(
-            select(Credential, User)
-            .join(User, User.id == Credential.user_id)
-            .where(Credential.token_hash == token_hash(token), Credential.kind == kind)
-        ).first()
+        row = session.execute(_resolve_statement(), {"token_hash": token_hash(token), "kind": kind}).first()
         if row is None:
             return None
         credential, user = row.tuple()

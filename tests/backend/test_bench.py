@@ -49,6 +49,22 @@ def test_api_benchmark_makes_and_counts_every_request(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["--layers"]], ids=["process", "layers"])
+def test_api_profile_measures_every_operation(tmp_path: Path, mode: list[str]) -> None:
+    _run("profile_api.py", tmp_path, "--database", DATABASE_KIND, *mode)
+    name = "layers" if mode else "cpu"
+    result = json.loads((tmp_path / f"{name}-api-{DATABASE_KIND}.json").read_text())
+    assert set(result["operations"]) == {"list", "lines", "correct"}
+    for figures in result["operations"].values():
+        if mode:
+            assert 0 < figures["serviceMs"] < figures["wholeRequestAsgiMs"]
+            assert figures["authenticationMs"] > 0
+        else:
+            assert 0 < figures["minMs"] <= figures["medianMs"]
+            assert len(figures["repeatsMs"]) == 2
+
+
+@pytest.mark.slow
 def test_ocr_start_benchmark_sees_the_breaker_closed_then_open(tmp_path: Path) -> None:
     _run("bench_ocr_start.py", tmp_path, "--database", DATABASE_KIND)
     result = json.loads((tmp_path / "ocr_start.json").read_text())

@@ -200,6 +200,22 @@ def test_list_filters_match_a_plain_filter_of_all_documents(actors: Actors) -> N
         assert [d["id"] for d in got["items"]] == expected, query
 
 
+def test_a_listed_document_reads_as_the_document_read_alone(actors: Actors) -> None:
+    # The list reads plain rows, the single read an ORM object: the answers must not drift apart.
+    variants = [
+        {"writer": "Anna Müller", "date": "1915"},
+        {"writer": "Karl Weber", "date": "1916-03"},
+        {"date": "1917-04-05"},
+        {},
+    ]
+    for seed, fields in enumerate(variants):
+        assert upload(actors, make_document("png", 500 + seed), **fields)[0] == 201
+    listed = actors.client.get("/api/documents", headers=actors.archivist).json()["items"]
+    assert len(listed) == len(variants)
+    for item in listed:
+        assert item == actors.client.get(f"/api/documents/{item['id']}", headers=actors.archivist).json()
+
+
 def test_keyset_pages_list_every_document_once_while_uploads_go_on(actors: Actors) -> None:
     ids = [upload(actors, make_document("png", 300 + n))[1]["id"] for n in range(11)]
     seen: list[int] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,17 +10,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from backend.app import create_management_app
 from backend.db import Database
 from backend.deps import build_services
+from backend.metrics import Metrics, RequestLatency
 from tests.backend.conftest import DATABASE_KIND, AppFactory, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +102,28 @@ def test_health_and_metrics_are_on_the_management_app_only(client: TestClient, d
     assert 'route="/api/documents/{document_id}"' in text and "12345" not in text
     assert client.get("/health").status_code == 404
     assert client.get("/metrics").status_code == 404
+
+
+def test_request_latency_is_timed_to_the_response_start_by_route_template_and_status() -> None:
+    metrics = Metrics()
+    app = FastAPI()
+    app.add_middleware(RequestLatency, metrics=metrics)
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"first "
+        await asyncio.sleep(0.5)
+        yield b"last"
+
+    @app.get("/streams/{number}")
+    async def stream(number: int) -> StreamingResponse:
+        return StreamingResponse(slow_body(), status_code=206)
+
+    with TestClient(app) as client:
+        assert client.get("/streams/7").content == b"first last"
+    labels = {"method": "GET", "route": "/streams/{number}", "status": "206"}
+    assert metrics.registry.get_sample_value("http_server_request_duration_seconds_count", labels) == 1
+    # An event stream counts the time to its first byte, not how long the client stayed.
+    assert metrics.registry.get_sample_value("http_server_request_duration_seconds_sum", labels) < 0.5
 
 
 def test_health_is_503_with_a_code_when_the_database_is_gone(tmp_path: Path) -> None:
