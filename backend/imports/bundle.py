@@ -60,6 +60,8 @@ class ImportLimits:
     max_image_bytes: int
     max_pages: int
     max_lines_per_page: int
+    # Coordinate points of all pages' lines together (they stay in memory until the import ends).
+    max_points: int = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 images.add(path, info)
     documents: dict[PurePosixPath, BundledDocument] = {}
     orders: dict[PurePosixPath, MetsOrder] = {}
+    points = 0
     for path, info in sorted(xmls, key=lambda item: natural_key(str(item[0]))):
         read = _read_xml(archive, info, budget, limits)
         if read is None:
@@ -201,6 +204,14 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
         if isinstance(read, MetsOrder):
             orders[folder] = read
             continue
+        points += sum(len(line.baseline) + len(line.polygon) for line in read.lines)
+        if points > limits.max_points:
+            raise AppError(
+                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
+                f"The ZIP's PAGE and ALTO files describe their lines with more than {limits.max_points} "
+                f"coordinate points together (reached at {info.filename[:200]!r}); import it in parts.",
+                details={"maxPoints": limits.max_points},
+            )
         image = images.find(read.image_name, path, folder)
         if image is None:
             raise AppError(

@@ -254,6 +254,23 @@ def test_pages_and_lines_are_bounded(app_factory: AppFactory) -> None:
     refused(client, headers, zip_of(files), "TOO_MANY_PAGES", 413)
 
 
+def test_the_points_of_all_pages_together_are_bounded(app_factory: AppFactory) -> None:
+    """Every page's lines stay in memory until the last file is read: coordinates (a 40 KB
+    deflated PAGE file of dense polygons is 460 MB of points) are bounded for the whole ZIP."""
+    client = app_factory(import_max_points=41)
+    add_user(client, "erika", Role.ARCHIVIST)
+    headers = bearer(client, "erika")
+    files: dict[str, bytes] = {}
+    for n in range(3):
+        page = gen_page(210 + n, "0001.png", lines=2)  # 2 lines of 3 + 4 points: 14 a page
+        files[f"Brief {n}/0001.png"] = image_bytes(page)
+        files[f"Brief {n}/page/0001.xml"] = transkribus_page(page)
+    message = refused(client, headers, zip_of(files), "IMPORT_UNSAFE_ARCHIVE")
+    assert "41" in message
+    one = {name: data for name, data in files.items() if name.startswith("Brief 0/")}
+    assert post(client, headers, zip_of(one)).status_code == 201
+
+
 # --- generated: names and bytes -----------------------------------------------------------------
 
 _PIECES = [
