@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
+import resource
 import stat
 import struct
 import zipfile
@@ -331,3 +333,22 @@ def test_mutated_zips_give_documents_or_a_clear_refusal(seed: int) -> None:
     assert unpack(data) == 2
     codes = {outcome(variant) for _, variant in mutated(data, seed, 60)}
     assert codes - {"OK"}, "no mutation was refused: the fuzzing did nothing"
+
+
+def test_a_zip_of_more_documents_than_open_files_allowed_is_imported(actors: Actors) -> None:
+    """Each document's original used to stay open (a temporary file) until the last was built:
+    a ZIP of many small documents ran the process out of file descriptors (a 500 for everyone)."""
+    files: dict[str, bytes] = {}
+    for n in range(60):
+        page = gen_page(300 + n, "0001.png", lines=1, width=40, height=30)
+        files[f"Brief {n:02d}/0001.png"] = image_bytes(page)
+        files[f"Brief {n:02d}/page/0001.xml"] = transkribus_page(page)
+    data = zip_of(files)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    try:
+        response = post(actors.client, actors.archivist, data)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_code == 201, response.text
+    assert len(response.json()["documents"]) == 60
