@@ -31,7 +31,15 @@ from backend.imports.mets import MetsOrder, is_mets, mets_order
 from backend.transcripts.alto_reader import is_alto, read_alto
 from backend.transcripts.page_reader import is_page, read_page
 from backend.transcripts.reading import ReadPage
-from untrusted.archive import ArchiveLimits, UnpackBudget, checked_entries, is_ignorable, name_key, read_entry
+from untrusted.archive import (
+    ArchiveLimits,
+    Layout,
+    UnpackBudget,
+    checked_entries,
+    is_ignorable,
+    name_key,
+    read_entry,
+)
 from untrusted.errors import (
     ArchiveTooLargeError,
     DamagedArchiveError,
@@ -182,10 +190,14 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
     ``budget`` counts the bytes unpacked (here the XML; the images when they are read)."""
     xmls: list[tuple[PurePosixPath, zipfile.ZipInfo]] = []
     images = _Images()
+    # Files are found case-blind (as a user's Windows or macOS shows them): two names apart only
+    # in case or Unicode form are one name, and which of them a page means cannot be told.
+    layout = Layout()
     with as_app_error():
         for info, path in checked_entries(archive, limits.archive):
             if info.is_dir() or not path.parts or is_ignorable(path.parts):
                 continue
+            layout.add_file(path, info.filename)
             suffix = path.suffix.lower()
             if suffix == ".xml":
                 budget.declare(info.file_size)

@@ -352,3 +352,13 @@ def test_a_zip_of_more_documents_than_open_files_allowed_is_imported(actors: Act
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert response.status_code == 201, response.text
     assert len(response.json()["documents"]) == 60
+
+
+@pytest.mark.parametrize("other", ["Brief/0001.PNG", "brief/0001.png"])
+def test_two_entries_one_name_apart_only_in_case_are_refused(actors: Actors, other: str) -> None:
+    """A user's Windows or macOS shows them as one file: which image the page names is
+    ambiguous, and the one found last used to be taken silently (another page's picture)."""
+    decoy = gen_page(220, "0001.png", lines=2, width=300, height=200)
+    files = {**VALID, other: image_bytes(decoy)}
+    message = refused(actors.client, actors.archivist, zip_of(files), "IMPORT_UNSAFE_ARCHIVE")
+    assert "twice" in message
