@@ -289,18 +289,29 @@ _SLICE_DOCUMENTS = 200
 
 
 def _next_slice(session: Session, after: int, batch: int) -> list[int]:
-    """The next documents (ids above ``after``) with lines, as many as hold about ``batch`` lines (one at least)."""
+    """The next documents (ids above ``after``) with pages, as many as hold about ``batch`` lines (one at least)."""
+    following = list(
+        session.scalars(
+            select(Page.document_id)
+            .where(Page.document_id > after)
+            .group_by(Page.document_id)
+            .order_by(Page.document_id)
+            .limit(_SLICE_DOCUMENTS)
+        )
+    )
+    if not following:
+        return []
     counted = session.execute(
         select(Page.document_id, func.count(Line.id))
         .join(Line, Line.page_id == Page.id)
-        .where(Page.document_id > after)
+        .where(Page.document_id.in_(following))
         .group_by(Page.document_id)
-        .order_by(Page.document_id)
-        .limit(_SLICE_DOCUMENTS)
-    ).all()
+    ).tuples()
+    counts = {document_id: count for document_id, count in counted}
     chosen: list[int] = []
     lines = 0
-    for document_id, count in counted:
+    for document_id in following:
+        count = counts.get(document_id, 0)
         if chosen and lines + count > batch:
             break
         chosen.append(document_id)
