@@ -132,7 +132,7 @@ def reindex_search(settings: Settings, argv: list[str]) -> int:
     """``python -m backend reindex-search``: the search index rebuilt from every line (after a
     restore from a backup taken without it, or a change of folding)."""
     parser = argparse.ArgumentParser(prog="python -m backend reindex-search")
-    parser.add_argument("--batch", type=int, default=5000, help="lines written per transaction")
+    parser.add_argument("--batch", type=int, default=5000, help="lines (whole documents) indexed per transaction")
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error("--batch must be at least 1")

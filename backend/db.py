@@ -265,8 +265,10 @@ def migration_transaction(engine: Engine) -> Iterator[Connection]:
     with engine.connect() as connection:
         # Off before BEGIN: SQLite ignores the pragma inside a transaction.
         connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
+            # Inside the try: a BEGIN that times out on another writer's lock must still switch
+            # foreign keys on again before the connection goes back to the pool.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
             yield connection
             broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
             if broken:

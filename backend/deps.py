@@ -150,6 +150,7 @@ def import_limits(settings: Settings) -> ImportLimits:
         max_image_bytes=min(settings.import_max_bytes, 6 * settings.ocr_max_page_pixels + 2**20),
         max_pages=settings.max_pages,
         max_lines_per_page=settings.import_max_lines_per_page,
+        max_points=settings.import_max_points,
     )
 
 

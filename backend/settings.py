@@ -111,6 +111,11 @@ class Settings(BaseSettings):
     # most APP_MAX_PAGES pages.
     import_max_xml_bytes: int = Field(32 * 1024 * 1024, gt=0)
     import_max_lines_per_page: int = Field(5000, ge=1)
+    # Coordinate points of all the ZIP's lines together (baselines and outlines): every page read
+    # stays in memory until the last file is, at about 64 bytes a point; dense deflated polygons
+    # would otherwise make a small upload gigabytes (more: 422 IMPORT_UNSAFE_ARCHIVE). A
+    # 1000-page Transkribus export of 40 lines a page has some 3 million.
+    import_max_points: int = Field(5_000_000, ge=1)
 
     # --- Page images for the UI ---------------------------------------------------------
     # A PDF page is rendered at this DPI; an image page keeps its own pixels. Either way its

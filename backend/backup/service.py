@@ -226,7 +226,7 @@ def create_backup(
     notes: list[str] = []
     created = now()
     try:
-        with partial.open("wb") as file:
+        with _private_file(partial) as file:
             with tarfile.open(fileobj=file, mode="w", format=tarfile.USTAR_FORMAT) as tar:
                 out = _ArchiveWriter(tar, partial.parent)
                 stamp = created.timestamp()
@@ -271,6 +271,16 @@ def create_backup(
         raise
     notes.insert(0, f"{originals} originals, {sum(t.rows for t in tables)} rows in {len(tables)} tables")
     return BackupResult(path, manifest, notes)
+
+
+def _private_file(path: Path) -> BinaryIO:
+    """``path`` created afresh for writing, readable by its owner only from the first byte: the
+    archive holds every letter and the users' password hashes, and a default umask (022) would
+    show them to every account on the machine. A file left there by a killed run is replaced
+    (its mode is not trusted)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(descriptor, "wb")
 
 
 def _sync_folder(folder: Path) -> None:

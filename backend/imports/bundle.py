@@ -31,7 +31,15 @@ from backend.imports.mets import MetsOrder, is_mets, mets_order
 from backend.transcripts.alto_reader import is_alto, read_alto
 from backend.transcripts.page_reader import is_page, read_page
 from backend.transcripts.reading import ReadPage
-from untrusted.archive import ArchiveLimits, UnpackBudget, checked_entries, is_ignorable, name_key, read_entry
+from untrusted.archive import (
+    ArchiveLimits,
+    Layout,
+    UnpackBudget,
+    checked_entries,
+    is_ignorable,
+    name_key,
+    read_entry,
+)
 from untrusted.errors import (
     ArchiveTooLargeError,
     DamagedArchiveError,
@@ -60,6 +68,8 @@ class ImportLimits:
     max_image_bytes: int
     max_pages: int
     max_lines_per_page: int
+    # Coordinate points of all pages' lines together (they stay in memory until the import ends).
+    max_points: int = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -180,10 +190,14 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
     ``budget`` counts the bytes unpacked (here the XML; the images when they are read)."""
     xmls: list[tuple[PurePosixPath, zipfile.ZipInfo]] = []
     images = _Images()
+    # Files are found case-blind (as a user's Windows or macOS shows them): two names apart only
+    # in case or Unicode form are one name, and which of them a page means cannot be told.
+    layout = Layout()
     with as_app_error():
         for info, path in checked_entries(archive, limits.archive):
             if info.is_dir() or not path.parts or is_ignorable(path.parts):
                 continue
+            layout.add_file(path, info.filename)
             suffix = path.suffix.lower()
             if suffix == ".xml":
                 budget.declare(info.file_size)
@@ -193,6 +207,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 images.add(path, info)
     documents: dict[PurePosixPath, BundledDocument] = {}
     orders: dict[PurePosixPath, MetsOrder] = {}
+    points = 0
     for path, info in sorted(xmls, key=lambda item: natural_key(str(item[0]))):
         read = _read_xml(archive, info, budget, limits)
         if read is None:
@@ -201,6 +216,14 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
         if isinstance(read, MetsOrder):
             orders[folder] = read
             continue
+        points += sum(len(line.baseline) + len(line.polygon) for line in read.lines)
+        if points > limits.max_points:
+            raise AppError(
+                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
+                f"The ZIP's PAGE and ALTO files describe their lines with more than {limits.max_points} "
+                f"coordinate points together (reached at {info.filename[:200]!r}); import it in parts.",
+                details={"maxPoints": limits.max_points},
+            )
         image = images.find(read.image_name, path, folder)
         if image is None:
             raise AppError(

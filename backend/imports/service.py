@@ -43,10 +43,10 @@ TIFF = "image/tiff"
 
 @dataclass
 class _Built:
-    """A document's original, written to a temporary file, with its pages' frames."""
+    """A document's original, already in the store under ``storage_key``, with its pages' frames."""
 
     bundled: BundledDocument
-    original: BinaryIO
+    storage_key: str
     frames: list[Frame]
     sha256: str
     size: int
@@ -105,6 +105,8 @@ class Imports:
         source.seek(0)
         with as_app_error():
             archive = open_archive(source, self.limits.archive)
+        # Each original goes into the store as soon as it is built (one temporary file open at a
+        # time, however many documents the ZIP holds), and out again if anything fails.
         built: list[_Built] = []
         budget = UnpackBudget(self.limits.archive.max_unpacked_bytes)
         try:
@@ -116,33 +118,52 @@ class Imports:
                         f"The ZIP holds {len(bundled)} documents; a title can be given for a ZIP of one document only.",
                     )
                 for document in bundled:
-                    built.append(self._build(archive, document, budget))
+                    built.append(self._build(session, archive, document, budget, built))
             return self._record(session, user, fields, filename, built, now)
-        finally:
-            for item in built:
-                item.original.close()
-
-    def _build(self, archive: zipfile.ZipFile, document: BundledDocument, budget: UnpackBudget) -> _Built:
-        out = tempfile.TemporaryFile()
-        try:
-            tiff = TiffOriginal(out, self.max_page_pixels)
-            for page in document.pages:
-                with as_app_error():
-                    data = read_entry(
-                        archive, page.image, budget, max_bytes=self.limits.max_image_bytes, what="page image"
-                    )
-                tiff.add(data, page.image.filename, (page.read.width, page.read.height))
-            tiff.close()
-            digest, size = hashlib.sha256(), 0
-            out.seek(0)
-            while chunk := out.read(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-            out.seek(0)
         except BaseException:
-            out.close()
+            session.rollback()
+            self._remove([item.storage_key for item in built])
             raise
-        return _Built(document, out, tiff.frames, digest.hexdigest(), size)
+
+    def _build(
+        self,
+        session: Session,
+        archive: zipfile.ZipFile,
+        document: BundledDocument,
+        budget: UnpackBudget,
+        before: list[_Built],
+    ) -> _Built:
+        """The document's original, built and stored, unless the archive holds it already (409)."""
+        with tempfile.TemporaryFile() as out:
+            digest, size, frames = self._write_original(archive, document, budget, out)
+            existing = session.scalar(select(Document).where(Document.sha256 == digest))
+            if existing is not None:
+                raise self.documents.duplicate(existing)
+            if any(item.sha256 == digest for item in before):
+                raise AppError(
+                    ErrorCode.DUPLICATE_DOCUMENT,
+                    f"The ZIP holds the same pages twice (in {document.folder or 'its root'!r}).",
+                )
+            out.seek(0)
+            key = self.storage.save(out)
+        return _Built(document, key, frames, digest, size)
+
+    def _write_original(
+        self, archive: zipfile.ZipFile, document: BundledDocument, budget: UnpackBudget, out: BinaryIO
+    ) -> tuple[str, int, list[Frame]]:
+        """The document's pages as one TIFF in ``out``: its sha256, size and frames."""
+        tiff = TiffOriginal(out, self.max_page_pixels)
+        for page in document.pages:
+            with as_app_error():
+                data = read_entry(archive, page.image, budget, max_bytes=self.limits.max_image_bytes, what="page image")
+            tiff.add(data, page.image.filename, (page.read.width, page.read.height))
+        tiff.close()
+        digest, size = hashlib.sha256(), 0
+        out.seek(0)
+        while chunk := out.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+        return digest.hexdigest(), size, tiff.frames
 
     def _title(self, fields: ImportFields, built: _Built, filename: str | None) -> str:
         if fields.title is not None:
@@ -164,32 +185,17 @@ class Imports:
         built: list[_Built],
         now: datetime,
     ) -> list[Document]:
-        seen: set[str] = set()
-        for item in built:
-            existing = session.scalar(select(Document).where(Document.sha256 == item.sha256))
-            if existing is not None:
-                raise self.documents.duplicate(existing)
-            if item.sha256 in seen:
-                raise AppError(
-                    ErrorCode.DUPLICATE_DOCUMENT,
-                    f"The ZIP holds the same pages twice (in {item.bundled.folder or 'its root'!r}).",
-                )
-            seen.add(item.sha256)
-        keys: list[str] = []
+        """The documents' rows, committed at once (the caller removes the stored originals on failure)."""
         try:
-            made = [self._document(session, user, fields, filename, item, keys, now) for item in built]
+            made = [self._document(session, user, fields, filename, item, now) for item in built]
             session.commit()
         except IntegrityError as exc:
+            # Another upload or import stored the same original meanwhile.
             session.rollback()
-            self._remove(keys)
             for item in built:
                 existing = session.scalar(select(Document).where(Document.sha256 == item.sha256))
                 if existing is not None:
                     raise self.documents.duplicate(existing) from exc
-            raise
-        except BaseException:
-            session.rollback()
-            self._remove(keys)
             raise
         for document in made:
             log.info("document %d imported (%d pages) by user %d", document.id, document.page_count, user.id)
@@ -206,14 +212,11 @@ class Imports:
         fields: ImportFields,
         filename: str | None,
         item: _Built,
-        keys: list[str],
         now: datetime,
     ) -> Document:
         first = item.bundled.pages[0].read
         writer_name = fields.writer or first.writer
         day, precision = parse_partial_date(fields.date) if fields.date else (first.date, first.date_precision)
-        item.original.seek(0)
-        keys.append(self.storage.save(item.original))
         document = Document(
             title=self._title(fields, item, filename),
             writer=self.documents.writer_named(session, writer_name, now) if writer_name else None,
@@ -221,7 +224,7 @@ class Imports:
             date_precision=precision,
             original_filename=safe_filename(filename),
             media_type=TIFF,
-            storage_key=keys[-1],
+            storage_key=item.storage_key,
             sha256=item.sha256,
             size_bytes=item.size,
             page_count=len(item.frames),

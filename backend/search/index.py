@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, select, text
+from sqlalchemy import Connection, Table, delete, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
@@ -279,53 +279,76 @@ def index_lines(session: Session, line_ids: Collection[int]) -> None:
     _reindex(session, ordered, chosen)
 
 
-def _clear(session: Session) -> None:
-    if session.get_bind().dialect.name == "sqlite":
-        # The whole FTS5 table at once: the per-row trigger then finds nothing left to delete.
-        session.execute(text("DELETE FROM search_fts"))
-    session.execute(delete(SearchLine))
+def _clear_vocabulary(session: Session) -> None:
     session.execute(delete(SearchVariant))
     session.execute(delete(SearchWord))
 
 
+# Documents indexed in one transaction at most (fewer where their lines pass ``batch``).
+_SLICE_DOCUMENTS = 200
+
+
+def _next_slice(session: Session, after: int, batch: int) -> list[int]:
+    """The next documents (ids above ``after``) with pages, as many as hold about ``batch`` lines (one at least)."""
+    following = list(
+        session.scalars(
+            select(Page.document_id)
+            .where(Page.document_id > after)
+            .group_by(Page.document_id)
+            .order_by(Page.document_id)
+            .limit(_SLICE_DOCUMENTS)
+        )
+    )
+    if not following:
+        return []
+    counted = session.execute(
+        select(Page.document_id, func.count(Line.id))
+        .join(Line, Line.page_id == Page.id)
+        .where(Page.document_id.in_(following))
+        .group_by(Page.document_id)
+    ).tuples()
+    counts = {document_id: count for document_id, count in counted}
+    chosen: list[int] = []
+    lines = 0
+    for document_id in following:
+        count = counts.get(document_id, 0)
+        if chosen and lines + count > batch:
+            break
+        chosen.append(document_id)
+        lines += count
+    return chosen
+
+
 def index_everything(session: Session, *, batch: int = 5000, commit: Callable[[], None] | None = None) -> int:
-    """Index every line afresh, in ``session``; ``commit`` (if given) is called after each batch.
-    Returns how many lines were indexed."""
-    _clear(session)
+    """Index every line afresh, in ``session``; ``commit`` (if given) is called after each slice
+    of whole documents (about ``batch`` lines). Returns how many lines were indexed.
+
+    The index is replaced a slice at a time, never emptied first: a search while it runs finds
+    every document. A slice's old rows go, its lines are read and its rows written in one
+    transaction that begins with its write (SQLite: no other writer can commit between the read
+    and the write, so a correction saved meanwhile is indexed by its own transaction before or
+    after; PostgreSQL: rows are upserted, and a correction waits for the slice's deleted rows).
+    """
+    _clear_vocabulary(session)
     if commit is not None:
         commit()
     known: set[str] = set()
     count = 0
-    pending: list[Entry] = []
-
-    def flush() -> None:
-        nonlocal pending
-        _write(session, pending, known)
-        pending = []
-        if commit is not None:
-            commit()
-
     last_document = 0
-    while True:
-        # Documents a slice at a time (each document's lines whole, in reading order).
-        documents = list(
-            session.scalars(
-                select(Page.document_id)
-                .where(Page.document_id > last_document)
-                .group_by(Page.document_id)
-                .order_by(Page.document_id)
-                .limit(200)
-            )
-        )
-        if not documents:
-            break
+    while documents := _next_slice(session, last_document, batch):
         last_document = documents[-1]
+        if commit is not None:
+            # End the read above: the slice's transaction must begin with its write (SQLite
+            # cannot turn a read that another writer overtook into a write).
+            commit()
+        session.execute(delete(SearchLine).where(SearchLine.document_id.in_(documents)))
         rows = session.execute(
             select(*_LINE_COLUMNS)
             .join(Page, Page.id == Line.page_id)
             .where(Page.document_id.in_(documents))
             .order_by(Page.document_id, Page.number, Line.order_index)
         ).all()
+        pending: list[Entry] = []
         previous: tuple[_Line, list[str]] | None = None
         for row in rows:
             line = _line(row)
@@ -337,10 +360,13 @@ def index_everything(session: Session, *, batch: int = 5000, commit: Callable[[]
             previous = (line, own)
             count += 1
             if len(pending) >= batch:
-                flush()
+                _write(session, pending, known)
+                pending = []
         if previous is not None:
             pending.append(_entry(previous[0], previous[1], []))
-        flush()
+        _write(session, pending, known)
+        if commit is not None:
+            commit()
     return count
 
 

@@ -7,7 +7,9 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import random
+import stat
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -264,6 +266,22 @@ def test_backup_refuses_to_overwrite_and_leaves_no_partial_file(
     with pytest.raises(BackupError, match="missing"):
         backup_of("second.tar")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("second")) == []
+
+
+def test_the_archive_is_readable_by_its_owner_only_whatever_the_umask(
+    actors: Actors, backup_of: Callable[..., Path]
+) -> None:
+    # It holds every letter and the users' password hashes; a default umask (022) would let
+    # every account on the machine read it.
+    fill(actors, documents=1)
+    previous = os.umask(0o022)
+    try:
+        path = backup_of()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        backup_of(force=True)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
 
 
 def test_restore_refuses_a_database_with_data(actors: Actors, backup_of: Callable[..., Path], tmp_path: Path) -> None:

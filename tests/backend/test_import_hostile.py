@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
+import resource
 import stat
 import struct
 import zipfile
@@ -254,6 +256,23 @@ def test_pages_and_lines_are_bounded(app_factory: AppFactory) -> None:
     refused(client, headers, zip_of(files), "TOO_MANY_PAGES", 413)
 
 
+def test_the_points_of_all_pages_together_are_bounded(app_factory: AppFactory) -> None:
+    """Every page's lines stay in memory until the last file is read: coordinates (a 40 KB
+    deflated PAGE file of dense polygons is 460 MB of points) are bounded for the whole ZIP."""
+    client = app_factory(import_max_points=41)
+    add_user(client, "erika", Role.ARCHIVIST)
+    headers = bearer(client, "erika")
+    files: dict[str, bytes] = {}
+    for n in range(3):
+        page = gen_page(210 + n, "0001.png", lines=2)  # 2 lines of 3 + 4 points: 14 a page
+        files[f"Brief {n}/0001.png"] = image_bytes(page)
+        files[f"Brief {n}/page/0001.xml"] = transkribus_page(page)
+    message = refused(client, headers, zip_of(files), "IMPORT_UNSAFE_ARCHIVE")
+    assert "41" in message
+    one = {name: data for name, data in files.items() if name.startswith("Brief 0/")}
+    assert post(client, headers, zip_of(one)).status_code == 201
+
+
 # --- generated: names and bytes -----------------------------------------------------------------
 
 _PIECES = [
@@ -314,3 +333,32 @@ def test_mutated_zips_give_documents_or_a_clear_refusal(seed: int) -> None:
     assert unpack(data) == 2
     codes = {outcome(variant) for _, variant in mutated(data, seed, 60)}
     assert codes - {"OK"}, "no mutation was refused: the fuzzing did nothing"
+
+
+def test_a_zip_of_more_documents_than_open_files_allowed_is_imported(actors: Actors) -> None:
+    """Each document's original used to stay open (a temporary file) until the last was built:
+    a ZIP of many small documents ran the process out of file descriptors (a 500 for everyone)."""
+    files: dict[str, bytes] = {}
+    for n in range(60):
+        page = gen_page(300 + n, "0001.png", lines=1, width=40, height=30)
+        files[f"Brief {n:02d}/0001.png"] = image_bytes(page)
+        files[f"Brief {n:02d}/page/0001.xml"] = transkribus_page(page)
+    data = zip_of(files)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 40, hard))
+    try:
+        response = post(actors.client, actors.archivist, data)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert response.status_code == 201, response.text
+    assert len(response.json()["documents"]) == 60
+
+
+@pytest.mark.parametrize("other", ["Brief/0001.PNG", "brief/0001.png"])
+def test_two_entries_one_name_apart_only_in_case_are_refused(actors: Actors, other: str) -> None:
+    """A user's Windows or macOS shows them as one file: which image the page names is
+    ambiguous, and the one found last used to be taken silently (another page's picture)."""
+    decoy = gen_page(220, "0001.png", lines=2, width=300, height=200)
+    files = {**VALID, other: image_bytes(decoy)}
+    message = refused(actors.client, actors.archivist, zip_of(files), "IMPORT_UNSAFE_ARCHIVE")
+    assert "twice" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,9 +18,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import OperationalError
 
 from backend.app import create_app
-from backend.db import MIGRATIONS, Database, SchemaTooNewError, migrate
+from backend.db import MIGRATIONS, Database, SchemaTooNewError, make_side_engine, migrate, migration_transaction
 from backend.documents.models import Document, DocumentStatus, Line, Page
 from backend.ocr.models import JobStatus, OcrJob
 from backend.users.models import Role, User
@@ -256,3 +258,26 @@ def test_migrating_an_archive_with_lines_keeps_every_line(fresh_url: str) -> Non
                 assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
     finally:
         database.dispose()
+
+
+@pytest.mark.skipif(DATABASE_KIND != "sqlite", reason="SQLite's foreign-key switch")
+def test_a_migration_transaction_that_cannot_begin_leaves_foreign_keys_on(tmp_path: Path) -> None:
+    """Another writer holds the database past the busy timeout: BEGIN fails, and the pooled
+    connection it switched foreign keys off on must not go back to the pool that way (every
+    later delete would then skip its cascades)."""
+    path = tmp_path / "locked.db"
+    engine = make_side_engine(f"sqlite:///{path}", timeout_s=0.1)  # one pooled connection
+    with engine.connect() as connection:  # connected (WAL, foreign keys on) before the lock
+        connection.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+        connection.commit()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"), migration_transaction(engine):
+            pass
+        holder.execute("ROLLBACK")
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        holder.close()
+        engine.dispose()

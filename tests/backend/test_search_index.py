@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.db import Database
-from backend.search.index import index_lines, rebuild
+from backend.search.index import index_everything, index_lines, rebuild
 from tests.backend.conftest import DATABASE_KIND, Actors, services_of
 from tests.backend.search_support import correct, document, hit_lines, line_ids, search, store_page
 
@@ -110,3 +110,34 @@ def test_two_transactions_indexing_one_line_at_once_both_succeed(actors: Actors)
     thread.join(timeout=30)
     assert not thread.is_alive() and failures == []
     assert hit_lines(search(actors, "Weihnachten")) == [first]
+
+
+def test_a_rebuild_beside_people_correcting_keeps_their_text_and_finds_everything_meanwhile(
+    actors: Actors,
+) -> None:
+    """``reindex-search`` on a running archive: a correction saved while it runs used to make
+    SQLite's rebuild fail on the row the correction had indexed (the index left half empty), and
+    every document was unfindable from the first commit until its slice came round again."""
+    document(actors, ["Brief eins"])
+    second = document(actors, ["Brief zwei"])
+    third = document(actors, ["Brief drei"])
+    target = line_ids(actors, second)[0]
+    services = services_of(actors.client)
+    commits = 0
+    with services.db.sessions() as session:
+
+        def commit() -> None:
+            nonlocal commits
+            session.commit()
+            commits += 1
+            if commits == 1:
+                correct(actors, target, "Gruss aus Wien")
+            assert [r["document"]["id"] for r in search(actors, "drei")["results"]] == [third]
+
+        index_everything(session, batch=1, commit=commit)
+    assert commits > 3  # a transaction for each document (batch=1)
+    assert [r["document"]["id"] for r in search(actors, "Wien")["results"]] == [second]
+    assert search(actors, "zwei")["total"] == 0
+    incremental = _snapshot(services.db)
+    rebuild(services.db.sessions)
+    assert _snapshot(services.db) == incremental
