@@ -109,7 +109,9 @@ class Settings(BaseSettings):
     # One PAGE/ALTO file (a dense page's is under 1 MB) and its lines. A page image may have at
     # most APP_OCR_MAX_PAGE_PIXELS pixels (the OCR service reads no larger page), a document at
     # most APP_MAX_PAGES pages.
-    import_max_xml_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    # One PAGE/ALTO file: parsing costs about 15x its size in memory; a dense page with word
+    # boxes is 1-3 MB.
+    import_max_xml_bytes: int = Field(8 * 1024 * 1024, gt=0)
     import_max_lines_per_page: int = Field(5000, ge=1)
     # Coordinate points of all the ZIP's lines together (baselines and outlines): every page read
     # stays in memory until the last file is, at about 64 bytes a point; dense deflated polygons
