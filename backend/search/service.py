@@ -231,7 +231,23 @@ def _results(
 ) -> list[SearchResultOut]:
     if not shown:
         return []
-    documents = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(shown))).unique()}
+    # Only the columns shown (not the ORM objects: a page of documents each with its writer).
+    documents = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Document.id,
+                Document.title,
+                Document.date,
+                Document.date_precision,
+                Document.status,
+                Writer.slug,
+                Writer.name,
+            )
+            .outerjoin(Writer, Writer.id == Document.writer_id)
+            .where(Document.id.in_(shown))
+        )
+    }
     hit_ids = [c.line_id for d in shown for c in by_document[d][:hits_per_document]]
     lines = {
         row.id: row
@@ -263,13 +279,14 @@ def _results(
                     link=f"/documents/{document_id}?page={line.number}&line={line.id}",
                 )
             )
-        writer = document.writer
         results.append(
             SearchResultOut(
                 document=SearchDocumentOut(
                     id=document.id,
                     title=document.title,
-                    writer=SearchWriterOut(slug=writer.slug, name=writer.name) if writer else None,
+                    writer=SearchWriterOut(slug=document.slug, name=document.name)
+                    if document.slug is not None
+                    else None,
                     date=document.date,
                     date_precision=document.date_precision,
                     status=document.status,
