@@ -142,12 +142,20 @@ def make_side_engine(url: str, timeout_s: float = SIDE_TIMEOUT_S) -> Engine:
     return engine
 
 
+# Address space only (the file's pages are the OS page cache's); larger files are read past it as before.
+SQLITE_MMAP_BYTES = 4 << 30
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers go on while one writer commits; foreign keys are off by default in SQLite.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # Reads straight from the OS page cache, shared by every connection, not copied into each
+    # connection's small page cache first: a search reads a thousand index rows scattered over
+    # the file (measured at 1M lines: half the SQL time of a common word's search).
+    cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
     cursor.close()
 
 

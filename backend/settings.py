@@ -197,8 +197,10 @@ class Settings(BaseSettings):
     # Search: the lines shown per document in a result (best first).
     search_hits_per_document: int = Field(5, ge=1, le=50)
     # The candidate lines one search judges at most (a very common word matches far more); the
-    # best are sought first (a person's text, exact matches), so the cut drops the weakest.
-    search_candidate_lines: int = Field(1000, ge=100, le=200_000)
+    # best are sought first (a person's text, exact matches), so the cut drops the weakest. Each
+    # candidate is a read of its index row scattered over the file: at 1M lines 1000 cost a
+    # common word's search about three times the CPU of 300 (bench/bench_search.py).
+    search_candidate_lines: int = Field(300, ge=100, le=200_000)
 
     @field_validator("log_level")
     @classmethod

@@ -109,11 +109,20 @@ class Verdict:
 def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Query) -> list[tuple[int, bool]]:
     """Where ``phrase`` starts in ``sequence`` (before index ``starts``), and whether exactly there."""
     found = []
-    size = len(phrase.words)
+    words = phrase.words
+    size = len(words)
+    first, first_near = words[0], query.variants.get(words[0], ())
+    # The first word picks the starts (most positions fail there); the rest are checked after.
     for start in range(min(starts, len(sequence) - size + 1)):
-        exact = True
-        for offset, word in enumerate(phrase.words):
-            seen = sequence[start + offset]
+        seen = sequence[start]
+        if seen == first:
+            exact = True
+        elif seen in first_near:
+            exact = False
+        else:
+            continue
+        for offset in range(1, size):
+            word, seen = words[offset], sequence[start + offset]
             if seen == word:
                 continue
             if seen not in query.variants.get(word, ()):

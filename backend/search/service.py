@@ -7,7 +7,19 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, cast, column, literal_column, select, table, text
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    cast,
+    column,
+    literal_column,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import Session
 
@@ -103,8 +115,10 @@ _COLUMNS = (
 
 
 def _candidates_statement(
-    session: Session, query: Query, filters: list[ColumnElement[bool]], *, exact: bool, corrected: bool, limit: int
+    session: Session, filters: list[ColumnElement[bool]], limit: int
 ) -> Select[int, int, str, str, str, bool]:
+    """The candidate lines' statement, made once per search: each pass binds its own ``pattern``
+    (building the statement cost more than SQLite's lookup of a rare word)."""
     if session.get_bind().dialect.name == "sqlite":
         fts = table(FTS_TABLE, column("rowid", Integer))
         hidden: ColumnElement[Any] = literal_column(FTS_TABLE)
@@ -113,12 +127,12 @@ def _candidates_statement(
             .select_from(fts)
             .join(SearchLine, SearchLine.line_id == fts.c.rowid)
             .join(Document, Document.id == SearchLine.document_id)
-            .where(hidden.op("MATCH")(bindparam("match", fts5_match(query, exact=exact, corrected=corrected))))
+            .where(hidden.op("MATCH")(bindparam("pattern", type_=String)))
             .where(*filters)
             .limit(limit)
         )
     tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
-    wanted = cast(bindparam("tsq", tsquery(query, exact=exact, corrected=corrected)), TSQUERY)
+    wanted = cast(bindparam("pattern", type_=String), TSQUERY)
     return (
         select(*_COLUMNS)
         .join(Document, Document.id == SearchLine.document_id)
@@ -159,10 +173,12 @@ def _candidates(session: Session, query: Query, params: SearchParams, limit: int
     fuzzy = any(query.variants.values())
     seen: dict[int, _Candidate] = {}
     connection = session.connection()
+    postgres = connection.dialect.name == "postgresql"
+    statement = _candidates_statement(session, filters, limit)
+    pattern = tsquery if postgres else fts5_match
 
     def read(exact: bool, corrected: bool) -> int:
-        statement = _candidates_statement(session, query, filters, exact=exact, corrected=corrected, limit=limit)
-        rows = connection.execute(statement).all()
+        rows = connection.execute(statement, {"pattern": pattern(query, exact=exact, corrected=corrected)}).all()
         for line_id, document_id, own, joined, bridge, is_corrected in rows:
             if line_id in seen:
                 continue
@@ -180,7 +196,6 @@ def _candidates(session: Session, query: Query, params: SearchParams, limit: int
                 )
         return len(rows)
 
-    postgres = connection.dialect.name == "postgresql"
     if postgres:
         # Bitmap scans of the GIN index only. With the LIMIT, the planner expects a sequential
         # scan to stop early; for words each common but rare together it reads the whole table
@@ -231,7 +246,23 @@ def _results(
 ) -> list[SearchResultOut]:
     if not shown:
         return []
-    documents = {d.id: d for d in session.scalars(select(Document).where(Document.id.in_(shown))).unique()}
+    # Only the columns shown (not the ORM objects: a page of documents each with its writer).
+    documents = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Document.id,
+                Document.title,
+                Document.date,
+                Document.date_precision,
+                Document.status,
+                Writer.slug,
+                Writer.name,
+            )
+            .outerjoin(Writer, Writer.id == Document.writer_id)
+            .where(Document.id.in_(shown))
+        )
+    }
     hit_ids = [c.line_id for d in shown for c in by_document[d][:hits_per_document]]
     lines = {
         row.id: row
@@ -263,13 +294,14 @@ def _results(
                     link=f"/documents/{document_id}?page={line.number}&line={line.id}",
                 )
             )
-        writer = document.writer
         results.append(
             SearchResultOut(
                 document=SearchDocumentOut(
                     id=document.id,
                     title=document.title,
-                    writer=SearchWriterOut(slug=writer.slug, name=writer.name) if writer else None,
+                    writer=SearchWriterOut(slug=document.slug, name=document.name)
+                    if document.slug is not None
+                    else None,
                     date=document.date,
                     date_precision=document.date_precision,
                     status=document.status,
