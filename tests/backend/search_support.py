@@ -12,7 +12,7 @@ from tests.backend.documents import make_document
 _seed = 0
 
 
-def _ocr_line(index: int, text: str) -> dict[str, object]:
+def ocr_line(index: int, text: str) -> dict[str, object]:
     return {
         "index": index,
         "text": text,
@@ -30,7 +30,7 @@ def store_page(client: TestClient, document_id: int, number: int, texts: list[st
             session,
             document_id,
             number,
-            [_ocr_line(i, text) for i, text in enumerate(texts)],
+            [ocr_line(i, text) for i, text in enumerate(texts)],
             model="kurrent",
             model_version="3",
             now=services.clock(),

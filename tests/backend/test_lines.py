@@ -12,16 +12,7 @@ from backend.errors import AppError
 from backend.users.models import User
 from tests.backend.conftest import Actors, FakeClock, services_of
 from tests.backend.documents import make_document
-
-
-def _ocr_line(index: int, text: str) -> dict[str, object]:
-    return {
-        "index": index,
-        "text": text,
-        "confidence": 0.8,
-        "baseline": [[10, 20 + index], [90, 20 + index]],
-        "polygon": [[10, 10], [90, 10], [90, 30], [10, 30]],
-    }
+from tests.backend.search_support import ocr_line
 
 
 def _document_with_lines(actors: Actors, seed: int = 1, pages: int = 2, per_page: int = 3) -> int:
@@ -36,7 +27,7 @@ def _document_with_lines(actors: Actors, seed: int = 1, pages: int = 2, per_page
     # Pages are stored last to first: the order of the lines must come from the page number.
     for number in range(pages, 0, -1):
         with services.db.sessions() as session:
-            lines = [_ocr_line(i, f"p{number} l{i}") for i in reversed(range(per_page))]
+            lines = [ocr_line(i, f"p{number} l{i}") for i in reversed(range(per_page))]
             services.lines.store_page(
                 session, document_id, number, lines, model="kurrent", model_version="3", now=services.clock()
             )
@@ -157,7 +148,7 @@ def test_a_save_of_a_line_a_rerun_replaced_gets_409_with_the_new_reading(actors:
     services = services_of(actors.client)
     with services.db.sessions() as session:
         # A re-run reads the page again while the person types: positions 0 and 1, no line 2.
-        new = [_ocr_line(0, "p1 l0"), _ocr_line(1, "Liebe Mutter")]
+        new = [ocr_line(0, "p1 l0"), ocr_line(1, "Liebe Mutter")]
         services.lines.store_page(
             session, document_id, 1, new, model="kurrent", model_version="4", now=services.clock()
         )

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from backend.app import create_app
 from backend.db import MIGRATIONS, Database, SchemaTooNewError, make_side_engine, migrate, migration_transaction
@@ -60,28 +61,34 @@ def _alembic(engine: Engine, verb: str, revision: str) -> None:
         getattr(command, verb)(config, revision)
 
 
+def _user_and_document(session: Session, status: DocumentStatus) -> Document:
+    """A user and a two-page document of theirs, flushed (ids known), in the schema of any revision."""
+    user = User(username="erika", password_hash="x", role=Role.ARCHIVIST, is_active=True, created_at=NOW)
+    session.add(user)
+    session.flush()
+    document = Document(
+        title="Brief",
+        title_folded="brief",
+        media_type="application/pdf",
+        storage_key="k",
+        sha256="0" * 64,
+        size_bytes=1,
+        page_count=2,
+        status=status,
+        created_by=user.id,
+        created_at=NOW,
+    )
+    session.add(document)
+    session.flush()
+    return document
+
+
 def test_0003_goes_down_and_up_again_and_leaves_statuses_0002_can_read(fresh_url: str) -> None:
     database = Database(fresh_url)
     try:
         _alembic(database.engine, "upgrade", "head")
         with database.sessions() as session:
-            user = User(username="erika", password_hash="x", role=Role.ARCHIVIST, is_active=True, created_at=NOW)
-            session.add(user)
-            session.flush()
-            document = Document(
-                title="Brief",
-                title_folded="brief",
-                media_type="application/pdf",
-                storage_key="k",
-                sha256="0" * 64,
-                size_bytes=1,
-                page_count=2,
-                status=DocumentStatus.PARTIAL,
-                created_by=user.id,
-                created_at=NOW,
-            )
-            session.add(document)
-            session.flush()
+            document = _user_and_document(session, DocumentStatus.PARTIAL)
             session.add(
                 OcrJob(
                     document_id=document.id,
@@ -89,8 +96,8 @@ def test_0003_goes_down_and_up_again_and_leaves_statuses_0002_can_read(fresh_url
                     pages_done=1,
                     pages_total=2,
                     attempts=1,
-                    cancelled_by=user.id,
-                    created_by=user.id,
+                    cancelled_by=document.created_by,
+                    created_by=document.created_by,
                     created_at=NOW,
                 )
             )
@@ -114,23 +121,7 @@ def test_0006_indexes_the_lines_already_stored_and_goes_down_and_up_again(fresh_
     try:
         _alembic(database.engine, "upgrade", "0005")
         with database.sessions() as session:
-            user = User(username="erika", password_hash="x", role=Role.ARCHIVIST, is_active=True, created_at=NOW)
-            session.add(user)
-            session.flush()
-            document = Document(
-                title="Brief",
-                title_folded="brief",
-                media_type="application/pdf",
-                storage_key="k",
-                sha256="0" * 64,
-                size_bytes=1,
-                page_count=2,
-                status=DocumentStatus.DONE,
-                created_by=user.id,
-                created_at=NOW,
-            )
-            session.add(document)
-            session.flush()
+            document = _user_and_document(session, DocumentStatus.DONE)
             for number, texts in ((1, ["Liebe Mutter,", "frohe Weih-"]), (2, ["nachten!"])):
                 page = Page(document_id=document.id, number=number)
                 session.add(page)
