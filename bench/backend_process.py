@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -22,8 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import psutil
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import create_engine, insert, text
@@ -154,3 +157,40 @@ def breaker_state(backend: Backend) -> str:
         if line.startswith("resilience4j_circuitbreaker_state{") and line.endswith(" 1.0"):
             return line.split('state="', 1)[1].split('"', 1)[0].upper()
     raise RuntimeError("the backend's /metrics has no breaker state")
+
+
+def flush_rows(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Bulk-insert the rows gathered so far (one executemany) and start gathering again."""
+    if rows:
+        connection.execute(insert(table), rows)
+        rows.clear()
+
+
+def continue_sequences(connection: Any) -> None:
+    """PostgreSQL: rows were inserted with explicit ids, so the id sequences must continue after them."""
+    if connection.dialect.name != "postgresql":
+        return
+    for table in ("writers", "documents", "pages", "lines"):
+        connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}"))
+
+
+def latency_summary(samples: list[float]) -> dict[str, float]:
+    """Request count and p50/p95/p99/max in milliseconds of latencies given in seconds."""
+    ordered = sorted(samples)
+
+    def at(share: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1)
+
+    return {
+        "requests": len(ordered),
+        "p50_ms": round(1000 * statistics.median(ordered), 1),
+        "p95_ms": at(0.95),
+        "p99_ms": at(0.99),
+        "max_ms": round(1000 * ordered[-1], 1),
+    }
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    """The user and system CPU seconds ``process`` has used so far."""
+    times = process.cpu_times()
+    return float(times.user + times.system)

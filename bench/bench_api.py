@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -48,7 +47,17 @@ sys.path.insert(0, str(ROOT))
 from backend.db import Database  # noqa: E402
 from backend.documents.models import DatePrecision, Document, DocumentStatus, Line, Page, Writer  # noqa: E402
 from backend.users.models import User  # noqa: E402
-from bench.backend_process import add_archivists, alogin, bench_database, migrated, running_backend  # noqa: E402
+from bench.backend_process import (  # noqa: E402
+    add_archivists,
+    alogin,
+    bench_database,
+    continue_sequences,
+    cpu_seconds,
+    flush_rows,
+    latency_summary,
+    migrated,
+    running_backend,
+)
 
 WORDS = "lieber vater heute haben wir den brief erhalten und uns sehr gefreut mutter grüßt alle herzlich".split()
 OPERATIONS = ("list", "lines", "correct")
@@ -64,12 +73,6 @@ def _line_geometry(rng: random.Random, index: int) -> tuple[list[list[int]], lis
     top = [[x0 + i * step, y - 38 + rng.randint(-2, 2)] for i in range(8)]
     bottom = [[x1 - i * step, y + 10 + rng.randint(-2, 2)] for i in range(8)]
     return baseline, top + bottom
-
-
-def _flush(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert(table), rows)
-        rows.clear()
 
 
 def generate(database: Database, documents: int, lines: int, pages: int, owner: int, seed: int) -> None:
@@ -139,18 +142,14 @@ def generate(database: Database, documents: int, lines: int, pages: int, owner: 
                         }
                     )
                     if len(line_rows) >= CHUNK:
-                        _flush(connection, Document, document_rows)
-                        _flush(connection, Page, page_rows)
-                        _flush(connection, Line, line_rows)
-        _flush(connection, Document, document_rows)
-        _flush(connection, Page, page_rows)
-        _flush(connection, Line, line_rows)
+                        flush_rows(connection, Document, document_rows)
+                        flush_rows(connection, Page, page_rows)
+                        flush_rows(connection, Line, line_rows)
+        flush_rows(connection, Document, document_rows)
+        flush_rows(connection, Page, page_rows)
+        flush_rows(connection, Line, line_rows)
+        continue_sequences(connection)
         if connection.dialect.name == "postgresql":
-            # Ids were given explicitly: the sequences must continue after them.
-            for table in ("writers", "documents", "pages", "lines"):
-                connection.execute(
-                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}")
-                )
             connection.execute(text("ANALYZE"))
 
 
@@ -218,21 +217,6 @@ class Person:
                 await self.round(client, record=True)
 
 
-def _summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "requests": len(ordered),
-        "p50_ms": round(1000 * statistics.median(ordered), 1),
-        "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 1),
-        "max_ms": round(1000 * ordered[-1], 1),
-    }
-
-
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 async def load(
     url: str, args: argparse.Namespace, server: psutil.Process
 ) -> tuple[dict[str, dict[str, float]], float, float]:
@@ -249,11 +233,11 @@ async def load(
             await asyncio.gather(*tasks)  # a client failed: its error, not a hang
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    started, cpu_before = time.perf_counter(), _cpu_s(server)
+    started, cpu_before = time.perf_counter(), cpu_seconds(server)
     start.set()
     await asyncio.gather(*tasks)
-    seconds, cpu_s = time.perf_counter() - started, _cpu_s(server) - cpu_before
-    return {op: _summary([s for p in people for s in p.samples[op]]) for op in OPERATIONS}, seconds, cpu_s
+    seconds, cpu_s = time.perf_counter() - started, cpu_seconds(server) - cpu_before
+    return {op: latency_summary([s for p in people for s in p.samples[op]]) for op in OPERATIONS}, seconds, cpu_s
 
 
 def main() -> None:

@@ -61,7 +61,15 @@ sys.path.insert(0, str(ROOT))
 
 from backend.db import MIGRATIONS, Database  # noqa: E402
 from backend.users.models import User  # noqa: E402
-from bench.backend_process import POSTGRES_URL, add_archivists, alogin, bench_database, running_backend  # noqa: E402
+from bench.backend_process import (  # noqa: E402
+    POSTGRES_URL,
+    add_archivists,
+    alogin,
+    bench_database,
+    cpu_seconds,
+    latency_summary,
+    running_backend,
+)
 from bench.search_letters import WRITERS, Query, generate, queries, writers  # noqa: E402
 
 CACHE = ROOT / ".cache" / "bench-search"
@@ -322,11 +330,11 @@ class Searcher:
 
     async def _search(self, client: httpx.AsyncClient, query: Query, record: bool) -> None:
         params = {"pageSize": "20", **query.params}
-        cpu_before = _cpu_s(self.server) if self.server is not None else 0.0
+        cpu_before = cpu_seconds(self.server) if self.server is not None else 0.0
         started = time.perf_counter()
         response = await client.get("/api/search", params=params)
         elapsed = time.perf_counter() - started
-        cpu_s = _cpu_s(self.server) - cpu_before if self.server is not None else None
+        cpu_s = cpu_seconds(self.server) - cpu_before if self.server is not None else None
         if response.status_code != 200:
             raise RuntimeError(f"search {query.params}: {response.status_code} {response.text[:300]}")
         body = response.json()
@@ -348,26 +356,6 @@ class Searcher:
                 await start.wait()
             for query in self.timed:
                 await self._search(client, query, record=True)
-
-
-def _summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-
-    def at(share: float) -> float:
-        return round(1000 * ordered[min(len(ordered) - 1, int(share * len(ordered)))], 1)
-
-    return {
-        "requests": len(ordered),
-        "p50_ms": round(1000 * statistics.median(ordered), 1),
-        "p95_ms": at(0.95),
-        "p99_ms": at(0.99),
-        "max_ms": round(1000 * ordered[-1], 1),
-    }
-
-
-def _cpu_s(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 async def load(
@@ -396,10 +384,10 @@ async def load(
             await asyncio.gather(*tasks)  # a client failed: its error, not a hang
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.5)
-    started, cpu_before = time.perf_counter(), _cpu_s(server)
+    started, cpu_before = time.perf_counter(), cpu_seconds(server)
     start.set()
     await asyncio.gather(*tasks)
-    seconds, cpu_s = time.perf_counter() - started, _cpu_s(server) - cpu_before
+    seconds, cpu_s = time.perf_counter() - started, cpu_seconds(server) - cpu_before
     # Then one client alone: each kind's latency without a queue, and its server CPU.
     serial = Searcher(0, [], queries(rng, writer_list, args.serial), 0, args.seed, server)
     if args.serial:
@@ -411,7 +399,7 @@ def _per_kind(samples: list[Sample]) -> dict[str, dict[str, float]]:
     figures: dict[str, dict[str, float]] = {}
     for kind in [*sorted({sample.kind for sample in samples}), OVERALL]:
         mine = [sample for sample in samples if kind in {sample.kind, OVERALL}]
-        figures[kind] = _summary([sample.seconds for sample in mine]) | {
+        figures[kind] = latency_summary([sample.seconds for sample in mine]) | {
             "found": round(sum(sample.found for sample in mine) / len(mine), 3),
             "capped": round(sum(sample.capped for sample in mine) / len(mine), 3),
         }

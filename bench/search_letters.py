@@ -29,13 +29,14 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import insert
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from backend.db import Database  # noqa: E402
 from backend.documents.models import DatePrecision, Document, DocumentStatus, Line, Page, Writer  # noqa: E402
+from bench.backend_process import continue_sequences, flush_rows  # noqa: E402
 from bench.bench_api import _line_geometry  # noqa: E402
 
 CHUNK = 5000
@@ -306,12 +307,6 @@ class LetterWriter:
             yield letter
 
 
-def _flush(connection: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        connection.execute(insert(table), rows)
-        rows.clear()
-
-
 def generate(
     database: Database, lines: int, seed: int, owner: int, *, noise: float, corrected: float
 ) -> dict[str, int]:
@@ -395,18 +390,13 @@ def generate(
                         }
                     )
                     if len(line_rows) >= CHUNK:
-                        _flush(connection, Document, document_rows)
-                        _flush(connection, Page, page_rows)
-                        _flush(connection, Line, line_rows)
-        _flush(connection, Document, document_rows)
-        _flush(connection, Page, page_rows)
-        _flush(connection, Line, line_rows)
-        if connection.dialect.name == "postgresql":
-            # Ids were given explicitly: the sequences must continue after them.
-            for table in ("writers", "documents", "pages", "lines"):
-                connection.execute(
-                    text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), max(id)) FROM {table}")
-                )
+                        flush_rows(connection, Document, document_rows)
+                        flush_rows(connection, Page, page_rows)
+                        flush_rows(connection, Line, line_rows)
+        flush_rows(connection, Document, document_rows)
+        flush_rows(connection, Page, page_rows)
+        flush_rows(connection, Line, line_rows)
+        continue_sequences(connection)
     return counts
 
 
