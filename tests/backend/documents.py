@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+from types import ModuleType
+from typing import Any
 
 import pypdfium2
+import pytest
 from PIL import Image
 
 KINDS = {"pdf": "application/pdf", "png": "image/png", "jpeg": "image/jpeg", "tiff": "image/tiff", "webp": "image/webp"}
@@ -30,3 +33,21 @@ def make_document(kind: str, seed: int, pages: int = 1) -> bytes:
     extra = {"save_all": True, "append_images": frames[1:]} if pages > 1 else {}
     frames[0].save(buffer, fmt, **extra)
     return buffer.getvalue()
+
+
+def closing_each_page_image(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> list[Image.Image]:
+    """Wrap ``module.render_ocr_page`` so that drawing a page fails the test unless every page image
+    drawn before it was closed; returns the list of the images drawn, in order."""
+    drawn: list[Image.Image] = []
+    render = module.render_ocr_page
+
+    def tracked(*args: Any) -> Image.Image:
+        for earlier in drawn:
+            with pytest.raises(ValueError, match="closed"):
+                earlier.getpixel((0, 0))
+        image = render(*args)
+        drawn.append(image)
+        return image
+
+    monkeypatch.setattr(module, "render_ocr_page", tracked)
+    return drawn

@@ -19,6 +19,7 @@ from backend.errors import AppError, ErrorCode
 from backend.exports import pdf as pdf_export
 from backend.exports.schemas import ExportFormat
 from tests.backend.conftest import Actors, services_of
+from tests.backend.documents import closing_each_page_image
 from tests.backend.ground_truth import correct, ocr_line, store_lines
 from tests.support.synthetic import to_tiff
 
@@ -166,23 +167,12 @@ def test_a_many_page_pdf_holds_one_page_image_at_a_time(actors: Actors, monkeypa
     document_id = upload(actors, to_tiff(frames), "Rauschen")
     for number in range(1, 7):
         store_lines(actors.client, document_id, number, [line_at(0, f"Seite {number}", 120)])
-    drawn: list[Image.Image] = []
-    render = pdf_export.render_ocr_page
-
-    def tracked(*args: Any) -> Image.Image:
-        for earlier in drawn:
-            with pytest.raises(ValueError, match="closed"):
-                earlier.getpixel((0, 0))
-        image = render(*args)
-        drawn.append(image)
-        return image
-
     services = services_of(actors.client)
     # Once before measuring: the first PDF imports fontTools' tables (megabytes, once a process).
     with services.db.sessions() as session:
         for _ in services.exports.document(session, document_id, ExportFormat.PDF, services.clock()).body:
             pass
-    monkeypatch.setattr(pdf_export, "render_ocr_page", tracked)
+    drawn = closing_each_page_image(monkeypatch, pdf_export)
     with services.db.sessions() as session:
         download = services.exports.document(session, document_id, ExportFormat.PDF, services.clock())
     with tempfile.TemporaryFile() as body:

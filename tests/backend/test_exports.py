@@ -24,7 +24,7 @@ from backend.exports import drawing
 from backend.exports.schemas import ExportFormat
 from backend.users.models import Role
 from tests.backend.conftest import BOTH_STORES, Actors, AppFactory, add_user, bearer, services_of
-from tests.backend.documents import make_document
+from tests.backend.documents import closing_each_page_image, make_document
 from tests.backend.ground_truth import correct, ocr_line, store_lines, upload
 from tests.backend.test_pages import BLUE, RED, close_to, exif_jpeg
 from tests.support.synthetic import to_tiff
@@ -275,18 +275,7 @@ def test_a_many_page_export_streams_one_page_at_a_time(actors: Actors, monkeypat
     document_id = upload(client, actors.archivist, to_tiff(frames), "Rauschen")
     for number in range(1, 7):
         store_lines(client, document_id, number, [_line(0, f"Seite {number}")])
-    drawn: list[Image.Image] = []
-    render = drawing.render_ocr_page
-
-    def tracked(*args: Any) -> Image.Image:
-        for earlier in drawn:
-            with pytest.raises(ValueError, match="closed"):
-                earlier.getpixel((0, 0))
-        image = render(*args)
-        drawn.append(image)
-        return image
-
-    monkeypatch.setattr(drawing, "render_ocr_page", tracked)
+    drawn = closing_each_page_image(monkeypatch, drawing)
     services = services_of(client)
     with services.db.sessions() as session:
         download = services.exports.document(session, document_id, ExportFormat.PAGE, services.clock())
