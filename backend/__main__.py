@@ -99,6 +99,15 @@ def main(argv: list[str]) -> int:
     settings = _settings()
     if settings is None:
         return 2
+    if not argv:
+        from backend.production import production_problems
+
+        problems = production_problems(settings)
+        if problems:
+            print(
+                "The backend cannot start in production (APP_ENV=production):", *problems, sep="\n  ", file=sys.stderr
+            )
+            return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
     )

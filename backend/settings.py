@@ -36,6 +36,8 @@ def bucket_name_problem(name: str) -> str | None:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="APP_", extra="ignore", env_file=None)
 
+    # production: refuse to serve with an empty or guessable secret (backend/production.py).
+    env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     # /health and /metrics listen here only, never on the public port (compose does not publish it).

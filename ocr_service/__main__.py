@@ -1,4 +1,8 @@
-"""``python -m ocr_service``: validate the settings, then serve the OCR API."""
+"""``python -m ocr_service``: validate the settings, then serve the OCR API.
+
+``check-models`` checks the model store and exits (the image runs it before the server);
+``models …`` manages the store (ocr_service/cli.py).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from ocr_service.logs import configure_logging
-from ocr_service.settings import Settings
+from ocr_service.settings import Settings, production_problems
 
 
 def check_writable_folders(settings: Settings) -> None:
@@ -33,20 +37,51 @@ def check_writable_folders(settings: Settings) -> None:
         raise ValueError(f"no writable folder for temporary files: set TMPDIR ({exc})") from exc
 
 
-def main(argv: list[str]) -> int:
-    if argv and argv[0] == "models":
-        # `python -m ocr_service models …`: manage the model store, start no server
-        from ocr_service.cli import main as models_main
-
-        return models_main(argv[1:])
+def _settings() -> Settings | None:
     try:
         settings = Settings()
         settings.check_memory_budget()
         check_writable_folders(settings)
     except (ValidationError, ValueError) as exc:
         print(f"The OCR service cannot start; fix its settings (OCR_*):\n{exc}", file=sys.stderr)
+        return None
+    problems = production_problems(settings)
+    if problems:
+        print(
+            "The OCR service cannot start in production (OCR_ENV=production):", *problems, sep="\n  ", file=sys.stderr
+        )
+        return None
+    return settings
+
+
+def check_models(settings: Settings) -> int:
+    """Exit 0 with the store ready to serve, 1 where it cannot (the reason on stderr)."""
+    from ocr_service.model_check import ModelStoreError, check_model_store
+
+    try:
+        path = check_model_store(settings)
+    except ModelStoreError as exc:
+        print(f"The OCR service cannot start: {exc}", file=sys.stderr)
+        return 1
+    print(f"model store {settings.models_dir}: ready (segmentation model {path})", flush=True)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv and argv[0] == "models":
+        # `python -m ocr_service models …`: manage the model store, start no server
+        from ocr_service.cli import main as models_main
+
+        return models_main(argv[1:])
+    if argv and argv[0] not in ("check-models",):
+        print(f"unknown command {argv[0]!r}; usage: python -m ocr_service [models … | check-models]", file=sys.stderr)
+        return 2
+    settings = _settings()
+    if settings is None:
         return 2
     configure_logging(settings.log_level, settings.log_json)
+    if argv:
+        return check_models(settings)
     from ocr_service.app import create_app
 
     app = create_app(settings)

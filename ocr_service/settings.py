@@ -10,13 +10,14 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocr_service.cgroups import Cgroup, available_cpus
 from ocr_service.page_limits import PDF_RENDER_TIMEOUT_S, render_address_space
+from untrusted.guessable import guessable_secret_problem
 
 # One worker process's peak while it reads a page grows with the page's width once blla has
 # scaled it to 1800 px height (its input is (1, 3, 1800, width)) and, less, with the page's own
@@ -73,6 +74,8 @@ def _physical_memory_mb() -> int:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="OCR_", extra="ignore", env_file=None)
 
+    # production: refuse to start with an empty or guessable training token (production_problems).
+    env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8001, ge=1, le=65535)
     log_level: str = "INFO"
@@ -312,3 +315,16 @@ class Settings(BaseSettings):
             f"the OCR service needs about {need} MB — {'; '.join(parts)} — but the memory limit is "
             f"{limit} MB: raise OCR_MEMORY_LIMIT_MB (and the container's limit) or lower one of those"
         )
+
+
+# As the backend's (backend/production.py): token_hex(16) at least.
+TOKEN_MIN_LENGTH = 32
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What keeps these settings from production (``OCR_ENV=production``), naming the setting; empty: none."""
+    if settings.env != "production":
+        return []
+    token = settings.training_token.get_secret_value() if settings.training_token is not None else ""
+    problem = guessable_secret_problem(token, min_length=TOKEN_MIN_LENGTH)
+    return [] if problem is None else [f"OCR_TRAINING_TOKEN {problem}"]

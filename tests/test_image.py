@@ -5,14 +5,16 @@ Dockerfile.ocr and docker-compose.yml: the code the image copies is copied into 
 service cannot write (WORKDIR), each VOLUME is a folder owned by the unprivileged user (as a
 named volume takes the owner of its mount point), HOME is read-only, and the image's CMD runs
 with the image's and compose's environment — only the volume paths are remapped onto those
-folders, the address onto a free loopback port, and ``python`` is an interpreter with this
-venv's packages. As root the command runs as ``nobody`` (65534) through ``setpriv``; as any
+folders, the address onto a free loopback port, and ``python`` on PATH is an interpreter with
+this venv's packages (the image's CMD is its entrypoint script, which checks the model store
+and then starts the server with ``python``). As root the command runs as ``nobody`` (65534) through ``setpriv``; as any
 other user it runs as that user, who is unprivileged already.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -97,9 +99,11 @@ def _interpreter(prefix: list[str], folder: Path) -> str:
 
 
 def _read_only(tree: Path) -> None:
+    """Read-only to everyone; executables (the entrypoint, as git keeps it) stay executable."""
     for folder, _dirs, files in os.walk(tree):
         for name in files:
-            os.chmod(os.path.join(folder, name), 0o444)
+            path = os.path.join(folder, name)
+            os.chmod(path, 0o555 if os.stat(path).st_mode & stat.S_IXUSR else 0o444)
         os.chmod(folder, 0o555)
 
 
@@ -118,7 +122,7 @@ def container(image: Image) -> Iterator[Container]:
                 if (ROOT / source).is_dir():
                     shutil.copytree(ROOT / source, destination, ignore=shutil.ignore_patterns("__pycache__"))
                 else:
-                    shutil.copyfile(ROOT / source, destination)
+                    shutil.copy(ROOT / source, destination)
         volumes = {}
         for volume in image.volumes:
             folder = root / volume.relative_to("/")
@@ -144,7 +148,7 @@ def image() -> Image:
 
 
 def _environment(image: Image, container: Container, port: int) -> dict[str, str]:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ocr"]["environment"]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ocr-service"]["environment"]
     # Values compose takes from the operator's .env are left out, except the training token:
     # with it the service creates its training folder and reserves a trainer's memory.
     given = {name: str(value) for name, value in compose.items() if not str(value).startswith("${")}
@@ -154,13 +158,26 @@ def _environment(image: Image, container: Container, port: int) -> dict[str, str
             if PurePosixPath(value) == volume or PurePosixPath(value).is_relative_to(volume):
                 env[name] = str(folder / PurePosixPath(value).relative_to(volume))
     env.update(OCR_HOST="127.0.0.1", OCR_PORT=str(port), OCR_WORKERS="1")
-    env.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=str(container.home), LANG="C.UTF-8")
+    env.update(PATH=f"{container.root / 'bin'}:/usr/local/bin:/usr/bin:/bin", HOME=str(container.home), LANG="C.UTF-8")
     return env
 
 
-def _command(image: Image, python: str) -> list[str]:
-    assert image.cmd[0] == "python", f"the image's CMD starts with {image.cmd[0]}, not python"
-    return [python, *image.cmd[1:]]
+def _command(image: Image, container: Container, python: str) -> list[str]:
+    """The image's CMD, with ``python`` on PATH (as the image's venv is) running ``python``.
+
+    A wrapper, not a link: a venv's interpreter finds its packages from where it is called.
+    """
+    folder = container.root / "bin"
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "python"
+    wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(python)} "$@"\n')
+    wrapper.chmod(0o755)
+    folder.chmod(0o755)
+    if image.cmd[0] == "python":
+        return [str(wrapper), *image.cmd[1:]]
+    script = container.app / image.cmd[0]
+    assert os.access(script, os.X_OK), f"the image's CMD {image.cmd[0]} is not an executable it copies"
+    return [str(script), *image.cmd[1:]]
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -208,7 +225,7 @@ def test_the_image_command_serves_as_an_unprivileged_user_from_read_only_code(
     log_path = container.root / "service.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [*prefix, *_command(image, python)],
+            [*prefix, *_command(image, container, python)],
             cwd=cwd,
             env=env,
             stdout=log,

@@ -1,5 +1,8 @@
 """What a Dockerfile gives its container: environment, user, working folder, command, volumes.
 
+Multi-stage files: the image is the last stage; ``COPY --from=`` another stage is kept apart
+from what is copied out of the build context (``context_copies`` lists those of every stage).
+
 No Docker engine runs on the build machines, so the tests read the Dockerfile itself and
 reproduce the container's start from it (tests/test_image.py).
 """
@@ -7,6 +10,7 @@ reproduce the container's start from it (tests/test_image.py).
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -21,6 +25,12 @@ class Image:
     volumes: list[PurePosixPath] = field(default_factory=list)
     copies: list[tuple[list[str], str]] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    healthcheck: str | None = None
+    # Every stage's base image (ARG defaults substituted), the last one the image's own.
+    bases: list[str] = field(default_factory=list)
+    # Sources copied from the build context by any stage (the build stage's pyproject.toml too).
+    context_copies: list[str] = field(default_factory=list)
+    stage_copies: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -50,25 +60,47 @@ def _json_or_words(arguments: str) -> list[str]:
     return arguments.split()
 
 
+def _substitute(text: str, arguments: dict[str, str]) -> str:
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: arguments.get(m[1] or m[2], m[0]), text)
+
+
 def read_image(path: Path) -> Image:
     image = Image()
-    for keyword, arguments in _instructions(path.read_text(encoding="utf-8")):
-        if keyword == "ENV":
-            for pair in shlex.split(arguments):
+    arguments: dict[str, str] = {}
+    bases: list[str] = []
+    context: list[str] = []
+    for keyword, arguments_text in _instructions(path.read_text(encoding="utf-8")):
+        if keyword == "ARG":
+            name, _, default = arguments_text.partition("=")
+            arguments.setdefault(name, default)
+        elif keyword == "FROM":
+            bases.append(_substitute(arguments_text.split()[0], arguments))
+            image = Image()
+        elif keyword == "ENV":
+            for pair in shlex.split(arguments_text):
                 name, sep, value = pair.partition("=")
                 assert sep, f"{path.name}: ENV {pair!r} is not NAME=value"
                 image.env[name] = value
         elif keyword == "USER":
-            image.user = arguments
+            image.user = arguments_text
         elif keyword == "WORKDIR":
-            image.workdir = image.workdir / arguments
+            image.workdir = image.workdir / arguments_text
         elif keyword == "CMD":
-            image.cmd = _json_or_words(arguments)
+            image.cmd = _json_or_words(arguments_text)
         elif keyword == "VOLUME":
-            image.volumes.extend(PurePosixPath(v) for v in _json_or_words(arguments))
+            image.volumes.extend(PurePosixPath(v) for v in _json_or_words(arguments_text))
         elif keyword == "COPY":
-            *sources, target = arguments.split()
-            image.copies.append(([s for s in sources if not s.startswith("--")], target))
+            *sources, target = arguments_text.split()
+            stage = next((s.removeprefix("--from=") for s in sources if s.startswith("--from=")), None)
+            plain = [s for s in sources if not s.startswith("--")]
+            if stage is None:
+                image.copies.append((plain, target))
+                context.extend(plain)
+            else:
+                image.stage_copies.extend((stage, source) for source in plain)
         elif keyword == "RUN":
-            image.runs.append(arguments)
+            image.runs.append(arguments_text)
+        elif keyword == "HEALTHCHECK":
+            image.healthcheck = arguments_text
+    image.bases, image.context_copies = bases, context
     return image
