@@ -31,6 +31,8 @@ class Image:
     # Sources copied from the build context by any stage (the build stage's pyproject.toml too).
     context_copies: list[str] = field(default_factory=list)
     stage_copies: list[tuple[str, str]] = field(default_factory=list)
+    # Every stage's RUN commands (``runs`` holds the last stage's only).
+    every_run: list[str] = field(default_factory=list)
 
 
 def _instructions(text: str) -> list[tuple[str, str]]:
@@ -69,6 +71,7 @@ def read_image(path: Path) -> Image:
     arguments: dict[str, str] = {}
     bases: list[str] = []
     context: list[str] = []
+    every_run: list[str] = []
     for keyword, arguments_text in _instructions(path.read_text(encoding="utf-8")):
         if keyword == "ARG":
             name, _, default = arguments_text.partition("=")
@@ -100,7 +103,8 @@ def read_image(path: Path) -> Image:
                 image.stage_copies.extend((stage, source) for source in plain)
         elif keyword == "RUN":
             image.runs.append(arguments_text)
+            every_run.append(arguments_text)
         elif keyword == "HEALTHCHECK":
             image.healthcheck = arguments_text
-    image.bases, image.context_copies = bases, context
+    image.bases, image.context_copies, image.every_run = bases, context, every_run
     return image
