@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import InstrumentedAttribute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.db import Database
 from backend.ocr.models import JobStatus, OcrJob
+from backend.training.models import RunStatus, TrainingRun
 
 log = logging.getLogger(__name__)
 
@@ -46,40 +50,65 @@ class Metrics:
         )
 
     def watch_jobs(self, db: Database) -> None:
-        """Serve ``ocr_jobs{status}``: the queue as the database holds it, counted at each scrape.
+        """Serve ``ocr_jobs{status}`` and ``training_runs{status}``: the queue and the training runs
+        as the database holds them, counted at each scrape.
 
         Counted on the database's side engine, never the app's pool: a scrape must answer while
         every pooled connection is busy (that is when an operator looks), and gives up within
         its short time limits, leaving the gauge out, rather than hang.
         """
-        self.registry.register(_JobsByStatus(db.side_engine))
+        self.registry.register(
+            _CountByStatus(db.side_engine, "ocr_jobs", "OCR jobs in the database by status", OcrJob.status, JobStatus)
+        )
+        self.registry.register(
+            _CountByStatus(
+                db.side_engine,
+                "training_runs",
+                "Training runs in the database by status",
+                TrainingRun.status,
+                RunStatus,
+            )
+        )
 
     def job_ended(self, status: JobStatus, seconds: float) -> None:
         self.ocr_job_seconds.labels(status.value).observe(max(seconds, 0.0))
 
 
-class _JobsByStatus(Collector):
-    """Read from the database at scrape time, so it is true across every backend process and restart."""
+class _CountByStatus(Collector):
+    """Rows by status, read from the database at scrape time, so it is true across every backend
+    process and restart. Every status is served, 0 where there is none, so a panel has no gaps."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        documentation: str,
+        column: InstrumentedAttribute[Any],
+        statuses: type[StrEnum],
+    ) -> None:
         self._engine = engine
+        self._name, self._documentation = name, documentation
+        self._column, self._statuses = column, statuses
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self._name, self._documentation, labels=["status"])
 
     def describe(self) -> list[Metric]:
         # Described without a query: registering must not touch the database.
-        return [GaugeMetricFamily("ocr_jobs", "OCR jobs in the database by status", labels=["status"])]
+        return [self._family()]
 
     def collect(self) -> Iterator[Metric]:
-        family = GaugeMetricFamily("ocr_jobs", "OCR jobs in the database by status", labels=["status"])
+        family = self._family()
         try:
             with self._engine.connect() as connection:
-                rows = connection.execute(select(OcrJob.status, func.count()).group_by(OcrJob.status)).tuples().all()
+                rows = connection.execute(select(self._column, func.count()).group_by(self._column)).tuples().all()
         except SQLAlchemyError:
             # Left out of this scrape rather than failing it: the breaker's state and the rest
             # matter most exactly when the database is in trouble (/health says so).
-            log.warning("metrics: OCR jobs by status could not be counted", exc_info=True)
+            log.warning("metrics: %s by status could not be counted", self._name, exc_info=True)
             return
-        counts = dict(rows)
-        for status in JobStatus:
+        counts: dict[Any, int] = dict(rows)
+        for status in self._statuses:
             family.add_metric([status.value], counts.get(status, 0))
         yield family
 
