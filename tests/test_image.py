@@ -14,6 +14,7 @@ other user it runs as that user, who is unprivileged already.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -149,10 +150,11 @@ def image() -> Image:
 
 def _environment(image: Image, container: Container, port: int) -> dict[str, str]:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["ocr-service"]["environment"]
-    # Values compose takes from the operator's .env are left out, except the training token:
+    # Values compose takes from the operator's .env are left out, except the training token (made as
+    # .env.example says: compose runs the service in production mode, which refuses a weak one):
     # with it the service creates its training folder and reserves a trainer's memory.
     given = {name: str(value) for name, value in compose.items() if not str(value).startswith("${")}
-    env = {**image.env, **given, "OCR_TRAINING_TOKEN": "image-test-token"}
+    env = {**image.env, **given, "OCR_TRAINING_TOKEN": secrets.token_hex(32)}
     for name, value in env.items():
         for volume, folder in container.volumes.items():
             if PurePosixPath(value) == volume or PurePosixPath(value).is_relative_to(volume):

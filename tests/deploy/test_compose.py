@@ -6,11 +6,15 @@ specification's schema (tests/test_repository.py) and read here as compose would
 
 from __future__ import annotations
 
+import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic_settings import BaseSettings
@@ -269,3 +273,25 @@ def test_interpolation_keeps_every_given_value(overrides: dict[str, str]) -> Non
     assert backend["APP_PUBLIC_URL"] == f"https://{environment['APP_HOST_NAME']}"
     assert f":{environment['POSTGRES_PASSWORD']}@db:" in backend["APP_DATABASE_URL"]
     assert _services(environment)["db"]["environment"]["POSTGRES_PASSWORD"] == environment["POSTGRES_PASSWORD"]
+
+
+REFERENCE = ROOT / "docs" / "deployment-reference.md"
+
+
+def test_the_reference_names_every_image_as_compose_pins_it() -> None:
+    text = REFERENCE.read_text()
+    for name, service in _services().items():
+        assert f"`{service['image']}`" in text, f"docs/deployment-reference.md: {name}'s image {service['image']}"
+
+
+def test_the_references_compose_examples_are_valid_compose() -> None:
+    schema = json.loads((ROOT / "tests" / "schemas" / "compose-spec.json").read_text())
+    blocks = re.findall(r"```yaml\n(.*?)```", REFERENCE.read_text(), re.DOTALL)
+    assert len(blocks) >= 2
+    for block in blocks:
+        example = yaml.safe_load(textwrap.dedent(block))
+        jsonschema.validate(example, schema)
+        # Merged over docker-compose.yml, it names only services and volumes that exist then.
+        services = set(compose.raw()["services"]) | set(example["services"])
+        for service in example["services"].values():
+            assert set(service.get("depends_on", {})) <= services
