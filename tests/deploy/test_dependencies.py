@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from tests.support.dockerfile import read_image
+
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_PARTY = ("backend", "ocr_service", "untrusted")
 # What only the OCR image has: the OCR extra and the heavy packages kraken pulls in.
@@ -94,10 +96,11 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _third_party_imports(start: list[Path]) -> dict[str, set[str]]:
-    """Top-level third-party modules imported from ``start`` and the first-party modules it reaches."""
+def _third_party_imports(start: list[Path], reached: set[Path] | None = None) -> dict[str, set[str]]:
+    """Top-level third-party modules imported from ``start`` and the first-party modules it reaches
+    (added to ``reached`` when given)."""
     found: dict[str, set[str]] = {}
-    pending, seen = list(start), set[Path]()
+    pending, seen = list(start), set[Path]() if reached is None else reached
     while pending:
         path = pending.pop()
         if path in seen:
@@ -148,6 +151,17 @@ def test_the_backend_extra_installs_no_torch_or_kraken() -> None:
     assert installed.isdisjoint(OCR_ONLY), sorted(installed & set(OCR_ONLY))
     # The check itself must see what the OCR extra brings.
     assert set(OCR_ONLY) <= _installed_closure(_requirements(("ocr",)))
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "package"), [("Dockerfile.backend", "backend"), ("Dockerfile.ocr", "ocr_service")]
+)
+def test_each_image_copies_every_first_party_package_its_service_imports(dockerfile: str, package: str) -> None:
+    reached: set[Path] = set()
+    _third_party_imports(_sources(package), reached)
+    needed = {path.relative_to(ROOT).parts[0] for path in reached}
+    copied = {source for sources, _target in read_image(ROOT / dockerfile).copies for source in sources}
+    assert needed <= copied, f"{dockerfile} does not copy {sorted(needed - copied)}, which {package} imports"
 
 
 def test_the_static_check_follows_the_backend_into_the_ocr_service_modules_it_uses() -> None:
