@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic_settings import BaseSettings
 
@@ -266,6 +267,7 @@ def test_the_token_line_says_it_must_not_be_empty_in_production_and_how_to_make_
     assert 'python3 -c "import secrets; print(secrets.token_hex(32))"' in block
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(compose.REQUIRED)), st.text(alphabet="abcdef0123456789", min_size=1)))
 def test_interpolation_keeps_every_given_value(overrides: dict[str, str]) -> None:
     environment = {**compose.REQUIRED, **overrides}
@@ -295,3 +297,37 @@ def test_the_references_compose_examples_are_valid_compose() -> None:
         services = set(compose.raw()["services"]) | set(example["services"])
         for service in example["services"].values():
             assert set(service.get("depends_on", {})) <= services
+
+
+def _guard(service: str, environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``service``'s entrypoint script run by sh, its final ``exec`` replaced by an echo."""
+    script = _services()[service]["entrypoint"][2]
+    script = re.sub(r"\bexec (\S+)", r"echo WOULD-START \1", script)
+    assert "WOULD-START" in script
+    return subprocess.run(
+        ["sh", "-c", script], env={"PATH": "/usr/bin:/bin", **environment}, capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "starts"),
+    [
+        ("", "", False),
+        ("archiv", "", False),
+        ("", "a8f3c9e1b2d4", False),
+        ("minioadmin", "a8f3c9e1b2d4", False),
+        ("archiv", "minioadmin", False),
+        ("archiv", "a8f3c9e1b2d4", True),
+    ],
+)
+def test_minio_never_starts_with_its_default_credentials(user: str, password: str, starts: bool) -> None:
+    result = _guard("minio", {"MINIO_ROOT_USER": user, "MINIO_ROOT_PASSWORD": password})
+    assert (result.returncode == 0) is starts
+    assert ("WOULD-START minio" in result.stdout) is starts
+
+
+@pytest.mark.parametrize(("password", "starts"), [("", False), ("admin", False), ("short-pw", False), ("a" * 12, True)])
+def test_grafana_never_starts_with_its_default_password(password: str, starts: bool) -> None:
+    result = _guard("grafana", {"GF_SECURITY_ADMIN_PASSWORD": password})
+    assert (result.returncode == 0) is starts
+    assert ("WOULD-START /run.sh" in result.stdout) is starts

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
@@ -69,12 +69,14 @@ def placeholders(draw: st.DrawFn, min_length: int) -> str:
     return text + "0" * max(0, min_length - len(text))
 
 
+@settings(deadline=None)
 @given(placeholders(TOKEN_MIN_LENGTH))
 def test_a_placeholder_is_refused_however_it_is_dressed(value: str) -> None:
     problem = guessable_secret_problem(value, min_length=TOKEN_MIN_LENGTH)
     assert problem is not None and MAKE_ONE in problem
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=TOKEN_MIN_LENGTH // 2, max_size=64).map(bytes.hex))
 def test_a_secret_made_as_env_example_says_passes(value: str) -> None:
     # token_hex of random bytes; hypothesis also tries degenerate bytes (all zero), which must fail.
@@ -82,11 +84,13 @@ def test_a_secret_made_as_env_example_says_passes(value: str) -> None:
     assert (problem is None) == (len(set(value)) >= 8)
 
 
+@settings(deadline=None)
 @given(st.text(max_size=TOKEN_MIN_LENGTH - 1))
 def test_a_short_secret_is_refused(value: str) -> None:
     assert guessable_secret_problem(value, min_length=TOKEN_MIN_LENGTH) is not None
 
 
+@settings(deadline=None)
 @given(st.text(alphabet="0123456789abcdef", min_size=1, max_size=7), st.integers(min_value=5, max_value=40))
 def test_a_repeated_pattern_is_refused(unit: str, times: int) -> None:
     value = (unit * times)[: max(TOKEN_MIN_LENGTH, len(unit) * 5)]
@@ -104,7 +108,7 @@ def _production(**overrides: object) -> Settings:
 
 
 def test_a_well_made_production_configuration_passes() -> None:
-    settings = _production(
+    configured = _production(
         admin_username="oma",
         admin_password=_strong(),
         storage="s3",
@@ -112,10 +116,11 @@ def test_a_well_made_production_configuration_passes() -> None:
         s3_access_key_id="archive-backend",
         s3_secret_access_key=_strong(),
     )
-    assert production_problems(settings) == []
+    assert production_problems(configured) == []
     assert production_problems(_production(database_url="sqlite:////data/archive/backend.db")) == []
 
 
+@settings(deadline=None)
 @given(
     setting=st.sampled_from(["token", "admin", "database", "s3_secret"]),
     value=placeholders(PASSWORD_MIN_LENGTH),
@@ -160,6 +165,7 @@ def test_a_database_password_that_holds_the_user_name_is_refused() -> None:
     assert problems == ["the password in APP_DATABASE_URL contains the user name"]
 
 
+@settings(deadline=None)
 @given(placeholders(TOKEN_MIN_LENGTH))
 def test_the_ocr_service_judges_its_token_the_same_way(value: str) -> None:
     assert ocr_production_problems(OcrSettings(env="production", training_token=SecretStr(value)))
