@@ -48,9 +48,9 @@ def _env_example() -> dict[str, str]:
 def _settings_variables() -> set[str]:
     """Every environment variable a Settings class reads: its prefix and each field's name."""
     names = set()
-    for settings in SETTINGS_CLASSES:
-        prefix = str(settings.model_config.get("env_prefix", ""))
-        names |= {f"{prefix}{field}".upper() for field in settings.model_fields}
+    for settings_class in SETTINGS_CLASSES:
+        prefix = str(settings_class.model_config.get("env_prefix", ""))
+        names |= {f"{prefix}{field}".upper() for field in settings_class.model_fields}
     return names
 
 
