@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead bench-learning-loop bench-search clean
+.PHONY: browser install run run-ocr test lint format bench bench-ocr bench-training bench-memory bench-worker-memory bench-documents bench-ocr-client bench-pages bench-api bench-ocr-start bench-backend-overhead bench-learning-loop bench-search clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,20 @@ run-ocr: install
 	@mkdir -p data/models
 	OCR_MODELS_DIR=$${OCR_MODELS_DIR:-$(CURDIR)/data/models} $(PY) -m ocr_service
 
-test: install
+# The browser tests drive Debian's Chromium (never a browser downloaded by Playwright): installed
+# here when missing and we may (root), else the test run stops saying what to install.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; \
+	  else \
+	    echo "missing: $(CHROMIUM) for the browser tests. Install it with: sudo apt-get install -y chromium" >&2; exit 1; \
+	  fi; }
+	@test -x $(CHROMIUM) || { echo "missing: $(CHROMIUM) (apt-get install -y chromium failed)" >&2; exit 1; }
+
+test: install browser
 	$(PY) -m pytest
 
 lint: install

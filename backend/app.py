@@ -35,6 +35,8 @@ from backend.training.leases import RunLeases
 from backend.users import routes as users_routes
 from backend.users.bootstrap import bootstrap_first_admin
 from backend.web import routes as web_routes
+from backend.web.deps import LoginRequired
+from backend.web.rendering import Renderer
 from backend.writers import routes as writers_routes
 
 log = logging.getLogger(__name__)
@@ -122,7 +124,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     app = FastAPI(title="Familienarchiv backend", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
-    install_error_handlers(app)
+    app.state.renderer = Renderer(services.settings.frontend_dir)
+    install_error_handlers(app, page_errors=web_routes.page_errors)
+    app.add_exception_handler(LoginRequired, web_routes.login_required)
     app.add_middleware(RequestLatency, metrics=services.metrics)
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
@@ -133,6 +137,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app.include_router(training_routes.router)
     app.include_router(exports_routes.router)
     app.include_router(web_routes.router)
+    app.mount("/static", web_routes.static_files(services.settings.frontend_dir), name="static")
     return app
 
 

@@ -40,6 +40,7 @@ from untrusted.archive import ArchiveLimits
 Clock = Callable[[], datetime]
 
 SESSION_COOKIE = "archiv_session"
+CSRF_COOKIE = "archiv_csrf"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

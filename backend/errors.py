@@ -7,13 +7,14 @@ Every error body is ``{"code": "UPPER_SNAKE", "message": str}`` plus optional ``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from backend.storage import StorageUnavailableError
@@ -222,45 +223,61 @@ def _problems(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Map every failure to the ``{"code","message"}`` body; no stack trace reaches a client."""
+# Renders an error as a page for a person (the web UI's pages), or None where JSON is right (the API).
+PageErrors = Callable[[Request, AppError, int], Response | None]
+
+
+def install_error_handlers(app: FastAPI, page_errors: PageErrors | None = None) -> None:
+    """Map every failure to the ``{"code","message"}`` body; no stack trace reaches a client.
+
+    ``page_errors`` lets the web UI answer a browser's page request with a page in its language."""
+
+    def respond(request: Request, error: AppError, status: int | None = None) -> Response:
+        status = status or error.status
+        if page_errors is not None:
+            page = page_errors(request, error, status)
+            if page is not None:
+                return page
+        return JSONResponse(error.body(), status_code=status, headers=error.headers)
 
     @app.exception_handler(AppError)
-    async def _app_error(_: Request, exc: AppError) -> JSONResponse:
-        return error_response(exc)
+    async def _app_error(request: Request, exc: AppError) -> Response:
+        return respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
-            return error_response(AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON."))
+            return respond(request, AppError(ErrorCode.MALFORMED_JSON, "The request body is not valid JSON."))
         problems = _problems(exc)
         text = "; ".join(f"{p['field']}: {p['problem']}" if p["field"] else p["problem"] for p in problems)
-        return error_response(
-            AppError(ErrorCode.INVALID_REQUEST, f"The request is not valid: {text}", details={"problems": problems})
+        return respond(
+            request,
+            AppError(ErrorCode.INVALID_REQUEST, f"The request is not valid: {text}", details={"problems": problems}),
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_REQUEST)
         message = _HTTP_MESSAGES.get(exc.status_code)
         if message is None:
             message = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
         error = AppError(code, message, headers=getattr(exc, "headers", None))
-        return JSONResponse(error.body(), status_code=exc.status_code, headers=error.headers)
+        return respond(request, error, exc.status_code)
 
     @app.exception_handler(StorageUnavailableError)
-    async def _storage(request: Request, exc: StorageUnavailableError) -> JSONResponse:
+    async def _storage(request: Request, exc: StorageUnavailableError) -> Response:
         # The detail (endpoint, bucket, botocore's reason) is for the operator's log, not the client.
         log.error("storage unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(
+        return respond(
+            request,
             AppError(
                 ErrorCode.STORAGE_UNAVAILABLE,
                 "The document store cannot be reached just now. Please try again in a minute.",
                 headers={"Retry-After": "30"},
-            )
+            ),
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> Response:
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(AppError(ErrorCode.INTERNAL_ERROR, "Something went wrong inside the backend."))
+        return respond(request, AppError(ErrorCode.INTERNAL_ERROR, "Something went wrong inside the backend."))

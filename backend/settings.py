@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     # The address people open; the setup link is printed with it, and https here makes cookies Secure.
     public_url: str = "http://127.0.0.1:8000"
     log_level: str = "INFO"
+    # The web UI's templates, scripts, styles and message catalogs (the repository's frontend/;
+    # the image copies it to /app/frontend).
+    frontend_dir: Path = Path(__file__).resolve().parents[1] / "frontend"
 
     # SQLite file by default; postgresql://user:pass@host/db in production.
     database_url: str = "sqlite:///./data/backend.db"

@@ -36,6 +36,8 @@ class User(Base):
     # Users are deactivated, never deleted: documents and corrections keep naming them.
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The web UI's language, chosen by the user (None: the UI's default); see backend/web/i18n.py.
+    language: Mapped[str | None] = mapped_column(String(8), default=None)
 
 
 class Credential(Base):

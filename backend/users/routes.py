@@ -7,10 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.security import OAuth2PasswordRequestForm
 
-from backend.deps import SESSION_COOKIE, AdminUser, AuthenticatedDep, CurrentUser, ServicesDep, SessionDep
+from backend.deps import CSRF_COOKIE, SESSION_COOKIE, AdminUser, AuthenticatedDep, CurrentUser, ServicesDep, SessionDep
 from backend.errors import AppError, ErrorCode
 from backend.users.models import CredentialKind, Role, User
 from backend.users.schemas import (
+    LanguageChange,
     LoginRequest,
     PasswordChange,
     SessionOut,
@@ -86,6 +87,18 @@ def login(
         path="/",
     )
     assert issued.csrf_token is not None
+    # The web UI's scripts read the CSRF token from this cookie (any tab, after a reload) and send it
+    # back as a header, which another site's page can neither read nor set; the server checks it
+    # against the hash stored with the session, so the cookie alone proves nothing.
+    response.set_cookie(
+        CSRF_COOKIE,
+        issued.csrf_token,
+        max_age=int(services.session_ttl.total_seconds()),
+        httponly=False,
+        samesite="strict",
+        secure=services.settings.secure_cookies or request.url.scheme == "https",
+        path="/",
+    )
     return SessionOut(user=UserOut.model_validate(user), csrf_token=issued.csrf_token)
 
 
@@ -96,11 +109,21 @@ def logout(auth: AuthenticatedDep, services: ServicesDep, session: SessionDep) -
     session.commit()
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(CSRF_COOKIE, path="/")
     return response
 
 
 @router.get("/auth/me")
 def me(user: CurrentUser) -> UserOut:
+    return UserOut.model_validate(user)
+
+
+@router.put("/auth/language")
+def set_language(body: LanguageChange, user: CurrentUser, session: SessionDep) -> UserOut:
+    """The web UI's language for this user, kept across devices and sessions."""
+    # The user was loaded in this request's session (by the authentication), so this is an update.
+    user.language = body.language
+    session.commit()
     return UserOut.model_validate(user)
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from backend.schemas import ApiModel, OneLine
 from backend.users.models import Role
+
+# The web UI's languages; the first is its default (the archive's family writes German).
+Language = Literal["de", "en", "es"]
+LANGUAGES: tuple[str, ...] = get_args(Language)
 
 # Length bounds here give a 422 before any hashing; the exact rules live in the service.
 Password = Field(min_length=1, max_length=1024)
@@ -19,6 +24,7 @@ class UserOut(ApiModel):
     role: Role
     is_active: bool
     created_at: datetime
+    language: Language | None = None
 
 
 class UserCreate(ApiModel):
@@ -58,3 +64,7 @@ class UserUpdate(ApiModel):
 class PasswordChange(ApiModel):
     current_password: str = Password
     new_password: str = Password
+
+
+class LanguageChange(ApiModel):
+    language: Language

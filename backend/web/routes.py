@@ -1,39 +1,101 @@
-"""Pages outside /api. For now only the one-time setup page; the web UI comes with its own issue."""
+"""The web UI's pages outside /api: the start page, login, first start, and the error pages.
+
+Each part of the UI has its own module of page routes in this package, included here, so
+``backend/app.py`` includes one router; see backend/web/deps.py for how a page route looks.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
+import logging
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
-router = APIRouter()
+from backend.errors import AppError
+from backend.web.deps import LoginRequired, PublicPage, login_redirect, safe_next
+from backend.web.i18n import LANGUAGE_COOKIE, N_, choose_language
+from backend.web.rendering import Renderer
 
-_SETUP = (Path(__file__).parent / "setup.html").read_text(encoding="utf-8")
+log = logging.getLogger(__name__)
 
-
-def _csp_hash(tag: str) -> str:
-    body = re.search(rf"<{tag}>(.*?)</{tag}>", _SETUP, re.DOTALL)
-    assert body is not None
-    return "'sha256-" + base64.b64encode(hashlib.sha256(body.group(1).encode()).digest()).decode() + "'"
-
-
-# Only this page's own script and style may run; it may talk to its own origin and nothing else.
-_HEADERS = {
-    "Content-Security-Policy": (
-        f"default-src 'none'; script-src {_csp_hash('script')}; style-src {_csp_hash('style')}; "
-        "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "Referrer-Policy": "no-referrer",
-    "X-Content-Type-Options": "nosniff",
-    "Cache-Control": "no-store",
-}
+router = APIRouter(include_in_schema=False)
 
 
-@router.get("/setup", include_in_schema=False)
-def setup_page() -> HTMLResponse:
+@router.get("/")
+def start(page: PublicPage) -> Response:
+    return RedirectResponse("/documents" if page.user else "/login", status_code=303)
+
+
+@router.get("/login")
+def login(page: PublicPage, next: str | None = None) -> Response:
+    if page.user is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return page.render("login.html", next=safe_next(next), title=page.gettext("Log in"))
+
+
+@router.get("/setup")
+def setup(page: PublicPage) -> Response:
     """The page the start-up link opens; the token is in the link's fragment, never sent here."""
-    return HTMLResponse(_SETUP, headers=_HEADERS)
+    return page.render("setup.html", title=page.gettext("Create the first admin account"))
+
+
+def _is_page_request(request: Request) -> bool:
+    """A browser opening a page (it asks for HTML); API calls and scripts' requests keep JSON."""
+    path = request.url.path
+    if path.startswith(("/api/", "/static/")) or path == "/api":
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+def page_errors(request: Request, error: AppError, status: int) -> Response | None:
+    """A page request's error as a calm page in the reader's language; API requests keep JSON."""
+    if not _is_page_request(request):
+        return None
+    renderer: Renderer = request.app.state.renderer
+    # The language cookie mirrors the user's choice (the UI sets both), so no database trip here.
+    language = choose_language(None, request.cookies.get(LANGUAGE_COOKIE))
+    title = renderer.gettext(language, N_("Page not found") if status == 404 else N_("Something is not right"))
+    message = renderer.error_message(language, error.code)
+    return renderer.render(
+        language,
+        "error.html",
+        {
+            "user": None,
+            "path": request.url.path,
+            "title": title,
+            "message": message,
+            "code": error.code,
+            "status": status,
+        },
+        status,
+    )
+
+
+async def login_required(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return login_redirect(exc.next_path)
+
+
+class Static(StaticFiles):
+    """The UI's files; an address with the content's hash (``?v=``) may be kept for a year."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        versioned = b"v=" in scope.get("query_string", b"")
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if versioned else "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
+def static_files(frontend_dir: Path) -> Static:
+    return Static(directory=frontend_dir / "static", follow_symlink=False)
+
+
+# The parts of the UI, each its own module of page routes (imported here, after this module's
+# own routes, so the start page and login are matched first).
+from backend.web import viewer  # noqa: E402
+
+router.include_router(viewer.router)

@@ -22,6 +22,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("POST", "/api/auth/login", ANONYMOUS, {"json": {"username": "nobody", "password": "wrong password"}}),
     ("POST", "/api/auth/logout", USER, {}),
     ("GET", "/api/auth/me", USER, {}),
+    ("PUT", "/api/auth/language", USER, {"json": {"language": "es"}}),
     ("GET", "/api/users", ADMIN, {}),
     ("POST", "/api/users", ADMIN, {"json": {"username": "new", "password": "p" * 12, "role": "archivist"}}),
     ("PATCH", "/api/users/{user_id}", ADMIN, {"json": {"role": "archivist"}}),

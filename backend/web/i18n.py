@@ -1,0 +1,99 @@
+"""The web UI's languages: message catalogs (gettext .po, compiled when the backend starts) and
+which language a request gets.
+
+The catalogs live in ``frontend/locales/<language>/<area>.po``, one file per part of the UI, so
+the pages' authors never edit one file at once; they are merged into one catalog per language.
+A message may appear in several areas only with the same translation (tests/web/test_catalogs.py).
+The message ids are the English texts, so English needs no lookup, but en/*.po lists them too:
+every message is present in all three languages, and a test checks it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+
+from backend.users.schemas import LANGUAGES
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LANGUAGE = LANGUAGES[0]
+# Before anyone logs in (the login page), the choice is kept in this cookie.
+LANGUAGE_COOKIE = "archiv_lang"
+# Each language's own name, as its speakers write it, for the switch.
+LANGUAGE_NAMES: Mapping[str, str] = {"de": "Deutsch", "en": "English", "es": "Español"}
+
+
+def N_(message: str) -> str:  # noqa: N802 (gettext's conventional marker name)
+    """Marks a message for the catalogs where it is defined; it is translated where it is shown."""
+    return message
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    language: str
+    message: str
+    problem: str
+
+
+def read_catalog(folder: Path, language: str) -> tuple[Catalog, list[CatalogProblem]]:
+    """All area catalogs of one language merged into one; the problems found on the way."""
+    merged = Catalog(locale=language, domain="messages")
+    problems: list[CatalogProblem] = []
+    for path in sorted((folder / language).glob("*.po")):
+        with path.open("rb") as handle:
+            area = read_po(handle, locale=language)
+        for message in area:
+            if not message.id:
+                continue  # the header
+            earlier = merged.get(message.id, message.context)
+            if earlier is not None and earlier.string != message.string:
+                problems.append(CatalogProblem(language, str(message.id), f"translated differently in {path.name}"))
+                continue
+            merged[message.id] = message
+    return merged, problems
+
+
+def compile_catalog(catalog: Catalog) -> Translations:
+    """The merged catalog as gettext translations, compiled in memory (no .mo file to go stale)."""
+    buffer = io.BytesIO()
+    # Fuzzy entries would be dropped silently by gettext: they count as untranslated (the test says so).
+    write_mo(buffer, catalog, use_fuzzy=False)
+    buffer.seek(0)
+    return Translations(buffer, domain="messages")
+
+
+class Catalogs:
+    """The compiled translations of every language, loaded once per process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._translations: dict[str, Translations] = {}
+        for language in LANGUAGES:
+            catalog, problems = read_catalog(folder, language)
+            for problem in problems:
+                log.warning("message catalog %s: %r %s", problem.language, problem.message, problem.problem)
+            self._translations[language] = compile_catalog(catalog)
+
+    def translations(self, language: str) -> Translations:
+        return self._translations.get(language, self._translations[DEFAULT_LANGUAGE])
+
+    def gettext(self, language: str, message: str) -> str:
+        return self.translations(language).gettext(message)
+
+
+def choose_language(user_choice: str | None, cookie: str | None) -> str:
+    """The user's own choice, else the login page's cookie, else German: the archive's default is
+    not the browser's language, so a shared tablet set to English still opens in German."""
+    for candidate in (user_choice, cookie):
+        if candidate in LANGUAGES:
+            return candidate
+    return DEFAULT_LANGUAGE

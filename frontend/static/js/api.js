@@ -1,0 +1,133 @@
+// Talking to the backend's /api from the pages, and telling the person what happened.
+// Every change sends the CSRF token (from the cookie the login set) as a header, which a page
+// of another site can neither read nor send.
+
+const CSRF_COOKIE = "archiv_csrf";
+const LANGUAGE_COOKIE = "archiv_lang";
+
+function readJson(id) {
+  const element = document.getElementById(id);
+  if (!element) return {};
+  try {
+    return JSON.parse(element.textContent || "{}");
+  } catch {
+    return {};
+  }
+}
+
+const errorMessages = readJson("error-messages");
+const uiMessages = readJson("ui-messages");
+const pageMessages = readJson("page-messages");
+
+/** A message of this page or of the layout, in the page's language (the template put it there). */
+export function t(key, values = {}) {
+  const text = pageMessages[key] ?? uiMessages[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
+}
+
+/** What a person reads for an error code (both services' codes), in the page's language. */
+export function errorText(code) {
+  return errorMessages[code] ?? uiMessages.unexpectedError;
+}
+
+export function cookie(name) {
+  for (const part of document.cookie.split(";")) {
+    const [key, ...rest] = part.trim().split("=");
+    if (key === name) return decodeURIComponent(rest.join("="));
+  }
+  return null;
+}
+
+export class ApiError extends Error {
+  constructor(status, code, message, details) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+  /** The text to show: the catalog's message for the code, never the API's English. */
+  get text() {
+    return this.code === "NETWORK" ? uiMessages.networkError : errorText(this.code);
+  }
+}
+
+/**
+ * A JSON call to the API. `body` is sent as JSON, or as it is when it is FormData.
+ * Resolves to the parsed JSON (or null for 204); rejects with an ApiError.
+ */
+export async function api(method, url, body = undefined, options = {}) {
+  const headers = { Accept: "application/json", ...(options.headers || {}) };
+  if (method !== "GET" && method !== "HEAD") {
+    const token = cookie(CSRF_COOKIE);
+    if (token) headers["X-CSRF-Token"] = token;
+  }
+  let payload = body;
+  if (body !== undefined && !(body instanceof FormData) && !(body instanceof Blob)) {
+    headers["Content-Type"] = "application/json";
+    payload = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(url, { method, headers, body: payload, credentials: "same-origin", signal: options.signal });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError(0, "NETWORK", String(error));
+  }
+  if (response.status === 204) return null;
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (!response.ok) {
+    if (response.status === 401 && options.redirectOnLogout !== false) {
+      location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
+    }
+    throw new ApiError(response.status, data?.code ?? "INTERNAL_ERROR", data?.message ?? "", data?.details);
+  }
+  return data;
+}
+
+/** The CSRF header for requests made by other means (XMLHttpRequest uploads, say). */
+export function csrfHeader() {
+  return cookie(CSRF_COOKIE) ?? "";
+}
+
+/**
+ * Tell the person something in the notices area (a polite live region). Errors stay until the
+ * person closes them: someone who looked away must still find them.
+ */
+export function announce(text, kind = "info") {
+  const area = document.getElementById("notices");
+  if (!area) return null;
+  const notice = document.createElement("div");
+  notice.className = `notice notice--${kind}`;
+  const message = document.createElement("p");
+  message.textContent = text;
+  notice.append(message);
+  const close = document.createElement("button");
+  close.type = "button";
+  close.className = "button button--quiet notice__close";
+  close.textContent = uiMessages.close ?? "×";
+  close.addEventListener("click", () => notice.remove());
+  notice.append(close);
+  area.append(notice);
+  return notice;
+}
+
+/** Announce an error from a failed call (an ApiError or anything else). */
+export function announceError(error) {
+  if (error?.name === "AbortError") return null;
+  return announce(error instanceof ApiError ? error.text : uiMessages.unexpectedError, "error");
+}
+
+/** Clear the notices (e.g. after a retry succeeded). */
+export function clearNotices() {
+  document.getElementById("notices")?.replaceChildren();
+}
+
+/** Keep the UI's language in a cookie too: the login page and error pages know it without asking. */
+export function rememberLanguage(language) {
+  document.cookie = `${LANGUAGE_COOKIE}=${encodeURIComponent(language)}; path=/; max-age=31536000; samesite=lax`;
+}
