@@ -102,3 +102,6 @@ router.include_router(viewer.router)
 from backend.web import search  # noqa: E402
 
 router.include_router(search.router)
+from backend.web import users  # noqa: E402
+
+router.include_router(users.router)
