@@ -105,3 +105,6 @@ router.include_router(search.router)
 from backend.web import users  # noqa: E402
 
 router.include_router(users.router)
+from backend.web import imports  # noqa: E402
+
+router.include_router(imports.router)
