@@ -68,7 +68,7 @@ def test_only_an_admin_may_reset_and_an_unknown_user_is_named(actors: Actors) ->
     assert (missing.status_code, missing.json()["code"]) == (404, "USER_NOT_FOUND")
 
 
-TEXT = st.characters(codec="utf-8", exclude_categories=("Cs",))
+TEXT = st.characters(codec="utf-8")  # no lone surrogates: JSON could not carry them
 
 
 # The fixture's app is the same for every example, and each example changes nothing: that is the claim.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.support.processes import ADMIN, PASSWORD, Backend, Processes, backend_env
 from tests.web.support import (
@@ -58,7 +58,7 @@ def page_as(browser: Browser, url: str, username: str, password: str, width: str
         context.close()
 
 
-def row(page: Page, username: str):  # type: ignore[no-untyped-def]
+def row(page: Page, username: str) -> Locator:
     return page.locator(f'tr[data-username="{username}"]')
 
 
