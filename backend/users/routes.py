@@ -14,6 +14,7 @@ from backend.users.schemas import (
     LanguageChange,
     LoginRequest,
     PasswordChange,
+    PasswordReset,
     SessionOut,
     SetupRequest,
     TokenOut,
@@ -150,6 +151,21 @@ def update_user(
     """Change the role, or deactivate (``isActive: false`` logs the user out everywhere)."""
     user = services.users.update(session, user_id, role=body.role, is_active=body.is_active, now=services.clock())
     return UserOut.model_validate(user)
+
+
+@router.put("/users/{user_id}/password", status_code=204)
+def reset_password(
+    user_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    body: PasswordReset,
+    auth: AuthenticatedDep,
+    _: AdminUser,
+    services: ServicesDep,
+    session: SessionDep,
+) -> Response:
+    """Set a user's password (they forgot it); every session and token of theirs ends."""
+    keep = auth.credential.id if auth.user.id == user_id else None
+    services.users.reset_password(session, user_id, body.password, services.clock(), keep=keep)
+    return Response(status_code=204)
 
 
 @router.post("/auth/password", status_code=204)

@@ -66,5 +66,11 @@ class PasswordChange(ApiModel):
     new_password: str = Password
 
 
+class PasswordReset(ApiModel):
+    """An admin sets a new password for a user who forgot theirs."""
+
+    password: str = Password
+
+
 class LanguageChange(ApiModel):
     language: Language

@@ -138,6 +138,20 @@ class Users:
         user.password_hash = self._hash(new_password)
         session.flush()
 
+    def reset_password(
+        self, session: Session, user_id: int, new_password: str, now: datetime, *, keep: int | None = None
+    ) -> User:
+        """An admin's reset: the new password, and every session and token of the user ended (whoever
+        knew the old password is out); ``keep`` spares the credential of an admin resetting their own."""
+        user = session.get(User, user_id)
+        if user is None:
+            raise AppError(ErrorCode.USER_NOT_FOUND, f"There is no user {user_id}.")
+        self.change_password(session, user, new_password)
+        Credentials().revoke_all(session, user.id, now, keep=keep)
+        session.commit()
+        log.info("password of user %d reset by an admin", user.id)
+        return user
+
 
 @cache
 def _resolve_statement() -> Select[Credential, User]:

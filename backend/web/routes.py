@@ -99,3 +99,12 @@ def static_files(frontend_dir: Path) -> Static:
 from backend.web import viewer  # noqa: E402
 
 router.include_router(viewer.router)
+from backend.web import search  # noqa: E402
+
+router.include_router(search.router)
+from backend.web import users  # noqa: E402
+
+router.include_router(users.router)
+from backend.web import imports  # noqa: E402
+
+router.include_router(imports.router)

@@ -26,6 +26,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/users", ADMIN, {}),
     ("POST", "/api/users", ADMIN, {"json": {"username": "new", "password": "p" * 12, "role": "archivist"}}),
     ("PATCH", "/api/users/{user_id}", ADMIN, {"json": {"role": "archivist"}}),
+    ("PUT", "/api/users/{user_id}/password", ADMIN, {"json": {"password": "p" * 12}}),
     ("POST", "/api/auth/password", USER, {"json": {"currentPassword": "wrong password", "newPassword": "p" * 12}}),
     ("POST", "/api/documents", USER, {"files": {"file": ("a.txt", b"text", "text/plain")}, "data": {"title": "t"}}),
     ("GET", "/api/documents", USER, {}),
