@@ -1,0 +1,269 @@
+"""The document view in the real browser: the page image with its lines, correcting by keyboard,
+a conflict with someone else's save, zoom and pan, accessibility in every language and width.
+
+The documents are imported (a Transkribus ZIP of a generated 60-line page) through the API, so
+every test starts from lines whose text and positions it knows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.backend.transcript_files import gen_page, transkribus_zip
+from tests.web.support import (
+    LANGUAGES,
+    WIDTHS,
+    Browsing,
+    LiveSystem,
+    check_accessibility,
+    screenshot,
+    touch_targets_too_small,
+)
+
+LINES = 60
+_seeds = itertools.count(9100)
+
+
+def import_document(client: httpx.Client, title: str, lines: int = LINES) -> tuple[int, list[dict[str, Any]]]:
+    """A one-page document with ``lines`` lines (a generated Transkribus export); its id and lines."""
+    seed = next(_seeds)
+    page = gen_page(seed, f"page-{seed}.png", lines=lines, width=1000, height=40 * lines + 120)
+    made = client.post(
+        "/api/imports",
+        files={"file": (f"{title}.zip", transkribus_zip([page], folder=title), "application/zip")},
+        data={"title": title},
+    )
+    assert made.status_code == 201, made.text
+    document_id = made.json()["documents"][0]["id"]
+    found = client.get(f"/api/documents/{document_id}/lines")
+    assert found.status_code == 200, found.text
+    return document_id, found.json()
+
+
+@pytest.fixture(scope="module")
+def admin_api(live: LiveSystem) -> Iterator[httpx.Client]:
+    with live.api("admin") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shown(admin_api: httpx.Client) -> tuple[int, list[dict[str, Any]]]:
+    """A document the tests only look at (nothing is saved to it)."""
+    return import_document(admin_api, "Ansicht Brief 60 Zeilen")
+
+
+def open_view(page: Page, document_id: int, query: str = "") -> None:
+    page.goto(f"/documents/{document_id}{query}")
+    expect(page.locator("html")).to_have_attribute("data-viewer-ready", "true")
+
+
+def field(page: Page, number: int) -> Any:
+    return page.get_by_role("textbox", name=f"Zeile {number}", exact=True)
+
+
+def test_every_line_is_drawn_on_the_image_and_listed_under_its_crop(
+    browsing: Browsing, shown: tuple[int, list[dict[str, Any]]]
+) -> None:
+    document_id, lines = shown
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        expect(page.locator("svg.overlay polygon")).to_have_count(len(lines))
+        expect(page.locator("ol.lines > li")).to_have_count(len(lines))
+        for number in (1, 30, len(lines)):
+            expect(field(page, number)).to_have_value(lines[number - 1]["currentText"])
+        # Each crop shows the page image at its line's box: the background is placed at minus the box's corner.
+        crop = page.evaluate(
+            """id => { const c = document.querySelector(`#line-${id} .line__crop`); const s = c.style;
+                       return [s.backgroundImage, s.backgroundPosition, c.offsetWidth, c.offsetHeight]; }""",
+            lines[4]["id"],
+        )
+        assert "/pages/1/image" in crop[0]
+        xs = [x for x, _ in lines[4]["polygon"]]
+        ys = [y for _, y in lines[4]["polygon"]]
+        left, top = float(crop[1].split()[0].rstrip("px")), float(crop[1].split()[1].rstrip("px"))
+        scale = crop[2] / (max(xs) - min(xs))
+        assert left == pytest.approx(-min(xs) * scale, abs=1.5)
+        assert top == pytest.approx(-min(ys) * scale, abs=1.5)
+        assert crop[3] == pytest.approx((max(ys) - min(ys)) * scale, abs=1.5)
+
+
+def test_a_line_is_corrected_by_keyboard_alone_and_kept_after_a_reload(
+    browsing: Browsing, admin_api: httpx.Client
+) -> None:
+    document_id, lines = import_document(admin_api, "Brief Tastatur", lines=6)
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        first = field(page, 1)
+        first.focus()
+        expect(page.locator(f"#line-{lines[0]['id']}")).to_have_class(re.compile(r"\bis-selected\b"))
+        expect(page.locator(f'polygon[data-line-id="{lines[0]["id"]}"]')).to_have_class(re.compile(r"is-selected"))
+        page.keyboard.press("End")
+        page.keyboard.type(" – eins")
+        page.keyboard.press("Enter")  # saves and goes on
+        expect(field(page, 2)).to_be_focused()
+        page.keyboard.press("End")
+        page.keyboard.type(" – zwei")
+        page.keyboard.press("Tab")
+        expect(field(page, 3)).to_be_focused()
+        page.keyboard.type("verworfen")
+        page.keyboard.press("Escape")  # back to the text it had
+        expect(field(page, 3)).to_have_value(lines[2]["currentText"])
+        page.keyboard.press("Shift+Tab")
+        expect(field(page, 2)).to_be_focused()
+        line_one = page.locator(f"#line-{lines[0]['id']}")
+        expect(line_one).to_have_class(re.compile(r"\bline--saved\b"))
+        expect(line_one.locator(".line__status")).to_have_text("Gespeichert")
+        expect(line_one.locator(".mark--corrected")).to_be_visible()
+        expect(page.locator(f"#line-{lines[1]['id']}")).to_have_class(re.compile(r"\bline--saved\b"))
+        page.reload()
+        expect(page.locator("html")).to_have_attribute("data-viewer-ready", "true")
+        expect(field(page, 1)).to_have_value(lines[0]["currentText"] + " – eins")
+        expect(field(page, 2)).to_have_value(lines[1]["currentText"] + " – zwei")
+        expect(field(page, 3)).to_have_value(lines[2]["currentText"])
+        # The one focused last is the one the address names: a reload opens the same line.
+        assert f"line={lines[1]['id']}" in page.url
+    stored = {line["id"]: line for line in admin_api.get(f"/api/documents/{document_id}/lines").json()}
+    assert stored[lines[0]["id"]]["text"] == lines[0]["currentText"] + " – eins"
+    assert stored[lines[2]["id"]]["version"] == lines[2]["version"]  # Esc: nothing saved
+
+
+@pytest.mark.parametrize("choice", ["mine", "theirs"])
+def test_a_conflict_shows_both_texts_and_either_choice_is_saved(
+    browsing: Browsing, admin_api: httpx.Client, choice: str
+) -> None:
+    document_id, lines = import_document(admin_api, f"Brief Konflikt {choice}", lines=4)
+    line = lines[1]
+    with browsing.page("archivist") as mine, browsing.page("admin") as theirs:
+        open_view(mine, document_id)
+        open_view(theirs, document_id)
+        field(theirs, 2).fill("Ihre Lesung der Zeile")
+        field(theirs, 2).press("Enter")
+        expect(theirs.locator(f"#line-{line['id']}")).to_have_class(re.compile(r"\bline--saved\b"))
+        field(mine, 2).fill("Meine Lesung der Zeile")
+        field(mine, 2).press("Enter")
+        conflict = mine.locator(f"#line-{line['id']} .conflict")
+        expect(conflict).to_be_visible()
+        expect(conflict.locator(".conflict__theirs")).to_have_text("Ihre Lesung der Zeile")
+        expect(conflict.locator(".conflict__mine")).to_have_text("Meine Lesung der Zeile")
+        expect(field(mine, 2)).to_have_value("Meine Lesung der Zeile")  # nothing typed is lost
+        expect(mine.locator("#notices .notice--warning")).to_contain_text("Zeile 2")
+        check_accessibility(mine, "document view with a conflict")
+        screenshot(mine, "document-conflict-desktop")
+        label = "Meinen Text behalten" if choice == "mine" else "Den Text der anderen Person übernehmen"
+        mine.get_by_role("button", name=label).click()
+        expect(conflict).to_have_count(0)
+        expect(mine.locator(f"#line-{line['id']}")).to_have_class(re.compile(r"\bline--saved\b"))
+        wanted = "Meine Lesung der Zeile" if choice == "mine" else "Ihre Lesung der Zeile"
+        expect(field(mine, 2)).to_have_value(wanted)
+        mine.reload()
+        expect(field(mine, 2)).to_have_value(wanted)
+        expect(mine.locator(".conflict")).to_have_count(0)  # no draft left to bring it back
+    stored = next(x for x in admin_api.get(f"/api/documents/{document_id}/lines").json() if x["id"] == line["id"])
+    assert stored["text"] == wanted
+    history = admin_api.get(f"/api/lines/{line['id']}/history").json()
+    # Their save, then mine on top of it where I kept mine: each once, nothing lost or doubled.
+    expected = ["Ihre Lesung der Zeile"] + (["Meine Lesung der Zeile"] if choice == "mine" else [])
+    assert [entry["textAfter"] for entry in history] == expected
+
+
+def test_text_typed_while_the_archive_is_out_of_reach_is_saved_on_the_next_visit(
+    browsing: Browsing, admin_api: httpx.Client
+) -> None:
+    document_id, lines = import_document(admin_api, "Brief ohne Netz", lines=3)
+    with browsing.context("archivist") as context:
+        page = context.new_page()
+        open_view(page, document_id)
+        context.set_offline(True)
+        field(page, 1).fill("Offline getippt")
+        field(page, 1).press("Enter")
+        expect(page.locator(f"#line-{lines[0]['id']}")).to_have_class(re.compile(r"\bline--retrying\b"))
+        page.close()
+        context.set_offline(False)
+        again = context.new_page()
+        open_view(again, document_id)
+        expect(field(again, 1)).to_have_value("Offline getippt")
+        expect(again.locator(f"#line-{lines[0]['id']}")).to_have_class(re.compile(r"\bline--saved\b"))
+    stored = admin_api.get(f"/api/documents/{document_id}/lines").json()
+    assert stored[0]["text"] == "Offline getippt"
+
+
+def canvas_scale(page: Page) -> float:
+    transform = page.locator(".stage__canvas").evaluate("c => c.style.transform")
+    match = re.search(r"scale\(([\d.e-]+)\)", transform)
+    assert match, transform
+    return float(match.group(1))
+
+
+def test_zoom_by_buttons_keys_and_wheel_and_a_tap_on_a_line_opens_it(
+    browsing: Browsing, shown: tuple[int, list[dict[str, Any]]]
+) -> None:
+    document_id, lines = shown
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        fitted = canvas_scale(page)
+        page.get_by_role("button", name="Vergrößern").click()
+        assert canvas_scale(page) == pytest.approx(fitted * 1.25)
+        page.get_by_role("button", name="Verkleinern").click()
+        assert canvas_scale(page) == pytest.approx(fitted)
+        stage = page.get_by_role("group", name="Seitenbild")
+        stage.focus()
+        page.keyboard.press("+")
+        page.keyboard.press("+")
+        assert canvas_scale(page) == pytest.approx(fitted * 1.25**2)
+        before = page.locator(".stage__canvas").evaluate("c => c.style.transform")
+        page.keyboard.press("ArrowDown")
+        assert page.locator(".stage__canvas").evaluate("c => c.style.transform") != before
+        page.keyboard.press("0")
+        assert canvas_scale(page) == pytest.approx(fitted)
+        box = stage.bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.mouse.wheel(0, -300)
+        page.wait_for_function(
+            "s => parseFloat(document.querySelector('.stage__canvas').style.transform.split('scale(')[1]) > s",
+            arg=fitted * 1.2,
+        )
+        page.get_by_role("button", name="An Breite anpassen").click()
+        # A tap on a line's polygon opens that line for editing.
+        target = lines[3]
+        page.locator(f'polygon[data-line-id="{target["id"]}"]').click()
+        expect(field(page, 4)).to_be_focused()
+        expect(page.locator(f"#line-{target['id']}")).to_have_class(re.compile(r"\bis-selected\b"))
+
+
+def test_a_link_to_a_line_opens_it_selected(browsing: Browsing, shown: tuple[int, list[dict[str, Any]]]) -> None:
+    document_id, lines = shown
+    wanted = lines[45]
+    with browsing.page("archivist") as page:
+        open_view(page, document_id, f"?page=1&line={wanted['id']}")
+        expect(field(page, 46)).to_be_focused()
+        expect(page.locator(f"#line-{wanted['id']}")).to_be_in_viewport()
+        expect(page.locator(f'polygon[data-line-id="{wanted["id"]}"]')).to_have_class(re.compile(r"is-selected"))
+
+
+def test_a_page_without_lines_says_so(browsing: Browsing, admin_api: httpx.Client) -> None:
+    document_id, _ = import_document(admin_api, "Brief ohne Zeilen", lines=0)
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        expect(page.get_by_text("Diese Seite hat noch keine Zeilen.")).to_be_visible()
+
+
+@pytest.mark.parametrize("width", list(WIDTHS))
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_document_view_is_accessible_in_every_language_and_width(
+    browsing: Browsing, shown: tuple[int, list[dict[str, Any]]], language: str, width: str
+) -> None:
+    document_id, lines = shown
+    with browsing.page("archivist", language, width) as page:
+        open_view(page, document_id, f"?line={lines[2]['id']}")
+        check_accessibility(page, f"document view {language} {width}")
+        assert touch_targets_too_small(page) == []
+        if language == "de":
+            screenshot(page, f"document-{width}")
