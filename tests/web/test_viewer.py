@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests.backend.transcript_files import gen_page, transkribus_zip
+from tests.support.learning_loop import make_letter, read_document, upload
 from tests.web.support import (
     LANGUAGES,
     WIDTHS,
@@ -31,13 +32,17 @@ LINES = 60
 _seeds = itertools.count(9100)
 
 
-def import_document(client: httpx.Client, title: str, lines: int = LINES) -> tuple[int, list[dict[str, Any]]]:
-    """A one-page document with ``lines`` lines (a generated Transkribus export); its id and lines."""
-    seed = next(_seeds)
-    page = gen_page(seed, f"page-{seed}.png", lines=lines, width=1000, height=40 * lines + 120)
+def import_document(
+    client: httpx.Client, title: str, lines: int = LINES, pages: int = 1
+) -> tuple[int, list[dict[str, Any]]]:
+    """A document of ``pages`` pages of ``lines`` lines (a generated Transkribus export); its id and lines."""
+    made_pages = []
+    for _ in range(pages):
+        seed = next(_seeds)
+        made_pages.append(gen_page(seed, f"page-{seed}.png", lines=lines, width=1000, height=40 * lines + 120))
     made = client.post(
         "/api/imports",
-        files={"file": (f"{title}.zip", transkribus_zip([page], folder=title), "application/zip")},
+        files={"file": (f"{title}.zip", transkribus_zip(made_pages, folder=title), "application/zip")},
         data={"title": title},
     )
     assert made.status_code == 201, made.text
@@ -57,6 +62,15 @@ def admin_api(live: LiveSystem) -> Iterator[httpx.Client]:
 def shown(admin_api: httpx.Client) -> tuple[int, list[dict[str, Any]]]:
     """A document the tests only look at (nothing is saved to it)."""
     return import_document(admin_api, "Ansicht Brief 60 Zeilen")
+
+
+@pytest.fixture(scope="module")
+def read_letter(admin_api: httpx.Client) -> tuple[int, list[dict[str, Any]]]:
+    """A generated handwritten letter the real OCR service read (its confidences are the tiny model's)."""
+    document_id = upload(admin_api, make_letter(8811, pages=1, lines_per_page=6))
+    read_document(admin_api, document_id, ())
+    lines = admin_api.get(f"/api/documents/{document_id}/lines").json()
+    return document_id, lines
 
 
 def open_view(page: Page, document_id: int, query: str = "") -> None:
@@ -267,3 +281,105 @@ def test_the_document_view_is_accessible_in_every_language_and_width(
         assert touch_targets_too_small(page) == []
         if language == "de":
             screenshot(page, f"document-{width}")
+
+
+@pytest.mark.slow
+def test_uncertain_lines_are_marked_and_next_uncertain_goes_from_one_to_the_next(
+    browsing: Browsing, read_letter: tuple[int, list[dict[str, Any]]]
+) -> None:
+    document_id, lines = read_letter
+    uncertain = [line for line in lines if line["ocrConfidence"] is not None and line["ocrConfidence"] < 0.8]
+    certain = [line for line in lines if line not in uncertain]
+    # The tiny model is unsure of some lines and sure of others; were it not, this test would prove nothing.
+    assert uncertain and certain, [line["ocrConfidence"] for line in lines]
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        marked = page.locator("li.line--uncertain").evaluate_all("items => items.map(i => Number(i.dataset.lineId))")
+        assert marked == [line["id"] for line in uncertain]
+        expect(page.locator(f"#line-{uncertain[0]['id']} .mark--uncertain")).to_have_text(re.compile("Unsicher"))
+        expect(page.locator(f"#line-{certain[0]['id']} .mark--uncertain")).to_be_hidden()
+        expect(page.locator("polygon.is-uncertain")).to_have_count(len(uncertain))
+        page.get_by_role("button", name="Nächste unsichere Zeile").click()
+        first = page.locator(f"#line-{uncertain[0]['id']} textarea")
+        expect(first).to_be_focused()
+        page.keyboard.press("Alt+ArrowDown")
+        expect(page.locator(f"#line-{uncertain[1 % len(uncertain)]['id']} textarea")).to_be_focused()
+        # Corrected, a line is no longer uncertain: "next" skips it, the summary counts it.
+        first.fill("Gruss dem")
+        first.press("Enter")
+        expect(page.locator(f"#line-{uncertain[0]['id']}")).to_have_class(re.compile(r"\bline--saved\b"))
+        expect(page.locator("li.line--uncertain")).to_have_count(len(uncertain) - 1)
+        expect(page.locator("#lines-summary")).to_have_text(
+            f"1 von {len(lines)} Zeilen korrigiert, {len(uncertain) - 1} unsicher"
+        )
+        if len(uncertain) == 1:
+            page.keyboard.press("Alt+ArrowDown")
+            expect(page.locator("#save-announcer")).to_have_text(
+                "Auf dieser Seite gibt es keine unsicheren Zeilen mehr."
+            )
+        screenshot(page, "document-letter-desktop")
+
+
+def test_pages_are_reached_by_thumbnails_and_previous_next(browsing: Browsing, admin_api: httpx.Client) -> None:
+    document_id, lines = import_document(admin_api, "Brief zwei Seiten", lines=3, pages=2)
+    second = [line for line in lines if line["page"] == 2]
+    with browsing.page("archivist", width="tablet") as page:
+        open_view(page, document_id)
+        pages = page.get_by_role("navigation", name="Seiten des Dokuments")
+        expect(pages.get_by_role("link", name="Seite 1")).to_have_attribute("aria-current", "page")
+        expect(pages.locator("img")).to_have_count(2)
+        pages.get_by_role("link", name="Nächste Seite").click()
+        expect(page).to_have_url(re.compile(r"\?page=2$"))
+        expect(page.locator("html")).to_have_attribute("data-viewer-ready", "true")
+        expect(field(page, 1)).to_have_value(second[0]["currentText"])
+        expect(pages.get_by_role("link", name="Seite 2")).to_have_attribute("aria-current", "page")
+        expect(pages.get_by_role("link", name="Nächste Seite")).to_have_count(0)
+        pages.get_by_role("link", name="Seite 1").click()
+        expect(page).to_have_url(re.compile(r"\?page=1$"))
+
+
+def test_the_lines_are_read_again_when_the_ocr_panel_says_a_run_finished(
+    browsing: Browsing, admin_api: httpx.Client
+) -> None:
+    document_id, lines = import_document(admin_api, "Brief neu gelesen", lines=3)
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        page.evaluate("window.notReloaded = true")
+        field(page, 3).fill("noch nicht gespeichert")
+        # Meanwhile the archive's text of line 1 changed (as an OCR run would change it).
+        changed = admin_api.patch(f"/api/lines/{lines[0]['id']}", json={"text": "neu gelesen", "version": 1})
+        assert changed.status_code == 200, changed.text
+        page.evaluate(
+            "id => document.dispatchEvent(new CustomEvent('ocr:finished', {detail: {documentId: id}}))", document_id
+        )
+        expect(field(page, 1)).to_have_value("neu gelesen")
+        expect(field(page, 3)).to_have_value("noch nicht gespeichert")  # typed text survives the swap
+        assert page.evaluate("window.notReloaded") is True
+        expect(page.locator("svg.overlay polygon")).to_have_count(3)
+    stored = admin_api.get(f"/api/documents/{document_id}/lines").json()
+    assert stored[2]["text"] == "noch nicht gespeichert"
+
+
+def test_two_fingers_pinch_the_image_larger_and_one_finger_moves_it(
+    browsing: Browsing, shown: tuple[int, list[dict[str, Any]]]
+) -> None:
+    document_id, _ = shown
+    with browsing.page("archivist", width="tablet") as page:
+        open_view(page, document_id)
+        fitted = canvas_scale(page)
+        page.evaluate(
+            """() => {
+                const stage = document.getElementById('stage');
+                const box = stage.getBoundingClientRect();
+                const cx = box.left + box.width / 2, cy = box.top + box.height / 2;
+                const send = (type, id, x) => stage.dispatchEvent(new PointerEvent(type, {
+                    pointerId: id, pointerType: 'touch', isPrimary: id === 1, clientX: x, clientY: cy,
+                    bubbles: true, cancelable: true }));
+                send('pointerdown', 1, cx - 40); send('pointerdown', 2, cx + 40);
+                for (let step = 1; step <= 10; step++) { send('pointermove', 1, cx - 40 - 8 * step);
+                                                         send('pointermove', 2, cx + 40 + 8 * step); }
+                send('pointerup', 1, cx - 120); send('pointerup', 2, cx + 120);
+            }"""
+        )
+        # The fingers went from 80 px apart to 240: the image is three times as large.
+        assert canvas_scale(page) == pytest.approx(fitted * 3, rel=0.02)

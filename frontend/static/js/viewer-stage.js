@@ -146,7 +146,11 @@ export class Stage {
 
   pointerDown(event) {
     if (event.pointerType === "mouse" && event.button !== 0) return;
-    this.stage.setPointerCapture(event.pointerId);
+    try {
+      this.stage.setPointerCapture(event.pointerId);
+    } catch {
+      // A pointer the browser no longer knows as active: follow it without capture.
+    }
     this.pointers.set(event.pointerId, this.local(event));
     if (this.pointers.size === 1) {
       const target = event.target.closest?.("[data-line-id]");
