@@ -51,6 +51,7 @@ class Viewer {
       this.cropObserver.observe(this.list);
     }
     for (const editor of this.editors) editor.restoreDraft();
+    if (!CSS.supports("field-sizing", "content")) fitFieldsToText(this.editors.map((editor) => editor.field));
     const wanted = this.byId.get(root.dataset.selectedLine);
     if (wanted) {
       this.select(wanted, { follow: true });
@@ -67,7 +68,9 @@ class Viewer {
   /** Each line's crop: the page image as the line's background, sized to the list's width. */
   drawCrops() {
     const available = this.list.clientWidth - 32;
-    if (available <= 0) return;
+    // The list also grows as lines wrap while typing: only a new width moves the crops.
+    if (available <= 0 || available === this.cropWidth) return;
+    this.cropWidth = available;
     for (const editor of this.editors) {
       const [left, top, boxWidth, boxHeight] = editor.box;
       const scale = Math.min(available / boxWidth, MAX_CROP_SCALE);
@@ -123,9 +126,9 @@ class Viewer {
     const item = event.target.closest(".line");
     if (!item || !event.target.classList.contains("line__text")) return;
     const editor = this.byId.get(item.dataset.lineId);
+    if (event.isComposing) return; // Enter ends an input method's composition, nothing more
     if (event.key === "Enter" && !event.altKey && !event.ctrlKey && !event.metaKey) {
       event.preventDefault(); // a line is one line: Enter goes on, as Tab does
-      if (event.isComposing) return;
       editor.save();
       this.move(editor, event.shiftKey ? -1 : 1);
     } else if (event.key === "Escape") {
@@ -178,6 +181,21 @@ class Viewer {
   }
 }
 
+/** Where the browser cannot size a field to its text by CSS: each field as tall as its text. */
+function fitFieldsToText(fields) {
+  const grow = (field) => {
+    field.style.height = "auto";
+    field.style.height = `${field.scrollHeight + 4}px`;
+  };
+  for (const field of fields) field.addEventListener("input", () => grow(field));
+  // All heights read first, then all written: one layout, not one per line.
+  for (const field of fields) field.style.height = "auto";
+  const heights = fields.map((field) => field.scrollHeight + 4);
+  fields.forEach((field, index) => {
+    field.style.height = `${heights[index]}px`;
+  });
+}
+
 let viewer = null;
 
 function mount() {
@@ -198,9 +216,16 @@ async function reload() {
   const replacement = fresh.getElementById("viewer");
   const current = document.getElementById("viewer");
   if (!replacement || !current) return;
+  const focused = document.activeElement?.closest?.(".line")?.dataset.lineId;
   viewer.destroy();
   current.replaceWith(document.adoptNode(replacement));
   mount();
+  // The person keeps their place: the line they were in, if the new reading still has it.
+  const again = focused && viewer.byId.get(focused);
+  if (again) {
+    viewer.select(again);
+    again.field.focus({ preventScroll: true });
+  }
 }
 
 document.addEventListener("keydown", (event) => {
