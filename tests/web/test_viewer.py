@@ -148,6 +148,26 @@ def test_a_line_is_corrected_by_keyboard_alone_and_kept_after_a_reload(
     assert stored[lines[2]["id"]]["version"] == lines[2]["version"]  # Esc: nothing saved
 
 
+def test_a_pause_in_typing_saves_and_esc_still_brings_back_the_text_the_line_had(
+    browsing: Browsing, admin_api: httpx.Client
+) -> None:
+    document_id, lines = import_document(admin_api, "Brief Pause", lines=2)
+    original = lines[0]["currentText"]
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        field(page, 1).focus()
+        page.keyboard.press("End")
+        page.keyboard.type(" und mehr")
+        item = page.locator(f"#line-{lines[0]['id']}")
+        expect(item).to_have_class(re.compile(r"\bline--unsaved\b"))
+        expect(item).to_have_class(re.compile(r"\bline--saved\b"))  # saved by the pause alone
+        page.keyboard.press("Escape")
+        expect(field(page, 1)).to_have_value(original)
+        expect(item).to_have_class(re.compile(r"\bline--saved\b"))
+    history = admin_api.get(f"/api/lines/{lines[0]['id']}/history").json()
+    assert [entry["textAfter"] for entry in history] == [original + " und mehr", original]
+
+
 @pytest.mark.parametrize("choice", ["mine", "theirs"])
 def test_a_conflict_shows_both_texts_and_either_choice_is_saved(
     browsing: Browsing, admin_api: httpx.Client, choice: str
@@ -336,6 +356,8 @@ def test_pages_are_reached_by_thumbnails_and_previous_next(browsing: Browsing, a
         expect(pages.get_by_role("link", name="Nächste Seite")).to_have_count(0)
         pages.get_by_role("link", name="Seite 1").click()
         expect(page).to_have_url(re.compile(r"\?page=1$"))
+        check_accessibility(page, "document view with pages")
+        assert touch_targets_too_small(page) == []
 
 
 def test_the_lines_are_read_again_when_the_ocr_panel_says_a_run_finished(
