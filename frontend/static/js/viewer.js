@@ -229,7 +229,8 @@ async function reload() {
 }
 
 document.addEventListener("keydown", (event) => {
-  if (event.altKey && event.key === "ArrowDown" && viewer) {
+  // Alt+ArrowDown opens a <select> (the model chooser, the language): left to it there.
+  if (event.altKey && event.key === "ArrowDown" && viewer && event.target.tagName !== "SELECT") {
     event.preventDefault();
     viewer.nextUncertain();
   }
