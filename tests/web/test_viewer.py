@@ -129,6 +129,7 @@ def test_a_line_is_corrected_by_keyboard_alone_and_kept_after_a_reload(
         page.keyboard.type("verworfen")
         page.keyboard.press("Escape")  # back to the text it had
         expect(field(page, 3)).to_have_value(lines[2]["currentText"])
+        expect(page.locator(f"#line-{lines[2]['id']} .line__status")).to_have_text("")  # nothing was saved
         page.keyboard.press("Shift+Tab")
         expect(field(page, 2)).to_be_focused()
         line_one = page.locator(f"#line-{lines[0]['id']}")

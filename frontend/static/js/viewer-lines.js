@@ -98,7 +98,8 @@ export class LineEditor {
       this.conflict.querySelector(".conflict__mine").textContent = this.field.value;
       return;
     }
-    this.setState(this.dirty ? "unsaved" : "saved");
+    if (this.dirty) this.setState("unsaved");
+    else this.setState(this.savedHere ? "saved" : null);
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.save(), IDLE_SAVE_MS);
   }
@@ -124,7 +125,8 @@ export class LineEditor {
     if (text === this.saved) {
       this.drafts.drop(this.id);
       if (this.item.classList.contains("line--unsaved") || this.item.classList.contains("line--retrying")) {
-        this.setState("saved");
+        // Back to the server's text: "saved" where this visit saved it, else nothing to say.
+        this.setState(this.savedHere ? "saved" : null);
       }
       return;
     }
@@ -155,6 +157,7 @@ export class LineEditor {
   }
 
   accept(text, version) {
+    this.savedHere = true;
     this.saved = text;
     this.version = version;
     this.item.dataset.version = String(version);
