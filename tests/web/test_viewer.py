@@ -265,6 +265,16 @@ def test_zoom_by_buttons_keys_and_wheel_and_a_tap_on_a_line_opens_it(
             "s => parseFloat(document.querySelector('.stage__canvas').style.transform.split('scale(')[1]) > s",
             arg=fitted * 1.2,
         )
+        # Dragged with the mouse, the image moves; a drag that starts on a line opens nothing.
+        before = page.locator(".stage__canvas").evaluate("c => c.style.transform")
+        x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        assert page.evaluate("([x, y]) => document.elementFromPoint(x, y).tagName", [x, y]) == "polygon"
+        page.mouse.move(x, y)
+        page.mouse.down()
+        page.mouse.move(x + 40, y + 40, steps=5)
+        page.mouse.up()
+        assert page.locator(".stage__canvas").evaluate("c => c.style.transform") != before
+        assert page.evaluate("document.activeElement.tagName") != "TEXTAREA"
         page.get_by_role("button", name="An Breite anpassen").click()
         # A tap on a line's polygon opens that line for editing.
         target = lines[3]
