@@ -217,6 +217,8 @@ async function reload() {
   const current = document.getElementById("viewer");
   if (!replacement || !current) return;
   const focused = document.activeElement?.closest?.(".line")?.dataset.lineId;
+  // The address's line was opened on arrival; now focus stays where the person is (the OCR panel, say).
+  delete replacement.dataset.selectedLine;
   viewer.destroy();
   current.replaceWith(document.adoptNode(replacement));
   mount();
