@@ -387,6 +387,7 @@ def test_the_lines_are_read_again_when_the_ocr_panel_says_a_run_finished(
         )
         expect(field(page, 1)).to_have_value("neu gelesen")
         expect(field(page, 3)).to_have_value("noch nicht gespeichert")  # typed text survives the swap
+        expect(field(page, 3)).to_be_focused()  # and the person stays in their line
         assert page.evaluate("window.notReloaded") is True
         expect(page.locator("svg.overlay polygon")).to_have_count(3)
     stored = admin_api.get(f"/api/documents/{document_id}/lines").json()
