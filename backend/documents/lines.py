@@ -82,6 +82,12 @@ def _document_lines() -> AnySelect:
 
 
 @cache
+def _page_lines() -> AnySelect:
+    # The document view shows one page: its lines alone, not the whole document's.
+    return _document_lines().where(Page.number == bindparam("page_number"))
+
+
+@cache
 def _live_line() -> AnySelect:
     """A line of a document not in the trash, its page's number, and the columns of its model's run."""
     statement = (
@@ -111,7 +117,14 @@ def _save_line() -> Update:
 
 class Lines:
     def for_document(self, session: Session, document: Document) -> list[LineOut]:
-        rows = session.execute(_document_lines(), {"document_id": document.id})
+        return self._lines(session.execute(_document_lines(), {"document_id": document.id}))
+
+    def for_page(self, session: Session, document: Document, page_number: int) -> list[LineOut]:
+        """The lines of one page of ``document`` in reading order (none for a page it lacks)."""
+        return self._lines(session.execute(_page_lines(), {"document_id": document.id, "page_number": page_number}))
+
+    @staticmethod
+    def _lines(rows: Any) -> list[LineOut]:
         count = len(_LINE_COLUMNS)
         lines = []
         for row in rows:
