@@ -42,7 +42,8 @@ class StaticFiles:
         self.folder = folder.resolve()
         self._versions: dict[str, str] = {}
 
-    def url(self, name: str) -> str:
+    def version(self, name: str) -> str:
+        """The hash of the file's content; FileNotFoundError for a name outside the folder or missing."""
         version = self._versions.get(name)
         if version is None:
             path = (self.folder / name).resolve()
@@ -50,7 +51,10 @@ class StaticFiles:
                 raise FileNotFoundError(f"no static file {name!r} in {self.folder}")
             version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
             self._versions[name] = version
-        return f"/static/{name}?v={version}"
+        return version
+
+    def url(self, name: str) -> str:
+        return f"/static/{name}?v={self.version(name)}"
 
 
 def _json_script(value: Any) -> Markup:

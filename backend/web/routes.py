@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
@@ -18,6 +19,7 @@ from backend.errors import AppError
 from backend.web.deps import LoginRequired, PublicPage, login_redirect, safe_next
 from backend.web.i18n import LANGUAGE_COOKIE, N_, choose_language
 from backend.web.rendering import Renderer
+from backend.web.rendering import StaticFiles as StaticVersions
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +84,33 @@ async def login_required(_: Request, exc: Exception) -> Response:
 class Static(StaticFiles):
     """The UI's files; an address with the content's hash (``?v=``) may be kept for a year."""
 
+    def __init__(self, folder: Path) -> None:
+        super().__init__(directory=folder, follow_symlink=False)
+        self.versions = StaticVersions(folder)
+
     async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
-        versioned = b"v=" in scope.get("query_string", b"")
-        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if versioned else "no-cache"
+        immutable = self._names_this_content(path, scope)
+        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if immutable else "no-cache"
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
+    def _names_this_content(self, path: str, scope: Scope) -> bool:
+        """Only ``?v=`` the hash of this very content may be kept for a year. Several backends run
+        side by side during an update: a new page's ``app.js?v=NEW`` answered by a backend still on
+        the old release must not be kept a year, or that browser runs yesterday's script against
+        today's pages until it is cleared."""
+        asked = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("v")
+        if asked is None or len(asked) != 1:
+            return False
+        try:
+            return asked[0] == self.versions.version(path)
+        except FileNotFoundError:
+            return False
+
 
 def static_files(frontend_dir: Path) -> Static:
-    return Static(directory=frontend_dir / "static", follow_symlink=False)
+    return Static(frontend_dir / "static")
 
 
 # The parts of the UI, each its own module of page routes (imported here, after this module's
