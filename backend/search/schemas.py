@@ -7,7 +7,7 @@ from datetime import date
 from pydantic import Field
 
 from backend.documents.models import DatePrecision, DocumentStatus
-from backend.schemas import ApiModel
+from backend.schemas import ApiModel, OneLine
 
 MAX_PAGE_SIZE = 50
 
@@ -16,7 +16,7 @@ class SearchParams(ApiModel):
     # Longer queries are refused by the parser with SEARCH_QUERY_INVALID (not the generic 422);
     # this bound only keeps a huge query string from being read at all.
     q: str = Field(max_length=10_000, description='words, "a phrase", -excluded')
-    writer: str | None = Field(None, max_length=200, description="the writer's slug")
+    writer: OneLine | None = Field(None, max_length=200, description="the writer's slug")
     date_from: date | None = None
     date_to: date | None = None
     status: DocumentStatus | None = None
