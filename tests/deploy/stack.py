@@ -2,8 +2,8 @@
 exactly the environment docker-compose.yml gives it.
 
 A service's environment is built the way a container gets it: the image's ``ENV`` (its
-Dockerfile), then compose's ``environment`` / ``env_file: .env`` interpolated from the
-operator's ``.env`` (a dict: ``.env.example`` with the secrets an operator must set). Only
+Dockerfile), then compose's ``environment`` interpolated from the operator's ``.env``
+(tests/support/compose.py; here a dict: ``.env.example`` with what an operator must set). Only
 what cannot be the same outside a container is changed, each for the reason given:
 
 - a value naming another service (``db:5432``, ``http://ocr-service:8001``) points at that
@@ -33,8 +33,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from tests.support.compose import ComposeService
+from tests.support.compose import resolved, service_environment
 from tests.support.dockerfile import Image
 from tests.support.processes import ROOT, Process, free_port
 from tests.support.unprivileged import Account
@@ -77,10 +78,10 @@ class Volumes:
         return folder
 
 
-def _mounts(service: ComposeService, image: Image) -> list[tuple[str | None, str]]:
+def _mounts(spec: dict[str, Any], image: Image) -> list[tuple[str | None, str]]:
     """(source, target) of every volume the container has: compose's, then the image's unmounted ones."""
     mounts: list[tuple[str | None, str]] = []
-    for volume in service.spec.get("volumes", []):
+    for volume in spec.get("volumes", []):
         if isinstance(volume, dict):
             mounts.append((volume.get("source"), str(volume["target"])))
         else:
@@ -152,7 +153,7 @@ class Service:
 
 
 def container_environment(
-    service: ComposeService,
+    service: str,
     image: Image,
     dotenv: Mapping[str, str],
     network: Network,
@@ -160,15 +161,14 @@ def container_environment(
     account: Account,
 ) -> tuple[dict[str, str], dict[str, Path]]:
     """The service's environment on loopback (see the module's docstring), and its volumes' folders by target."""
-    env = {**image.env, **service.environment(dotenv)}
-    folders = {
-        target: volumes.folder(service.name, source, target, account) for source, target in _mounts(service, image)
-    }
+    env = {**image.env, **service_environment(service, dotenv)}
+    spec = resolved(dotenv)["services"][service]
+    folders = {target: volumes.folder(service, source, target, account) for source, target in _mounts(spec, image)}
     for name, value in env.items():
         if name.endswith("_HOST") and value == WILDCARD:
             env[name] = "127.0.0.1"
         elif name.endswith("_PORT") and value.isdigit():
-            env[name] = str(network.publish(service.name, int(value)))
+            env[name] = str(network.publish(service, int(value)))
     for name, value in env.items():
         for target, folder in folders.items():
             path = PurePosixPath(value)

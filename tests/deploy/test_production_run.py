@@ -56,7 +56,7 @@ from tests.deploy.stack import (
     read_dotenv,
     resolve_service_names,
 )
-from tests.support.compose import read_services
+from tests.support.compose import raw, service_environment
 from tests.support.dockerfile import read_image
 from tests.support.models import tiny_recognition_model
 from tests.support.processes import ROOT, answers, healthy, wait_for
@@ -100,8 +100,8 @@ class Stack:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.compose = read_services(ROOT / "docker-compose.yml")
-        missing = [name for name in SERVICES if name not in self.compose]
+        services = raw()["services"]
+        missing = [name for name in SERVICES if name not in services]
         assert not missing, f"docker-compose.yml lacks the services {missing} (issue 17: db, ocr-service, backend)"
         self.images = {
             "ocr-service": read_image(ROOT / "Dockerfile.ocr"),
@@ -133,7 +133,7 @@ class Stack:
         services = {}
         for service in ("ocr-service", "backend"):
             account, image = self.accounts[service], self.images[service]
-            env, folders = container_environment(self.compose[service], image, dotenv, network, volumes, account)
+            env, folders = container_environment(service, image, dotenv, network, volumes, account)
             home = account.owns(folder / f"home-{service}")
             env = {**env, **base_environment(home, self.python[service])}
             home.chmod(0o555)
@@ -160,7 +160,7 @@ class Stack:
         the URL besides the host, which Network already pointed at loopback).
         """
         url = make_url(compose_url)
-        db = self.compose["db"].environment(dotenv)
+        db = service_environment("db", dotenv)
         # compose's own consistency: the backend logs in to the db service's database as its user.
         assert (url.username, url.password, url.database) == (
             db["POSTGRES_USER"],
