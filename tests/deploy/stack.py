@@ -190,6 +190,35 @@ def base_environment(home: Path, python: str) -> dict[str, str]:
     return {"PATH": path, "HOME": str(home), "LANG": "C.UTF-8", "PYTHONPATH": str(ROOT)}
 
 
+PROCESS_VARIABLES = ("PATH", "HOME", "LANG", "PYTHONPATH")
+
+
+def loopback_services(
+    dotenv: Mapping[str, str],
+    folder: Path,
+    images: Mapping[str, Image],
+    accounts: Mapping[str, Account],
+    python: Mapping[str, str],
+    db_port: int,
+) -> dict[str, Service]:
+    """The services of ``images`` (by compose name), not started, with their data under ``folder``;
+    the db service's port is ``db_port`` on loopback."""
+    network, volumes = Network(), Volumes(folder / "volumes")
+    network.publish("db", 5432, db_port)
+    services = {}
+    for name, image in images.items():
+        account = accounts[name]
+        env, folders = container_environment(name, image, dotenv, network, volumes, account)
+        home = account.owns(folder / f"home-{name}")
+        home.chmod(0o555)
+        services[name] = Service(
+            name, {**env, **base_environment(home, python[name])}, account, image.cmd, folders, folder
+        )
+    for service in services.values():
+        service.env = resolve_service_names(service.env, network)
+    return services
+
+
 def read_dotenv(path: Path) -> dict[str, str]:
     """``NAME=value`` lines of an env file (comments and blank lines skipped), as compose reads ``.env``."""
     values = {}

@@ -47,15 +47,7 @@ from sqlalchemy.exc import OperationalError
 
 from backend.db import alembic_config
 from tests.backend.conftest import POSTGRES_URL
-from tests.deploy.stack import (
-    Network,
-    Service,
-    Volumes,
-    base_environment,
-    container_environment,
-    read_dotenv,
-    resolve_service_names,
-)
+from tests.deploy.stack import Service, loopback_services, read_dotenv
 from tests.support.compose import raw, service_environment
 from tests.support.dockerfile import read_image
 from tests.support.models import tiny_recognition_model
@@ -126,20 +118,10 @@ class Stack:
     def install(self, name: str, sqlite: bool = False) -> Installation:
         """An installation's services, not started, on a database of its own (``sqlite``: the image's embedded one)."""
         dotenv = self.operator_env()
-        folder = self.root / name
-        network, volumes = Network(), Volumes(folder / "volumes")
         postgres = make_url(POSTGRES_URL)
-        network.publish("db", 5432, postgres.port or 5432)
-        services = {}
-        for service in ("ocr-service", "backend"):
-            account, image = self.accounts[service], self.images[service]
-            env, folders = container_environment(service, image, dotenv, network, volumes, account)
-            home = account.owns(folder / f"home-{service}")
-            env = {**env, **base_environment(home, self.python[service])}
-            home.chmod(0o555)
-            services[service] = Service(service, env, account, image.cmd, folders, folder)
-        for started in services.values():
-            started.env = resolve_service_names(started.env, network)
+        services = loopback_services(
+            dotenv, self.root / name, self.images, self.accounts, self.python, postgres.port or 5432
+        )
         backend = services["backend"]
         if sqlite:
             # The image's embedded default (no APP_DATABASE_URL from compose), on its volume.
