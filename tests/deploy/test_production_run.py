@@ -45,7 +45,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from backend.db import alembic_config
+from backend.db import alembic_config, make_engine
 from tests.backend.conftest import POSTGRES_URL
 from tests.deploy.stack import Service, loopback_services, read_dotenv
 from tests.support.compose import raw, service_environment
@@ -368,15 +368,24 @@ def test_each_service_runs_as_its_images_unprivileged_user(first: Installation) 
             assert service.account.uid != 0
 
 
-def test_the_backend_migrated_the_empty_database_to_its_newest_revision(first: Installation) -> None:
-    from backend.db import Database
-
-    database = Database(first.database_url)
+def test_postgresql_serves_the_backend_as_an_unprivileged_user(first: Installation) -> None:
+    # The server process that serves the backend's own login (PostgreSQL forks one per connection).
+    engine = make_engine(first.database_url)
     try:
-        with database.engine.connect() as connection:
+        with engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            assert psutil.Process(pid).uids().effective != 0
+    finally:
+        engine.dispose()
+
+
+def test_the_backend_migrated_the_empty_database_to_its_newest_revision(first: Installation) -> None:
+    engine = make_engine(first.database_url)
+    try:
+        with engine.connect() as connection:
             revision = connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
     finally:
-        database.dispose()
+        engine.dispose()
     assert revision == ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
