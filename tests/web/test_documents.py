@@ -205,6 +205,7 @@ def test_the_picker_uploads_and_a_file_already_in_the_archive_names_its_document
         expect(row.get_by_label("Titel")).to_have_value("kopie")
 
 
+@pytest.mark.slow  # the real OCR service reads both documents
 def test_batch_ocr_shows_each_document_s_progress_until_read_also_after_a_reload(
     browsing: Browsing, live: LiveSystem
 ) -> None:
@@ -330,3 +331,32 @@ def test_filters_are_a_link_and_narrow_the_list(browsing: Browsing, live: LiveSy
         expect(page.locator("#documents-body tr")).to_have_count(1)
         page.goto("/documents?dateFrom=gestern")
         expect(page.get_by_text("Dieser Filter ist nicht lesbar.")).to_be_visible()
+
+
+def test_paging_goes_through_every_document_once_and_keeps_the_filter(live: LiveSystem) -> None:
+    marker = f"Seitenweise {next(_seeds)}"
+    with live.api("archivist") as client:
+        ids = [upload(client, f"{marker} {n}")["id"] for n in range(53)]
+    username, password = live.archivist
+    with httpx.Client(base_url=live.url, timeout=60) as browser:
+        login = browser.post("/api/auth/login", json={"username": username, "password": password})
+        assert login.status_code == 200
+        chosen = browser.put(
+            "/api/auth/language", json={"language": "de"}, headers={"X-CSRF-Token": login.json()["csrfToken"]}
+        )
+        assert chosen.status_code == 200, chosen.text
+        seen: list[int] = []
+        url: str | None = f"/documents?title={marker}"
+        pages = 0
+        while url:
+            html = browser.get(url, headers={"Accept": "text/html"}).text
+            seen += [int(i) for i in re.findall(r'<tr data-document-id="(\d+)"', html)]
+            pages += 1
+            older = re.search(r'<a class="button" href="([^"]+)">Ältere Dokumente</a>', html)
+            url = older.group(1).replace("&amp;", "&") if older else None
+            if url:
+                assert "title=Seitenweise" in url and "cursor=" in url  # the filter goes along
+            if pages > 1:
+                assert re.search(r'href="/documents\?title=Seitenweise\+\d+">Zurück zu den neuesten', html)
+    assert pages == 2
+    assert seen == sorted(ids, reverse=True)

@@ -7,6 +7,17 @@ const data = readData("documents-data");
 const language = document.documentElement.lang || "de";
 const percent = new Intl.NumberFormat(language, { style: "percent" });
 const megabytes = new Intl.NumberFormat(language, { maximumFractionDigits: 1 });
+const sizeUnits = {
+  kilobyte: new Intl.NumberFormat(language, { style: "unit", unit: "kilobyte", maximumFractionDigits: 0 }),
+  megabyte: new Intl.NumberFormat(language, { style: "unit", unit: "megabyte", maximumFractionDigits: 1 }),
+};
+
+/** A file's size in the reader's words and units ("120 kB", "3,4 MB"). */
+function sizeText(bytes) {
+  return bytes < 1048576
+    ? sizeUnits.kilobyte.format(Math.max(1, Math.round(bytes / 1024)))
+    : sizeUnits.megabyte.format(bytes / 1048576);
+}
 const PARTIAL_DATE = /^\d{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12]\d|3[01]))?)?$/;
 const POLL_MS = 1500;
 const BATCHES_KEY = "documents.batches";
@@ -79,9 +90,7 @@ function addFiles(files) {
     item.id = id;
     item.querySelector(".upload-row__name").textContent = file.name;
     item.querySelector(".upload-row__name").id = `${id}-name`;
-    item.querySelector(".upload-row__size").textContent = t("fileSize", {
-      size: megabytes.format(file.size / 1048576),
-    });
+    item.querySelector(".upload-row__size").textContent = sizeText(file.size);
     for (const label of item.querySelectorAll("label[data-for]")) {
       const field = label.dataset.for;
       const input = item.querySelector(`[data-field="${field}"]`);
@@ -339,6 +348,7 @@ function showJob(job) {
   if (job.status === "QUEUED" || job.status === "RUNNING") {
     setStatus(row, job.status);
     box.hidden = false;
+    bar.hidden = false;
     bar.max = Math.max(job.pagesTotal, 1);
     bar.value = job.pagesDone;
     text.textContent =
@@ -365,8 +375,9 @@ async function watchBatch(batchId) {
     try {
       batch = await api("GET", `/api/ocr/batches/${batchId}`);
     } catch (error) {
-      if (error instanceof ApiError && error.code === "OCR_BATCH_NOT_FOUND") break;
-      // A network blip: try again at the next look, without a new notice every time.
+      // Gone, or not this person's to see: nothing more to watch.
+      if (error instanceof ApiError && error.status >= 400 && error.status < 500 && error.status !== 429) break;
+      // A network blip or a busy server: look again a little later, without a notice every time.
       await new Promise((resolve) => setTimeout(resolve, POLL_MS * 2));
       continue;
     }
