@@ -237,6 +237,10 @@ def test_batch_ocr_shows_each_document_s_progress_until_read_also_after_a_reload
         rows = [page.locator(f'tr[data-document-id="{i}"]') for i in ids]
         for row in rows:
             expect(row.locator('[data-cell="status"]')).not_to_have_text("Neu")
+        # Asked again while it waits or runs: said calmly, nothing started twice.
+        page.get_by_label(f"„{marker} Brief 2“ auswählen").check()
+        start.click()
+        expect(page.locator("#notices")).to_contain_text("wartet oder läuft die Texterkennung schon")
         page.reload()  # the batch is watched again after a reload
         for row in rows:
             status = row.locator('[data-cell="status"]')

@@ -397,8 +397,14 @@ async function watchBatch(batchId) {
 }
 
 ocrStart.addEventListener("click", async () => {
-  const ids = selectedIds();
-  if (!ids.length) return;
+  // Documents being read already are left out (the API would refuse the whole selection).
+  const ids = selectedIds().filter(
+    (id) => !["QUEUED", "RUNNING"].includes(rowOf(id)?.querySelector('[data-cell="status"]').dataset.status),
+  );
+  if (!ids.length) {
+    announce(t("ocrAlreadyRunning"), "info");
+    return;
+  }
   ocrStart.disabled = true;
   try {
     const { batchId } = await api("POST", "/api/ocr/batches", { documentIds: ids });
