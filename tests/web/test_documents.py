@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import random
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -364,3 +365,22 @@ def test_paging_goes_through_every_document_once_and_keeps_the_filter(live: Live
                 assert re.search(r'href="/documents\?title=Seitenweise\+\d+">Zurück zu den neuesten', html)
     assert pages == 2
     assert seen == sorted(ids, reverse=True)
+
+
+def test_any_filter_a_link_can_carry_gives_a_page_and_never_runs_as_markup(live: LiveSystem) -> None:
+    """Seeded fuzzing of the filter form's values (hand-edited links, pasted text, attacks)."""
+    rng = random.Random(16)
+    pieces = ["<script>alert(1)</script>", '"><img src=x>', "%", "_", "\\", "\x00", "\u202e", "ü", "1916-02-30", "'--"]
+    username, password = live.archivist
+    with httpx.Client(base_url=live.url, timeout=60) as browser:
+        assert browser.post("/api/auth/login", json={"username": username, "password": password}).status_code == 200
+        for _ in range(40):
+            names = rng.sample(["title", "writer", "status", "dateFrom", "dateTo", "cursor"], rng.randrange(1, 4))
+            params = {
+                name: "".join(rng.choice([*pieces, chr(rng.randrange(32, 0x2FFF))]) for _ in range(rng.randrange(1, 6)))
+                for name in names
+            }
+            response = browser.get("/documents", params=params, headers={"Accept": "text/html"})
+            assert response.status_code in (200, 422), (params, response.status_code)
+            assert "text/html" in response.headers["content-type"]
+            assert "<script>alert(1)" not in response.text and '"><img src=x>' not in response.text
