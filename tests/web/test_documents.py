@@ -143,7 +143,7 @@ def test_two_dropped_files_upload_with_progress_and_a_refused_one_says_why(
         first_title = rows.nth(0).get_by_label("Titel")
         expect(first_title).to_have_value(f"{marker} Seite eins")
         first_title.fill(f"{marker} Brief an Otto")
-        rows.nth(0).get_by_label("Schreiber/in (freiwillig)").fill("Otto Brandt")
+        rows.nth(0).get_by_label("Geschrieben von (freiwillig)").fill("Otto Brandt")
         rows.nth(0).get_by_label("Datum (freiwillig)").fill("1916-05")
         # Every progress event is recorded as it happens: the bars must really be driven.
         page.evaluate(
@@ -331,7 +331,7 @@ def test_filters_are_a_link_and_narrow_the_list(browsing: Browsing, live: LiveSy
         page.goto(f"/documents?title={marker}&status=NEW")
         ids = page.locator("#documents-body tr").evaluate_all("(rows) => rows.map((r) => Number(r.dataset.documentId))")
         assert ids == [late["id"], early["id"]]
-        page.get_by_label("Schreiber/in").select_option(label=f"Frieda {marker}")
+        page.get_by_label("Geschrieben von", exact=True).select_option(label=f"Frieda {marker}")
         page.get_by_role("button", name="Anzeigen").click()
         expect(page.locator("#documents-body tr")).to_have_count(1)
         page.goto("/documents?dateFrom=gestern")
