@@ -108,3 +108,6 @@ router.include_router(users.router)
 from backend.web import imports  # noqa: E402
 
 router.include_router(imports.router)
+from backend.web import documents  # noqa: E402
+
+router.include_router(documents.router)

@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("DELETE", "/api/documents/{document_id}", USER, {}),
     ("GET", "/api/trash", ADMIN, {}),
     ("POST", "/api/trash/{document_id}/restore", ADMIN, {}),
+    ("DELETE", "/api/trash/{document_id}", ADMIN, {}),
     ("GET", "/api/documents/{document_id}/lines", USER, {}),
     ("GET", "/api/documents/{document_id}/pages", USER, {}),
     ("GET", "/api/documents/{document_id}/pages/{number}/image", USER, {}),
