@@ -18,14 +18,16 @@ RECOGNITION = "recognition"
 
 
 def recognition_models(listing: dict[str, Any]) -> list[str]:
-    """The names ``GET /models`` lists as recognition models the service can use now: not a
-    segmentation model, not a file it refused, not one it is still inspecting (kind unknown)."""
+    """The names ``GET /models`` lists that may read text: recognition models, and files whose
+    kind the service has not found out yet (a model placed by hand is listed as ``checking``
+    until the service inspected it, the default often among them); not a segmentation model,
+    not a file the service refused (``problem``)."""
     entries = listing.get("models")
     names = []
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             continue
-        if entry.get("kind") == RECOGNITION and not entry.get("problem") and not entry.get("checking"):
+        if entry.get("kind") in (RECOGNITION, None) and not entry.get("problem"):
             names.append(entry["name"])
     return names
 

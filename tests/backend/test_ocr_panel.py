@@ -58,7 +58,7 @@ def _models(actors: Actors, document_id: int | None = None) -> dict[str, Any]:
     return body
 
 
-def test_only_usable_recognition_models_are_offered_the_default_first(panel: Actors, standin: StandIn) -> None:
+def test_recognition_models_and_unchecked_files_are_offered_the_default_first(panel: Actors, standin: StandIn) -> None:
     _offer(
         standin,
         "tiny",
@@ -67,13 +67,15 @@ def test_only_usable_recognition_models_are_offered_the_default_first(panel: Act
         _entry("Alpha"),
         _entry("broken", problem="not a kraken model"),
         _entry("placed-by-hand", None, checking=True),
-        _entry("tiny"),
+        _entry("tiny", None, checking=True),
     )
     document_id = upload(panel, next(SEEDS), pages=1)
 
     without = _models(panel)
-    assert [m["name"] for m in without["models"]] == ["tiny", "Alpha", "zeta"]
-    assert [m["default"] for m in without["models"]] == [True, False, False]
+    # A file placed by hand is offered while the service checks it (its kind is not known yet):
+    # the default model often is one.
+    assert [m["name"] for m in without["models"]] == ["tiny", "Alpha", "placed-by-hand", "zeta"]
+    assert [m["default"] for m in without["models"]] == [True, False, False, False]
     assert (without["default"], without["preselected"], without["preselectedSource"]) == ("tiny", None, None)
 
     with_document = _models(panel, document_id)
@@ -180,13 +182,13 @@ def test_a_trashed_documents_job_is_hidden_from_an_archivist(panel: Actors) -> N
     assert missing.json()["code"] == "DOCUMENT_NOT_FOUND"
 
 
-# Each generated entry is one of these shapes; only "usable" may be offered.
+# Each generated entry is one of these shapes; only the "usable" ones may be offered.
 _SHAPES: dict[str, Any] = {
     "usable": lambda name: _entry(name),
+    "usable, being checked": lambda name: _entry(name, None, checking=True),
     "segmentation": lambda name: _entry(name, "segmentation"),
     "refused": lambda name: _entry(name, problem="cannot load it"),
-    "checking": lambda name: _entry(name, None, checking=True),
-    "unknown kind": lambda name: _entry(name, None),
+    "refused while checked": lambda name: _entry(name, None, checking=True, problem="not a model"),
     "odd kind": lambda name: _entry(name, "Recognition"),
     "no name": lambda name: {"kind": "recognition"},
     "name not text": lambda name: _entry(7),  # type: ignore[arg-type]
@@ -206,5 +208,5 @@ def test_only_usable_recognition_entries_are_offered_whatever_the_listing_holds(
     entries = [_SHAPES[shape](name) for name, shape in shapes]
     listings: dict[str, dict[str, Any]] = {"list": {"models": entries}, "missing": {}, "not a list": {"models": "t"}}
     listing = listings[container]
-    expected = [name for name, shape in shapes if shape == "usable"] if container == "list" else []
+    expected = [name for name, shape in shapes if shape.startswith("usable")] if container == "list" else []
     assert recognition_models(listing) == expected
