@@ -56,6 +56,7 @@ class OcrPanel {
     this.source = null;
     this.jobId = null;
     this.retryTimer = null;
+    this.cancelling = false;
     this.form.addEventListener("submit", (event) => {
       event.preventDefault();
       this.start();
@@ -214,7 +215,10 @@ class OcrPanel {
     if (jobId !== this.jobId) return;
     this.jobId = null;
     this.stopFollowing();
-    const hadFocus = this.root.contains(document.activeElement);
+    // Focus in the panel (or on the cancel button, which lost it when disabled) goes to the start
+    // button; focus elsewhere (a line being corrected) stays where it is.
+    const hadFocus = this.root.contains(document.activeElement) || this.cancelling;
+    this.cancelling = false;
     this.progress.hidden = true;
     this.form.hidden = false;
     this.startButton.disabled = false;
@@ -242,6 +246,7 @@ class OcrPanel {
 
   async cancel() {
     if (this.jobId === null) return;
+    this.cancelling = document.activeElement === this.cancelButton;
     this.cancelButton.disabled = true;
     try {
       const job = await api("POST", `/api/ocr/jobs/${this.jobId}/cancel`);
@@ -249,6 +254,8 @@ class OcrPanel {
     } catch (error) {
       if (error instanceof ApiError && error.code === "OCR_JOB_FINISHED") return; // its end event follows
       this.cancelButton.disabled = false;
+      if (this.cancelling) this.cancelButton.focus();
+      this.cancelling = false;
       announceError(error);
     }
   }
