@@ -50,6 +50,8 @@ ROUTES: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET", "/api/ocr/jobs/{job_id}/events", USER, {}),
     ("POST", "/api/ocr/jobs/{job_id}/cancel", USER, {}),
     ("GET", "/api/ocr/batches/{batch_id}", USER, {}),
+    ("GET", "/api/ocr/models", USER, {}),
+    ("GET", "/api/documents/{document_id}/ocr-job", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/cancel", USER, {}),
     ("POST", "/api/ocr/batches/{batch_id}/retry", USER, {}),
     ("GET", "/api/documents/{document_id}/export", USER, {"params": {"format": "txt"}}),
