@@ -57,7 +57,9 @@ def test_the_first_day_of_an_archive(browser: Browser, fresh_backend: Backend, t
     link = wait_for(
         lambda: re.search(r"http://\S+/setup#token=\S+", fresh_backend.process.log.read_text()), "the setup link"
     ).group(0)
-    context = browser.new_context(base_url=fresh_backend.url, viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = browser.new_context(
+        base_url=fresh_backend.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+    )
     context.set_default_timeout(30_000)
     page = context.new_page()
     script_errors: list[str] = []
@@ -78,7 +80,9 @@ def test_the_first_day_of_an_archive(browser: Browser, fresh_backend: Backend, t
         # A 2-page letter dropped onto the upload zone.
         letter = make_letter(seed=4242, pages=2, lines_per_page=5)
         drop_files(page, [(f"{TITLE}.pdf", letter.pdf, "application/pdf")])
-        document_link = page.get_by_role("link", name=TITLE)
+        expect(page.get_by_role("textbox", name="Titel", exact=True)).to_have_value(TITLE)
+        page.get_by_role("button", name="Hochladen", exact=True).click()
+        document_link = page.get_by_role("link", name=TITLE, exact=True)
         expect(document_link).to_be_visible()
         document_link.click()
         page.wait_for_url(re.compile(r"/documents/\d+"))
@@ -98,7 +102,7 @@ def test_the_first_day_of_an_archive(browser: Browser, fresh_backend: Backend, t
         expect(first_line).to_be_visible()
 
         # A correction by keyboard alone, saved without a reload, and still there after one.
-        tab_to(page, "textarea[aria-label='Zeile 1'], input[aria-label='Zeile 1'], #lines [data-line-number='1'] *")
+        tab_to(page, "#lines li[data-number='1'] textarea")
         page.keyboard.press("Control+A")
         page.keyboard.type(f"Liebe {WORD} grüßt")
         page.keyboard.press("Enter")
@@ -126,7 +130,8 @@ def test_the_first_day_of_an_archive(browser: Browser, fresh_backend: Backend, t
         with zipfile.ZipFile(io.BytesIO(Path(page_xml.value.path()).read_bytes())) as archive:
             xml = b"".join(archive.read(name) for name in archive.namelist() if name.endswith(".xml"))
         assert WORD.encode() in xml
-        page.get_by_text("Exportieren").click() if not page.locator("#export-menu[open]").count() else None
+        if not page.locator("#export-menu[open]").count():
+            page.get_by_text("Exportieren").click()
         with page.expect_download() as searchable:
             page.get_by_role("link", name="Durchsuchbares PDF").click()
         pdf = pdfium.PdfDocument(Path(searchable.value.path()).read_bytes())
