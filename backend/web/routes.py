@@ -51,7 +51,10 @@ def error_catalog(request: Request, language: str, v: str | None = None) -> Resp
         raise AppError(ErrorCode.NOT_FOUND, "No error messages in this language.")
     current = v == catalog.version  # an old hash gets today's text, which must not be kept a year
     cache = "public, max-age=31536000, immutable" if current else "no-cache"
-    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff", "ETag": f'"{catalog.version}"'}
+    etag = f'"{catalog.version}"'
+    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff", "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
     return Response(catalog.body, media_type="application/json", headers=headers)
 
 

@@ -192,9 +192,9 @@ def test_the_error_messages_are_one_cached_file_per_language(live: LiveSystem) -
     with httpx.Client(base_url=live.url, timeout=30) as client:
         html = client.get("/login", headers={"Accept": "text/html"}).text
         assert 'id="error-messages"' not in html
+        assert f'<meta name="error-messages" content="{RENDERER.error_catalogs["de"].url}">' in html
         for language in UI_LANGUAGES:
             catalog = RENDERER.error_catalogs[language]
-            assert f'<meta name="error-messages" content="{catalog.url}">' in html or language != "de"
             fresh = client.get(catalog.url)
             assert fresh.status_code == 200, fresh.text
             assert fresh.headers["cache-control"] == "public, max-age=31536000, immutable"
@@ -206,5 +206,10 @@ def test_the_error_messages_are_one_cached_file_per_language(live: LiveSystem) -
             for stale in (f"/i18n/errors.{language}.json", f"/i18n/errors.{language}.json?v=000000000000"):
                 again = client.get(stale)
                 assert again.status_code == 200 and again.headers["cache-control"] == "no-cache"
+                # Asked again, unchanged: no body.
+                same = client.get(stale, headers={"If-None-Match": again.headers["etag"]})
+                assert same.status_code == 304 and same.content == b""
+            changed = client.get(catalog.url, headers={"If-None-Match": '"000000000000"'})
+            assert changed.status_code == 200 and changed.json() == messages
         for wrong in ("xx", "..%2Fsecret", "de.json%00"):
             assert client.get(f"/i18n/errors.{wrong}.json").status_code == 404
