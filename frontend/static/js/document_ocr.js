@@ -3,7 +3,7 @@
 // Server-Sent Events page by page. On load it asks the server for the document's job, so a
 // reload in the middle of a run picks the progress up again; when a job ends it tells the viewer
 // (the "ocr:finished" event) so the lines are read afresh.
-import { ApiError, announce, announceError, api, errorText } from "./api.js";
+import { ApiError, announce, announceError, api, errorMessage } from "./api.js";
 
 const ACTIVE = new Set(["QUEUED", "RUNNING"]);
 
@@ -234,7 +234,7 @@ class OcrPanel {
     } else if (job.status === "CANCELLED") {
       announce(say("cancelled", values), "info");
     } else {
-      announce(`${say("failed", values)} ${errorText(job.errorCode)}`, "error");
+      errorMessage(job.errorCode).then((message) => announce(`${say("failed", values)} ${message}`, "error"));
     }
     this.showLast(job);
     document.dispatchEvent(new CustomEvent("ocr:finished", { detail: { documentId: this.documentId } }));

@@ -1,6 +1,6 @@
 // The documents page: uploading several files (drag and drop or the picker) each with its own
 // progress and outcome, OCR for a selection with each document's progress, and the trash.
-import { announce, announceError, api, ApiError, csrfHeader, errorText, t } from "./api.js";
+import { announce, announceError, api, ApiError, csrfHeader, errorMessage, errorText, loadErrorMessages, t } from "./api.js";
 import { readData, confirmDialog } from "./documents_common.js";
 
 const data = readData("documents-data");
@@ -231,6 +231,7 @@ async function uploadOne(item) {
   } catch (error) {
     item.querySelector("progress").value = 0;
     item.querySelector(".upload-row__progress").hidden = true;
+    await loadErrorMessages(); // the messages by code are fetched when the first error needs them
     refuse(item, error instanceof ApiError ? refusalText(error) : errorText("INTERNAL_ERROR"));
     return false;
   }
@@ -361,7 +362,9 @@ function showJob(job) {
     setStatus(row, "FAILED");
     box.hidden = false;
     bar.hidden = true;
-    text.textContent = errorText(job.errorCode ?? "INTERNAL_ERROR");
+    errorMessage(job.errorCode ?? "INTERNAL_ERROR").then((message) => {
+      text.textContent = message;
+    });
   } else setStatus(row, job.pagesDone > 0 ? "PARTIAL" : "NEW");
 }
 
