@@ -15,7 +15,7 @@ started):
 "cold": a fresh browser context each view (nothing cached; the page image was rendered by the
 backend on its first request, before the views); "warm": reloads in one context (scripts, styles
 and the image from the browser's cache, as a person going from page to page). Also the bytes of
-CSS and JavaScript the page loads (decoded). Target (issue 16): usable within 1 s; CSS+JS under
+CSS and JavaScript the page loads (decoded), and of the page's HTML. Target (issue 16): usable within 1 s; CSS+JS under
 200 KB. Results are printed and written to bench/results/ui.json.
 """
 
@@ -52,7 +52,8 @@ READ_TIMES = """() => {
   const code = performance.getEntriesByType('resource').filter(r => /\\/static\\/.*\\.(css|js)(\\?|$)/.test(r.name));
   return {ready: mark ? mark.startTime : null, dom: nav.domContentLoadedEventEnd,
           image: image ? image.responseEnd : null,
-          codeBytes: code.reduce((sum, r) => sum + r.decodedBodySize, 0), codeFiles: code.length};
+          codeBytes: code.reduce((sum, r) => sum + r.decodedBodySize, 0), codeFiles: code.length,
+          htmlBytes: nav.decodedBodySize, htmlTransferred: nav.transferSize};
 }"""
 
 
@@ -146,6 +147,9 @@ def run(views: int) -> dict[str, Any]:
         "warm": summary(warm),
         "css_js_bytes": cold[0]["codeBytes"],
         "css_js_files": cold[0]["codeFiles"],
+        # The page itself (decoded; and as sent, headers included): the HTML is never cached.
+        "html_bytes": cold[0]["htmlBytes"],
+        "html_transferred_bytes": cold[0]["htmlTransferred"],
     }
 
 

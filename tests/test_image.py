@@ -21,8 +21,6 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -35,9 +33,9 @@ import pytest
 import yaml
 
 from tests.support.dockerfile import Image, read_image
+from tests.support.unprivileged import interpreter, nobody
 
 ROOT = Path(__file__).resolve().parents[1]
-NOBODY = 65534
 # Loading kraken and the packaged segmentation model in one worker takes 10-60 s on 2 busy cores.
 START_LIMIT_S = 300.0
 STOP_LIMIT_S = 60.0
@@ -61,42 +59,11 @@ def _free_port() -> int:
 
 def _as_unprivileged_user() -> tuple[list[str], int]:
     """The command prefix that drops to an unprivileged user, and that user's id."""
-    if os.geteuid() != 0:
-        return [], os.geteuid()
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.fail("setpriv (util-linux) is needed to run the service as an unprivileged user; install util-linux")
-    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"], NOBODY
+    account = nobody()
+    return account.prefix, account.uid
 
 
-def _interpreter(prefix: list[str], folder: Path) -> str:
-    """A Python with this venv's packages that the user can run, and start workers from.
-
-    The venv's own interpreter may link into a folder the user cannot enter (pyenv under a
-    private /root): then a venv is made over a system Python of the same version, with this
-    venv's site-packages added, as the image has its packages in its interpreter's.
-    """
-    starts_children = "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
-
-    def usable(python: str) -> bool:
-        return subprocess.run([*prefix, python, "-c", starts_children], capture_output=True, timeout=60).returncode == 0
-
-    if usable(sys.executable):
-        return sys.executable
-    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-    base = shutil.which(version, path="/usr/local/bin:/usr/bin:/bin")
-    if base is None:
-        pytest.fail(f"the user cannot run {sys.executable}, and there is no system {version} to use instead")
-    venv = folder / "venv"
-    subprocess.run([base, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    site_dirs = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
-    (venv / "lib" / version / "site-packages" / "shared-venv.pth").write_text(
-        "import site; " + "; ".join(f"site.addsitedir({d!r})" for d in site_dirs) + "\n"
-    )
-    python = str(venv / "bin" / "python")
-    if not usable(python):
-        pytest.fail(f"the user can run neither {sys.executable} nor {base} with this venv's packages")
-    return python
+_interpreter = interpreter
 
 
 def _read_only(tree: Path) -> None:

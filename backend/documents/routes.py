@@ -87,6 +87,14 @@ def restore_document(document_id: DocumentId, _: AdminUser, services: ServicesDe
     return document_out(services.documents.restore(session, document_id, services.clock()))
 
 
+@router.delete("/trash/{document_id}", status_code=204)
+def delete_for_good(document_id: DocumentId, _: AdminUser, services: ServicesDep, session: SessionDep) -> Response:
+    """Delete a document in the trash for good, now: its pages, lines, corrections and original.
+    409 NOT_IN_TRASH for a document not in the trash (move it there first)."""
+    services.documents.delete_for_good(session, document_id)
+    return Response(status_code=204)
+
+
 @router.get("/documents/{document_id}/lines", response_model=list[LineOut])
 def document_lines(document_id: DocumentId, _: CurrentUser, services: ServicesDep, session: SessionDep) -> Response:
     # Dumped here, in this thread: returned as models, the hundred lines would be validated again

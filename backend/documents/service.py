@@ -275,20 +275,40 @@ class Documents:
         session.commit()
         return document
 
-    def purge_expired(self, session: Session, now: datetime) -> int:
-        """Delete for good what has been in the trash longer than the trash period (rows, then files).
+    def delete_for_good(self, session: Session, document_id: int) -> None:
+        """An admin empties one document from the trash before its time: its rows (pages, lines,
+        corrections, jobs and search entries go with it by cascade), then its files. Only a
+        document in the trash: one still in the archive must be moved there first, so deleting
+        for good is always the second of two deliberate steps."""
+        document = session.get(Document, document_id)
+        if document is None:
+            raise AppError(ErrorCode.DOCUMENT_NOT_FOUND, f"There is no document {document_id}.")
+        if document.deleted_at is None:
+            raise AppError(ErrorCode.NOT_IN_TRASH, f"Document {document_id} is not in the trash.")
+        self._delete(session, [document])
+        log.info("document %d deleted for good from the trash", document_id)
 
-        The files are the originals and their rendered page images. A page being rendered while its
-        document is purged finds its row gone when it stores its keys, and deletes its own files.
-        """
+    def purge_expired(self, session: Session, now: datetime) -> int:
+        """Delete for good what has been in the trash longer than the trash period."""
         expired = list(session.scalars(select(Document).where(Document.deleted_at <= now - self.trash)).unique())
-        keys = [d.storage_key for d in expired]
+        self._delete(session, expired)
         if expired:
+            log.info("purged %d documents from the trash", len(expired))
+        return len(expired)
+
+    def _delete(self, session: Session, documents: list[Document]) -> None:
+        """Delete documents' rows, then their files: the originals and their rendered page images.
+
+        A page being rendered while its document is deleted finds its row gone when it stores its
+        keys, and deletes its own files.
+        """
+        keys = [d.storage_key for d in documents]
+        if documents:
             rendered = session.execute(
-                select(Page.image_key, Page.thumbnail_key).where(Page.document_id.in_([d.id for d in expired]))
+                select(Page.image_key, Page.thumbnail_key).where(Page.document_id.in_([d.id for d in documents]))
             )
             keys += [key for row in rendered for key in row if key is not None]
-        for document in expired:
+        for document in documents:
             session.delete(document)
         session.commit()
         for key in keys:
@@ -297,9 +317,6 @@ class Documents:
             except StorageUnavailableError as exc:
                 # The rows are gone already; a store that fails now must not stop the backend's start.
                 log.error("purge: original %s is left in the store (delete it by hand): %s", key, exc)
-        if expired:
-            log.info("purged %d documents from the trash", len(expired))
-        return len(expired)
 
 
 def safe_filename(name: str | None) -> str | None:

@@ -5,27 +5,31 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path
+from fastapi import APIRouter, Body, Path, Query
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.deps import CurrentUser, OcrClientDep, Services, ServicesDep, SessionDep
 from backend.errors import AppError, ErrorCode
 from backend.ocr.models import FINISHED
+from backend.ocr.panel import corrected_lines, latest_job, model_choices
 from backend.ocr.schemas import (
     BatchCancelled,
     BatchCreated,
     BatchIn,
     BatchOut,
     BatchRetried,
+    DocumentOcrOut,
     JobCreated,
     JobOut,
+    OcrModelsOut,
     OcrStartIn,
     RetryIn,
 )
-from backend.ocr_client import OcrClient
+from backend.ocr_client import OcrClient, OcrClientError
+from backend.users.models import User
 
 router = APIRouter(prefix="/api")
 
@@ -121,6 +125,52 @@ def retry_batch(
     include_cancelled = body.include_cancelled if body else False
     requeued = services.jobs.retry_batch(session, batch_id, user, include_cancelled=include_cancelled)
     return BatchRetried(batch_id=batch_id, requeued=requeued)
+
+
+@router.get("/documents/{document_id}/ocr-job")
+def document_ocr(document_id: Id, user: CurrentUser, services: ServicesDep, session: SessionDep) -> DocumentOcrOut:
+    """The document's queued or running job, else its latest (``job`` null: never read); a page
+    opened while the document is read follows that job's events."""
+    document = services.documents.get_for(session, document_id, user)
+    job = latest_job(session, document.id)
+    return DocumentOcrOut(
+        job=services.jobs.job_out(session, job, services.clock()) if job is not None else None,
+        corrected_lines=corrected_lines(session, document.id),
+    )
+
+
+def _check_document(services: Services, document_id: int, user: User) -> None:
+    with services.db.sessions() as session:
+        services.documents.get_for(session, document_id, user)
+
+
+def _choices(services: Services, listing: dict[str, Any], document_id: int | None, user: User) -> OcrModelsOut:
+    with services.db.sessions() as session:
+        document = services.documents.get_for(session, document_id, user) if document_id is not None else None
+        return model_choices(session, listing, document)
+
+
+@router.get("/ocr/models")
+async def ocr_models(
+    user: CurrentUser,
+    services: ServicesDep,
+    client: OcrClientDep,
+    document_id: Annotated[int | None, Query(alias="documentId", ge=1, le=2**31 - 1)] = None,
+) -> OcrModelsOut:
+    """The recognition models to start OCR with; with ``documentId`` also the one to offer first
+    (the writer's own model, else the default). Through the breaker: 503
+    ``OCR_SERVICE_UNAVAILABLE`` while the OCR service cannot answer."""
+    if document_id is not None:
+        # The document first: a person asking about one they cannot see learns nothing else.
+        await run_in_threadpool(_check_document, services, document_id, user)
+    try:
+        listing = await client.models()
+    except OcrClientError as exc:
+        raise AppError(
+            ErrorCode.OCR_SERVICE_UNAVAILABLE,
+            f"The OCR service cannot list its models at the moment ({exc.message}). Please try again in a few minutes.",
+        ) from exc
+    return await run_in_threadpool(_choices, services, listing, document_id, user)
 
 
 def read_job(services: Services, job_id: int) -> JobOut:

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import Field, StrictBool
 
+from backend.documents.schemas import WriterOut
 from backend.ocr.models import JobStatus, ModelSource
 from backend.schemas import ApiModel, DbId, OneLine
 
@@ -84,3 +85,32 @@ class BatchOut(ApiModel):
     # Seconds until every job still queued or running is done; None while one cannot be estimated.
     eta_seconds: int | None
     jobs: list[JobOut]
+
+
+class OcrModelOut(ApiModel):
+    """A recognition model the OCR service can read with, as the panel offers it."""
+
+    name: str
+    # The OCR service reads with it when a start names no model (and the writer has none).
+    default: bool
+    # Made by a training run of this archive: the run's number and, for a writer's run, the
+    # writer (a recognition run's model, the archive's own, has ``runSequence`` and no writer).
+    writer: WriterOut | None
+    run_sequence: int | None
+
+
+class OcrModelsOut(ApiModel):
+    models: list[OcrModelOut]
+    default: str | None
+    # The model offered first for the document asked about: its writer's own model where the
+    # service has it, else the default (None: no document asked about, or the service has none).
+    preselected: str | None
+    preselected_source: ModelSource | None
+
+
+class DocumentOcrOut(ApiModel):
+    """The document's latest OCR job (None: never read) and how many of its lines a person
+    corrected (what ``discardCorrections`` would archive)."""
+
+    job: JobOut | None
+    corrected_lines: int

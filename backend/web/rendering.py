@@ -64,6 +64,16 @@ def _json_script(value: Any) -> Markup:
     return Markup(text)  # noqa: S704 (escaped above for the script element)
 
 
+class ErrorCatalog:
+    """The message of every error code in one language, as the JSON file the scripts fetch once an
+    error is to be shown (not in every page: ~11 KB the pages would otherwise carry each time)."""
+
+    def __init__(self, language: str, messages: Mapping[str, str]) -> None:
+        self.body = json.dumps(messages, ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode()
+        self.version = hashlib.sha256(self.body).hexdigest()[:12]
+        self.url = f"/i18n/errors.{language}.json?v={self.version}"
+
+
 class Renderer:
     """The pages of every language, built once per process from ``frontend/``."""
 
@@ -71,6 +81,13 @@ class Renderer:
         self.catalogs = Catalogs(frontend_dir / "locales")
         self.static = StaticFiles(frontend_dir / "static")
         loader = FileSystemLoader(frontend_dir / "templates")
+        self.error_catalogs = {
+            language: ErrorCatalog(
+                language,
+                {code: self.catalogs.translations(language).gettext(text) for code, text in ERROR_MESSAGES.items()},
+            )
+            for language in LANGUAGES
+        }
         self._environments = {language: self._environment(loader, language) for language in LANGUAGES}
 
     def _environment(self, loader: FileSystemLoader, language: str) -> Environment:
@@ -89,8 +106,8 @@ class Renderer:
             languages=[(code, LANGUAGE_NAMES[code]) for code in LANGUAGES],
             static=self.static.url,
             json_script=_json_script,
-            # The message of every error code, in this language, for the scripts (by code).
-            error_messages={code: translations.gettext(text) for code, text in ERROR_MESSAGES.items()},
+            # Where the scripts fetch the message of every error code in this language.
+            error_messages_url=self.error_catalogs[language].url,
         )
         return environment
 

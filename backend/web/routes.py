@@ -15,7 +15,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
-from backend.errors import AppError
+from backend.errors import AppError, ErrorCode
 from backend.web.deps import LoginRequired, PublicPage, login_redirect, safe_next
 from backend.web.i18n import LANGUAGE_COOKIE, N_, choose_language
 from backend.web.rendering import Renderer
@@ -42,6 +42,22 @@ def login(page: PublicPage, next: str | None = None) -> Response:
 def setup(page: PublicPage) -> Response:
     """The page the start-up link opens; the token is in the link's fragment, never sent here."""
     return page.render("setup.html", title=page.gettext("Create the first admin account"))
+
+
+@router.get("/i18n/errors.{language}.json")
+def error_catalog(request: Request, language: str, v: str | None = None) -> Response:
+    """The error messages of one language; under its content's hash (``?v=``) kept for a year."""
+    renderer: Renderer = request.app.state.renderer
+    catalog = renderer.error_catalogs.get(language)
+    if catalog is None:
+        raise AppError(ErrorCode.NOT_FOUND, "No error messages in this language.")
+    current = v == catalog.version  # an old hash gets today's text, which must not be kept a year
+    cache = "public, max-age=31536000, immutable" if current else "no-cache"
+    etag = f'"{catalog.version}"'
+    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff", "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(catalog.body, media_type="application/json", headers=headers)
 
 
 def _is_page_request(request: Request) -> bool:
@@ -127,3 +143,6 @@ router.include_router(users.router)
 from backend.web import imports  # noqa: E402
 
 router.include_router(imports.router)
+from backend.web import documents  # noqa: E402
+
+router.include_router(documents.router)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+from babel.dates import format_date
 from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
@@ -104,4 +105,9 @@ def document_view(
         corrected_count=sum(1 for view in lines if view.corrected),
         uncertain_count=sum(1 for view in lines if view.uncertain),
         selected_line=line if any(view.line.id == line for view in lines) else None,
+        reviewed_on=(
+            format_date(current.reviewed_at, format="long", locale=page.language)
+            if current is not None and current.reviewed_at is not None
+            else ""
+        ),
     )

@@ -15,7 +15,6 @@ function readJson(id) {
   }
 }
 
-const errorMessages = readJson("error-messages");
 const uiMessages = readJson("ui-messages");
 const pageMessages = readJson("page-messages");
 
@@ -25,9 +24,41 @@ export function t(key, values = {}) {
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
 }
 
-/** What a person reads for an error code (both services' codes), in the page's language. */
+// The message of every error code is a static file per language (cached for a year under its
+// content's hash), fetched only once an error is to be shown: pages without errors never load it.
+// Until it is here, or where it cannot be had (offline), the page's own general message stands in.
+const ERROR_MESSAGES_WAIT_MS = 5000;
+let errorMessages = {};
+let errorMessagesLoading = null;
+
+/** The catalog of error messages, fetched once; resolves (never rejects) when it is here or cannot be had. */
+export function loadErrorMessages() {
+  const url = document.querySelector('meta[name="error-messages"]')?.content;
+  if (!errorMessagesLoading && url) {
+    errorMessagesLoading = fetch(url, { credentials: "same-origin", signal: AbortSignal.timeout(ERROR_MESSAGES_WAIT_MS) })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
+      .then((messages) => {
+        errorMessages = messages;
+      })
+      .catch(() => {
+        errorMessagesLoading = null; // the next error tries again
+      });
+  }
+  return errorMessagesLoading ?? Promise.resolve();
+}
+
+/**
+ * What a person reads for an error code (both services' codes), in the page's language, at once:
+ * the general message while the catalog is not loaded (see errorMessage for the awaited one).
+ */
 export function errorText(code) {
   return errorMessages[code] ?? uiMessages.unexpectedError;
+}
+
+/** What a person reads for an error code, the catalog loaded first where it can be. */
+export async function errorMessage(code) {
+  if (!(code in errorMessages)) await loadErrorMessages();
+  return errorText(code);
 }
 
 export function cookie(name) {
@@ -44,8 +75,10 @@ export class ApiError extends Error {
     this.status = status;
     this.code = code;
     this.details = details;
+    // Its message is likely to be shown: the catalog is fetched meanwhile (api() waits for it).
+    if (code !== "NETWORK") loadErrorMessages();
   }
-  /** The text to show: the catalog's message for the code, never the API's English. */
+  /** The text to show: the catalog's message for the code, never the API's English (errorText). */
   get text() {
     return this.code === "NETWORK" ? uiMessages.networkError : errorText(this.code);
   }
@@ -84,7 +117,9 @@ export async function api(method, url, body = undefined, options = {}) {
     if (response.status === 401 && options.redirectOnLogout !== false) {
       location.assign(`/login?next=${encodeURIComponent(location.pathname + location.search)}`);
     }
-    throw new ApiError(response.status, data?.code ?? "INTERNAL_ERROR", data?.message ?? "", data?.details);
+    const error = new ApiError(response.status, data?.code ?? "INTERNAL_ERROR", data?.message ?? "", data?.details);
+    await loadErrorMessages(); // so that error.text is the code's own message
+    throw error;
   }
   return data;
 }
@@ -116,9 +151,10 @@ export function announce(text, kind = "info") {
   return notice;
 }
 
-/** Announce an error from a failed call (an ApiError or anything else). */
-export function announceError(error) {
+/** Announce an error from a failed call (an ApiError or anything else); resolves to the notice. */
+export async function announceError(error) {
   if (error?.name === "AbortError") return null;
+  if (error instanceof ApiError && error.code !== "NETWORK") await loadErrorMessages();
   return announce(error instanceof ApiError ? error.text : uiMessages.unexpectedError, "error");
 }
 

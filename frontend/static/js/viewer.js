@@ -5,6 +5,7 @@
 
 import { csrfHeader, t } from "./api.js";
 import { Drafts, LineEditor } from "./viewer-lines.js";
+import { PageReview } from "./viewer-review.js";
 import { Stage } from "./viewer-stage.js";
 
 const MAX_CROP_SCALE = 1.5; // a short line's crop is not blown up beyond this
@@ -46,6 +47,15 @@ class Viewer {
       if (item) this.select(this.byId.get(item.dataset.lineId), { follow: true });
     });
     root.querySelector("#next-uncertain")?.addEventListener("click", () => this.nextUncertain());
+    const review = root.querySelector("#page-review");
+    if (review) {
+      this.review = new PageReview(review, {
+        documentId: this.documentId,
+        page: Number(root.dataset.page),
+        flush: () => this.flush(),
+        unsaved: () => this.editors.find((editor) => editor.dirty || editor.conflict),
+      });
+    }
     if (this.list && this.width) {
       this.cropObserver = new ResizeObserver(() => this.drawCrops());
       this.cropObserver.observe(this.list);
