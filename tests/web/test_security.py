@@ -102,3 +102,37 @@ def test_hostile_hits_and_a_hostile_query_stay_text_on_the_search_page(
         expect(page.locator("#search-q")).to_have_value(query)
         expect(page.locator("#site-search-input")).to_have_value(query)
         assert query in page.title()
+
+
+def test_hostile_titles_and_writers_stay_text_in_the_documents_list_and_its_dialog(
+    browsing: Browsing, hostile: dict[str, Any]
+) -> None:
+    document = hostile["document"]
+    with watched(browsing) as page:
+        page.goto("/documents?" + urlencode({"title": TITLE}))
+        row = page.locator(f'tr[data-document-id="{document["id"]}"]')
+        expect(row).to_have_count(1)
+        expect(row.get_by_role("link", name=TITLE)).to_be_visible()
+        expect(row).to_contain_text(WRITER)
+        expect(page.locator("#filter-title")).to_have_value(TITLE)
+        row.get_by_role("button", name="In den Papierkorb").click()
+        dialog = page.locator("#trash-dialog")
+        expect(dialog).to_be_visible()
+        expect(dialog).to_contain_text(TITLE)
+        dialog.get_by_role("button", name="Abbrechen").click()
+
+
+def test_hostile_titles_and_writers_stay_text_in_the_trash(browsing: Browsing, live: LiveSystem) -> None:
+    word = unique_word("xsstrash")
+    with live.api("archivist") as client:
+        [made] = import_zip(client, transkribus_documents({TITLE: [[word]]}), writer=WRITER)
+        assert client.delete(f"/api/documents/{made['id']}").status_code == 204
+    with watched(browsing, "admin") as page:
+        page.goto("/admin/trash")
+        row = page.locator(f'tr[data-document-id="{made["id"]}"]')
+        expect(row.get_by_role("link", name=TITLE)).to_be_visible()
+        expect(row).to_contain_text(WRITER)
+        row.get_by_role("button", name="Endgültig löschen").click()
+        dialog = page.locator("#delete-dialog")
+        expect(dialog).to_contain_text(TITLE)
+        dialog.get_by_role("button", name="Abbrechen").click()
