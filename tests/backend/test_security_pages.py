@@ -6,15 +6,20 @@ are in tests/web/test_security.py."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 from collections.abc import Iterator
 from urllib.parse import quote_from_bytes
 
 import pytest
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
+import backend.web
 from backend.web.rendering import StaticFiles as StaticVersions
 from tests.backend.conftest import PASSWORD, Actors
 
@@ -130,6 +135,7 @@ def test_the_search_page_answers_any_query_without_a_server_error(
     path=st.sampled_from(["/documents/1", "/documents/2147483647", "/account", "/import", "/login", "/setup"]),
     values=st.dictionaries(st.sampled_from(["page", "line", "next", "q", "limit"]), _RAW, max_size=4),
 )
+@example(path="/documents/1", values={"page": b"99999999999999999999999"})
 def test_every_page_answers_any_query_without_a_server_error(
     browser: TestClient, path: str, values: dict[str, bytes]
 ) -> None:
@@ -142,3 +148,65 @@ def test_the_search_api_refuses_a_writer_with_a_nul_rather_than_failing(browser:
     response = browser.get("/api/search", params={"q": "brief", "writer": "a\x00"})
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "INVALID_REQUEST"
+
+
+@FUZZ
+@given(
+    values=st.dictionaries(
+        st.sampled_from(["title", "writer", "status", "dateFrom", "dateTo", "cursor", "limit"]), _RAW, max_size=6
+    )
+)
+@example(values={"title": b"a\x00", "writer": b"\x00"})
+@example(values={"cursor": b"99999999999"})
+def test_the_documents_page_answers_any_filter_without_a_server_error(
+    browser: TestClient, values: dict[str, bytes]
+) -> None:
+    response = browser.get(f"/documents?{_query(values)}", headers={"Accept": "text/html"})
+    assert response.status_code < 500, (values, response.text[:300])
+    assert "<script>" not in response.text
+
+
+def _page_paths() -> list[str]:
+    """Every page route of the web UI (each module of backend/web with a router), path parameters
+    as 1, so a page added later is attacked here too without anyone listing it."""
+    paths = []
+    for module in pkgutil.iter_modules(backend.web.__path__):
+        router = getattr(importlib.import_module(f"backend.web.{module.name}"), "router", None)
+        if not isinstance(router, APIRouter):
+            continue
+        for route in router.routes:
+            if isinstance(route, APIRoute) and "GET" in route.methods and not route.path.startswith("/i18n"):
+                paths.append(re.sub(r"\{[^}]+\}", "1", route.path))
+    return sorted(set(paths))
+
+
+def test_an_archivist_reaches_no_admin_page_and_a_stranger_no_page_but_the_public_ones(actors: Actors) -> None:
+    archivist = TestClient(actors.client.app, raise_server_exceptions=False)
+    assert archivist.post("/api/auth/login", json={"username": "erika", "password": PASSWORD}).status_code == 200
+    stranger = TestClient(actors.client.app, raise_server_exceptions=False)
+    paths = _page_paths()
+    admin_paths = [path for path in paths if path.startswith("/admin")]
+    assert "/admin/users" in admin_paths and "/admin/trash" in admin_paths
+    for path in admin_paths:
+        refused = archivist.get(path, headers={"Accept": "text/html"})
+        assert refused.status_code == 403, path
+    for path in paths:
+        if path in ("/", "/login", "/setup"):
+            continue
+        answer = stranger.get(path, headers={"Accept": "text/html"}, follow_redirects=False)
+        assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next="), path
+
+
+def test_every_page_and_error_page_forbids_framing_sniffing_caching_and_the_referrer(browser: TestClient) -> None:
+    paths = [*_page_paths(), "/no-such-page", "/documents/not-a-number"]
+    for path in paths:
+        response = browser.get(path, headers={"Accept": "text/html"})
+        if not response.headers.get("content-type", "").startswith("text/html"):
+            continue
+        headers = response.headers
+        assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+        assert "script-src 'self';" in headers["content-security-policy"], path
+        assert headers["x-frame-options"] == "DENY", path
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["cache-control"] == "no-store", path
+        assert headers["referrer-policy"] == "no-referrer", path
