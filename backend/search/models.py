@@ -1,8 +1,9 @@
 """The search index's tables: one row per line, and the vocabulary with its one-deletion variants.
 
-What each database's own search machinery adds lives outside these models (made by migration
-0006): on SQLite the FTS5 table ``search_fts`` (kept in step with ``search_lines`` by triggers),
-on PostgreSQL the ``tsv`` column of ``search_lines`` with its GIN index.
+What each database's own search machinery adds lives outside these models (made by migrations
+0006 and 0008): on SQLite the FTS5 table ``search_fts`` (kept in step with ``search_lines`` and
+the documents by triggers, through the view ``search_fts_rows``), on PostgreSQL the ``tsv``
+column of ``search_lines`` (its weight-C facts set by a trigger) with its GIN indexes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from backend.db import Base
 FTS_TABLE = "search_fts"
 TSV_COLUMN = "tsv"
 TSV_INDEX = "ix_search_lines_tsv"
+# PostgreSQL: the same over the corrected lines only (migration 0008).
+TSV_CORRECTED_INDEX = "ix_search_lines_tsv_corrected"
 
 
 class SearchLine(Base):
@@ -70,4 +73,4 @@ def not_engine_owned(obj: Any, name: str | None, type_: str, reflected: bool, co
         return False
     if type_ == "column" and name == TSV_COLUMN and getattr(obj, "table", None) is not None:
         return str(obj.table.name) != SearchLine.__tablename__
-    return not (type_ == "index" and name == TSV_INDEX)
+    return not (type_ == "index" and name in (TSV_INDEX, TSV_CORRECTED_INDEX))

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from multiprocessing.synchronize import Barrier as BarrierType
 from pathlib import Path
 
@@ -17,13 +17,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, insert, inspect, text
+from sqlalchemy import Connection, Engine, insert, inspect, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from backend.app import create_app
 from backend.db import MIGRATIONS, Database, SchemaTooNewError, make_side_engine, migrate, migration_transaction
-from backend.documents.models import Document, DocumentStatus, Line, Page
+from backend.documents.models import Document, DocumentStatus, Line, Page, Writer
 from backend.ocr.models import JobStatus, OcrJob
 from backend.users.models import Role, User
 from tests.backend.conftest import DATABASE_KIND, PASSWORD, make_settings, postgres_database
@@ -272,3 +272,51 @@ def test_a_migration_transaction_that_cannot_begin_leaves_foreign_keys_on(tmp_pa
     finally:
         holder.close()
         engine.dispose()
+
+
+def _facts(connection: Connection, writer_id: int) -> list[tuple[bool, bool, bool]]:
+    """Per indexed line in order: does the engine's row hold its writer, its year, the corrected flag?"""
+    if connection.dialect.name == "sqlite":
+        flags = connection.execute(text("SELECT flags FROM search_fts ORDER BY rowid")).scalars()
+        return [(f"w{writer_id}" in f.split(), "y1914" in f.split(), "c" in f.split()) for f in flags]
+    has = "tsv @@ CAST(:q AS tsquery)"
+    rows = connection.execute(
+        text(f"SELECT {has.replace(':q', ':w')}, {has.replace(':q', ':y')}, {has} FROM search_lines ORDER BY line_id"),
+        {"w": f"'w{writer_id}':C", "y": "'y1914':C", "q": "'c':C"},
+    )
+    return [tuple(row) for row in rows]
+
+
+def test_0008_puts_each_line_s_writer_and_year_in_the_engine_s_index_and_goes_down_again(fresh_url: str) -> None:
+    database = Database(fresh_url)
+    try:
+        _alembic(database.engine, "upgrade", "0006")
+        with database.sessions() as session:
+            document = _user_and_document(session, DocumentStatus.DONE)
+            writer = Writer(name="Anna", slug="anna", created_at=NOW)
+            session.add(writer)
+            session.flush()
+            document.writer_id, document.date = writer.id, date(1914, 12, 1)
+            page = Page(document_id=document.id, number=1)
+            session.add(page)
+            session.flush()
+            for index, person in enumerate([None, "Liebe Mutter"]):
+                line = Line(page_id=page.id, order_index=index, baseline=[], polygon=[], ocr_text="Liebe Muttcr")
+                line.text, line.version = person, 1
+                session.add(line)
+            session.commit()
+            writer_id = writer.id
+        # The lines were stored before 0006 indexes them: 0006's own index first, then 0008's.
+        _alembic(database.engine, "downgrade", "0005")
+        _alembic(database.engine, "upgrade", "0006")
+        with database.engine.connect() as connection:
+            assert _facts(connection, writer_id) == [(False, False, False), (False, False, True)]
+        _alembic(database.engine, "upgrade", "0008")
+        with database.engine.connect() as connection:
+            assert _facts(connection, writer_id) == [(True, True, False), (True, True, True)]
+        _alembic(database.engine, "downgrade", "0007")
+        with database.engine.connect() as connection:
+            assert _facts(connection, writer_id) == [(False, False, False), (False, False, True)]
+        _alembic(database.engine, "upgrade", "head")
+    finally:
+        database.dispose()

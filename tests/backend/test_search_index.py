@@ -8,14 +8,16 @@ import random
 import subprocess
 import sys
 import threading
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from backend.db import Database
+from backend.documents.models import Document, Writer
 from backend.search.index import index_everything, index_lines, rebuild
 from tests.backend.conftest import DATABASE_KIND, Actors, services_of
 from tests.backend.search_support import correct, document, hit_lines, line_ids, search, store_page
@@ -48,9 +50,22 @@ def _text(rng: random.Random) -> str:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_after_any_writes_the_index_is_what_a_rebuild_makes(actors: Actors, seed: int) -> None:
     rng = random.Random(seed)
-    documents = [document(actors, *[[_text(rng) for _ in range(3)] for _ in range(3)]) for _ in range(2)]
+    documents = [
+        document(actors, *[[_text(rng) for _ in range(3)] for _ in range(3)], writer=name, date="1914-12")
+        for name in ("Anna Müller", "Karl Schmidt")
+    ]
+    services = services_of(actors.client)
     for _ in range(25):
         document_id = rng.choice(documents)
+        if rng.random() < 0.15:
+            # The document's writer or year (facts the engines' index keeps with each line).
+            with services.db.sessions() as session:
+                changed = session.get_one(Document, document_id)
+                writers = list(session.scalars(select(Writer.id)))
+                changed.writer_id = rng.choice([*writers, None])
+                changed.date = rng.choice([None, date(rng.randint(1900, 1960), rng.randint(1, 12), 1)])
+                session.commit()
+            continue
         if rng.random() < 0.4:
             # A new OCR reading of a page: more or fewer lines, corrected ones kept.
             store_page(actors.client, document_id, rng.randint(1, 3), [_text(rng) for _ in range(rng.randint(0, 4))])
@@ -59,7 +74,6 @@ def test_after_any_writes_the_index_is_what_a_rebuild_makes(actors: Actors, seed
         if lines := response.json():
             line = rng.choice(lines)
             correct(actors, line["id"], _text(rng) or "leer", version=line["version"])
-    services = services_of(actors.client)
     incremental = _snapshot(services.db)
     assert incremental, "the writes left nothing indexed: the test would prove nothing"
     count = rebuild(services.db.sessions, batch=7)
