@@ -210,3 +210,38 @@ def test_every_page_and_error_page_forbids_framing_sniffing_caching_and_the_refe
         assert headers["x-content-type-options"] == "nosniff", path
         assert headers["cache-control"] == "no-store", path
         assert headers["referrer-policy"] == "no-referrer", path
+
+
+def _logged_in(actors: Actors) -> tuple[TestClient, str]:
+    client = TestClient(actors.client.app, raise_server_exceptions=False)
+    login = client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200
+    return client, login.json()["csrfToken"]
+
+
+def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_after_logout(actors: Actors) -> None:
+    planted = "attacker-knows-this-cookie"
+    client = TestClient(actors.client.app, raise_server_exceptions=False)
+    client.cookies.set("archiv_session", planted)
+    login = client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200
+    csrf = login.json()["csrfToken"]
+    sessions = {cookie.value for cookie in client.cookies.jar if cookie.name == "archiv_session"}
+    session = next(iter(sessions - {planted}))
+    client.cookies.clear()
+    client.cookies.set("archiv_session", session)
+    other, other_csrf = _logged_in(actors)
+    # Another session's token, no token, a token in a cookie only: the cookie alone changes nothing.
+    for headers in ({"X-CSRF-Token": other_csrf}, {}, {"X-CSRF-Token": ""}):
+        refused = client.post("/api/auth/logout", headers=headers)
+        assert refused.status_code == 403 and refused.json()["code"] == "CSRF_FAILED"
+        assert client.get("/api/auth/me").status_code == 200
+    assert client.put("/api/auth/language", json={"language": "es"}).status_code == 403
+    assert client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
+    # The old cookie, kept by whoever copied it, opens nothing any more.
+    stale = TestClient(actors.client.app, raise_server_exceptions=False)
+    stale.cookies.set("archiv_session", session)
+    assert stale.get("/api/auth/me").status_code == 401
+    page = stale.get("/documents", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    assert other.get("/api/auth/me").status_code == 200  # the other session is not touched
