@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
+from backend.api_headers import ApiHeaders
 from backend.db import migrate, startup_lock
 from backend.deps import Services, build_services, render_limits
 from backend.documents import routes as documents_routes
@@ -128,6 +129,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     install_error_handlers(app, page_errors=web_routes.page_errors)
     app.add_exception_handler(LoginRequired, web_routes.login_required)
     app.add_middleware(RequestLatency, metrics=services.metrics)
+    app.add_middleware(ApiHeaders)
     app.include_router(users_routes.router)
     app.include_router(documents_routes.router)
     app.include_router(imports_routes.router)

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 import backend.web
+from backend.users.models import Role
 from backend.web.rendering import StaticFiles as StaticVersions
-from tests.backend.conftest import PASSWORD, Actors
+from tests.backend.conftest import PASSWORD, Actors, AppFactory, add_user, bearer
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -245,3 +246,18 @@ def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_a
     page = stale.get("/documents", headers={"Accept": "text/html"}, follow_redirects=False)
     assert page.status_code == 303 and page.headers["location"].startswith("/login")
     assert other.get("/api/auth/me").status_code == 200  # the other session is not touched
+
+
+def test_no_api_answer_may_be_cached_or_sniffed_unless_its_route_says_so(app_factory: AppFactory) -> None:
+    # One try at the (absent) OCR service, without waiting between tries.
+    client = TestClient(app_factory(ocr_attempts=1, ocr_backoff_s=0).app, raise_server_exceptions=False)
+    add_user(client, "admin", Role.ADMIN)
+    add_user(client, "erika", Role.ARCHIVIST)
+    paths = [path for path, methods in client.app.openapi()["paths"].items() if "get" in methods]  # type: ignore[attr-defined]
+    assert "/api/auth/me" in paths and "/api/users" in paths
+    for who in (bearer(client, "admin"), bearer(client, "erika"), {}):
+        for path in paths:
+            response = client.get(re.sub(r"\{[^}]+\}", "1", path), headers=who)
+            cache = response.headers.get("cache-control", "")
+            assert cache == "no-store" or cache.startswith("private"), (path, response.status_code, cache)
+            assert response.headers.get("x-content-type-options") == "nosniff", (path, response.status_code)
