@@ -99,3 +99,6 @@ def static_files(frontend_dir: Path) -> Static:
 from backend.web import viewer  # noqa: E402
 
 router.include_router(viewer.router)
+from backend.web import training  # noqa: E402
+
+router.include_router(training.router)
