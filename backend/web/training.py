@@ -55,7 +55,10 @@ REASONS: Mapping[str, str] = {
     ErrorCode.TRAINING_ALREADY_RUNNING: N_("Run {runId} is still going. One run at a time: wait for it or cancel it."),
     ErrorCode.OCR_SERVICE_UNAVAILABLE: N_("The OCR service is not answering at the moment. Please try again later."),
 }
-SHORT_OF_LINES = N_("Not enough yet: {missing} more corrected lines are needed ({have} of {needed}).")
+SHORT_OF_LINES = N_(
+    "Not enough yet: {missing} more corrected lines are needed ({have} of {needed}, "
+    "not counting the pages kept back for judging)."
+)
 SHORT_OF_PAGES = N_(
     "Not enough yet: corrected lines are needed on {missing} more pages ({have} of {needed}; "
     "some pages are kept back to judge the new model)."

@@ -115,7 +115,7 @@ def test_the_page_shows_each_kind_against_its_threshold_and_why_a_start_is_refus
     writer = page.get_element_by_id("kind-writer-anna-mueller")
     assert writer.find(".//button").get("data-writer") == "anna-mueller"
     assert text(page.get_element_by_id("kind-writer-anna-mueller-reason")) == (
-        "Noch nicht genug: Es braucht noch 2 korrigierte Zeilen (2 von 4)."
+        "Noch nicht genug: Es braucht noch 2 korrigierte Zeilen (2 von 4, ohne die zurückgehaltenen Prüfseiten)."
     )
     service = page.get_element_by_id("training-service")
     assert "Erreichbar" in text(service) and "Anfragen gehen normal durch." in text(service)
@@ -197,7 +197,7 @@ def test_the_chart_of_a_run_has_its_words_and_its_values(app: TrainingApp) -> No
     card = page.get_element_by_id(f"run-{run_id}")
     chart, heldout = card.findall(".//svg")
     assert chart.get("role") == "img"
-    title_id, desc_id = chart.get("aria-labelledby").split()
+    title_id, desc_id = chart.get("aria-labelledby"), chart.get("aria-describedby")
     assert (
         text(chart.find(f".//title[@id='{title_id}']")) == f"Accuracy and character error rate per epoch, run {run_id}"
     )
@@ -296,5 +296,3 @@ def test_every_reason_is_said_in_every_language_with_its_numbers(
         if key in ("missing", "runId") or (key == "have" and value < 1000):
             assert str(value) in said
     assert reason_text(_Page(app, language), refused.model_copy(update={"can_start": True})) is None  # type: ignore[arg-type]
-
-

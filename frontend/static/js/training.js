@@ -45,7 +45,11 @@ function focusKey(element) {
   return null;
 }
 
-async function refresh() {
+/**
+ * Re-read the page and swap its parts. `hint` ({key, region}) names the control that acted,
+ * for when the focus left it while it was disabled during the call.
+ */
+async function refresh(hint = null) {
   const response = await fetch(location.pathname, { headers: { Accept: "text/html" }, credentials: "same-origin" });
   if (response.redirected || !response.ok) {
     // Logged out or no longer an admin: the page itself says so.
@@ -55,12 +59,13 @@ async function refresh() {
   const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
   const expanded = isExpanded();
   const focused = document.activeElement;
-  const key = focusKey(focused);
-  let lostFocus = null;
+  const dropped = !focused || focused === document.body;
+  const key = dropped && hint ? hint.key : focusKey(focused);
+  let lostFocus = dropped && hint ? hint.region : null;
   for (const region of document.querySelectorAll("[data-refresh]")) {
     const replacement = fresh.getElementById(region.id);
     if (!replacement) continue;
-    if (region.contains(focused)) lostFocus = region;
+    if (region.contains(focused)) lostFocus = region.id;
     region.replaceWith(document.importNode(replacement, true));
   }
   setExpanded(expanded);
@@ -71,7 +76,7 @@ async function refresh() {
       again.focus();
     } else {
       // The control went away (a run ended): keep the person in the same part of the page.
-      const heading = document.getElementById(lostFocus.id)?.querySelector("h2");
+      const heading = document.getElementById(lostFocus)?.querySelector("h2");
       if (heading) {
         heading.tabIndex = -1;
         heading.focus();
@@ -143,6 +148,7 @@ function confirmWith(opener, title, text, yes) {
 }
 
 async function act(button, work) {
+  const hint = { key: focusKey(button), region: button.closest("[data-refresh]")?.id ?? null };
   button.disabled = true;
   try {
     await work();
@@ -152,7 +158,7 @@ async function act(button, work) {
     button.disabled = false;
   }
   try {
-    await refresh();
+    await refresh(hint);
   } catch (error) {
     announceError(error);
   }
