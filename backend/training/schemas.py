@@ -86,6 +86,10 @@ class KindOut(ApiModel):
     can_start: bool
     # Why a run may not start now, in plain language; None when it may.
     reason: str | None
+    # The same as the refusal's error code and details (what ``POST`` would answer), so a
+    # page can say it in the reader's language.
+    reason_code: str | None
+    reason_details: dict[str, int | str] | None
 
 
 class WriterKindOut(KindOut):

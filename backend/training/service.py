@@ -145,6 +145,8 @@ class TrainingRuns:
             threshold_unit="pages" if unit == PAGES else "lines",
             can_start=verdict.refusal is None,
             reason=verdict.refusal.message if verdict.refusal else None,
+            reason_code=verdict.refusal.code.value if verdict.refusal else None,
+            reason_details=verdict.refusal.details if verdict.refusal else None,
         )
 
     def _writers(self, session: Session, ocr: OcrClient, writers: Sequence[Writer]) -> list[WriterKindOut]:

@@ -131,18 +131,7 @@ def static_files(frontend_dir: Path) -> Static:
 
 # The parts of the UI, each its own module of page routes (imported here, after this module's
 # own routes, so the start page and login are matched first).
-from backend.web import viewer  # noqa: E402
+from backend.web import documents, imports, search, training, users, viewer  # noqa: E402
 
-router.include_router(viewer.router)
-from backend.web import search  # noqa: E402
-
-router.include_router(search.router)
-from backend.web import users  # noqa: E402
-
-router.include_router(users.router)
-from backend.web import imports  # noqa: E402
-
-router.include_router(imports.router)
-from backend.web import documents  # noqa: E402
-
-router.include_router(documents.router)
+for part in (documents, viewer, search, imports, users, training):
+    router.include_router(part.router)

@@ -44,6 +44,12 @@ def test_a_run_of_each_kind_is_refused_while_another_is_active(
     assert refused.status_code == 409
     assert refused.json()["code"] == "TRAINING_ALREADY_RUNNING"
     assert refused.json()["details"] == {"runId": first.json()["id"]}
+    overview = app.client.get("/api/admin/training", headers=app.admin).json()
+    for shown in [*overview["kinds"], *overview["writers"]]:
+        assert (shown["reasonCode"], shown["reasonDetails"]) == (
+            "TRAINING_ALREADY_RUNNING",
+            {"runId": first.json()["id"]},
+        )
     with app.db.sessions() as session:
         assert session.scalar(select(func.count()).select_from(TrainingRun)) == 1
 
@@ -73,6 +79,7 @@ def test_too_little_data_is_refused_with_what_is_missing(app: TrainingApp, kind:
     )
     assert shown["canStart"] is False
     assert shown["reason"] == body["message"]
+    assert (shown["reasonCode"], shown["reasonDetails"]) == (body["code"], body["details"])
 
 
 @pytest.mark.parametrize("kind", [TrainingKind.RECOGNITION, TrainingKind.WRITER])  # segmentation holds none out
@@ -106,6 +113,7 @@ def test_without_a_training_token_training_is_disabled(
     overview = app.client.get("/api/admin/training", headers=app.admin).json()
     assert overview["trainingEnabled"] is False
     assert all(k["canStart"] is False and "switched off" in k["reason"] for k in overview["kinds"])
+    assert all((k["reasonCode"], k["reasonDetails"]) == ("TRAINING_DISABLED", None) for k in overview["kinds"])
 
 
 def test_an_unknown_writer_is_404_and_bad_requests_are_422(app: TrainingApp) -> None:
@@ -150,7 +158,7 @@ def test_the_overview_shows_kinds_writers_runs_and_the_service(app: TrainingApp,
     assert set(recognition) == KIND_KEYS
     assert recognition == {
         "kind": "recognition", "eligibleLines": 15, "eligiblePages": 5, "threshold": 6,
-        "thresholdUnit": "lines", "canStart": True, "reason": None,
+        "thresholdUnit": "lines", "canStart": True, "reason": None, "reasonCode": None, "reasonDetails": None,
     }  # fmt: skip
     assert (segmentation["canStart"], segmentation["thresholdUnit"], segmentation["eligiblePages"]) == (
         False,

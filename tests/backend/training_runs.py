@@ -236,7 +236,10 @@ RUN_KEYS = {
     "errorCode", "errorMessage", "cancelRequested", "cancelledBy", "createdBy", "createdAt", "startedAt",
     "finishedAt",
 }  # fmt: skip
-KIND_KEYS = {"kind", "eligibleLines", "eligiblePages", "threshold", "thresholdUnit", "canStart", "reason"}
+KIND_KEYS = {
+    "kind", "eligibleLines", "eligiblePages", "threshold", "thresholdUnit", "canStart", "reason", "reasonCode",
+    "reasonDetails",
+}  # fmt: skip
 WRITER = "Anna Müller"
 SLUG = "anna-mueller"
 
