@@ -22,16 +22,26 @@ from starlette.testclient import TestClient
 import backend.web
 from backend.users.models import Role
 from backend.web.rendering import StaticFiles as StaticVersions
-from tests.backend.conftest import PASSWORD, Actors, AppFactory, add_user, bearer
+from tests.backend.conftest import PASSWORD, AppFactory, add_user, bearer
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 IMMUTABLE = "public, max-age=31536000, immutable"
 
 
 @pytest.fixture
-def browser(actors: Actors) -> Iterator[TestClient]:
-    """A logged-in browser (the session cookie) whose server errors come back as responses."""
-    client = TestClient(actors.client.app, raise_server_exceptions=False)
+def app(app_factory: AppFactory) -> TestClient:
+    """The backend with an admin and an archivist; its (absent) OCR service is tried once, without
+    waiting, so a page that asks it answers at once. Server errors come back as responses."""
+    client = TestClient(app_factory(ocr_attempts=1, ocr_backoff_s=0).app, raise_server_exceptions=False)
+    add_user(client, "admin", Role.ADMIN)
+    add_user(client, "erika", Role.ARCHIVIST)
+    return client
+
+
+@pytest.fixture
+def browser(app: TestClient) -> Iterator[TestClient]:
+    """The archivist's browser, logged in (the session cookie)."""
+    client = TestClient(app.app, raise_server_exceptions=False)
     login = client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
     assert login.status_code == 200, login.text
     yield client
@@ -87,8 +97,8 @@ def test_static_files_never_leave_their_folder(browser: TestClient, path: str) -
         "/%0d%0aSet-Cookie: x=1",
     ],
 )
-def test_a_login_sends_the_browser_only_to_this_site(actors: Actors, target: str) -> None:
-    client = TestClient(actors.client.app, raise_server_exceptions=False)
+def test_a_login_sends_the_browser_only_to_this_site(app: TestClient, target: str) -> None:
+    client = TestClient(app.app, raise_server_exceptions=False)
     page = client.get("/login", params={"next": target}, headers={"Accept": "text/html"})
     next_ = re.search(r'data-next="([^"]*)"', page.text)
     assert next_ is not None
@@ -181,10 +191,10 @@ def _page_paths() -> list[str]:
     return sorted(set(paths))
 
 
-def test_an_archivist_reaches_no_admin_page_and_a_stranger_no_page_but_the_public_ones(actors: Actors) -> None:
-    archivist = TestClient(actors.client.app, raise_server_exceptions=False)
+def test_an_archivist_reaches_no_admin_page_and_a_stranger_no_page_but_the_public_ones(app: TestClient) -> None:
+    archivist = TestClient(app.app, raise_server_exceptions=False)
     assert archivist.post("/api/auth/login", json={"username": "erika", "password": PASSWORD}).status_code == 200
-    stranger = TestClient(actors.client.app, raise_server_exceptions=False)
+    stranger = TestClient(app.app, raise_server_exceptions=False)
     paths = _page_paths()
     admin_paths = [path for path in paths if path.startswith("/admin")]
     assert "/admin/users" in admin_paths and "/admin/trash" in admin_paths
@@ -213,16 +223,16 @@ def test_every_page_and_error_page_forbids_framing_sniffing_caching_and_the_refe
         assert headers["referrer-policy"] == "no-referrer", path
 
 
-def _logged_in(actors: Actors) -> tuple[TestClient, str]:
-    client = TestClient(actors.client.app, raise_server_exceptions=False)
+def _logged_in(app: TestClient) -> tuple[TestClient, str]:
+    client = TestClient(app.app, raise_server_exceptions=False)
     login = client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
     assert login.status_code == 200
     return client, login.json()["csrfToken"]
 
 
-def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_after_logout(actors: Actors) -> None:
+def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_after_logout(app: TestClient) -> None:
     planted = "attacker-knows-this-cookie"
-    client = TestClient(actors.client.app, raise_server_exceptions=False)
+    client = TestClient(app.app, raise_server_exceptions=False)
     client.cookies.set("archiv_session", planted)
     login = client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
     assert login.status_code == 200
@@ -231,7 +241,7 @@ def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_a
     session = next(iter(sessions - {planted}))
     client.cookies.clear()
     client.cookies.set("archiv_session", session)
-    other, other_csrf = _logged_in(actors)
+    other, other_csrf = _logged_in(app)
     # Another session's token, no token, a token in a cookie only: the cookie alone changes nothing.
     for headers in ({"X-CSRF-Token": other_csrf}, {}, {"X-CSRF-Token": ""}):
         refused = client.post("/api/auth/logout", headers=headers)
@@ -240,7 +250,7 @@ def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_a
     assert client.put("/api/auth/language", json={"language": "es"}).status_code == 403
     assert client.post("/api/auth/logout", headers={"X-CSRF-Token": csrf}).status_code == 204
     # The old cookie, kept by whoever copied it, opens nothing any more.
-    stale = TestClient(actors.client.app, raise_server_exceptions=False)
+    stale = TestClient(app.app, raise_server_exceptions=False)
     stale.cookies.set("archiv_session", session)
     assert stale.get("/api/auth/me").status_code == 401
     page = stale.get("/documents", headers={"Accept": "text/html"}, follow_redirects=False)
@@ -248,11 +258,8 @@ def test_a_session_is_fresh_at_each_login_bound_to_its_own_csrf_token_and_dead_a
     assert other.get("/api/auth/me").status_code == 200  # the other session is not touched
 
 
-def test_no_api_answer_may_be_cached_or_sniffed_unless_its_route_says_so(app_factory: AppFactory) -> None:
-    # One try at the (absent) OCR service, without waiting between tries.
-    client = TestClient(app_factory(ocr_attempts=1, ocr_backoff_s=0).app, raise_server_exceptions=False)
-    add_user(client, "admin", Role.ADMIN)
-    add_user(client, "erika", Role.ARCHIVIST)
+def test_no_api_answer_may_be_cached_or_sniffed_unless_its_route_says_so(app: TestClient) -> None:
+    client = app
     paths = [path for path, methods in client.app.openapi()["paths"].items() if "get" in methods]  # type: ignore[attr-defined]
     assert "/api/auth/me" in paths and "/api/users" in paths
     for who in (bearer(client, "admin"), bearer(client, "erika"), {}):
