@@ -186,7 +186,7 @@ def _page_paths() -> list[str]:
         if not isinstance(router, APIRouter):
             continue
         for route in router.routes:
-            if isinstance(route, APIRoute) and "GET" in route.methods and not route.path.startswith("/i18n"):
+            if isinstance(route, APIRoute) and "GET" in (route.methods or ()) and not route.path.startswith("/i18n"):
                 paths.append(re.sub(r"\{[^}]+\}", "1", route.path))
     return sorted(set(paths))
 
