@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote_from_bytes
 
 import pytest
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 import backend.web
+from backend.settings import Settings
 from backend.users.models import Role
 from backend.web.rendering import StaticFiles as StaticVersions
 from tests.backend.conftest import PASSWORD, AppFactory, add_user, bearer
@@ -268,3 +271,18 @@ def test_no_api_answer_may_be_cached_or_sniffed_unless_its_route_says_so(app: Te
             cache = response.headers.get("cache-control", "")
             assert cache == "no-store" or cache.startswith("private"), (path, response.status_code, cache)
             assert response.headers.get("x-content-type-options") == "nosniff", (path, response.status_code)
+
+
+def test_a_link_in_the_static_folder_to_a_file_outside_is_not_served(app_factory: AppFactory, tmp_path: Path) -> None:
+    settings_ = Settings(database_url="sqlite://")
+    frontend = tmp_path / "frontend"
+    shutil.copytree(settings_.frontend_dir, frontend)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the operator's secret")
+    (frontend / "static" / "js" / "leak.js").symlink_to(secret)
+    client = TestClient(app_factory(frontend_dir=frontend).app, raise_server_exceptions=False)
+    for path in ("/static/js/leak.js", "/static/js/leak.js?v=1"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "secret" not in response.text
+    assert client.get("/static/js/api.js").status_code == 200
