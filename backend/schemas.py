@@ -31,7 +31,8 @@ StorableText = Annotated[str, AfterValidator(_storable)]
 # A title, a name, a filter: one line, trimmed.
 OneLine = Annotated[str, AfterValidator(_single_line)]
 # Database ids: INTEGER on both databases; anything larger would be a database error, not a 404.
-DbId = Annotated[int, Field(ge=1, le=2**31 - 1)]
+MAX_DB_ID = 2**31 - 1
+DbId = Annotated[int, Field(ge=1, le=MAX_DB_ID)]
 
 
 class ApiModel(BaseModel):
@@ -40,8 +41,17 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", from_attributes=True)
 
 
+def _row_id(value: str | None) -> str | None:
+    # Ten digits pass the pattern but may exceed INTEGER: PostgreSQL fails the comparison (a 500).
+    if value is not None and int(value) > MAX_DB_ID:
+        raise ValueError("is not a cursor of this list")
+    return value
+
+
 class Keyset(ApiModel):
     """A page of a list paged on its rows' ids: ``limit`` rows after ``cursor`` (a previous ``nextCursor``)."""
 
-    cursor: str | None = Field(None, pattern=r"^[1-9][0-9]{0,9}$", description="nextCursor of the previous page")
+    cursor: Annotated[str | None, AfterValidator(_row_id)] = Field(
+        None, pattern=r"^[1-9][0-9]{0,9}$", description="nextCursor of the previous page"
+    )
     limit: int = Field(50, ge=1, le=200)

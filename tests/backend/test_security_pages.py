@@ -171,6 +171,7 @@ def test_the_search_api_refuses_a_writer_with_a_nul_rather_than_failing(browser:
     )
 )
 @example(values={"title": b"a\x00", "writer": b"\x00"})
+@example(values={"cursor": b"9999999999"})
 @example(values={"cursor": b"99999999999"})
 def test_the_documents_page_answers_any_filter_without_a_server_error(
     browser: TestClient, values: dict[str, bytes]
@@ -286,3 +287,14 @@ def test_a_link_in_the_static_folder_to_a_file_outside_is_not_served(app_factory
         assert response.status_code == 404, path
         assert "secret" not in response.text
     assert client.get("/static/js/api.js").status_code == 200
+
+
+@pytest.mark.parametrize("cursor", ["2147483647", "2147483648", "9999999999"])
+def test_a_cursor_past_the_largest_id_is_refused_or_empty_never_a_server_error(
+    browser: TestClient, cursor: str
+) -> None:
+    # Ten digits pass the cursor's pattern; past INTEGER, PostgreSQL failed the comparison (a 500).
+    listed = browser.get("/api/documents", params={"cursor": cursor})
+    assert listed.status_code == (200 if cursor == "2147483647" else 422), listed.text
+    page = browser.get("/documents", params={"cursor": cursor}, headers={"Accept": "text/html"})
+    assert page.status_code == 200
