@@ -106,9 +106,21 @@ def serve(settings: Settings) -> int:
             lifespan="off",
         )
     )
+    failed: list[str] = []
+
+    def run_management() -> None:
+        try:
+            management.run()
+        finally:
+            if not management.started:
+                # Its port taken (uvicorn logged why): a service Prometheus cannot scrape is
+                # stopped, so the container restarts and says so, rather than run unwatched.
+                failed.append(f"{settings.management_host}:{settings.management_port}")
+                public.should_exit = True
+
     # As the backend's (backend/__main__.py): the management server in a thread, where uvicorn
     # installs no signal handlers, so a stop signal reaches the public server, whose end ends both.
-    thread = threading.Thread(target=management.run, name="management", daemon=True)
+    thread = threading.Thread(target=run_management, name="management", daemon=True)
     thread.start()
     print(
         f"OCR service on http://{settings.host}:{settings.port}  (models: {settings.models_dir}, "
@@ -122,6 +134,9 @@ def serve(settings: Settings) -> int:
     finally:
         management.should_exit = True
         thread.join(timeout=10)
+    if failed:
+        print(f"The OCR service stopped: its management port {failed[0]} could not be served", file=sys.stderr)
+        return 1
     return 0 if public.started else 1
 
 

@@ -208,3 +208,30 @@ def test_the_service_serves_the_management_port_beside_the_public_one(tmp_path: 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.slow  # the workers load kraken's models before the service stops
+def test_a_taken_management_port_stops_the_service(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": str(ROOT),
+            "OCR_MODELS_DIR": str(tmp_path / "models"),
+            "OCR_TRAINING_DIR": str(tmp_path / "training"),
+            "OCR_WORKERS": "1",
+            "OCR_MEMORY_LIMIT_MB": "16384",
+            "OCR_PORT": str(_free_port()),
+            "OCR_MANAGEMENT_PORT": str(taken.getsockname()[1]),
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "ocr_service"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 1
+    assert f"management port 127.0.0.1:{env['OCR_MANAGEMENT_PORT']} could not be served" in result.stderr
+
+
+def test_the_management_port_must_differ_from_the_public_one(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="OCR_MANAGEMENT_PORT must differ from OCR_PORT"):
+        make_settings(tmp_path, port=9200, management_port=9200)
