@@ -24,6 +24,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ocr_service.api.deps import Services
 from ocr_service.app import create_app, create_management_app
+from ocr_service.engine.pipeline import ModelCache, PageResult
+from ocr_service.metrics import ServiceMetrics
+from ocr_service.model_ref import ModelRef
 from tests.conftest import make_settings
 from tests.support.fake_engine import ENGINE, fake_png
 from tests.support.servers import RunningApp, start_app
@@ -235,3 +238,40 @@ def test_a_taken_management_port_stops_the_service(tmp_path: Path) -> None:
 def test_the_management_port_must_differ_from_the_public_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="OCR_MANAGEMENT_PORT must differ from OCR_PORT"):
         make_settings(tmp_path, port=9200, management_port=9200)
+
+
+# --- units ------------------------------------------------------------------------------------
+
+
+def test_a_worker_counts_the_models_it_had_to_load(tmp_path: Path) -> None:
+    refs = []
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.safetensors").write_bytes(name.encode())
+        refs.append(ModelRef.of_file(name, tmp_path / f"{name}.safetensors"))
+    cache: ModelCache[str] = ModelCache(lambda ref: ref.name, size=1)
+    for ref, loads in ((refs[0], 1), (refs[0], 1), (refs[1], 2), (refs[0], 3)):
+        assert cache.get(ref) == ref.name
+        assert cache.loads == loads
+    cache.put(refs[1], "b")
+    assert cache.loads == 3  # given, not loaded
+
+
+def test_a_page_counts_its_stages_and_loads_and_a_failed_load_counts_too() -> None:
+    metrics = ServiceMetrics()
+    page = PageResult(
+        width=1, height=1, lines=[], seconds=3.0, segmentation_seconds=2.0, recognition_seconds=0.5, models_loaded=2
+    )
+    metrics.page_read(page)
+    metrics.page_failed("UNKNOWN_MODEL", model_failed=True)
+    metrics.page_failed("PAGE_TIMEOUT")
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value for family in metrics.registry.collect() for s in family.samples
+    }
+    assert value(samples, "ocr_service_page_seconds_sum", stage="segmentation") == 2.0
+    assert value(samples, "ocr_service_page_seconds_sum", stage="recognition") == 0.5
+    assert value(samples, "ocr_service_page_seconds_sum", stage="page") == 3.0
+    assert value(samples, "ocr_service_model_loads_total", outcome="loaded") == 2
+    assert value(samples, "ocr_service_model_loads_total", outcome="failed") == 1
+    assert value(samples, "ocr_service_pages_total", outcome="UNKNOWN_MODEL") == 1
+    assert value(samples, "ocr_service_pages_total", outcome="PAGE_TIMEOUT") == 1
+    assert value(samples, "ocr_service_pages_total", outcome="read") == 1
