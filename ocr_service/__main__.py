@@ -1,4 +1,4 @@
-"""``python -m ocr_service``: validate the settings, then serve the OCR API.
+"""``python -m ocr_service``: validate the settings, then serve the OCR API and the management port.
 
 ``check-models`` checks the model store and exits (the image runs it before the server);
 ``models …`` manages the store (ocr_service/cli.py).
@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 
 import uvicorn
 from pydantic import ValidationError
 
+from ocr_service.engine.device import check_device
 from ocr_service.logs import configure_logging
 from ocr_service.settings import Settings, production_problems
 
@@ -42,6 +44,7 @@ def _settings() -> Settings | None:
         settings = Settings()
         settings.check_memory_budget()
         check_writable_folders(settings)
+        check_device(settings.kraken_device)
     except (ValidationError, ValueError) as exc:
         print(f"The OCR service cannot start; fix its settings (OCR_*):\n{exc}", file=sys.stderr)
         return None
@@ -82,12 +85,59 @@ def main(argv: list[str]) -> int:
     configure_logging(settings.log_level, settings.log_json)
     if argv:
         return check_models(settings)
-    from ocr_service.app import create_app
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    from ocr_service.app import create_app, create_management_app
 
     app = create_app(settings)
-    print(f"OCR service on http://{settings.host}:{settings.port}  (models: {settings.models_dir})", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
-    return 0
+    public = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, timeout_graceful_shutdown=30)
+    )
+    management = uvicorn.Server(
+        uvicorn.Config(
+            create_management_app(app.state.services),
+            host=settings.management_host,
+            port=settings.management_port,
+            log_config=None,
+            access_log=False,
+            # The public app's lifespan starts and stops the workers; this one has none of its own.
+            lifespan="off",
+        )
+    )
+    failed: list[str] = []
+
+    def run_management() -> None:
+        try:
+            management.run()
+        finally:
+            if not management.started:
+                # Its port taken (uvicorn logged why): a service Prometheus cannot scrape is
+                # stopped, so the container restarts and says so, rather than run unwatched.
+                failed.append(f"{settings.management_host}:{settings.management_port}")
+                public.should_exit = True
+
+    # As the backend's (backend/__main__.py): the management server in a thread, where uvicorn
+    # installs no signal handlers, so a stop signal reaches the public server, whose end ends both.
+    thread = threading.Thread(target=run_management, name="management", daemon=True)
+    thread.start()
+    print(
+        f"OCR service on http://{settings.host}:{settings.port}  (models: {settings.models_dir}, "
+        f"device {settings.device}; management: http://{settings.management_host}:{settings.management_port})",
+        flush=True,
+    )
+    try:
+        public.run()
+    except KeyboardInterrupt:
+        pass  # uvicorn shut down gracefully, then re-raised Ctrl-C: a normal stop
+    finally:
+        management.should_exit = True
+        thread.join(timeout=10)
+    if failed:
+        print(f"The OCR service stopped: its management port {failed[0]} could not be served", file=sys.stderr)
+        return 1
+    return 0 if public.started else 1
 
 
 if __name__ == "__main__":

@@ -100,7 +100,9 @@ class PageMemory:
 
     @property
     def waiting(self) -> int:
-        return sum(1 for _, future in self._waiters if not future.done())
+        # A copy first (one C call, so atomic under the GIL): the metrics read this from the
+        # management server's thread while the event loop changes the queue.
+        return sum(1 for _, future in tuple(self._waiters) if not future.done())
 
     @asynccontextmanager
     async def reserve(self, nbytes: int) -> AsyncIterator[int]:

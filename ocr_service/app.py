@@ -1,4 +1,7 @@
-"""create_app(settings) → the OCR service's FastAPI app. Models load in the background at start."""
+"""create_app(settings) → the OCR service's FastAPI app. Models load in the background at start.
+
+create_management_app(services) → /health and /metrics on the management port (never published).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ocr_service.admission import Admission, PageMemory
 from ocr_service.api import health, ocr
@@ -17,6 +22,7 @@ from ocr_service.api.deps import Services
 from ocr_service.documents import PageLimits
 from ocr_service.errors import install_error_handlers
 from ocr_service.fetch import DocumentFetcher, FetchPolicy
+from ocr_service.metrics import Gauges, RequestLatency, ServiceMetrics
 from ocr_service.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from ocr_service.model_inspection import ModelChecker
 from ocr_service.models_admin import ModelAdmin
@@ -39,6 +45,7 @@ _MULTIPART_SLACK = 64 * 1024
 
 def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
     """``engine``: what each OCR worker runs ("module:callable"); tests name a fake one."""
+    metrics = ServiceMetrics()
     store = ModelStore(settings.models_dir, settings.default_model, segmentation_model=settings.segmentation_model)
     # One child process loading a model at a time: uploads, hand-placed files and trained models.
     checker = ModelChecker.from_settings(settings)
@@ -51,6 +58,8 @@ def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
         log_json=settings.log_json,
         page_timeout_s=settings.page_timeout_s,
         engine=engine,
+        device=settings.device,
+        metrics=metrics,
     )
     fetcher = DocumentFetcher(
         FetchPolicy(
@@ -77,10 +86,22 @@ def build_services(settings: Settings, engine: str = KRAKEN_ENGINE) -> Services:
         fetcher=fetcher,
         admission=Admission(workers + settings.queue_size, settings.retry_after_s),
         memory=PageMemory(settings.page_memory_bytes),
+        metrics=metrics,
     )
-    services = Services(settings=settings, store=store, pool=pool, ocr=service, model_checker=checker)
-    services.training = TrainingService(settings, store, validate=checker.facts)
-    services.models_in_use = services.training.models_in_use
+    services = Services(settings=settings, store=store, pool=pool, ocr=service, model_checker=checker, metrics=metrics)
+    training = services.training = TrainingService(settings, store, validate=checker.facts)
+    services.models_in_use = training.models_in_use
+    metrics.watch(
+        Gauges(
+            documents_in_flight=lambda: service.admission.active,
+            documents_limit=service.admission.limit,
+            pages_waiting_for_memory=lambda: service.memory.waiting,
+            pages_waiting_for_worker=lambda: pool.pages_queued,
+            workers_alive=lambda: len(pool.info),
+            workers_configured=workers,
+            training_jobs=lambda: [job.status for job in training.all_jobs()],
+        )
+    )
     return services
 
 
@@ -144,4 +165,22 @@ def create_app(settings: Settings | None = None, *, engine: str = KRAKEN_ENGINE)
 
     app.add_middleware(BodyLimitMiddleware, limit_for=body_limit)
     app.add_middleware(RequestIdMiddleware)
+    # Outermost: a request refused by the body limit is timed and counted too.
+    app.add_middleware(RequestLatency, metrics=services.metrics)
+    return app
+
+
+def create_management_app(services: Services) -> FastAPI:
+    """Health and metrics for operators, on a port of its own that is never published."""
+    app = FastAPI(title="Familienarchiv OCR service management", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(health.router)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        # In a thread: the training gauge reads the jobs' state files.
+        body = await asyncio.to_thread(generate_latest, services.metrics.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     return app

@@ -30,6 +30,7 @@ from ocr_service.documents import Document, PageLimits
 from ocr_service.engine.pipeline import PageResult
 from ocr_service.errors import AppError, ErrorCode
 from ocr_service.fetch import DocumentFetcher
+from ocr_service.metrics import ServiceMetrics
 from ocr_service.model_pins import pin_off_loop
 from ocr_service.model_ref import ModelRef
 from ocr_service.page_range import PageRange
@@ -221,8 +222,10 @@ class OcrService:
         fetcher: DocumentFetcher,
         admission: Admission,
         memory: PageMemory,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         self.limits = limits
+        self.metrics = metrics
         self.store = store
         self.pool = pool
         self.fetcher = fetcher
@@ -238,13 +241,18 @@ class OcrService:
 
     def admit(self) -> Slot:
         """A place for one more document, asked before its body is read; 503 when there is none."""
-        if not self.pool.ready:
-            raise AppError(
-                ErrorCode.MODELS_NOT_READY,
-                "The OCR service is still loading its models; please try again shortly.",
-                headers={"Retry-After": "10"},
-            )
-        return self.admission.enter()
+        try:
+            if not self.pool.ready:
+                raise AppError(
+                    ErrorCode.MODELS_NOT_READY,
+                    "The OCR service is still loading its models; please try again shortly.",
+                    headers={"Retry-After": "10"},
+                )
+            return self.admission.enter()
+        except AppError as refusal:
+            if self.metrics is not None:
+                self.metrics.refused(refusal.code.value)
+            raise
 
     async def start(self, request: OcrInput) -> OcrRun:
         """Open and check the document and decode its first page (the caller holds its slot)."""

@@ -30,6 +30,7 @@ from ocr_service.engine.pipeline import (
     WrongModelKindError,
 )
 from ocr_service.errors import AppError, ErrorCode
+from ocr_service.metrics import PAGE_ABANDONED, ServiceMetrics
 from ocr_service.workers.handle import PageJob
 from ocr_service.workers.messages import (
     KRAKEN_ENGINE,
@@ -65,17 +66,23 @@ class WorkerPool:
         cores: int | None = None,
         engine: str = KRAKEN_ENGINE,
         kill_grace_s: float = KILL_GRACE_S,
+        device: str = "cpu",
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         """``segmentation_file`` gives the segmentation model each new worker loads at start
         (``OCR_SEGMENTATION_MODEL``'s current file, or None for the packaged one). ``cores``:
         the threads all workers may use together (default: each worker's share, summed).
-        ``engine``: "module:callable" building a worker's engine (tests name a fake one)."""
+        ``engine``: "module:callable" building a worker's engine (tests name a fake one);
+        ``device``: where it runs kraken (OCR_DEVICE). ``metrics`` counts each page's outcome
+        here, in the service process, where the workers' results arrive."""
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self.segmentation_file = segmentation_file
         self.cores = cores or workers * threads_per_worker
         self._page_timeout_s = page_timeout_s
         self._engine = engine
+        self._device = device
+        self._metrics = metrics
         self._log = (log_level, log_json)
         self._supervisor = Supervisor(
             workers,
@@ -108,6 +115,7 @@ class WorkerPool:
             threads=self.threads_per_worker,
             log_level=self._log[0],
             log_json=self._log[1],
+            device=self._device,
         )
 
     def start(self) -> list[WorkerInfo]:
@@ -159,16 +167,35 @@ class WorkerPool:
                 holders.drop()  # the workers never had it
                 raise AppError(ErrorCode.MODELS_NOT_READY, "The OCR workers are not running.") from exc
             try:
-                return await outcome
+                result = await outcome
             except asyncio.CancelledError:
                 self._supervisor.abandon(job)
+                self._count_failure(PAGE_ABANDONED)
                 raise
             except (PageTimedOutError, PageKilledWorkerError, PoolClosedError) as exc:
-                raise _pool_error(exc) from exc
+                error = _pool_error(exc)
+                self._count_failure(error.code.value)
+                raise error from exc
             except (WrongModelKindError, ModelLoadError, SegmentationModelError, PageFailedError) as exc:
-                raise _engine_error(exc) from exc
+                error = _engine_error(exc)
+                self._count_failure(
+                    error.code.value, model_failed=isinstance(exc, ModelLoadError | SegmentationModelError)
+                )
+                raise error from exc
+            if self._metrics is not None:
+                self._metrics.page_read(result)
+            return result
         finally:
             holders.drop()
+
+    def _count_failure(self, outcome: str, *, model_failed: bool = False) -> None:
+        if self._metrics is not None:
+            self._metrics.page_failed(outcome, model_failed=model_failed)
+
+    @property
+    def pages_queued(self) -> int:
+        """Pages waiting for a free worker (read by the metrics, from another thread)."""
+        return self._supervisor.pages_queued
 
     def shutdown(self) -> None:
         """Stop every worker process (a page on one fails with MODELS_NOT_READY) and wait for them."""

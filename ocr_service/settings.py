@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from ocr_service.cgroups import Cgroup, available_cpus
+from ocr_service.engine.device import Device, parse_device
 from ocr_service.page_limits import PDF_RENDER_TIMEOUT_S, render_address_space
 from untrusted.guessable import guessable_secret_problem
 
@@ -78,6 +79,13 @@ class Settings(BaseSettings):
     env: Literal["development", "production"] = "development"
     host: str = "127.0.0.1"
     port: int = Field(8001, ge=1, le=65535)
+    # /health and /metrics for Prometheus, on a port that is never published (compose exposes
+    # it on the internal network only); /health stays on the public port too.
+    management_host: str = "127.0.0.1"
+    management_port: int = Field(9101, ge=1, le=65535)
+    # Where kraken reads pages and trains: "cpu", or a GPU ("cuda" = "cuda:0", "cuda:N") of an
+    # image built with torch's CUDA wheels (docs/deployment-reference.md, "GPU").
+    device: str = "cpu"
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -194,6 +202,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        return parse_device(value).name
+
     @field_validator("default_model")
     @classmethod
     def _default_name(cls, value: str | None) -> str | None:
@@ -221,9 +234,15 @@ class Settings(BaseSettings):
                 raise ValueError(f"OCR_SEGMENTATION_MODEL must lie inside the model store {self.models_dir}, got {seg}")
             self.segmentation_model = seg.resolve()
         self.training_dir = self.training_dir.expanduser().resolve()
+        if self.management_port == self.port:
+            raise ValueError(f"OCR_MANAGEMENT_PORT must differ from OCR_PORT (both {self.port})")
         if self.training_max_epochs < self.training_default_epochs:
             raise ValueError("OCR_TRAINING_MAX_EPOCHS must not be below OCR_TRAINING_DEFAULT_EPOCHS")
         return self
+
+    @property
+    def kraken_device(self) -> Device:
+        return parse_device(self.device)
 
     @property
     def effective_cpus(self) -> int:

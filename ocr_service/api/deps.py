@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from ocr_service.metrics import ServiceMetrics
 from ocr_service.model_inspection import ModelChecker
 from ocr_service.ocr import OcrService
 from ocr_service.pool import WorkerPool
@@ -30,6 +31,8 @@ class Services:
     training: TrainingService | None = None
     # Loads candidate model files one at a time (uploads, hand-placed files, trained models).
     model_checker: ModelChecker | None = None
+    # Served on the management port (create_management_app).
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
 
 
 def get_services(request: Request) -> Services:

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 from PIL import Image
 
+from ocr_service.engine.device import check_device, parse_device
 from ocr_service.engine.inspect import KRAKEN_LOAD_ERRORS
 from ocr_service.model_ref import ModelRef, file_stamp, packaged_segmentation_model
 
@@ -44,6 +45,11 @@ class PageResult:
     lines: list[Line]
     dropped_lines: int = 0
     seconds: float = 0.0
+    # The stages of ``seconds``, and the models loaded for this page (the worker's cache
+    # missed): the service process counts them (ocr_service/metrics.py).
+    segmentation_seconds: float = 0.0
+    recognition_seconds: float = 0.0
+    models_loaded: int = 0
 
 
 M = TypeVar("M")
@@ -61,6 +67,8 @@ class ModelCache(Generic[M]):
         self._load = load
         self._size = size
         self._models: OrderedDict[str, tuple[ModelRef, M]] = OrderedDict()
+        # Models loaded by ``get`` since this cache was made (not those ``put`` in).
+        self.loads = 0
 
     def get(self, ref: ModelRef) -> M:
         cached = self._models.get(ref.name)
@@ -69,7 +77,9 @@ class ModelCache(Generic[M]):
             return cached[1]
         # Drop the old version first: two copies of a model need not sit in memory at once.
         self._models.pop(ref.name, None)
-        return self.put(ref, self._load(ref))
+        model = self._load(ref)
+        self.loads += 1
+        return self.put(ref, model)
 
     def put(self, ref: ModelRef, model: M) -> M:
         self._models[ref.name] = (ref, model)
@@ -189,17 +199,23 @@ class PageEngine:
     changes, so a newly trained or chosen segmenter is used without a restart.
     """
 
-    def __init__(self, segmentation_model: Path | None, max_cached_models: int = 2) -> None:
+    def __init__(self, segmentation_model: Path | None, max_cached_models: int = 2, *, device: str = "cpu") -> None:
         from kraken.configs import RecognitionInferenceConfig, SegmentationInferenceConfig
+
+        where = parse_device(device)
+        # In the worker too: a worker whose GPU went away says so at start, not on each page.
+        check_device(where)
 
         segmenter, path = load_segmentation_model(segmentation_model)
         self.segmentation_model_path = path
         self._startup_segmentation = ModelRef.of_file(path.stem, path)
         self._segmenters: ModelCache[Any] = ModelCache(_segmenter_for, max_cached_models)
         self._segmenters.put(self._startup_segmentation, segmenter)
-        self._seg_config = SegmentationInferenceConfig(accelerator="cpu", device="auto")
+        self._seg_config = SegmentationInferenceConfig(accelerator=where.accelerator, device=where.lightning_devices)
         # num_line_workers=0: kraken would otherwise start its own process pool inside ours.
-        self._rec_config = RecognitionInferenceConfig(accelerator="cpu", device="auto", num_line_workers=0)
+        self._rec_config = RecognitionInferenceConfig(
+            accelerator=where.accelerator, device=where.lightning_devices, num_line_workers=0
+        )
         self._recognizers: ModelCache[Recognizer] = ModelCache(Recognizer, max_cached_models)
         self._threads = 0
 
@@ -227,11 +243,14 @@ class PageEngine:
         self, image: Image.Image, model: ModelRef | None, segmentation_model: ModelRef | None = None
     ) -> PageResult:
         started = time.perf_counter()
+        loads_before = self._segmenters.loads + self._recognizers.loads
         segmenter = self.segmenter(segmentation_model)
         recognizer = self.recognizer(model) if model is not None else None
+        loaded = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             segmentation = segmenter.predict(image, self._seg_config)
+        segmented = time.perf_counter()
         lines = list(segmentation.lines or [])
         # kraken #606: one line whose baseline has a single point aborts the whole page.
         usable = [ln for ln in lines if len(ln.baseline or []) >= 2 and len(ln.boundary or []) >= 3]
@@ -246,6 +265,7 @@ class PageEngine:
                 warnings.simplefilter("ignore")
                 records = list(recognizer.task.predict(image, feed, self._rec_config))
             texts = [(r.prediction, _mean(r.confidences)) for r in records]
+        recognised = time.perf_counter()
         result = [
             Line(
                 index=i,
@@ -263,6 +283,9 @@ class PageEngine:
             lines=result,
             dropped_lines=dropped,
             seconds=time.perf_counter() - started,
+            segmentation_seconds=segmented - loaded,
+            recognition_seconds=recognised - segmented,
+            models_loaded=self._segmenters.loads + self._recognizers.loads - loads_before,
         )
 
 

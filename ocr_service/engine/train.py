@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ocr_service.engine.device import parse_device
+
 log = logging.getLogger(__name__)
 
 Kind = Literal["recognition", "segmentation"]
@@ -58,6 +60,8 @@ class TrainingPlan:
     heartbeat_s: float = 5.0
     # segmentation: pages to count lines on with the trained model ("zero lines" = did not learn)
     check_images: list[str] = field(default_factory=list)
+    # OCR_DEVICE: where the trainer runs ("cpu", "cuda:N").
+    device: str = "cpu"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,12 +135,17 @@ def _checkpoint_callback(output_dir: str) -> Any:
     )
 
 
+def trainer_device(device: str) -> dict[str, Any]:
+    """Lightning's flags for ``device``: one CPU process, or the one GPU named."""
+    where = parse_device(device)
+    return {"accelerator": where.accelerator, "devices": 1 if where.index is None else [where.index]}
+
+
 def _trainer(plan: TrainingPlan, emit: Callable[[Event], None], **extra: Any) -> Any:
     from kraken.train import KrakenTrainer
 
     return KrakenTrainer(
-        accelerator="cpu",
-        devices=1,
+        **trainer_device(plan.device),
         precision="32-true",
         # kraken's trainer defaults are 5/100 epochs: both are set explicitly. min_epochs stays 1
         # so that a NaN loss can stop a fixed-length run at once (Lightning holds should_stop
@@ -153,7 +162,12 @@ def _trainer(plan: TrainingPlan, emit: Callable[[Event], None], **extra: Any) ->
 
 
 def _common_config(plan: TrainingPlan) -> dict[str, Any]:
+    where = parse_device(plan.device)
     values: dict[str, Any] = {
+        # The trainer places the model (trainer_device); the config says the same, for kraken's
+        # own uses of it (its inference on the trained model).
+        "accelerator": where.accelerator,
+        "device": where.lightning_devices,
         "epochs": plan.epochs,
         "checkpoint_path": plan.output_dir,
         "quit": "early" if plan.early_stopping else "fixed",
@@ -241,7 +255,7 @@ def convert_checkpoint(checkpoint: Path, target: Path) -> Path:
     return Path(written)
 
 
-def count_lines(model_file: Path, images: list[Path], threads: int) -> int:
+def count_lines(model_file: Path, images: list[Path], threads: int, device: str = "cpu") -> int:
     """Lines a segmentation model finds on ``images`` (0 means it has learned nothing usable)."""
     import torch
     from kraken.configs import SegmentationInferenceConfig
@@ -249,13 +263,15 @@ def count_lines(model_file: Path, images: list[Path], threads: int) -> int:
     from PIL import Image
 
     torch.set_num_threads(threads)
+    where = parse_device(device)
+    config = SegmentationInferenceConfig(accelerator=where.accelerator, device=where.lightning_devices)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = SegmentationTaskModel.load_model(model_file)
         total = 0
         for path in images:
             with Image.open(path) as image:
-                seg = model.predict(image.convert("RGB"), SegmentationInferenceConfig(accelerator="cpu"))
+                seg = model.predict(image.convert("RGB"), config)
             total += len(seg.lines)
     return total
 

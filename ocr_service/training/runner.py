@@ -77,7 +77,7 @@ def run(job_dir: Path) -> int:
         if plan.kind == "segmentation":
             progress.emit({"type": "heartbeat", "stage": "count-lines"})
             images = [Path(p) for p in plan.check_images[:_CHECK_PAGES]]
-            result["linesFound"] = engine.count_lines(model, images, plan.threads)
+            result["linesFound"] = engine.count_lines(model, images, plan.threads, plan.device)
             result["pagesChecked"] = len(images)
     write_json_atomic(job_dir / RESULT_FILE, result)
     progress.emit({"type": "finished"})

@@ -283,6 +283,7 @@ class TrainingService:
             # Recognition without an explicit epoch count stops when accuracy stops improving.
             early_stopping=request.kind == "recognition" and request.epochs is None,
             check_images=[str(p) for p in data.page_images],
+            device=self.settings.device,
         )
         if request.kind == "segmentation" and base.path is None and plan.spec is None:
             plan.spec = SEGMENTATION_SPEC.format(height=self.settings.segtrain_height)

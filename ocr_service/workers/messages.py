@@ -9,7 +9,7 @@ from typing import Any
 from PIL import Image
 
 # The engine a worker builds at start: "module:callable", called with the segmentation model
-# file (or None for the packaged one). Tests name a small fake engine here.
+# file (or None for the packaged one) and ``device=`` OCR_DEVICE. Tests name a small fake engine here.
 KRAKEN_ENGINE = "ocr_service.engine.pipeline:PageEngine"
 
 
@@ -22,6 +22,8 @@ class WorkerSpec:
     threads: int
     log_level: str
     log_json: bool
+    # OCR_DEVICE ("cpu", "cuda:N"): where the engine runs kraken.
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ class PageQueue:
         self._lock = threading.Lock()
         self.accepting = False
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._jobs)
+
     def put(self, job: PageJob) -> None:
         with self._lock:
             if not self.accepting:

@@ -45,7 +45,7 @@ class Engine(Protocol):
 def load_engine(spec: WorkerSpec) -> Engine:
     module_name, _, attribute = spec.engine.partition(":")
     factory = getattr(importlib.import_module(module_name), attribute)
-    engine: Engine = factory(Path(spec.segmentation_model) if spec.segmentation_model else None)
+    engine: Engine = factory(Path(spec.segmentation_model) if spec.segmentation_model else None, device=spec.device)
     return engine
 
 

@@ -105,6 +105,10 @@ class Supervisor:
     def info(self) -> list[WorkerInfo]:
         return list(self._info)
 
+    @property
+    def pages_queued(self) -> int:
+        return len(self._queue)
+
     def submit(self, job: PageJob) -> None:
         self._queue.put(job)
         self._wake()

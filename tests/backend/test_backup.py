@@ -584,10 +584,12 @@ def test_the_commands_back_up_check_and_restore(
 
 
 # What migration 0005 added: a backup made at 0004 has none of it.
-ADDED_IN_0005 = {
+# The columns of backed-up tables that revisions after 0004 added (0005: training; 0007: the UI's language).
+ADDED_AFTER_0004 = {
     "writers": ("model_name", "model_run_id"),
     "pages": ("reviewed_at", "reviewed_by"),
     "ocr_jobs": ("model_source", "model_used", "model_note"),
+    "users": ("language",),
 }
 
 
@@ -601,7 +603,7 @@ def _as_of_0004(source: Path, target: Path) -> None:
     for entry in manifest["tables"]:
         if entry["name"] == "training_runs":
             continue
-        dropped = ADDED_IN_0005.get(entry["name"], ())
+        dropped = ADDED_AFTER_0004.get(entry["name"], ())
         rows = [json.loads(line) for line in gzip.decompress(members[entry["member"]]).splitlines()]
         lines = [json.dumps({k: v for k, v in row.items() if k not in dropped}).encode() + b"\n" for row in rows]
         member = f"tables/{len(tables):03d}-{entry['name']}.jsonl.gz"
@@ -635,7 +637,7 @@ def test_an_older_backup_is_restored_at_its_revision_then_migrated(
         migrate(restored.engine)  # a backend started once on it: at head, no rows
         restore_backup(restored.engine, LocalStorage(tmp_path / "restored-storage"), older)
         source, result = rows_of(services.db), rows_of(restored)
-        for table, columns in ADDED_IN_0005.items():
+        for table, columns in ADDED_AFTER_0004.items():
             for row in source[table]:
                 row.update(dict.fromkeys(columns))
         source["training_runs"] = []

@@ -159,9 +159,16 @@ def test_only_the_proxy_is_published_and_no_management_port() -> None:
     backend = compose.service_environment("backend", compose.REQUIRED)
     management, public = backend["APP_MANAGEMENT_PORT"], backend["APP_PORT"]
     assert management != public
+    ocr = compose.service_environment("ocr-service", compose.REQUIRED)
+    ocr_management = ocr["OCR_MANAGEMENT_PORT"]
+    assert ocr_management != ocr["OCR_PORT"]
+    internal = {management, ocr["OCR_PORT"], ocr_management, "9090", "9000"}
     for name, ports in published.items():
         for port in ports:
-            assert str(port).split("/")[0].split(":")[-1] not in {management, "8001", "9090", "9000"}, (name, port)
+            assert str(port).split("/")[0].split(":")[-1] not in internal, (name, port)
+    # Prometheus reaches the OCR service's management port on the internal network only.
+    assert ocr_management in services["ocr-service"]["expose"]
+    assert services["ocr-service"]["networks"] == ["internal"]
 
 
 def test_the_ocr_service_memory_limit_is_its_budget_and_swap_is_off() -> None:

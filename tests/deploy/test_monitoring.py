@@ -1,8 +1,9 @@
 """The proxy's and the monitoring profile's configuration, checked against what the code serves.
 
-Every metric the Grafana dashboard queries must be one the backend's registry serves (a renamed
-metric would leave a panel empty without an error); Prometheus must scrape the port the backend
-serves /metrics on; the proxy must route to the public port only.
+Every metric the Grafana dashboard queries must be one the backend or the OCR service serves on
+its management port's /metrics, both scraped in-process (a renamed metric would leave a panel
+empty without an error); Prometheus must scrape the ports both serve /metrics on; the proxy must
+route to the backend's public port only.
 """
 
 from __future__ import annotations
@@ -15,22 +16,29 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from backend.app import build_services
+from backend.app import build_services, create_management_app
 from backend.db import migrate
 from backend.deps import Services
 from backend.settings import Settings
 from backend.training.models import RunStatus, TrainingKind, TrainingRun
 from backend.users.models import Role
+from ocr_service import app as ocr_app
+from tests.conftest import make_settings
 from tests.support import compose
+from tests.support.fake_engine import ENGINE
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "familienarchiv.json"
 # What the issue asks the dashboard to show, each by a word its panel's title must have.
 TOPICS = ("breaker", "retries", "latency", "pages", "jobs by status", "training runs")
+# What the OCR service's own panels must show (its titles say "(OCR service)").
+OCR_TOPICS = ("pages read per minute", "page seconds", "refused", "training jobs", "workers")
 PROMQL_WORDS = {"sum", "max", "min", "avg", "by", "rate", "histogram_quantile", "le", "increase", "without"}
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
 
@@ -45,13 +53,30 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     services.db.dispose()
 
 
-def _served_names(services: Services) -> set[str]:
-    """Every series name the registry serves, with the suffixes Prometheus sees."""
+@pytest.fixture(scope="module")
+def ocr_management(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    """The OCR service's management app over its real services (workers not started: the
+    registry's families are all there without them)."""
+    folder = tmp_path_factory.mktemp("ocr-monitoring")
+    settings = make_settings(folder / "models", training_dir=folder / "training", workers=1)
+    return ocr_app.create_management_app(ocr_app.build_services(settings, ENGINE))
+
+
+def _scraped_names(management: FastAPI) -> set[str]:
+    """Every series name a management app's /metrics serves, with the suffixes Prometheus sees
+    (a labelled family with no series yet is served as its HELP and TYPE only)."""
+    response = TestClient(management).get("/metrics")
+    assert response.status_code == 200
     names = set()
-    for family in services.metrics.registry.collect():
+    for family in text_string_to_metric_families(response.text):
         names.add(family.name)
         names |= {family.name + suffix for suffix in _SUFFIXES.get(family.type, ())}
+        names |= {sample.name for sample in family.samples}
     return names
+
+
+def _served_names(services: Services) -> set[str]:
+    return _scraped_names(create_management_app(services))
 
 
 def _expressions() -> list[str]:
@@ -67,12 +92,21 @@ def _metric_names(expression: str) -> set[str]:
     return words - PROMQL_WORDS - label_names
 
 
-def test_every_dashboard_query_names_a_metric_the_backend_serves(services: Services) -> None:
-    served = _served_names(services)
+def test_every_dashboard_query_names_metrics_one_of_the_services_serves(
+    services: Services, ocr_management: FastAPI
+) -> None:
+    backend, ocr = _served_names(services), _scraped_names(ocr_management)
+    # Distinct names: a query summing a name both served would count twice.
+    assert not backend & ocr
+    queried = set()
     for expression in _expressions():
         names = _metric_names(expression)
         assert names, f"no metric in {expression}"
-        assert names <= served, f"{expression}: {sorted(names - served)} are not served"
+        assert names <= backend or names <= ocr, f"{expression}: {sorted(names - backend - ocr)} are not served"
+        queried |= names
+    # The OCR service's own metrics are on the dashboard, not only the backend's view of it.
+    assert {"ocr_service_pages_total", "ocr_service_page_seconds_bucket", "ocr_service_refusals_total"} <= queried
+    assert {"ocr_service_training_jobs", "ocr_service_workers_alive"} <= queried
 
 
 def test_the_metric_name_reader_is_not_blind() -> None:
@@ -86,6 +120,11 @@ def test_the_dashboard_shows_what_an_operator_needs() -> None:
     titles = " | ".join(panel["title"].lower() for panel in dashboard["panels"])
     for topic in TOPICS:
         assert topic in titles, f"no panel on {topic}"
+    ocr_titles = " | ".join(
+        panel["title"].lower() for panel in dashboard["panels"] if panel["title"].endswith("(OCR service)")
+    )
+    for topic in OCR_TOPICS:
+        assert topic in ocr_titles, f"no panel on the OCR service's {topic}"
     datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     [source] = datasource["datasources"]
     for panel in dashboard["panels"]:
@@ -123,11 +162,16 @@ def test_training_runs_are_counted_by_status_at_each_scrape(services: Services) 
     assert counts["DONE"] == 2 and counts["FAILED"] == 1 and counts["RUNNING"] == 0
 
 
-def test_prometheus_scrapes_the_backends_management_port() -> None:
+def test_prometheus_scrapes_both_services_management_ports() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in config["scrape_configs"] for group in job["static_configs"] for t in group["targets"]}
+    assert all(job["metrics_path"] == "/metrics" for job in config["scrape_configs"])
     backend = compose.service_environment("backend", compose.REQUIRED)
-    assert f"backend:{backend['APP_MANAGEMENT_PORT']}" in targets
+    ocr = compose.service_environment("ocr-service", compose.REQUIRED)
+    assert targets == {f"backend:{backend['APP_MANAGEMENT_PORT']}", f"ocr-service:{ocr['OCR_MANAGEMENT_PORT']}"}
+    # Reachable on the internal network: bound beyond the container's loopback, and exposed.
+    assert ocr["OCR_MANAGEMENT_HOST"] == "0.0.0.0"
+    assert ocr["OCR_MANAGEMENT_PORT"] in compose.resolved(compose.REQUIRED)["services"]["ocr-service"]["expose"]
     prometheus = compose.resolved(compose.REQUIRED)["services"]["prometheus"]
     assert "./deploy/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
 

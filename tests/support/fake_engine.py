@@ -82,7 +82,7 @@ def tries(log: Path) -> list[dict[str, Any]]:
 
 
 class FakeEngine:
-    def __init__(self, segmentation_model: Path | None) -> None:
+    def __init__(self, segmentation_model: Path | None, *, device: str = "cpu") -> None:
         if segmentation_model is not None and segmentation_model.name.startswith("refuse-"):
             if (segmentation_model.parent / "refuse").exists():
                 raise RuntimeError("this worker was told not to start")

@@ -118,6 +118,8 @@ class OcrService:
     model: Path
     model_name: str = "tiny"
     port: int = field(default_factory=free_port)
+    # Its own, so that two services (replicas, or another test run on the machine) never share one.
+    management_port: int = field(default_factory=free_port)
     running: Process | None = None
 
     @property
@@ -137,6 +139,7 @@ class OcrService:
             shutil.copyfile(self.model, models / f"{self.model_name}{self.model.suffix}")
         env = {
             "OCR_PORT": str(self.port),
+            "OCR_MANAGEMENT_PORT": str(self.management_port),
             "OCR_MODELS_DIR": str(models),
             "OCR_TRAINING_DIR": str(self.folder / "training"),
             "OCR_DEFAULT_MODEL": self.model_name,
