@@ -149,6 +149,7 @@ def run(pages: int, hold_s: float, workers: int, code: Path) -> dict[str, object
         os.environ,
         OCR_MODELS_DIR=str(store),
         OCR_PORT=str(port),
+        OCR_MANAGEMENT_PORT=str(free_port()),
         OCR_WORKERS=str(workers),
         OCR_LOG_LEVEL="WARNING",
     )

@@ -94,10 +94,14 @@ class InProcessKraken:
 @contextmanager
 def running_service(model: Path | None) -> Iterator[httpx.Client]:
     store = Path(tempfile.mkdtemp(prefix="bench-models-"))
-    with socket.socket() as probe:  # a free port: other benchmarks may run on this machine
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    ports = []
+    for _ in range(2):  # free ports (public and management): other benchmarks may run on this machine
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    port, management = ports
     env = dict(os.environ, OCR_MODELS_DIR=str(store), OCR_PORT=str(port), OCR_PDF_DPI=str(DPI), OCR_LOG_LEVEL="WARNING")
+    env["OCR_MANAGEMENT_PORT"] = str(management)
     if model is not None:
         shutil.copyfile(model, store / "tiny.safetensors")
         env["OCR_DEFAULT_MODEL"] = "tiny"

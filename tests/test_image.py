@@ -126,7 +126,9 @@ def _environment(image: Image, container: Container, port: int) -> dict[str, str
         for volume, folder in container.volumes.items():
             if PurePosixPath(value) == volume or PurePosixPath(value).is_relative_to(volume):
                 env[name] = str(folder / PurePosixPath(value).relative_to(volume))
+    # The management port moves to a free loopback port too: 9101 may be another test's just now.
     env.update(OCR_HOST="127.0.0.1", OCR_PORT=str(port), OCR_WORKERS="1")
+    env.update(OCR_MANAGEMENT_HOST="127.0.0.1", OCR_MANAGEMENT_PORT=str(_free_port()))
     env.update(PATH=f"{container.root / 'bin'}:/usr/local/bin:/usr/bin:/bin", HOME=str(container.home), LANG="C.UTF-8")
     return env
 
