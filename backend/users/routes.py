@@ -78,27 +78,16 @@ def login(
     user = _login(request, services, session, body.username, body.password)
     issued = services.credentials.issue(session, user, CredentialKind.SESSION, services.clock(), services.session_ttl)
     session.commit()
-    response.set_cookie(
-        SESSION_COOKIE,
-        issued.token,
-        max_age=int(services.session_ttl.total_seconds()),
-        httponly=True,
-        samesite="lax",
-        secure=services.settings.secure_cookies or request.url.scheme == "https",
-        path="/",
-    )
     assert issued.csrf_token is not None
+    secure = services.settings.secure_cookies or request.url.scheme == "https"
+    max_age = int(services.session_ttl.total_seconds())
+    # The session: never readable by a script.
+    response.set_cookie(SESSION_COOKIE, issued.token, max_age, path="/", secure=secure, httponly=True, samesite="lax")
     # The web UI's scripts read the CSRF token from this cookie (any tab, after a reload) and send it
     # back as a header, which another site's page can neither read nor set; the server checks it
     # against the hash stored with the session, so the cookie alone proves nothing.
     response.set_cookie(
-        CSRF_COOKIE,
-        issued.csrf_token,
-        max_age=int(services.session_ttl.total_seconds()),
-        httponly=False,
-        samesite="strict",
-        secure=services.settings.secure_cookies or request.url.scheme == "https",
-        path="/",
+        CSRF_COOKIE, issued.csrf_token, max_age, path="/", secure=secure, httponly=False, samesite="strict"
     )
     return SessionOut(user=UserOut.model_validate(user), csrf_token=issued.csrf_token)
 
