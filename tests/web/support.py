@@ -102,6 +102,15 @@ def check_accessibility(page: Page, what: str) -> None:
     assert not blocking, f"{what}: accessibility violations\n{json.dumps(report, indent=1, ensure_ascii=False)}"
 
 
+def audit_page(page: Page, what: str, shot: str, language: str, width: str) -> None:
+    """What every page gets checked for as it is now: no serious or critical axe violation, no touch
+    target under 44 px, and (in German) its screenshot ``<shot>-<width>.png`` for a person to review."""
+    check_accessibility(page, f"{what} {language} {width}")
+    assert touch_targets_too_small(page) == []
+    if language == "de":
+        screenshot(page, f"{shot}-{width}")
+
+
 def screenshot(page: Page, name: str) -> Path:
     """A full-page PNG under test-output/screenshots/ (the folder a person reviews)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
+    audit_page,
     check_accessibility,
     screenshot,
-    touch_targets_too_small,
 )
 
 HEADINGS = {"de": "Anmelden", "en": "Log in", "es": "Iniciar sesión"}
@@ -32,10 +32,7 @@ def test_the_login_page_is_accessible_in_every_language_and_width(
         page.goto("/login")
         expect(page.locator("html")).to_have_attribute("lang", language)
         expect(page.get_by_role("heading", level=1)).to_have_text(HEADINGS[language])
-        check_accessibility(page, f"login {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"login-{width}")
+        audit_page(page, "login", "login", language, width)
 
 
 def test_a_page_asks_for_login_and_returns_to_where_the_person_was_going(browsing: Browsing) -> None:

@@ -22,9 +22,7 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
-    check_accessibility,
-    screenshot,
-    touch_targets_too_small,
+    audit_page,
 )
 
 # Seeds of this module's generated files: other modules upload into the same live archive, and
@@ -94,10 +92,7 @@ def test_the_documents_page_is_accessible_in_every_language_and_width(
         # A file waiting in the upload list is part of what a person sees: checked too.
         drop_files(page, [("Brief 1921.png", png("Hallo"), "image/png")])
         expect(page.locator(".upload-row")).to_have_count(1)
-        check_accessibility(page, f"documents {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"documents-{width}")
+        audit_page(page, "documents", "documents", language, width)
 
 
 @pytest.mark.parametrize("width", list(WIDTHS))
@@ -108,10 +103,7 @@ def test_the_trash_page_is_accessible_in_every_language_and_width(
     with browsing.page("admin", language, width) as page:
         page.goto("/admin/trash")
         expect(page.locator(f'tr[data-document-id="{arranged["trashed"]["id"]}"]')).to_be_visible()
-        check_accessibility(page, f"trash {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"trash-{width}")
+        audit_page(page, "trash", "trash", language, width)
 
 
 def test_an_empty_archive_view_says_what_to_do(browsing: Browsing) -> None:

@@ -16,9 +16,8 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
-    check_accessibility,
+    audit_page,
     screenshot,
-    touch_targets_too_small,
 )
 from tests.web.test_search import transkribus_documents, unique_word
 
@@ -107,7 +106,4 @@ def test_the_import_page_is_accessible_in_every_language_and_width(
 ) -> None:
     with browsing.page("archivist", language, width) as page:
         page.goto("/import")
-        check_accessibility(page, f"import {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"import-{width}")
+        audit_page(page, "import", "import", language, width)

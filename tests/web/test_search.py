@@ -24,9 +24,7 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
-    check_accessibility,
-    screenshot,
-    touch_targets_too_small,
+    audit_page,
 )
 
 
@@ -215,10 +213,7 @@ def test_the_search_page_is_accessible_in_every_language_and_width(
     with browsing.page("archivist", language, width) as page:
         page.goto(f"/search?q={letter.word}+Grüße")
         expect(page.locator(".search-result")).to_have_count(1)
-        check_accessibility(page, f"search {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"search-{width}")
+        audit_page(page, "search", "search", language, width)
 
 
 def test_the_search_page_needs_a_login(browsing: Browsing) -> None:

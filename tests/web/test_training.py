@@ -27,9 +27,7 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
-    check_accessibility,
-    screenshot,
-    touch_targets_too_small,
+    audit_page,
 )
 
 WRITER = "Probe Hand"
@@ -237,10 +235,7 @@ def test_the_training_page_is_accessible_in_every_language_and_width(
         page.locator("#training-history-toggle").click()  # the older runs too
         for summary in page.locator("#training-history summary").all():
             summary.click()  # the tables of values and the technical details open
-        check_accessibility(page, f"training {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"training-{width}")
+        audit_page(page, "training", "training", language, width)
 
 
 def test_the_running_badge_moves_only_for_those_who_allow_motion(admin_pages: Browsing) -> None:

@@ -20,9 +20,8 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
+    audit_page,
     check_accessibility,
-    screenshot,
-    touch_targets_too_small,
 )
 
 
@@ -214,17 +213,11 @@ def test_the_users_and_account_pages_are_accessible_in_every_language_and_width(
 ) -> None:
     with browsing.page("admin", language, width) as page:
         page.goto("/admin/users")
-        check_accessibility(page, f"users {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"users-{width}")
+        audit_page(page, "users", "users", language, width)
         page.locator("button[data-action=reset]").first.click()
         expect(page.locator("#reset-dialog")).to_be_visible()
         check_accessibility(page, f"users reset dialog {language} {width}")
         page.keyboard.press("Escape")
         expect(page.locator("#reset-dialog")).to_be_hidden()
         page.goto("/account")
-        check_accessibility(page, f"account {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"account-{width}")
+        audit_page(page, "account", "account", language, width)

@@ -23,6 +23,7 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
+    audit_page,
     check_accessibility,
     screenshot,
     touch_targets_too_small,
@@ -308,10 +309,7 @@ def test_the_document_view_is_accessible_in_every_language_and_width(
     document_id, lines = shown
     with browsing.page("archivist", language, width) as page:
         open_view(page, document_id, f"?line={lines[2]['id']}")
-        check_accessibility(page, f"document view {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"document-{width}")
+        audit_page(page, "document view", "document", language, width)
 
 
 @pytest.mark.slow

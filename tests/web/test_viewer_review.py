@@ -24,9 +24,8 @@ from tests.web.support import (
     WIDTHS,
     Browsing,
     LiveSystem,
-    check_accessibility,
+    audit_page,
     screenshot,
-    touch_targets_too_small,
 )
 from tests.web.test_viewer import field, import_document, open_view
 
@@ -182,10 +181,7 @@ def test_a_reviewed_page_is_accessible_in_every_language_and_width(
         expect(page.locator("#page-review-toggle")).to_have_attribute("aria-pressed", "true")
         expect(page.locator('.thumbnail[aria-current="page"] .thumbnail__reviewed')).to_be_visible()
         page.locator("#page-review-toggle").scroll_into_view_if_needed()
-        check_accessibility(page, f"reviewed page {language} {width}")
-        assert touch_targets_too_small(page) == []
-        if language == "de":
-            screenshot(page, f"document-reviewed-{width}")
+        audit_page(page, "reviewed page", "document-reviewed", language, width)
 
 
 def test_the_error_messages_are_one_cached_file_per_language(live: LiveSystem) -> None:
