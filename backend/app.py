@@ -106,6 +106,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_migrate_and_bootstrap, services)
         await run_in_threadpool(_purge_trash, services)
+        await run_in_threadpool(services.searches.start)
         runner = make_runner(services)
         loop = asyncio.create_task(runner.run(), name="ocr-runner") if runner else None
         following = asyncio.create_task(make_follower(services).run(), name="training-follower")
@@ -120,6 +121,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 await asyncio.gather(loop, return_exceptions=True)
                 await runner.stop()
             await services.ocr.aclose()
+            await run_in_threadpool(services.searches.close)
             services.pages.close()
             services.db.dispose()
 

@@ -25,6 +25,7 @@ from backend.imports.service import Imports
 from backend.metrics import Metrics
 from backend.ocr.service import Jobs
 from backend.ocr_client import BreakerConfig, OcrClient, OcrClientConfig
+from backend.search.runner import SearchRunner
 from backend.settings import Settings
 from backend.storage import LocalStorage, Storage
 from backend.training.parts import AdoptionModule, DatasetModule
@@ -86,6 +87,7 @@ class Services:
     training: TrainingRuns
     exports: Exporter
     imports: Imports
+    searches: SearchRunner
     clock: Clock = utc_now
     credentials: Credentials = field(default_factory=Credentials)
     lines: Lines = field(default_factory=Lines)
@@ -198,6 +200,7 @@ def build_services(
         documents=documents,
         imports=Imports(storage, documents, import_limits(settings), max_page_pixels=settings.ocr_max_page_pixels),
         pages=pages,
+        searches=SearchRunner.from_settings(db, settings),
         exports=Exporter(PageDrawing(storage, pages.limits, pages.pdf), max_documents=settings.export_max_documents),
         clock=clock,
         jobs=jobs,
@@ -274,6 +277,17 @@ async def get_admin_user(auth: AuthenticatedDep) -> User:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_user_briefly(request: Request, services: ServicesDep) -> User:
+    """The current user, read in a session of its own that is closed at once: for a route that
+    then waits (a search queues for its turn) without holding a pooled connection meanwhile.
+    The user comes back detached: its columns can be read, nothing can be loaded through it."""
+    with services.db.sessions() as session:
+        return get_authenticated(request, services, session).user
+
+
+BriefUser = Annotated[User, Depends(get_user_briefly)]
 
 
 async def get_ocr_client(services: ServicesDep) -> OcrClient:

@@ -76,6 +76,7 @@ class ErrorCode(StrEnum):
     MODEL_NOT_ADOPTABLE = "MODEL_NOT_ADOPTABLE"
     # search
     SEARCH_QUERY_INVALID = "SEARCH_QUERY_INVALID"
+    SEARCH_UNAVAILABLE = "SEARCH_UNAVAILABLE"
     # export
     EXPORT_SELECTION_TOO_LARGE = "EXPORT_SELECTION_TOO_LARGE"
     # import
@@ -148,6 +149,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.MODEL_NOT_ADOPTABLE: 409,
     # Empty, too long, or only exclusions (nothing to look for).
     ErrorCode.SEARCH_QUERY_INVALID: 422,
+    # The search worker processes died twice in a row (APP_SEARCH_PROCESSES).
+    ErrorCode.SEARCH_UNAVAILABLE: 503,
     # More documents in one export ZIP than APP_EXPORT_MAX_DOCUMENTS.
     ErrorCode.EXPORT_SELECTION_TOO_LARGE: 422,
     ErrorCode.IMPORT_TOO_LARGE: 413,

@@ -20,6 +20,11 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
 
+def _in_memory(url: str) -> bool:
+    """A SQLite database that lives in this process's memory only."""
+    return url.startswith("sqlite") and (url.rstrip("/").endswith(":") or ":memory:" in url or "mode=memory" in url)
+
+
 def bucket_name_problem(name: str) -> str | None:
     """What is wrong with an S3 bucket name (AWS's general-purpose bucket rules), or None."""
     if not _BUCKET.fullmatch(name):
@@ -206,6 +211,9 @@ class Settings(BaseSettings):
     # candidate is a read of its index row scattered over the file: at 1M lines 1000 cost a
     # common word's search about three times the CPU of 300 (bench/bench_search.py).
     search_candidate_lines: int = Field(300, ge=100, le=200_000)
+    # Worker processes that run searches (0: the backend's own process, one search at a time).
+    # Each uses a core of its own and about 80 MB; see backend/search/runner.py.
+    search_processes: int = Field(0, ge=0, le=64)
 
     @field_validator("log_level")
     @classmethod
@@ -294,6 +302,8 @@ class Settings(BaseSettings):
             raise ValueError("APP_PAGE_THUMBNAIL_SIDE must not be above APP_PAGE_MAX_SIDE")
         if self.login_max_delay_s < self.login_base_delay_s:
             raise ValueError("APP_LOGIN_MAX_DELAY_S must not be below APP_LOGIN_BASE_DELAY_S")
+        if self.search_processes and _in_memory(self.database_url):
+            raise ValueError("APP_SEARCH_PROCESSES needs a database file or server: other processes cannot see memory")
         self.storage_dir = self.storage_dir.expanduser().resolve()
         if self.storage == "s3" and self.s3_bucket is None:
             raise ValueError("APP_S3_BUCKET must name the bucket when APP_STORAGE is s3")

@@ -191,6 +191,13 @@ def latency_summary(samples: list[float]) -> dict[str, float]:
 
 
 def cpu_seconds(process: psutil.Process) -> float:
-    """The user and system CPU seconds ``process`` has used so far."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    """The user and system CPU seconds ``process`` and its live child processes (the backend's
+    search workers, APP_SEARCH_PROCESSES) have used so far."""
+    total = 0.0
+    for member in [process, *process.children(recursive=True)]:
+        try:
+            times = member.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total

@@ -418,6 +418,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000, help="timed searches, all clients together")
     parser.add_argument("--warmup", type=int, default=5, help="untimed searches per client first")
     parser.add_argument("--serial", type=int, default=300, help="searches by one client alone afterwards")
+    parser.add_argument(
+        "--search-processes", type=int, default=0, help="the backend's APP_SEARCH_PROCESSES (0: in its own process)"
+    )
     parser.add_argument("--think-ms", type=float, default=0, help="mean pause between a client's searches")
     parser.add_argument("--noise", type=float, default=0.03, help="share of words the OCR misread")
     parser.add_argument("--corrected", type=float, default=0.05, help="share of lines a person corrected")
@@ -431,7 +434,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-search-") as folder:
         with cached_archive(args, Path(folder)) as (url, built):
-            with running_backend(url, Path(folder) / "storage", ocr_jobs_concurrency="0") as backend:
+            with running_backend(
+                url, Path(folder) / "storage", ocr_jobs_concurrency="0", search_processes=str(args.search_processes)
+            ) as backend:
                 # This process's own collections would hold every client at once and show up as the
                 # server's latency: none while measuring (as bench_api.py).
                 gc.collect()
@@ -461,6 +466,7 @@ def main() -> None:
         "indexSize": size,
         "clients": args.clients,
         "thinkMs": args.think_ms,
+        "searchProcesses": args.search_processes,
         "searchesPerSecond": round(figures[OVERALL]["requests"] / seconds, 1),
         "serverCpuMsPerSearch": round(1000 * server_cpu_s / figures[OVERALL]["requests"], 2),
         "queries": figures,

@@ -11,6 +11,7 @@ from datetime import date
 from typing import Annotated
 from urllib.parse import urlencode
 
+import anyio.from_thread
 from babel.dates import format_date, format_skeleton
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
@@ -21,7 +22,6 @@ from backend.deps import ServicesDep, SessionDep
 from backend.documents.models import DatePrecision, DocumentStatus
 from backend.errors import AppError, ErrorCode
 from backend.search.schemas import SearchOut, SearchParams
-from backend.search.service import SearchLimits, search
 from backend.web.deps import UserPage
 from backend.web.i18n import N_
 from backend.writers.schemas import WriterFilter, WriterSummaryOut
@@ -171,7 +171,12 @@ def search_page(
     problem: str | None = None
     if filters.q or filters.filtered:
         try:
-            result = search(session, filters.params(), SearchLimits.from_settings(services.settings))
+            params = filters.params()
+            # The search waits for its turn (backend/search/runner.py) and reads through a
+            # connection of its own: this request's goes back to the pool meanwhile (the page's
+            # user stays readable, detached; the writers below are read afresh).
+            session.close()
+            result = anyio.from_thread.run(services.searches.result, params)
         except ValidationError:
             problem = page.renderer.error_message(page.language, ErrorCode.INVALID_REQUEST)
         except AppError as error:

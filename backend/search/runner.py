@@ -1,0 +1,188 @@
+"""Where searches run: one at a time in the backend's own process, or in worker processes.
+
+A search is CPU work in Python between many short calls into the database driver, and the
+driver lets go of Python's lock around each of them. Twenty searches in twenty threads of one
+process therefore hand the lock back and forth at every row: measured in process on the
+1 000 000-line archive, one thread did 160 searches a second, two 145, fourteen 80, each search
+costing 2.5x the CPU. So searches queue for one slot (an asynchronous wait, no thread and no
+pooled connection held), and ``APP_SEARCH_PROCESSES`` worker processes, each with its own
+lock and database connection, let a server use its other cores.
+
+Workers only read, through their own connections: a line committed before a search starts is
+found by it (SQLite's WAL and PostgreSQL both give a new transaction every earlier commit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+
+from backend.db import Database
+from backend.errors import AppError, ErrorCode
+from backend.search.schemas import SearchOut, SearchParams
+from backend.search.service import SearchLimits, search
+from backend.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Searches of the backend's own process at once (see the module's docstring).
+IN_PROCESS_SLOTS = 1
+# How often a worker checks that the backend that started it is still alive.
+PARENT_CHECK_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """An ``AppError`` of a worker's search, sent back as plain values (exceptions pickle poorly)."""
+
+    code: str
+    message: str
+
+
+class SearchRunner:
+    """Runs ``backend.search.service.search`` for the routes; ``start`` once the database is migrated."""
+
+    def __init__(self, db: Database, database_url: str, limits: SearchLimits, processes: int) -> None:
+        self._db = db
+        self._url = database_url
+        self._limits = limits
+        self._processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        # Made on first use: anyio's limiter belongs to the running event loop.
+        self._slots: anyio.CapacityLimiter | None = None
+
+    @classmethod
+    def from_settings(cls, db: Database, settings: Settings) -> SearchRunner:
+        return cls(db, settings.database_url, SearchLimits.from_settings(settings), settings.search_processes)
+
+    @property
+    def processes(self) -> int:
+        return self._processes
+
+    def start(self) -> None:
+        """Start the worker processes (none: searches run in this process)."""
+        if self._processes:
+            with self._pool_lock:
+                self._pool = self._pool or self._new_pool()
+                # Spawned now, not at the first search: a worker takes about a second to import.
+                # (All at once: a pool that does not fork starts a worker only while none is idle.)
+                for started in [self._pool.submit(_ready) for _ in range(self._processes)]:
+                    started.result()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def json(self, params: SearchParams) -> str:
+        """The answer of ``GET /api/search`` as JSON."""
+        if not self._processes:
+            out = await self._here(params)
+            return out.model_dump_json(by_alias=True)
+        return await self._in_worker(params)
+
+    async def result(self, params: SearchParams) -> SearchOut:
+        """The answer as a model (the search page renders it)."""
+        if not self._processes:
+            return await self._here(params)
+        return SearchOut.model_validate_json(await self._in_worker(params))
+
+    async def _here(self, params: SearchParams) -> SearchOut:
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(IN_PROCESS_SLOTS)
+        return await anyio.to_thread.run_sync(self._search_here, params, limiter=self._slots)
+
+    def _search_here(self, params: SearchParams) -> SearchOut:
+        with self._db.sessions() as session:
+            return search(session, params, self._limits)
+
+    async def _in_worker(self, params: SearchParams) -> str:
+        # A worker that died (the kernel's OOM killer, a signal) breaks the whole pool: it is
+        # replaced, and the search tried once more in the new one.
+        for attempt in (1, 2):
+            pool = self._current_pool()
+            try:
+                answer = await asyncio.wrap_future(pool.submit(_search_in_worker, params))
+            except BrokenProcessPool:
+                log.exception("a search worker process died (attempt %d of 2); starting new ones", attempt)
+                self._replace(pool)
+                continue
+            if isinstance(answer, _Failed):
+                raise AppError(ErrorCode(answer.code), answer.message)
+            return answer
+        raise AppError(
+            ErrorCode.SEARCH_UNAVAILABLE, "The search is not available just now. Please try again in a minute."
+        )
+
+    def _current_pool(self) -> ProcessPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = self._new_pool()
+            return self._pool
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        with self._pool_lock:
+            if self._pool is broken:
+                self._pool = None
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # spawn, not fork: the backend's threads (thread pool, runner, management server) and its
+        # pooled connections must not be copied into the children.
+        return ProcessPoolExecutor(
+            max_workers=self._processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(self._url, self._limits, os.getpid()),
+        )
+
+
+# --- in the worker processes -------------------------------------------------------------------
+
+_worker: tuple[Database, SearchLimits] | None = None
+
+
+def _start_worker(url: str, limits: SearchLimits, parent: int) -> None:
+    global _worker
+    # Ctrl-C reaches the whole process group: the backend stops its workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker = (Database(url), limits)
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
+    # As in ``python -m backend``: what lives as long as the process is not walked by every collection.
+    gc.collect()
+    gc.freeze()
+
+
+def _exit_with(parent: int) -> None:
+    """End this worker when the backend is gone (killed: it could not stop its workers itself)."""
+    stop = threading.Event()
+    while not stop.wait(PARENT_CHECK_S):
+        if os.getppid() != parent:
+            os._exit(0)
+
+
+def _ready() -> bool:
+    return _worker is not None
+
+
+def _search_in_worker(params: SearchParams) -> str | _Failed:
+    assert _worker is not None, "the initializer sets up every worker"
+    db, limits = _worker
+    try:
+        with db.sessions() as session:
+            return search(session, params, limits).model_dump_json(by_alias=True)
+    except AppError as error:
+        return _Failed(error.code.value, error.message)

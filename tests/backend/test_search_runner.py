@@ -1,0 +1,234 @@
+"""Where searches run (backend/search/runner.py): one at a time in the backend's process, or in
+worker processes (APP_SEARCH_PROCESSES) that answer exactly as the backend would, see what was
+committed before the search began, are replaced when they die and end when the backend dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from pydantic import ValidationError
+
+from backend.db import Database
+from backend.errors import AppError, ErrorCode
+from backend.search.runner import SearchRunner
+from backend.search.schemas import SearchParams
+from backend.search.service import SearchLimits
+from backend.settings import Settings
+from tests.backend.conftest import PASSWORD, Actors, AppFactory, FakeClock, services_of
+from tests.backend.search_support import correct, document, hit_lines, line_ids
+
+ROOT = Path(__file__).resolve().parents[2]
+
+QUERIES: list[dict[str, str]] = [
+    {"q": "Grüße"},
+    {"q": "gruesse"},
+    {"q": "Weihnachten"},
+    {"q": '"liebe Mutter"'},
+    {"q": "Mutter -Krieg"},
+    {"q": "Mutter", "pageSize": "1", "page": "2"},
+    {"q": "Hof", "dateFrom": "1900-01-01", "dateTo": "1920-12-31"},
+    {"q": "nirgendwo"},
+]
+
+
+def _archive(actors: Actors) -> list[int]:
+    first = document(
+        actors,
+        ["Viele Grüße aus Köln", "an Weihnachten zu Hause", "Meine liebe Mutter!"],
+        ["Mutter schreibt vom Krieg", "zu Weihnaehten bei euch", "der Hof am Weih-", "nachten"],
+        title="Brief an Anna",
+        date="1911-05-03",
+    )
+    second = document(actors, ["herzliche Gruesse", "Mutter schreibt vom Garten", "der Hof"], date="1935-01-02")
+    return [first, second]
+
+
+def _answer(client: Any, headers: dict[str, str], params: dict[str, str]) -> tuple[int, Any]:
+    response = client.get("/api/search", params=params, headers=headers)
+    return response.status_code, response.json()
+
+
+def test_worker_processes_answer_exactly_as_the_backend_does(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock
+) -> None:
+    _archive(actors)
+    workers = app_factory(clock=clock, search_processes=2)
+    assert services_of(workers).searches.processes == 2
+    for params in QUERIES:
+        here = _answer(actors.client, actors.archivist, params)
+        there = _answer(workers, actors.archivist, params)
+        assert here[0] == 200, here
+        assert there == here, params
+
+
+def test_a_correction_is_found_by_the_very_next_search_in_a_worker(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock
+) -> None:
+    document_id = document(actors, ["die Kuh im Stall", "das Pferd"])
+    workers = app_factory(clock=clock, search_processes=1)
+    headers = actors.archivist
+    assert _answer(workers, headers, {"q": "Ochse"})[1]["total"] == 0
+    line = line_ids(actors, document_id)[0]
+    correct(actors, line, "der Ochse im Stall")
+    status, answer = _answer(workers, headers, {"q": "Ochse"})
+    assert status == 200
+    assert hit_lines(answer) == [line]
+    # ... and no longer by the words it lost.
+    assert line not in hit_lines(_answer(workers, headers, {"q": "Kuh"})[1])
+
+
+def test_a_worker_refuses_a_bad_query_as_the_backend_does(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock
+) -> None:
+    workers = app_factory(clock=clock, search_processes=1)
+    for q in ["-Krieg", "x" * 201, '""', "a b c d e f g h i j k"]:
+        status, body = _answer(workers, actors.archivist, {"q": q})
+        assert (status, body["code"]) == (422, "SEARCH_QUERY_INVALID"), q
+        assert body == _answer(actors.client, actors.archivist, {"q": q})[1]
+
+
+def test_searches_in_workers_need_a_login(actors: Actors, app_factory: AppFactory, clock: FakeClock) -> None:
+    workers = app_factory(clock=clock, search_processes=1)
+    for headers in [{}, {"Authorization": "Bearer nope"}]:
+        status, body = _answer(workers, headers, {"q": "Mutter"})
+        assert (status, body["code"]) == (401, "NOT_AUTHENTICATED")
+
+
+def _search_workers() -> set[psutil.Process]:
+    return {p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())}
+
+
+def test_a_killed_worker_is_replaced_and_no_search_fails(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock
+) -> None:
+    _archive(actors)
+    before = _search_workers()
+    workers = app_factory(clock=clock, search_processes=2)
+    first = _search_workers() - before
+    assert len(first) == 2, "both workers start with the backend, not at the first search"
+    expected = _answer(actors.client, actors.archivist, {"q": "Mutter"})
+    generation = first
+    for _ in range(2):
+        victim = next(iter(generation))
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        # The search that finds the pool broken is tried again in a new one: nobody sees the death.
+        assert _answer(workers, actors.archivist, {"q": "Mutter"}) == expected
+        # A broken pool ends its other worker too; the new pool's serve from now on.
+        psutil.wait_procs(list(generation), timeout=10)
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in generation)
+        generation = _search_workers() - before - first
+        assert generation, "new workers took over"
+        first |= generation
+
+
+class _BrokenPool:
+    """An executor whose every worker has died."""
+
+    def __init__(self) -> None:
+        self.shut = False
+
+    def submit(self, *_: object) -> Future[object]:
+        future: Future[object] = Future()
+        future.set_exception(BrokenProcessPool("a worker died"))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.shut = True
+
+
+def test_workers_dying_again_and_again_is_a_503_not_a_500(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    runner = SearchRunner(Database(url), url, SearchLimits(5, 300), processes=2)
+    pools: list[_BrokenPool] = []
+
+    def new_pool() -> _BrokenPool:
+        pools.append(_BrokenPool())
+        return pools[-1]
+
+    monkeypatch.setattr(runner, "_new_pool", new_pool)
+    with pytest.raises(AppError) as raised:
+        asyncio.run(runner.json(SearchParams.model_validate({"q": "Mutter"})))
+    assert raised.value.code is ErrorCode.SEARCH_UNAVAILABLE
+    assert raised.value.status == 503
+    assert len(pools) == 2 and all(pool.shut for pool in pools), "each broken pool replaced, once tried again"
+
+
+def test_many_searches_at_once_wait_their_turn_without_holding_connections(actors: Actors) -> None:
+    """Forty searches in flight, one running at a time: had each held its pooled connection while
+    waiting (the pool has 15), the running one could not get one and all would time out."""
+    _archive(actors)
+    expected = _answer(actors.client, actors.archivist, {"q": "Mutter"})
+    with ThreadPoolExecutor(40) as threads:
+        answers = list(
+            threads.map(lambda _: _answer(actors.client, actors.archivist, {"q": "Mutter"}), range(40), timeout=60)
+        )
+    assert answers == [expected] * 40
+
+
+def test_the_search_page_runs_through_the_workers_too(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock
+) -> None:
+    _archive(actors)
+    workers = app_factory(clock=clock, search_processes=1)
+    login = workers.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    page = workers.get("/search", params={"q": "Weihnachten"}, headers={"Accept": "text/html"})
+    assert page.status_code == 200, page.text
+    assert "Brief an Anna" in page.text
+    refused = workers.get("/search", params={"q": "-Krieg"}, headers={"Accept": "text/html"})
+    assert refused.status_code == 200 and "Brief an Anna" not in refused.text
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"])
+def test_workers_are_refused_for_a_database_in_memory(url: str) -> None:
+    with pytest.raises(ValidationError, match="APP_SEARCH_PROCESSES"):
+        Settings(database_url=url, search_processes=1)
+
+
+def test_workers_end_when_the_backend_is_killed(tmp_path: Path) -> None:
+    """A backend killed with SIGKILL cannot stop its workers: they notice and end by themselves."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from backend.db import Database
+        from backend.search.runner import SearchRunner
+        from backend.search.service import SearchLimits
+        runner = SearchRunner(Database({url!r}), {url!r}, SearchLimits(5, 300), processes=2)
+        runner.start()
+        print("started", flush=True)
+        time.sleep(600)
+        """
+    )
+    backend = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert backend.stdout is not None
+        assert backend.stdout.readline().strip() == "started"
+        children = psutil.Process(backend.pid).children()
+        assert len(children) >= 2
+        backend.send_signal(signal.SIGKILL)
+        backend.wait(timeout=10)
+        _, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive, f"workers outlived the backend: {alive}"
+    finally:
+        if backend.poll() is None:
+            backend.kill()
+            backend.wait()
