@@ -45,6 +45,10 @@ IN_PROCESS_SLOTS = {"sqlite": 1, "postgresql": 2}
 PARENT_CHECK_S = 1.0
 
 
+class SearchWorkersFailedError(RuntimeError):
+    """The worker processes could not start: the backend does not start without them."""
+
+
 @dataclass(frozen=True)
 class _Failed:
     """An ``AppError`` of a worker's search, sent back as plain values (exceptions pickle poorly)."""
@@ -81,8 +85,14 @@ class SearchRunner:
                 self._pool = self._pool or self._new_pool()
                 # Spawned now, not at the first search: a worker takes about a second to import.
                 # (All at once: a pool that does not fork starts a worker only while none is idle.)
-                for started in [self._pool.submit(_ready) for _ in range(self._processes)]:
-                    started.result()
+                try:
+                    for started in [self._pool.submit(_ready) for _ in range(self._processes)]:
+                        started.result()
+                except BrokenProcessPool as exc:
+                    raise SearchWorkersFailedError(
+                        f"the {self._processes} search worker process(es) (APP_SEARCH_PROCESSES) did not start;"
+                        " their log above says why"
+                    ) from exc
 
     def close(self) -> None:
         with self._pool_lock:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from backend.db import Database
 from backend.errors import AppError, ErrorCode
-from backend.search.runner import SearchRunner
+from backend.search.runner import SearchRunner, SearchWorkersFailedError
 from backend.search.schemas import SearchParams
 from backend.search.service import SearchLimits
 from backend.settings import Settings
@@ -204,7 +204,7 @@ def test_workers_end_when_the_backend_is_killed(tmp_path: Path) -> None:
         f"""
         import time
         from backend.db import Database
-        from backend.search.runner import SearchRunner
+        from backend.search.runner import SearchRunner, SearchWorkersFailedError
         from backend.search.service import SearchLimits
         runner = SearchRunner(Database({url!r}), {url!r}, SearchLimits(5, 300), processes=2)
         runner.start()
@@ -232,3 +232,13 @@ def test_workers_end_when_the_backend_is_killed(tmp_path: Path) -> None:
         if backend.poll() is None:
             backend.kill()
             backend.wait()
+
+
+def test_workers_that_cannot_start_stop_the_backend_from_starting(tmp_path: Path) -> None:
+    url = "sqlite:////proc/no-such-folder/x.db"  # the worker's engine cannot make its folder
+    runner = SearchRunner(Database(f"sqlite:///{tmp_path / 'x.db'}"), url, SearchLimits(5, 300), processes=1)
+    try:
+        with pytest.raises(SearchWorkersFailedError, match="APP_SEARCH_PROCESSES"):
+            runner.start()
+    finally:
+        runner.close()
