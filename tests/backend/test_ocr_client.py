@@ -597,11 +597,14 @@ def test_health_asks_every_replica_even_with_the_breaker_open(standin: StandIn) 
 
 
 def test_a_silent_stream_ends_at_the_idle_limit_and_is_not_retried(standin: StandIn, document: Path) -> None:
-    standin.service.plan(STREAM, Drip(PAGE_EVENTS, interval_s=2))
+    # The idle limit is also the wait for the answer's status: 0.2 s was too short for the
+    # stand-in (a thread of this process) to read the upload and answer while the whole suite
+    # ran on 2 cores; a limit missed before the status is a connection error, rightly retried.
+    standin.service.plan(STREAM, Drip(PAGE_EVENTS, interval_s=6))
     sleep = RecordedSleep()
 
     async def go() -> OcrStreamInterrupted:
-        client, _ = make_client(client_config(standin.url, stream_idle_s=0.2), sleep)
+        client, _ = make_client(client_config(standin.url, stream_idle_s=1.5), sleep)
         async with client:
             with pytest.raises(OcrStreamInterrupted) as caught:
                 async with client.stream_pages(document) as stream:
