@@ -260,6 +260,21 @@ def test_workers_end_when_the_backend_is_killed(tmp_path: Path) -> None:
             backend.wait()
 
 
+def test_a_closed_runner_starts_no_new_workers(tmp_path: Path) -> None:
+    """A search that arrives after shutdown is refused: new workers then would outlive the
+    backend's own shutdown (nothing would close them)."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    runner = SearchRunner(Database(url), url, SearchLimits(5, 300), processes=1)
+    runner.start()
+    runner.close()
+    before = _search_workers()
+    with pytest.raises(AppError) as raised:
+        asyncio.run(runner.json(SearchParams.model_validate({"q": "Mutter"})))
+    assert raised.value.code is ErrorCode.SEARCH_UNAVAILABLE
+    assert _search_workers() - before == set()
+    runner.close()
+
+
 def test_workers_that_cannot_start_stop_the_backend_from_starting(tmp_path: Path) -> None:
     url = "sqlite:////proc/no-such-folder/x.db"  # the worker's engine cannot make its folder
     runner = SearchRunner(Database(f"sqlite:///{tmp_path / 'x.db'}"), url, SearchLimits(5, 300), processes=1)
