@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 REGION = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 PREFIX = re.compile(r"[A-Za-z0-9._/-]+")
@@ -21,8 +23,28 @@ _IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
 
 
 def _in_memory(url: str) -> bool:
-    """A SQLite database that lives in this process's memory only."""
-    return url.startswith("sqlite") and (url.rstrip("/").endswith(":") or ":memory:" in url or "mode=memory" in url)
+    """A SQLite database of this process alone (in its memory, or a private temporary file)."""
+    # Read as SQLAlchemy reads it: options after "?" and %-escapes hide the name from string tests.
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False  # not a URL: the engine refuses it at start
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    name = parsed.database or ""
+    name = name.removeprefix("file:")  # an SQLite URI (uri=true): "file::memory:", "file:"
+    return (
+        name in ("", ":memory:")
+        or "memory" in _values(parsed.query.get("mode"))
+        or "memdb" in _values(parsed.query.get("vfs"))
+    )
+
+
+def _values(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """A URL option's values (SQLAlchemy gives a repeated option as a tuple)."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else value
 
 
 def bucket_name_problem(name: str) -> str | None:

@@ -67,6 +67,9 @@ class SearchRunner:
         self._processes = processes
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        # Set by ``close``: a search that comes later (uvicorn lets none through, but a caller
+        # holding the runner past the lifespan may) must not start workers that nothing stops.
+        self._closed = False
         # Made on first use: anyio's limiter belongs to the running event loop.
         self._slots: anyio.CapacityLimiter | None = None
 
@@ -82,6 +85,7 @@ class SearchRunner:
         """Start the worker processes (none: searches run in this process)."""
         if self._processes:
             with self._pool_lock:
+                self._closed = False
                 self._pool = self._pool or self._new_pool()
                 # Spawned now, not at the first search: a worker takes about a second to import.
                 # (All at once: a pool that does not fork starts a worker only while none is idle.)
@@ -97,6 +101,7 @@ class SearchRunner:
     def close(self) -> None:
         with self._pool_lock:
             pool, self._pool = self._pool, None
+            self._closed = True
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -127,6 +132,8 @@ class SearchRunner:
         # replaced, and the search tried once more in the new one.
         for attempt in (1, 2):
             pool = self._current_pool()
+            if pool is None:
+                break
             try:
                 answer = await asyncio.wrap_future(pool.submit(_search_in_worker, params))
             except BrokenProcessPool:
@@ -140,8 +147,11 @@ class SearchRunner:
             ErrorCode.SEARCH_UNAVAILABLE, "The search is not available just now. Please try again in a minute."
         )
 
-    def _current_pool(self) -> ProcessPoolExecutor:
+    def _current_pool(self) -> ProcessPoolExecutor | None:
+        """The pool to search in (a new one where the last broke); None once closed."""
         with self._pool_lock:
+            if self._closed:
+                return None
             if self._pool is None:
                 self._pool = self._new_pool()
             return self._pool

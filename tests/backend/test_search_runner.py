@@ -191,10 +191,36 @@ def test_the_search_page_runs_through_the_workers_too(
     assert refused.status_code == 200 and "Brief an Anna" not in refused.text
 
 
-@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file:x?mode=memory&uri=true",
+        # The same databases of this process alone, spelt with options or escapes.
+        "sqlite://?check_same_thread=false",
+        "sqlite:///?check_same_thread=false",
+        "sqlite:///%3Amemory%3A",
+        "sqlite:///file:x?uri=true&mode=%6Demory",
+        "sqlite:///file:?uri=true",
+    ],
+)
 def test_workers_are_refused_for_a_database_in_memory(url: str) -> None:
     with pytest.raises(ValidationError, match="APP_SEARCH_PROCESSES"):
         Settings(database_url=url, search_processes=1)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///./data/backend.db",
+        "sqlite:////srv/archive/backend.db?timeout=5",
+        "sqlite:///file:data/backend.db?uri=true",
+        "postgresql://archive@db:5432/archive",
+    ],
+)
+def test_workers_are_allowed_for_a_database_file_or_server(url: str) -> None:
+    assert Settings(database_url=url, search_processes=2).search_processes == 2
 
 
 def test_workers_end_when_the_backend_is_killed(tmp_path: Path) -> None:
@@ -232,6 +258,21 @@ def test_workers_end_when_the_backend_is_killed(tmp_path: Path) -> None:
         if backend.poll() is None:
             backend.kill()
             backend.wait()
+
+
+def test_a_closed_runner_starts_no_new_workers(tmp_path: Path) -> None:
+    """A search that arrives after shutdown is refused: new workers then would outlive the
+    backend's own shutdown (nothing would close them)."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    runner = SearchRunner(Database(url), url, SearchLimits(5, 300), processes=1)
+    runner.start()
+    runner.close()
+    before = _search_workers()
+    with pytest.raises(AppError) as raised:
+        asyncio.run(runner.json(SearchParams.model_validate({"q": "Mutter"})))
+    assert raised.value.code is ErrorCode.SEARCH_UNAVAILABLE
+    assert _search_workers() - before == set()
+    runner.close()
 
 
 def test_workers_that_cannot_start_stop_the_backend_from_starting(tmp_path: Path) -> None:
