@@ -144,7 +144,9 @@ class SearchRunner:
                 raise AppError(ErrorCode(answer.code), answer.message)
             return answer
         raise AppError(
-            ErrorCode.SEARCH_UNAVAILABLE, "The search is not available just now. Please try again in a minute."
+            ErrorCode.SEARCH_UNAVAILABLE,
+            "The search is not available just now. Please try again in a minute.",
+            headers={"Retry-After": "30"},
         )
 
     def _current_pool(self) -> ProcessPoolExecutor | None:

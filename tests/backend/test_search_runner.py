@@ -162,6 +162,7 @@ def test_workers_dying_again_and_again_is_a_503_not_a_500(tmp_path: Path, monkey
         asyncio.run(runner.json(SearchParams.model_validate({"q": "Mutter"})))
     assert raised.value.code is ErrorCode.SEARCH_UNAVAILABLE
     assert raised.value.status == 503
+    assert raised.value.headers == {"Retry-After": "30"}
     assert len(pools) == 2 and all(pool.shut for pool in pools), "each broken pool replaced, once tried again"
 
 
