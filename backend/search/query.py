@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rapidfuzz.distance import Levenshtein
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.errors import AppError, ErrorCode
@@ -81,6 +81,10 @@ def max_distance(word: str) -> int:
     return 2 if len(word) >= 8 else 1
 
 
+# Made once: a new statement each search cost more than its lookup.
+_NEAR_WORDS = select(SearchVariant.word).where(SearchVariant.variant.in_(bindparam("keys", expanding=True)))
+
+
 def widen(session: Session, query: Query) -> None:
     """Find each positive word's near spellings in the vocabulary (within max_distance edits)."""
     for word in {w for p in query.include for w in p.words}:
@@ -89,7 +93,7 @@ def widen(session: Session, query: Query) -> None:
         keys = {word} | deletions(word)
         if max_distance(word) >= 2:
             keys |= {d2 for d1 in deletions(word) for d2 in deletions(d1)}
-        found = set(session.scalars(select(SearchVariant.word).where(SearchVariant.variant.in_(sorted(keys)))))
+        found = set(session.scalars(_NEAR_WORDS, {"keys": sorted(keys)}))
         limit = max_distance(word)
         near = sorted(
             (distance, other)

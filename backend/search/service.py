@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -141,45 +142,53 @@ _COLUMNS = (
 )
 
 
+# The filters on the documents, each comparing a column with the value bound under its name.
+_FILTERS: dict[str, ColumnElement[bool]] = {
+    "writer_id": Document.writer_id == bindparam("writer_id"),
+    "status": Document.status == bindparam("status"),
+    "date_from": Document.date >= bindparam("date_from"),
+    "date_to": Document.date <= bindparam("date_to"),
+}
+
+
+@lru_cache(maxsize=64)
 def _candidates_statement(
-    session: Session, filters: list[ColumnElement[bool]], limit: int
+    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool
 ) -> Select[int, int, str, str, str, bool]:
-    """The candidate lines' statement, made once per search: each pass binds its own ``pattern``
-    (building the statement cost more than SQLite's lookup of a rare word)."""
-    if session.get_bind().dialect.name == "sqlite":
+    """The candidate lines' statement: one object per dialect, filters (names in _FILTERS), cap and
+    ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern), made once a
+    process: building it and SQLAlchemy's cache key of a new one cost as much as SQLite's lookup of
+    a rare word. Each pass binds its ``pattern``, and the filters their values."""
+    if dialect == "sqlite":
         fts = table(FTS_TABLE, column("rowid", Integer))
         hidden: ColumnElement[Any] = literal_column(FTS_TABLE)
-        return (
+        statement = (
             select(*_COLUMNS)
             .select_from(fts)
             .join(SearchLine, SearchLine.line_id == fts.c.rowid)
             .join(Document, Document.id == SearchLine.document_id)
             .where(hidden.op("MATCH")(bindparam("pattern", type_=String)))
-            .where(*filters)
-            .limit(limit)
         )
-    tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
-    wanted = cast(bindparam("pattern", type_=String), TSQUERY)
-    return (
-        select(*_COLUMNS)
-        .join(Document, Document.id == SearchLine.document_id)
-        .where(tsv.op("@@")(wanted))
-        .where(*filters)
-        .limit(limit)
-    )
+    else:
+        tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
+        wanted = cast(bindparam("pattern", type_=String), TSQUERY)
+        statement = select(*_COLUMNS).join(Document, Document.id == SearchLine.document_id).where(tsv.op("@@")(wanted))
+    # Trashed documents are never found.
+    statement = statement.where(Document.deleted_at.is_(None), *(_FILTERS[name] for name in filters))
+    if corrected:
+        statement = statement.where(SearchLine.corrected)
+    return statement.limit(limit)
 
 
-def _filters(params: SearchParams, writer_id: int | None) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = [Document.deleted_at.is_(None)]
-    if writer_id is not None:
-        filters.append(Document.writer_id == writer_id)
-    if params.status is not None:
-        filters.append(Document.status == params.status)
-    if params.date_from is not None:
-        filters.append(Document.date >= params.date_from)
-    if params.date_to is not None:
-        filters.append(Document.date <= params.date_to)
-    return filters
+def _filter_values(params: SearchParams, writer_id: int | None) -> dict[str, Any]:
+    """The values the search's filters bind, by their names in _FILTERS (in its order)."""
+    values = {
+        "writer_id": writer_id,
+        "status": params.status,
+        "date_from": params.date_from,
+        "date_to": params.date_to,
+    }
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _simple(query: Query) -> bool:
@@ -197,25 +206,25 @@ def _candidates(
     spellings. Where a pass hits the cap, the lines with a person's text are read on their own
     (they rank first, and would otherwise be left to chance), and no weaker pass follows.
     """
-    filters = _filters(params, writer_id)
+    values = _filter_values(params, writer_id)
     document_facts = facts(params, writer_id)
     decided = _simple(query)
     fuzzy = any(query.variants.values())
     seen: dict[int, _Candidate] = {}
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    statement = _candidates_statement(session, filters, limit)
+    statement = _candidates_statement(connection.dialect.name, tuple(values), limit, corrected=False)
     pattern = tsquery if postgres else fts5_match
 
     # PostgreSQL: a person's lines by the GIN index of those lines alone (migration 0008), a
     # twentieth of the whole one, rather than by intersecting a common word's entries with the flag's.
-    corrected_statement = statement.where(SearchLine.corrected) if postgres else statement
+    corrected_statement = _candidates_statement(connection.dialect.name, tuple(values), limit, corrected=postgres)
 
     def read(exact: bool, corrected: bool) -> int:
         flagged = corrected and not postgres
         wanted = pattern(query, exact=exact, corrected=flagged, document_facts=document_facts)
         chosen = corrected_statement if corrected else statement
-        rows = connection.execute(chosen, {"pattern": wanted}).all()
+        rows = connection.execute(chosen, {"pattern": wanted, **values}).all()
         for line_id, document_id, own, joined, bridge, is_corrected in rows:
             if line_id in seen:
                 continue
@@ -256,11 +265,28 @@ def _candidates(
     return list(seen.values()), capped
 
 
+# The statements of every search, made once (see _candidates_statement); values bound when run.
+_WRITER_ID = select(Writer.id).where(Writer.slug == bindparam("slug"))
+# Only the columns shown (not the ORM objects: a page of documents each with its writer).
+_DOCUMENTS_SHOWN = (
+    select(
+        Document.id, Document.title, Document.date, Document.date_precision, Document.status, Writer.slug, Writer.name
+    )
+    .outerjoin(Writer, Writer.id == Document.writer_id)
+    .where(Document.id.in_(bindparam("ids", expanding=True)))
+)
+_LINES_SHOWN = (
+    select(Line.id, Line.text, Line.ocr_text, Line.order_index, Page.number)
+    .join(Page, Page.id == Line.page_id)
+    .where(Line.id.in_(bindparam("ids", expanding=True)))
+)
+
+
 def search(session: Session, params: SearchParams, limits: SearchLimits) -> SearchOut:
     query = parse(params.q)
     writer_id = None
     if params.writer is not None:
-        writer_id = session.scalar(select(Writer.id).where(Writer.slug == params.writer))
+        writer_id = session.scalar(_WRITER_ID, {"slug": params.writer})
         if writer_id is None:  # an unknown writer has written nothing
             return SearchOut(
                 query=params.q, total=0, page=params.page, page_size=params.page_size, capped=False, results=[]
@@ -290,32 +316,9 @@ def _results(
 ) -> list[SearchResultOut]:
     if not shown:
         return []
-    # Only the columns shown (not the ORM objects: a page of documents each with its writer).
-    documents = {
-        row.id: row
-        for row in session.execute(
-            select(
-                Document.id,
-                Document.title,
-                Document.date,
-                Document.date_precision,
-                Document.status,
-                Writer.slug,
-                Writer.name,
-            )
-            .outerjoin(Writer, Writer.id == Document.writer_id)
-            .where(Document.id.in_(shown))
-        )
-    }
+    documents = {row.id: row for row in session.execute(_DOCUMENTS_SHOWN, {"ids": shown})}
     hit_ids = [c.line_id for d in shown for c in by_document[d][:hits_per_document]]
-    lines = {
-        row.id: row
-        for row in session.execute(
-            select(Line.id, Line.text, Line.ocr_text, Line.order_index, Page.number)
-            .join(Page, Page.id == Line.page_id)
-            .where(Line.id.in_(hit_ids))
-        )
-    }
+    lines = {row.id: row for row in session.execute(_LINES_SHOWN, {"ids": hit_ids})}
     results = []
     for document_id in shown:
         document = documents[document_id]
