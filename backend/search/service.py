@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -50,22 +49,22 @@ class SearchLimits:
 
 
 class _Candidate(NamedTuple):
-    """A hit line, made hundreds of times a search: a tuple with its rank made once (a frozen
-    dataclass took about three times as long to make, and its rank was made at every comparison)."""
+    """A hit line, made hundreds of times a search: one flat tuple that compares as its rank (a
+    frozen dataclass took about three times as long to make; a rank tuple inside was one more
+    object a line). Best first: a person's text, then exact matches, then shorter lines, then in
+    the order stored (``line_id`` is unique, so the fields after it never decide)."""
 
-    # Best first: a person's text, then exact matches, then shorter lines, then in the order stored.
-    rank: tuple[bool, bool, int, int]
+    ocr: bool  # no person's text
+    near: bool  # matched by a near spelling
+    length: int
     line_id: int
     document_id: int
-    exact: bool
     joined: str
-    bridge: list[str]
+    bridge: Sequence[str]
 
 
-def _candidate(
-    line_id: int, document_id: int, corrected: bool, exact: bool, length: int, joined: str, bridge: list[str]
-) -> _Candidate:
-    return _Candidate((not corrected, not exact, length, line_id), line_id, document_id, exact, joined, bridge)
+# A decided query's candidates: the next line's words are not read (see _Candidate.bridge).
+_NO_BRIDGE: tuple[str, ...] = ()
 
 
 # A date filter is handed to the engine as the years it spans only up to this many years: a
@@ -137,8 +136,8 @@ _COLUMNS = (
     SearchLine.document_id,
     SearchLine.own,
     SearchLine.joined,
-    SearchLine.bridge,
     SearchLine.corrected,
+    SearchLine.bridge,
 )
 
 
@@ -153,17 +152,19 @@ _FILTERS: dict[str, ColumnElement[bool]] = {
 
 @lru_cache(maxsize=64)
 def _candidates_statement(
-    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool
-) -> Select[int, int, str, str, str, bool]:
-    """The candidate lines' statement: one object per dialect, filters (names in _FILTERS), cap and
-    ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern), made once a
-    process: building it and SQLAlchemy's cache key of a new one cost as much as SQLite's lookup of
-    a rare word. Each pass binds its ``pattern``, and the filters their values."""
+    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool, bridge: bool
+) -> Select[*tuple[Any, ...]]:
+    """The candidate lines' statement: one object per dialect, filters (names in _FILTERS), cap,
+    ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern) and
+    ``bridge`` (the next line's words too, to judge phrases), made once a process: building it
+    and SQLAlchemy's cache key of a new one cost as much as SQLite's lookup of a rare word. Each
+    pass binds its ``pattern``, and the filters their values."""
+    columns = _COLUMNS if bridge else _COLUMNS[:-1]
     if dialect == "sqlite":
         fts = table(FTS_TABLE, column("rowid", Integer))
         hidden: ColumnElement[Any] = literal_column(FTS_TABLE)
         statement = (
-            select(*_COLUMNS)
+            select(*columns)
             .select_from(fts)
             .join(SearchLine, SearchLine.line_id == fts.c.rowid)
             .join(Document, Document.id == SearchLine.document_id)
@@ -172,7 +173,7 @@ def _candidates_statement(
     else:
         tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
         wanted = cast(bindparam("pattern", type_=String), TSQUERY)
-        statement = select(*_COLUMNS).join(Document, Document.id == SearchLine.document_id).where(tsv.op("@@")(wanted))
+        statement = select(*columns).join(Document, Document.id == SearchLine.document_id).where(tsv.op("@@")(wanted))
     # Trashed documents are never found.
     statement = statement.where(Document.deleted_at.is_(None), *(_FILTERS[name] for name in filters))
     if corrected:
@@ -213,32 +214,41 @@ def _candidates(
     seen: dict[int, _Candidate] = {}
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    statement = _candidates_statement(connection.dialect.name, tuple(values), limit, corrected=False)
+    statement = _candidates_statement(
+        connection.dialect.name, tuple(values), limit, corrected=False, bridge=not decided
+    )
     pattern = tsquery if postgres else fts5_match
 
     # PostgreSQL: a person's lines by the GIN index of those lines alone (migration 0008), a
     # twentieth of the whole one, rather than by intersecting a common word's entries with the flag's.
-    corrected_statement = _candidates_statement(connection.dialect.name, tuple(values), limit, corrected=postgres)
+    corrected_statement = _candidates_statement(
+        connection.dialect.name, tuple(values), limit, corrected=postgres, bridge=not decided
+    )
 
     def read(exact: bool, corrected: bool) -> int:
         flagged = corrected and not postgres
         wanted = pattern(query, exact=exact, corrected=flagged, document_facts=document_facts)
         chosen = corrected_statement if corrected else statement
         rows = connection.execute(chosen, {"pattern": wanted, **values}).all()
-        for line_id, document_id, own, joined, bridge, is_corrected in rows:
+        # Fewer words around the match rank higher (BM25's length normalisation; the engines'
+        # own scores cost ten times the lookup on common words and differ between them).
+        if decided:
+            for line_id, document_id, own, joined, is_corrected in rows:
+                if line_id not in seen:
+                    length = own.count(" ") + 1
+                    seen[line_id] = _Candidate(
+                        not is_corrected, not exact, length, line_id, document_id, joined, _NO_BRIDGE
+                    )
+            return len(rows)
+        for line_id, document_id, own, joined, is_corrected, bridge in rows:
             if line_id in seen:
-                continue
-            # Fewer words around the match rank higher (BM25's length normalisation; the
-            # engines' own scores cost ten times the lookup on common words and differ between them).
-            length = own.count(" ") + 1
-            if decided:
-                seen[line_id] = _candidate(line_id, document_id, is_corrected, exact, length, joined, [])
                 continue
             bridge_words = bridge.split()
             verdict = judge(query, own.split(), joined, bridge_words)
             if verdict is not None:
-                seen[line_id] = _candidate(
-                    line_id, document_id, is_corrected, verdict.exact, length, joined, bridge_words
+                length = own.count(" ") + 1
+                seen[line_id] = _Candidate(
+                    not is_corrected, not verdict.exact, length, line_id, document_id, joined, bridge_words
                 )
         return len(rows)
 
@@ -293,12 +303,15 @@ def search(session: Session, params: SearchParams, limits: SearchLimits) -> Sear
             )
     widen(session, query)
     found, capped = _candidates(session, query, params, writer_id, limits.candidate_lines)
-    by_document: dict[int, list[_Candidate]] = defaultdict(list)
-    for candidate in found:
-        by_document[candidate.document_id].append(candidate)
-    for lines in by_document.values():
-        lines.sort()
-    ranked = sorted(by_document, key=lambda document_id: (by_document[document_id][0].rank, document_id))
+    # Best first, so each document's lines come in order and the documents in the order of their best.
+    by_document: dict[int, list[_Candidate]] = {}
+    for candidate in sorted(found):
+        lines = by_document.get(candidate.document_id)
+        if lines is None:
+            by_document[candidate.document_id] = [candidate]
+        else:
+            lines.append(candidate)
+    ranked = list(by_document)
     first = (params.page - 1) * params.page_size
     shown = ranked[first : first + params.page_size]
     results = _results(session, query, shown, by_document, limits.hits_per_document)
@@ -338,7 +351,7 @@ def _results(
                     order_index=order_index,
                     text=current,
                     corrected=person is not None,
-                    exact=candidate.exact,
+                    exact=not candidate.near,
                     highlights=spans,
                     link=f"/documents/{document_id}?page={page_number}&line={line_id}",
                 )
