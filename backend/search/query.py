@@ -112,12 +112,11 @@ class Verdict:
 
 def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Query) -> list[tuple[int, bool]]:
     """Where ``phrase`` starts in ``sequence`` (before index ``starts``), and whether exactly there."""
-    found = []
+    found: list[tuple[int, bool]] = []
     words = phrase.words
-    size = len(words)
-    first, first_near = words[0], query.variants.get(words[0], ())
+    first, first_near = words[0], query.variants.get(words[0], _NO_VARIANTS)
     # The first word picks the starts (most positions fail there); the rest are checked after.
-    for start in range(min(starts, len(sequence) - size + 1)):
+    for start in range(min(starts, len(sequence) - len(words) + 1)):
         seen = sequence[start]
         if seen == first:
             exact = True
@@ -125,11 +124,13 @@ def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Qu
             exact = False
         else:
             continue
-        for offset in range(1, size):
-            word, seen = words[offset], sequence[start + offset]
+        offset = start
+        for word in words[1:]:
+            offset += 1
+            seen = sequence[offset]
             if seen == word:
                 continue
-            if seen not in query.variants.get(word, ()):
+            if seen not in query.variants.get(word, _NO_VARIANTS):
                 break
             exact = False
         else:
@@ -145,25 +146,32 @@ def judge(query: Query, own: Sequence[str], joined: str, bridge: Sequence[str]) 
     phrases may occur among the line's own words.
     """
     size = len(own)
-    readings = [list(own) + list(bridge)]
+    readings = [[*own, *bridge]]
     if joined:
         readings.append([*own[:-1], joined, *bridge[1:]])
     for phrase in query.exclude:
         for reading in readings:
-            if any(exact for _, exact in _occurrences(reading[:size], size, phrase, _EXACT)):
+            # No near spellings: every occurrence is exact.
+            if _occurrences(reading[:size], size, phrase, _EXACT):
                 return None
     exact_all = True
     marked: set[tuple[int, int]] = set()
+    # Called for hundreds of lines a search: one pass over each phrase's occurrences, no lists between.
     for phrase in query.include:
-        hits = [(start, exact) for reading in readings for start, exact in _occurrences(reading, size, phrase, query)]
-        if not hits:
+        last = len(phrase.words) - 1
+        found = exact_found = False
+        for reading in readings:
+            for start, exact in _occurrences(reading, size, phrase, query):
+                found = True
+                exact_found = exact_found or exact
+                marked.add((start, min(start + last, size - 1)))
+        if not found:
             return None
-        exact_all = exact_all and any(exact for _, exact in hits)
-        for start, _ in hits:
-            marked.add((start, min(start + len(phrase.words), size) - 1))
+        exact_all = exact_all and exact_found
     return Verdict(exact_all, frozenset(marked))
 
 
+_NO_VARIANTS: frozenset[str] = frozenset()
 # Exclusions match as written (folded), never by near spellings.
 _EXACT = Query("", [], [])
 
