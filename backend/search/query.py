@@ -81,7 +81,8 @@ def max_distance(word: str) -> int:
     return 2 if len(word) >= 8 else 1
 
 
-# Made once: a new statement each search cost more than its lookup.
+# Made once, and run on the session's connection: a new statement each search, and the ORM's
+# execution of it, cost more than the lookup.
 _NEAR_WORDS = select(SearchVariant.word).where(SearchVariant.variant.in_(bindparam("keys", expanding=True)))
 
 
@@ -93,7 +94,7 @@ def widen(session: Session, query: Query) -> None:
         keys = {word} | deletions(word)
         if max_distance(word) >= 2:
             keys |= {d2 for d1 in deletions(word) for d2 in deletions(d1)}
-        found = set(session.scalars(_NEAR_WORDS, {"keys": sorted(keys)}))
+        found = set(session.connection().execute(_NEAR_WORDS, {"keys": sorted(keys)}).scalars())
         limit = max_distance(word)
         near = sorted(
             (distance, other)
