@@ -29,7 +29,7 @@ _DIGRAPH_BASES = frozenset("aou")
 
 class Word(NamedTuple):
     """A folded word and the span [start, end) of the original text it was folded from (a tuple:
-    made for every word of every hit shown, three times faster than a frozen dataclass)."""
+    made for every word of every hit shown, in less than half the time of a frozen dataclass)."""
 
     folded: str
     start: int

@@ -111,6 +111,9 @@ class Verdict:
     marked: frozenset[tuple[int, int]]
 
 
+_NO_VARIANTS: frozenset[str] = frozenset()
+
+
 def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Query) -> list[tuple[int, bool]]:
     """Where ``phrase`` starts in ``sequence`` (before index ``starts``), and whether exactly there."""
     found: list[tuple[int, bool]] = []
@@ -172,7 +175,6 @@ def judge(query: Query, own: Sequence[str], joined: str, bridge: Sequence[str]) 
     return Verdict(exact_all, frozenset(marked))
 
 
-_NO_VARIANTS: frozenset[str] = frozenset()
 # Exclusions match as written (folded), never by near spellings.
 _EXACT = Query("", [], [])
 
