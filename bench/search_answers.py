@@ -111,9 +111,8 @@ def main() -> None:
     target.add_argument("--against", help="compare this tree's answers with git revision REV's")
     parser.add_argument("--code", type=Path, help="import backend from this folder (with --out)")
     args = parser.parse_args()
-    # The mix's generator always from this tree; the search from --code where given.
-    sys.path[:0] = [str(args.code)] if args.code is not None else []
-    sys.path.insert(1 if args.code is not None else 0, str(ROOT))
+    # backend from --code where given (ahead of this tree); bench/, the mix, always from this tree.
+    sys.path[:0] = [*([str(args.code)] if args.code is not None else []), str(ROOT)]
     if args.against is not None:
         sys.exit(against(args))
     found = answers(args.url, args.searches, args.seed, args.pages)
