@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rapidfuzz.distance import Levenshtein
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.errors import AppError, ErrorCode
@@ -81,6 +81,11 @@ def max_distance(word: str) -> int:
     return 2 if len(word) >= 8 else 1
 
 
+# Made once, and run on the session's connection: a new statement each search, and the ORM's
+# execution of it, cost more than the lookup.
+_NEAR_WORDS = select(SearchVariant.word).where(SearchVariant.variant.in_(bindparam("keys", expanding=True)))
+
+
 def widen(session: Session, query: Query) -> None:
     """Find each positive word's near spellings in the vocabulary (within max_distance edits)."""
     for word in {w for p in query.include for w in p.words}:
@@ -89,7 +94,7 @@ def widen(session: Session, query: Query) -> None:
         keys = {word} | deletions(word)
         if max_distance(word) >= 2:
             keys |= {d2 for d1 in deletions(word) for d2 in deletions(d1)}
-        found = set(session.scalars(select(SearchVariant.word).where(SearchVariant.variant.in_(sorted(keys)))))
+        found = set(session.connection().execute(_NEAR_WORDS, {"keys": sorted(keys)}).scalars())
         limit = max_distance(word)
         near = sorted(
             (distance, other)
@@ -106,14 +111,16 @@ class Verdict:
     marked: frozenset[tuple[int, int]]
 
 
+_NO_VARIANTS: frozenset[str] = frozenset()
+
+
 def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Query) -> list[tuple[int, bool]]:
     """Where ``phrase`` starts in ``sequence`` (before index ``starts``), and whether exactly there."""
-    found = []
+    found: list[tuple[int, bool]] = []
     words = phrase.words
-    size = len(words)
-    first, first_near = words[0], query.variants.get(words[0], ())
+    first, first_near = words[0], query.variants.get(words[0], _NO_VARIANTS)
     # The first word picks the starts (most positions fail there); the rest are checked after.
-    for start in range(min(starts, len(sequence) - size + 1)):
+    for start in range(min(starts, len(sequence) - len(words) + 1)):
         seen = sequence[start]
         if seen == first:
             exact = True
@@ -121,11 +128,13 @@ def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Qu
             exact = False
         else:
             continue
-        for offset in range(1, size):
-            word, seen = words[offset], sequence[start + offset]
+        offset = start
+        for word in words[1:]:
+            offset += 1
+            seen = sequence[offset]
             if seen == word:
                 continue
-            if seen not in query.variants.get(word, ()):
+            if seen not in query.variants.get(word, _NO_VARIANTS):
                 break
             exact = False
         else:
@@ -141,22 +150,28 @@ def judge(query: Query, own: Sequence[str], joined: str, bridge: Sequence[str]) 
     phrases may occur among the line's own words.
     """
     size = len(own)
-    readings = [list(own) + list(bridge)]
+    readings = [[*own, *bridge]]
     if joined:
         readings.append([*own[:-1], joined, *bridge[1:]])
     for phrase in query.exclude:
         for reading in readings:
-            if any(exact for _, exact in _occurrences(reading[:size], size, phrase, _EXACT)):
+            # No near spellings: every occurrence is exact.
+            if _occurrences(reading[:size], size, phrase, _EXACT):
                 return None
     exact_all = True
     marked: set[tuple[int, int]] = set()
+    # Called for hundreds of lines a search: one pass over each phrase's occurrences, no lists between.
     for phrase in query.include:
-        hits = [(start, exact) for reading in readings for start, exact in _occurrences(reading, size, phrase, query)]
-        if not hits:
+        last = len(phrase.words) - 1
+        found = exact_found = False
+        for reading in readings:
+            for start, exact in _occurrences(reading, size, phrase, query):
+                found = True
+                exact_found = exact_found or exact
+                marked.add((start, min(start + last, size - 1)))
+        if not found:
             return None
-        exact_all = exact_all and any(exact for _, exact in hits)
-        for start, _ in hits:
-            marked.add((start, min(start + len(phrase.words), size) - 1))
+        exact_all = exact_all and exact_found
     return Verdict(exact_all, frozenset(marked))
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -49,22 +49,22 @@ class SearchLimits:
 
 
 class _Candidate(NamedTuple):
-    """A hit line, made hundreds of times a search: a tuple with its rank made once (a frozen
-    dataclass took about three times as long to make, and its rank was made at every comparison)."""
+    """A hit line, made hundreds of times a search: one flat tuple that compares as its rank (a
+    frozen dataclass took about three times as long to make; a rank tuple inside was one more
+    object a line). Best first: a person's text, then exact matches, then shorter lines, then in
+    the order stored (``line_id`` is unique, so the fields after it never decide)."""
 
-    # Best first: a person's text, then exact matches, then shorter lines, then in the order stored.
-    rank: tuple[bool, bool, int, int]
+    ocr: bool  # no person's text
+    near: bool  # matched by a near spelling
+    length: int
     line_id: int
     document_id: int
-    exact: bool
     joined: str
-    bridge: list[str]
+    bridge: Sequence[str]
 
 
-def _candidate(
-    line_id: int, document_id: int, corrected: bool, exact: bool, length: int, joined: str, bridge: list[str]
-) -> _Candidate:
-    return _Candidate((not corrected, not exact, length, line_id), line_id, document_id, exact, joined, bridge)
+# A decided query's candidates: the next line's words are not read (see _Candidate.bridge).
+_NO_BRIDGE: tuple[str, ...] = ()
 
 
 # A date filter is handed to the engine as the years it spans only up to this many years: a
@@ -136,50 +136,65 @@ _COLUMNS = (
     SearchLine.document_id,
     SearchLine.own,
     SearchLine.joined,
-    SearchLine.bridge,
     SearchLine.corrected,
+    SearchLine.bridge,
 )
 
 
+# The filters on the documents, each comparing a column with the value bound under its name.
+_FILTERS: dict[str, ColumnElement[bool]] = {
+    "writer_id": Document.writer_id == bindparam("writer_id"),
+    "status": Document.status == bindparam("status"),
+    "date_from": Document.date >= bindparam("date_from"),
+    "date_to": Document.date <= bindparam("date_to"),
+}
+
+
+@lru_cache(maxsize=64)
 def _candidates_statement(
-    session: Session, filters: list[ColumnElement[bool]], limit: int
-) -> Select[int, int, str, str, str, bool]:
-    """The candidate lines' statement, made once per search: each pass binds its own ``pattern``
-    (building the statement cost more than SQLite's lookup of a rare word)."""
-    if session.get_bind().dialect.name == "sqlite":
+    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool, bridge: bool
+) -> Select[*tuple[Any, ...]]:
+    """The candidate lines' statement: one object per dialect, filters (names in _FILTERS), cap,
+    ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern) and
+    ``bridge`` (the next line's words too, to judge phrases), made once a process: building it
+    and SQLAlchemy's cache key of a new one cost as much as SQLite's lookup of a rare word. Each
+    pass binds its ``pattern``, and the filters their values."""
+    columns = _COLUMNS if bridge else _COLUMNS[:-1]
+    if dialect == "sqlite":
         fts = table(FTS_TABLE, column("rowid", Integer))
         hidden: ColumnElement[Any] = literal_column(FTS_TABLE)
-        return (
-            select(*_COLUMNS)
+        statement = (
+            select(*columns)
             .select_from(fts)
             .join(SearchLine, SearchLine.line_id == fts.c.rowid)
             .join(Document, Document.id == SearchLine.document_id)
             .where(hidden.op("MATCH")(bindparam("pattern", type_=String)))
-            .where(*filters)
-            .limit(limit)
         )
-    tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
-    wanted = cast(bindparam("pattern", type_=String), TSQUERY)
-    return (
-        select(*_COLUMNS)
-        .join(Document, Document.id == SearchLine.document_id)
-        .where(tsv.op("@@")(wanted))
-        .where(*filters)
-        .limit(limit)
-    )
+    else:
+        tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
+        wanted = cast(bindparam("pattern", type_=String), TSQUERY)
+        statement = select(*columns).join(Document, Document.id == SearchLine.document_id).where(tsv.op("@@")(wanted))
+    # Trashed documents are never found.
+    statement = statement.where(Document.deleted_at.is_(None), *(_FILTERS[name] for name in filters))
+    if corrected:
+        statement = statement.where(SearchLine.corrected)
+    return statement.limit(limit)
 
 
-def _filters(params: SearchParams, writer_id: int | None) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = [Document.deleted_at.is_(None)]
-    if writer_id is not None:
-        filters.append(Document.writer_id == writer_id)
-    if params.status is not None:
-        filters.append(Document.status == params.status)
-    if params.date_from is not None:
-        filters.append(Document.date >= params.date_from)
-    if params.date_to is not None:
-        filters.append(Document.date <= params.date_to)
-    return filters
+def _filter_values(params: SearchParams, writer_id: int | None) -> dict[str, Any]:
+    """The values the search's filters bind, by their names in _FILTERS (in its order)."""
+    values = {
+        "writer_id": writer_id,
+        "status": params.status,
+        "date_from": params.date_from,
+        "date_to": params.date_to,
+    }
+    return {name: value for name, value in values.items() if value is not None}
+
+
+# PostgreSQL: two settings in one round trip each (no parameters: psycopg sends both statements as one query).
+_BITMAP_SCANS_ONLY = text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+_ANY_SCANS = text("RESET enable_seqscan; RESET enable_indexscan")
 
 
 def _simple(query: Query) -> bool:
@@ -197,39 +212,48 @@ def _candidates(
     spellings. Where a pass hits the cap, the lines with a person's text are read on their own
     (they rank first, and would otherwise be left to chance), and no weaker pass follows.
     """
-    filters = _filters(params, writer_id)
+    values = _filter_values(params, writer_id)
     document_facts = facts(params, writer_id)
     decided = _simple(query)
     fuzzy = any(query.variants.values())
     seen: dict[int, _Candidate] = {}
     connection = session.connection()
     postgres = connection.dialect.name == "postgresql"
-    statement = _candidates_statement(session, filters, limit)
+    statement = _candidates_statement(
+        connection.dialect.name, tuple(values), limit, corrected=False, bridge=not decided
+    )
     pattern = tsquery if postgres else fts5_match
 
     # PostgreSQL: a person's lines by the GIN index of those lines alone (migration 0008), a
     # twentieth of the whole one, rather than by intersecting a common word's entries with the flag's.
-    corrected_statement = statement.where(SearchLine.corrected) if postgres else statement
+    corrected_statement = _candidates_statement(
+        connection.dialect.name, tuple(values), limit, corrected=postgres, bridge=not decided
+    )
 
     def read(exact: bool, corrected: bool) -> int:
         flagged = corrected and not postgres
         wanted = pattern(query, exact=exact, corrected=flagged, document_facts=document_facts)
         chosen = corrected_statement if corrected else statement
-        rows = connection.execute(chosen, {"pattern": wanted}).all()
-        for line_id, document_id, own, joined, bridge, is_corrected in rows:
+        rows = connection.execute(chosen, {"pattern": wanted, **values}).all()
+        # Fewer words around the match rank higher (BM25's length normalisation; the engines'
+        # own scores cost ten times the lookup on common words and differ between them).
+        if decided:
+            for line_id, document_id, own, joined, is_corrected in rows:
+                if line_id not in seen:
+                    length = own.count(" ") + 1
+                    seen[line_id] = _Candidate(
+                        not is_corrected, not exact, length, line_id, document_id, joined, _NO_BRIDGE
+                    )
+            return len(rows)
+        for line_id, document_id, own, joined, is_corrected, bridge in rows:
             if line_id in seen:
-                continue
-            # Fewer words around the match rank higher (BM25's length normalisation; the
-            # engines' own scores cost ten times the lookup on common words and differ between them).
-            length = own.count(" ") + 1
-            if decided:
-                seen[line_id] = _candidate(line_id, document_id, is_corrected, exact, length, joined, [])
                 continue
             bridge_words = bridge.split()
             verdict = judge(query, own.split(), joined, bridge_words)
             if verdict is not None:
-                seen[line_id] = _candidate(
-                    line_id, document_id, is_corrected, verdict.exact, length, joined, bridge_words
+                length = own.count(" ") + 1
+                seen[line_id] = _Candidate(
+                    not is_corrected, not verdict.exact, length, line_id, document_id, joined, bridge_words
                 )
         return len(rows)
 
@@ -237,8 +261,7 @@ def _candidates(
         # Bitmap scans of the GIN index only. With the LIMIT, the planner expects a sequential
         # scan to stop early; for words each common but rare together it reads the whole table
         # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive).
-        connection.execute(text("SET LOCAL enable_seqscan = off"))
-        connection.execute(text("SET LOCAL enable_indexscan = off"))
+        connection.execute(_BITMAP_SCANS_ONLY)
     try:
         capped = read(exact=True, corrected=False) >= limit
         if not capped and fuzzy:
@@ -251,28 +274,47 @@ def _candidates(
                 read(exact=False, corrected=True)
     finally:
         if postgres:
-            connection.execute(text("RESET enable_seqscan"))
-            connection.execute(text("RESET enable_indexscan"))
+            connection.execute(_ANY_SCANS)
     return list(seen.values()), capped
+
+
+# The statements of every search, made once (see _candidates_statement); values bound when run.
+_WRITER_ID = select(Writer.id).where(Writer.slug == bindparam("slug"))
+# Only the columns shown (not the ORM objects: a page of documents each with its writer).
+_DOCUMENTS_SHOWN = (
+    select(
+        Document.id, Document.title, Document.date, Document.date_precision, Document.status, Writer.slug, Writer.name
+    )
+    .outerjoin(Writer, Writer.id == Document.writer_id)
+    .where(Document.id.in_(bindparam("ids", expanding=True)))
+)
+_LINES_SHOWN = (
+    select(Line.id, Line.text, Line.ocr_text, Line.order_index, Page.number)
+    .join(Page, Page.id == Line.page_id)
+    .where(Line.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 def search(session: Session, params: SearchParams, limits: SearchLimits) -> SearchOut:
     query = parse(params.q)
     writer_id = None
     if params.writer is not None:
-        writer_id = session.scalar(select(Writer.id).where(Writer.slug == params.writer))
+        writer_id = session.connection().scalar(_WRITER_ID, {"slug": params.writer})
         if writer_id is None:  # an unknown writer has written nothing
             return SearchOut(
                 query=params.q, total=0, page=params.page, page_size=params.page_size, capped=False, results=[]
             )
     widen(session, query)
     found, capped = _candidates(session, query, params, writer_id, limits.candidate_lines)
-    by_document: dict[int, list[_Candidate]] = defaultdict(list)
-    for candidate in found:
-        by_document[candidate.document_id].append(candidate)
-    for lines in by_document.values():
-        lines.sort()
-    ranked = sorted(by_document, key=lambda document_id: (by_document[document_id][0].rank, document_id))
+    # Best first, so each document's lines come in order and the documents in the order of their best.
+    by_document: dict[int, list[_Candidate]] = {}
+    for candidate in sorted(found):
+        lines = by_document.get(candidate.document_id)
+        if lines is None:
+            by_document[candidate.document_id] = [candidate]
+        else:
+            lines.append(candidate)
+    ranked = list(by_document)
     first = (params.page - 1) * params.page_size
     shown = ranked[first : first + params.page_size]
     results = _results(session, query, shown, by_document, limits.hits_per_document)
@@ -290,65 +332,44 @@ def _results(
 ) -> list[SearchResultOut]:
     if not shown:
         return []
-    # Only the columns shown (not the ORM objects: a page of documents each with its writer).
-    documents = {
-        row.id: row
-        for row in session.execute(
-            select(
-                Document.id,
-                Document.title,
-                Document.date,
-                Document.date_precision,
-                Document.status,
-                Writer.slug,
-                Writer.name,
-            )
-            .outerjoin(Writer, Writer.id == Document.writer_id)
-            .where(Document.id.in_(shown))
-        )
-    }
+    # Core statements on the session's connection (the ORM's execution costs more than these
+    # lookups), their rows unpacked (reading columns by name cost about 0.08 ms a page of results).
+    connection = session.connection()
+    documents = {row[0]: row for row in connection.execute(_DOCUMENTS_SHOWN, {"ids": shown})}
     hit_ids = [c.line_id for d in shown for c in by_document[d][:hits_per_document]]
-    lines = {
-        row.id: row
-        for row in session.execute(
-            select(Line.id, Line.text, Line.ocr_text, Line.order_index, Page.number)
-            .join(Page, Page.id == Line.page_id)
-            .where(Line.id.in_(hit_ids))
-        )
-    }
+    lines = {row[0]: row for row in connection.execute(_LINES_SHOWN, {"ids": hit_ids})}
     results = []
     for document_id in shown:
-        document = documents[document_id]
+        _, title, when, precision, status, slug, name = documents[document_id]
         hits = []
         for candidate in by_document[document_id][:hits_per_document]:
             line = lines.get(candidate.line_id)
             if line is None:  # gone since the candidates were read (another transaction)
                 continue
-            current = line.text if line.text is not None else line.ocr_text
+            line_id, person, ocr, order_index, page_number = line
+            current = person if person is not None else ocr
             spans, _ = highlights(current, query, candidate.joined, candidate.bridge)
             hits.append(
                 SearchHitOut(
-                    line_id=line.id,
-                    page_number=line.number,
-                    order_index=line.order_index,
+                    line_id=line_id,
+                    page_number=page_number,
+                    order_index=order_index,
                     text=current,
-                    corrected=line.text is not None,
-                    exact=candidate.exact,
+                    corrected=person is not None,
+                    exact=not candidate.near,
                     highlights=spans,
-                    link=f"/documents/{document_id}?page={line.number}&line={line.id}",
+                    link=f"/documents/{document_id}?page={page_number}&line={line_id}",
                 )
             )
         results.append(
             SearchResultOut(
                 document=SearchDocumentOut(
-                    id=document.id,
-                    title=document.title,
-                    writer=SearchWriterOut(slug=document.slug, name=document.name)
-                    if document.slug is not None
-                    else None,
-                    date=document.date,
-                    date_precision=document.date_precision,
-                    status=document.status,
+                    id=document_id,
+                    title=title,
+                    writer=SearchWriterOut(slug=slug, name=name) if slug is not None else None,
+                    date=when,
+                    date_precision=precision,
+                    status=status,
                 ),
                 hit_count=len(by_document[document_id]),
                 hits=hits,

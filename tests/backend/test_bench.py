@@ -119,3 +119,36 @@ def test_search_benchmark_times_every_kind_of_search(tmp_path: Path) -> None:
     size = result["indexSize"]
     assert 0 < size["indexBytes"] < size["databaseBytes"]
     assert result["serverCpuMsPerSearch"] > 0
+
+
+@pytest.mark.slow
+def test_search_answers_are_written_per_page_and_a_changed_one_is_found(tmp_path: Path) -> None:
+    import argparse
+
+    from bench.bench_search import build
+    from bench.search_answers import compare
+
+    url = f"sqlite:///{tmp_path / 'letters.db'}"
+    build(url, argparse.Namespace(clients=1, lines=3000, seed=15, noise=0.03, corrected=0.05))
+    written = tmp_path / "answers.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = ["--url", url, "--searches", "30", "--pages", "2", "--out", str(written)]
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "search_answers.py"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    answers = [json.loads(line) for line in written.read_text().splitlines()]
+    # Each search of the mix on pages 1 and 2 (one of them the page the mix asks for).
+    assert len(answers) == 60
+    assert sorted(a["params"].get("page", "1") for a in answers) == ["1"] * 30 + ["2"] * 30
+    assert any(a["answer"]["results"] for a in answers)
+    assert compare(answers, [json.loads(json.dumps(a)) for a in answers]) == 0
+    hit = next(a for a in answers if a["answer"]["results"])["answer"]["results"][0]["hits"][0]
+    hit["exact"] = not hit["exact"]
+    changed = [json.loads(line) for line in written.read_text().splitlines()]
+    assert compare(answers, changed) == 1

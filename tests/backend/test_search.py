@@ -15,6 +15,9 @@ from sqlalchemy import select, text
 
 from backend.documents.models import Document, Writer
 from backend.search.query import MAX_QUERY_LENGTH
+from backend.search.schemas import SearchParams
+from backend.search.service import SearchLimits
+from backend.search.service import search as search_service
 from backend.users.models import Role
 from tests.backend.conftest import DATABASE_KIND, Actors, AppFactory, FakeClock, add_user, bearer, services_of
 from tests.backend.ocr_jobs import drain, page_events, runner, upload
@@ -376,3 +379,15 @@ def test_where_the_cap_cuts_a_person_s_text_and_exact_matches_are_still_found_fi
     # The corrected line (a near spelling) first, then exact matches; the uncorrected near
     # spellings are past the cap.
     assert shown[0] == last and set(shown[1:]) <= set(common) and near not in shown
+
+
+@pytest.mark.skipif(DATABASE_KIND != "postgresql", reason="the planner settings are PostgreSQL's")
+def test_a_search_leaves_the_planner_settings_of_its_transaction_as_it_found_them(actors: Actors) -> None:
+    document(actors, ["Gruss und Kuss"])
+    services = services_of(actors.client)
+    settings = ("enable_seqscan", "enable_indexscan", "enable_bitmapscan")
+    with services.db.sessions() as session:
+        before = [session.scalar(text(f"SHOW {name}")) for name in settings]
+        answer = search_service(session, SearchParams(q="Kuss"), SearchLimits(hits_per_document=3, candidate_lines=300))
+        assert answer.total == 1
+        assert [session.scalar(text(f"SHOW {name}")) for name in settings] == before == ["on", "on", "on"]

@@ -20,7 +20,7 @@ from backend.search.folding import (
     terms,
     words,
 )
-from backend.search.query import Phrase, Query, highlights, judge, parse
+from backend.search.query import Phrase, Query, Verdict, highlights, judge, parse
 
 # Letters of old German hands and their transcriptions, combining marks, and other scripts.
 _ALPHABET = st.sampled_from(
@@ -190,6 +190,62 @@ def test_a_near_spelling_matches_but_not_exactly() -> None:
     assert verdict is not None and not verdict.exact
     exact = judge(query, ["weihnachten"], "", [])
     assert exact is not None and exact.exact
+
+
+def _judge_by_definition(query: Query, own: list[str], joined: str, bridge: list[str]) -> Verdict | None:
+    """:func:`judge` as its docstring defines it, every start and every phrase tried (the module's is the fast one)."""
+    size = len(own)
+    readings = [own + bridge] + ([[*own[:-1], joined, *bridge[1:]]] if joined else [])
+
+    def at(reading: list[str], start: int, phrase: Phrase, near: bool) -> bool | None:
+        """``phrase`` at ``start`` of ``reading``: exactly (True), by near spellings (False), not at all (None)."""
+        seen = reading[start : start + len(phrase.words)]
+        if len(seen) < len(phrase.words):
+            return None
+        spellings = [query.spellings(word) if near else {word} for word in phrase.words]
+        if not all(word in accepted for word, accepted in zip(seen, spellings, strict=True)):
+            return None
+        return list(seen) == list(phrase.words)
+
+    for phrase in query.exclude:
+        if any(at(reading[:size], start, phrase, near=False) for reading in readings for start in range(size)):
+            return None
+    exact_all = True
+    marked: set[tuple[int, int]] = set()
+    for phrase in query.include:
+        hits = [
+            (start, exact)
+            for reading in readings
+            for start in range(size)
+            if (exact := at(reading, start, phrase, near=True)) is not None
+        ]
+        if not hits:
+            return None
+        exact_all = exact_all and any(exact for _, exact in hits)
+        marked.update((start, min(start + len(phrase.words), size) - 1) for start, _ in hits)
+    return Verdict(exact_all, frozenset(marked))
+
+
+# Three words, each with a near spelling, so that lines and queries drawn from them often meet.
+_VOCABULARY = ["liebe", "mutter", "tag"]
+_NEAR = {word: {word + "x"} for word in _VOCABULARY}
+_LINE_WORDS = st.lists(st.sampled_from([*_VOCABULARY, *(word + "x" for word in _VOCABULARY)]), max_size=8)
+_PHRASE = st.lists(st.sampled_from(_VOCABULARY), min_size=1, max_size=3).map(lambda words: Phrase(tuple(words)))
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(_PHRASE, min_size=1, max_size=2),
+    st.lists(_PHRASE, max_size=2),
+    _LINE_WORDS,
+    st.sampled_from(["", "tagx", "liebe"]),
+    _LINE_WORDS,
+)
+def test_a_line_is_judged_as_defined(
+    include: list[Phrase], exclude: list[Phrase], own: list[str], joined: str, bridge: list[str]
+) -> None:
+    query = Query("", include, exclude, {word: _NEAR[word] for phrase in include for word in phrase.words})
+    assert judge(query, own, joined, bridge) == _judge_by_definition(query, own, joined, bridge)
 
 
 def test_highlights_cover_the_words_of_a_phrase_as_one_span() -> None:
