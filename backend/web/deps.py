@@ -34,6 +34,9 @@ class Page:
     def gettext(self, message: str) -> str:
         return self.renderer.gettext(self.language, message)
 
+    def ngettext(self, singular: str, plural: str, count: int) -> str:
+        return self.renderer.ngettext(self.language, singular, plural, count)
+
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         return self.renderer.render(
             self.language,

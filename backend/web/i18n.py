@@ -6,6 +6,11 @@ the pages' authors never edit one file at once; they are merged into one catalog
 A message may appear in several areas only with the same translation (tests/web/test_catalogs.py).
 The message ids are the English texts, so English needs no lookup, but en/*.po lists them too:
 every message is present in all three languages, and a test checks it.
+
+A message that shows a count is a plural message (``msgid_plural``, ``msgstr[n]``, chosen by each
+catalog's ``Plural-Forms``): ``ngettext`` in templates and Python, ``NP_`` where it is defined
+apart from where it is shown, and ``plural_forms`` for the pages' scripts, which choose the form
+themselves with ``Intl.PluralRules`` (see ``t`` in frontend/static/js/api.js).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from babel import Locale
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -35,6 +41,16 @@ LANGUAGE_NAMES: Mapping[str, str] = {"de": "Deutsch", "en": "English", "es": "Es
 def N_(message: str) -> str:  # noqa: N802 (gettext's conventional marker name)
     """Marks a message for the catalogs where it is defined; it is translated where it is shown."""
     return message
+
+
+def NP_(singular: str, plural: str) -> tuple[str, str]:  # noqa: N802 (as N_)
+    """Marks a plural message where it is defined; ``Catalogs.ngettext`` chooses its form where shown."""
+    return singular, plural
+
+
+# Counts that fall into each CLDR plural category of the languages here ("many" in Spanish is
+# 1000000, 2000000, ...): enough to find one number of every category a language has.
+_SAMPLE_COUNTS = (*range(0, 200), 1000, 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -88,6 +104,19 @@ class Catalogs:
 
     def gettext(self, language: str, message: str) -> str:
         return self.translations(language).gettext(message)
+
+    def ngettext(self, language: str, singular: str, plural: str, count: int) -> str:
+        return self.translations(language).ngettext(singular, plural, count)
+
+    def plural_forms(self, language: str, singular: str, plural: str) -> dict[str, str]:
+        """The message's text for each CLDR plural category of the language ("one", "other", ...),
+        for a script that picks one with ``Intl.PluralRules`` (it cannot run gettext's rule: CSP
+        allows no eval). Each category's text is gettext's own choice for a number of it."""
+        rule = Locale.parse(language).plural_form
+        forms: dict[str, str] = {}
+        for count in _SAMPLE_COUNTS:
+            forms.setdefault(rule(count), self.ngettext(language, singular, plural, count))
+        return forms
 
 
 def choose_language(user_choice: str | None, cookie: str | None) -> str:

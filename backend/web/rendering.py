@@ -108,11 +108,16 @@ class Renderer:
             json_script=_json_script,
             # Where the scripts fetch the message of every error code in this language.
             error_messages_url=self.error_catalogs[language].url,
+            # A plural message for a page's script: each form, for it to choose by the count.
+            plural_forms=lambda singular, plural: self.catalogs.plural_forms(language, singular, plural),
         )
         return environment
 
     def gettext(self, language: str, message: str) -> str:
         return self.catalogs.gettext(language, message)
+
+    def ngettext(self, language: str, singular: str, plural: str, count: int) -> str:
+        return self.catalogs.ngettext(language, singular, plural, count)
 
     def render(self, language: str, template: str, context: Mapping[str, Any], status: int = 200) -> HTMLResponse:
         body = self._environments[language].get_template(template).render(context)

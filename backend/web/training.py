@@ -23,7 +23,7 @@ from backend.training.models import ACTIVE_RUN, RunStatus, TrainingKind
 from backend.training.routes import service_state
 from backend.training.schemas import KindOut, OcrServiceOut, OverviewOut, RunOut, RunPage, WriterKindOut
 from backend.web.deps import AdminPage, Page
-from backend.web.i18n import N_
+from backend.web.i18n import N_, NP_
 from backend.web.training_chart import EpochChart, HeldOutChart, epoch_chart, heldout_chart
 
 router = APIRouter(include_in_schema=False)
@@ -55,15 +55,23 @@ REASONS: Mapping[str, str] = {
     ErrorCode.TRAINING_ALREADY_RUNNING: N_("Run {runId} is still going. One run at a time: wait for it or cancel it."),
     ErrorCode.OCR_SERVICE_UNAVAILABLE: N_("The OCR service is not answering at the moment. Please try again later."),
 }
-SHORT_OF_LINES = N_(
+# Not enough data: plural messages, their form chosen by the number still missing.
+SHORT_OF_LINES = NP_(
+    "Not enough yet: {missing} more corrected line is needed ({have} of {needed}, "
+    "not counting the pages kept back for judging).",
     "Not enough yet: {missing} more corrected lines are needed ({have} of {needed}, "
-    "not counting the pages kept back for judging)."
+    "not counting the pages kept back for judging).",
 )
-SHORT_OF_PAGES = N_(
+SHORT_OF_PAGES = NP_(
+    "Not enough yet: corrected lines are needed on {missing} more page ({have} of {needed}; "
+    "some pages are kept back to judge the new model).",
     "Not enough yet: corrected lines are needed on {missing} more pages ({have} of {needed}; "
-    "some pages are kept back to judge the new model)."
+    "some pages are kept back to judge the new model).",
 )
-SHORT_OF_REVIEWED_PAGES = N_("Not enough yet: {missing} more fully reviewed pages are needed ({have} of {needed}).")
+SHORT_OF_REVIEWED_PAGES = NP_(
+    "Not enough yet: {missing} more fully reviewed page is needed ({have} of {needed}).",
+    "Not enough yet: {missing} more fully reviewed pages are needed ({have} of {needed}).",
+)
 UNKNOWN_REASON = N_("A run cannot start just now.")
 
 
@@ -101,16 +109,18 @@ def reason_text(page: Page, kind: KindOut) -> str | None:
         return None
     details = kind.reason_details or {}
     code = kind.reason_code
-    if code == ErrorCode.NOT_ENOUGH_TRAINING_DATA:
+    missing = details.get("missing")
+    if code == ErrorCode.NOT_ENOUGH_TRAINING_DATA and isinstance(missing, int):
         if details.get("unit") == "lines":
-            template = SHORT_OF_LINES
+            singular, plural = SHORT_OF_LINES
         elif kind.kind is TrainingKind.SEGMENTATION:
-            template = SHORT_OF_REVIEWED_PAGES
+            singular, plural = SHORT_OF_REVIEWED_PAGES
         else:
-            template = SHORT_OF_PAGES
+            singular, plural = SHORT_OF_PAGES
+        text = page.ngettext(singular, plural, missing)
     else:
-        template = REASONS.get(code or "", UNKNOWN_REASON)
-    return page.gettext(template).format_map(_Missing({k: _number(page, v) for k, v in details.items()}))
+        text = page.gettext(REASONS.get(code or "", UNKNOWN_REASON))
+    return text.format_map(_Missing({k: _number(page, v) for k, v in details.items()}))
 
 
 class _Missing(dict[str, str]):

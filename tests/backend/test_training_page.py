@@ -6,7 +6,7 @@ their text alternatives. The browser tests (tests/web/test_training.py) drive th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -216,6 +216,67 @@ def test_the_chart_of_a_run_has_its_words_and_its_values(app: TrainingApp) -> No
     assert float(new_bar.get("width")) < float(old_bar.get("width"))
 
 
+ONE_AND_TWO = [
+    ("de", "1 Zeile auf 1 Seite", "2 Zeilen auf 2 Seiten"),
+    ("en", "1 line on 1 page", "2 lines on 2 pages"),
+    ("es", "1 línea en 1 página", "2 líneas en 2 páginas"),
+]
+
+
+@pytest.mark.parametrize(("language", "one", "two"), ONE_AND_TWO)
+def test_a_run_on_one_line_of_one_page_says_so_in_the_singular(
+    app: TrainingApp, language: str, one: str, two: str
+) -> None:
+    run_id = add_run(
+        app, RunStatus.DONE, 1, line_count=1, page_count=1, heldout_line_count=2, heldout_page_ids=[1, 2],
+        metrics=metrics([(0.9, 0.1)]), epoch=1, accuracy=0.9, cer=0.1, finished_at=START + timedelta(hours=2),
+    )  # fmt: skip
+    card = open_page(browser(app, language=language)).get_element_by_id(f"run-{run_id}")
+    facts = [text(fact) for fact in card.findall(".//dd")]
+    assert one in facts  # trained on
+    assert two in facts  # kept back for judging
+    epochs = {"de": "1 Epoche.", "en": "1 epoch.", "es": "1 época."}[language]
+    assert text(card.find(".//desc")).startswith(epochs + " ")
+
+
+@pytest.mark.parametrize(
+    ("needed", "amount", "reason"),
+    [
+        (1, "0 von 1 nötigen Seite", "Noch nicht genug: Es braucht noch 1 vollständig geprüfte Seite (0 von 1)."),
+        (2, "0 von 2 nötigen Seiten", "Noch nicht genug: Es braucht noch 2 vollständig geprüfte Seiten (0 von 2)."),
+    ],
+)
+def test_the_pages_a_kind_needs_are_counted_in_the_singular_and_the_plural(
+    start_app: Callable[..., TrainingApp], needed: int, amount: str, reason: str
+) -> None:
+    app = start_app(training_min_segmentation_pages=needed)
+    page = open_page(browser(app))
+    segmentation = page.get_element_by_id("kind-segmentation")
+    assert text(segmentation.find_class("kind__amount")[0]) == amount
+    assert text(page.get_element_by_id("kind-segmentation-reason")) == reason
+
+
+@pytest.mark.parametrize(
+    ("language", "unit", "kind", "said"),
+    [
+        ("de", "lines", TrainingKind.RECOGNITION, "Es braucht noch 1 korrigierte Zeile (0 von 1,"),
+        ("de", "pages", TrainingKind.WRITER, "korrigierte Zeilen auf 1 weiteren Seite (0 von 1;"),
+        ("en", "lines", TrainingKind.RECOGNITION, "1 more corrected line is needed (0 of 1,"),
+        ("en", "pages", TrainingKind.SEGMENTATION, "1 more fully reviewed page is needed (0 of 1)."),
+        ("es", "lines", TrainingKind.RECOGNITION, "se necesita 1 línea corregida más (0 de 1,"),
+        ("es", "pages", TrainingKind.WRITER, "líneas corregidas en 1 página más (0 de 1;"),
+    ],
+)
+def test_one_missing_line_or_page_is_said_in_the_singular(
+    app: TrainingApp, language: str, unit: str, kind: TrainingKind, said: str
+) -> None:
+    refused = KindOut(
+        kind=kind, eligible_lines=0, eligible_pages=0, threshold=1, threshold_unit=unit, can_start=False,
+        reason="(English)", reason_code=SHORT, reason_details={"needed": 1, "have": 0, "missing": 1, "unit": unit},
+    )  # fmt: skip
+    assert said in (reason_text(_Page(app, language), refused) or "")  # type: ignore[arg-type]
+
+
 def test_an_archivist_is_refused_and_a_visitor_sent_to_log_in(app: TrainingApp) -> None:
     refused = browser(app, "erika").get("/admin/training")
     assert refused.status_code == 403
@@ -263,6 +324,9 @@ class _Page:
 
     def gettext(self, message: str) -> str:
         return str(self.renderer.gettext(self.language, message))
+
+    def ngettext(self, singular: str, plural: str, count: int) -> str:
+        return str(self.renderer.ngettext(self.language, singular, plural, count))
 
 
 SHORT = "NOT_ENOUGH_TRAINING_DATA"

@@ -4,6 +4,7 @@ on the page shown."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from datetime import UTC, datetime
@@ -126,3 +127,54 @@ def test_a_line_s_box_holds_its_outline_whatever_the_stored_points(seed: int) ->
         assert left <= x <= left + width and top <= y <= top + height
     drawn = [tuple(float(v) for v in pair.split(",")) for pair in view.points.split()]
     assert drawn == [pytest.approx((x, y), abs=0.006) for x, y in polygon]
+
+
+def _document_of_lines(actors: Actors, counts: list[int]) -> int:
+    """A document whose page n has counts[n - 1] lines."""
+    response = actors.client.post(
+        "/api/documents",
+        headers=actors.archivist,
+        files={"file": ("b.pdf", make_document("pdf", 8, pages=len(counts)), "application/pdf")},
+        data={"title": "Zettel"},
+    )
+    assert response.status_code == 201, response.text
+    document_id = int(response.json()["id"])
+    services = services_of(actors.client)
+    for number, count in enumerate(counts, 1):
+        lines = [ocr_line(index, f"p{number} l{index}") for index in range(count)]
+        with services.db.sessions() as session:
+            services.lines.store_page(
+                session, document_id, number, lines, model="kurrent", model_version="1", now=services.clock()
+            )
+    return document_id
+
+
+@pytest.mark.parametrize(
+    ("language", "one", "two", "forms"),
+    [
+        ("de", "0 von 1 Zeile korrigiert", "0 von 2 Zeilen korrigiert", {"one": "{corrected} von {total} Zeile"}),
+        ("en", "0 of 1 line corrected", "0 of 2 lines corrected", {"one": "{corrected} of {total} line corrected"}),
+        ("es", "0 de 1 línea corregida", "0 de 2 líneas corregidas", {"many": "{corrected} de {total} líneas"}),
+    ],
+)
+def test_the_lines_summary_says_one_line_in_the_singular_and_its_script_gets_every_form(
+    actors: Actors, language: str, one: str, two: str, forms: dict[str, str]
+) -> None:
+    document_id = _document_of_lines(actors, [1, 2])
+    actors.client.cookies.clear()
+    login = actors.client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    actors.client.cookies.set("archiv_lang", language)
+    said = {}
+    for page in (1, 2):
+        response = actors.client.get(f"/documents/{document_id}?page={page}", headers={"Accept": "text/html"})
+        assert response.status_code == 200, response.text
+        summary = re.search(r'<p class="lines-summary" id="lines-summary">([^<]*)</p>', response.text)
+        assert summary, response.text
+        said[page] = summary.group(1)
+    assert said[1].startswith(one + ", ") and said[2].startswith(two + ", ")
+    messages = re.search(r'<script type="application/json" id="page-messages">([^<]*)</script>', response.text)
+    assert messages
+    summary_forms = json.loads(messages.group(1))["summary"]
+    for category, start in forms.items():
+        assert summary_forms[category].startswith(start), summary_forms

@@ -230,6 +230,58 @@ def test_text_typed_while_the_archive_is_out_of_reach_is_saved_on_the_next_visit
     assert stored[0]["text"] == "Offline getippt"
 
 
+def log_in_by_form(page: Page, username: str, password: str) -> None:
+    page.goto("/login")
+    page.get_by_label("Benutzername").fill(username)
+    page.get_by_label("Passwort").fill(password)
+    page.get_by_role("button", name="Anmelden").click()
+    expect(page).to_have_url(re.compile(r"/documents$"))
+
+
+def log_out_by_button(page: Page) -> None:
+    page.goto("/documents")
+    page.locator("#logout").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+
+
+def test_a_draft_on_a_shared_tablet_is_offered_to_its_writer_after_logout_and_to_nobody_else(
+    browsing: Browsing, live: LiveSystem, admin_api: httpx.Client
+) -> None:
+    document_id, lines = import_document(admin_api, "Brief auf dem Tablet", lines=3)
+    line = f"#line-{lines[0]['id']}"
+    with browsing.context("archivist", width="tablet") as context:
+        page = context.new_page()
+        open_view(page, document_id)
+        context.set_offline(True)
+        field(page, 1).fill("Ernas Entwurf")
+        field(page, 1).press("Enter")
+        expect(page.locator(line)).to_have_class(re.compile(r"\bline--retrying\b"))
+        page.close()
+        context.set_offline(False)
+        tablet = context.new_page()
+        log_out_by_button(tablet)
+
+        # Someone else on the same tablet: the first person's draft is neither shown nor saved.
+        log_in_by_form(tablet, *live.admin)
+        open_view(tablet, document_id)
+        expect(field(tablet, 1)).to_have_value(lines[0]["text"])
+        expect(tablet.locator(line)).not_to_have_class(re.compile(r"\bline--(saved|retrying|conflict)\b"))
+        expect(tablet.locator(".conflict")).to_have_count(0)
+        assert admin_api.get(f"/api/documents/{document_id}/lines").json()[0]["text"] == lines[0]["text"]
+        log_out_by_button(tablet)
+
+        # The first person again: the logout kept the draft, and it is saved now.
+        log_in_by_form(tablet, *live.archivist)
+        open_view(tablet, document_id)
+        expect(field(tablet, 1)).to_have_value("Ernas Entwurf")
+        expect(tablet.locator(line)).to_have_class(re.compile(r"\bline--saved\b"))
+    stored = admin_api.get(f"/api/documents/{document_id}/lines").json()
+    assert stored[0]["text"] == "Ernas Entwurf"
+    history = admin_api.get(f"/api/lines/{lines[0]['id']}/history").json()
+    writer = next(u["id"] for u in admin_api.get("/api/users").json() if u["username"] == live.archivist[0])
+    assert [(entry["userId"], entry["textAfter"]) for entry in history] == [(writer, "Ernas Entwurf")]
+
+
 def canvas_scale(page: Page) -> float:
     transform = page.locator(".stage__canvas").evaluate("c => c.style.transform")
     match = re.search(r"scale\(([\d.e-]+)\)", transform)

@@ -18,9 +18,17 @@ function readJson(id) {
 const uiMessages = readJson("ui-messages");
 const pageMessages = readJson("page-messages");
 
-/** A message of this page or of the layout, in the page's language (the template put it there). */
-export function t(key, values = {}) {
-  const text = pageMessages[key] ?? uiMessages[key] ?? key;
+// The page's language's plural categories ("one", "other", "many", ...), as CLDR defines them.
+const pluralRules = new Intl.PluralRules(document.documentElement.lang || undefined);
+
+/**
+ * A message of this page or of the layout, in the page's language (the template put it there).
+ * A plural message (the template's plural_forms: a text per plural category) takes the form for
+ * ``count``, the number it shows.
+ */
+export function t(key, values = {}, count = undefined) {
+  const message = pageMessages[key] ?? uiMessages[key] ?? key;
+  const text = typeof message === "string" ? message : (message[pluralRules.select(count)] ?? message.other);
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
 }
 

@@ -418,7 +418,7 @@ ocrStart.addEventListener("click", async () => {
       const box = row?.querySelector(".select-document");
       if (box) box.checked = false;
     }
-    announce(t("ocrStarted", { count: ids.length }), "info");
+    announce(t("ocrStarted", { count: ids.length }, ids.length), "info");
     watchBatch(batchId);
   } catch (error) {
     announceError(error);
@@ -438,7 +438,7 @@ async function moveToTrash(row, button) {
   const title = row.dataset.title;
   const confirmed = await confirmDialog(
     document.getElementById("trash-dialog"),
-    t("trashQuestion", { title, days: data.trashDays }),
+    t("trashQuestion", { title, days: data.trashDays }, data.trashDays),
     button,
   );
   if (!confirmed) return;

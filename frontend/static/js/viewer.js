@@ -172,11 +172,13 @@ class Viewer {
     if (byThisPerson) document.getElementById("save-announcer").textContent = t("lineSaved", { number: editor.number });
     const summary = this.root.querySelector("#lines-summary");
     if (summary) {
-      summary.textContent = t("summary", {
+      const total = this.editors.length;
+      const counts = {
         corrected: this.root.querySelectorAll(".line--corrected").length,
-        total: this.editors.length,
+        total,
         uncertain: this.root.querySelectorAll(".line--uncertain").length,
-      });
+      };
+      summary.textContent = t("summary", counts, total);
     }
   }
 
