@@ -93,7 +93,9 @@ bench-api: install
 # The loaded archives are kept under .cache/bench-search/ (PostgreSQL: databases bench_search_*).
 bench-search: install
 	$(PY) bench/bench_search.py --database sqlite
+	$(PY) bench/bench_search.py --database sqlite --search-processes 2
 	$(PY) bench/bench_search.py --database postgresql
+	$(PY) bench/bench_search.py --database postgresql --search-processes 2
 
 # The document view of a 60-line page in Chromium: navigation to every line editable (target < 1 s), CSS+JS bytes.
 bench-ui: install

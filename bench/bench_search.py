@@ -26,7 +26,7 @@ size, highlights inside the text); then ``--serial`` searches by one client alon
 latency without a queue, and the server's CPU for it). p50/p95/p99/max per kind and overall,
 searches/s, the server's CPU per search, the share of searches that found something (and that
 the candidate cap cut), the load and index times and the index's size (the tables and indexes
-the search migration added) are printed and written to bench/results/search-<database>.json.
+the search migration added) are printed and written to bench/results/search-<database>[-<n>-processes].json.
 Target: p99 < 100 ms at 1 000 000 lines.
 """
 
@@ -478,7 +478,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     out = args.results
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"search-{args.database}.json").write_text(json.dumps(result, indent=2) + "\n")
+    processes = f"-{args.search_processes}-processes" if args.search_processes else ""
+    (out / f"search-{args.database}{processes}.json").write_text(json.dumps(result, indent=2) + "\n")
     overall = figures[OVERALL]
     print(
         f"\n{args.database}, {lines} lines: p50 {overall['p50_ms']} ms, p99 {overall['p99_ms']} ms "

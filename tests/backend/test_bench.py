@@ -100,7 +100,7 @@ def test_training_data_benchmark_times_every_count(tmp_path: Path) -> None:
 def test_search_benchmark_times_every_kind_of_search(tmp_path: Path) -> None:
     # Served as a multi-core server would: searches in a worker process (APP_SEARCH_PROCESSES).
     _run("bench_search.py", tmp_path, "--database", DATABASE_KIND, "--no-cache", "--search-processes", "1")
-    result = json.loads((tmp_path / f"search-{DATABASE_KIND}.json").read_text())
+    result = json.loads((tmp_path / f"search-{DATABASE_KIND}-1-processes.json").read_text())
     assert result["archive"]["lines"] == result["linesIndexed"] == 3000
     assert result["clients"] == 5
     assert result["searchProcesses"] == 1
