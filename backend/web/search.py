@@ -11,9 +11,9 @@ from datetime import date
 from typing import Annotated
 from urllib.parse import urlencode
 
-import anyio.from_thread
 from babel.dates import format_date, format_skeleton
 from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.responses import Response
@@ -136,6 +136,13 @@ class Filters:
         return any((self.writer, self.date_from, self.date_to, self.status))
 
 
+def _writers_then_close(writers: Writers, session: Session) -> list[WriterSummaryOut]:
+    try:
+        return all_writers(writers, session)
+    finally:
+        session.close()
+
+
 def all_writers(writers: Writers, session: Session) -> list[WriterSummaryOut]:
     found: list[WriterSummaryOut] = []
     cursor: str | None = None
@@ -155,7 +162,7 @@ def page_numbers(current: int, last: int) -> Iterator[int]:
 
 
 @router.get("/search")
-def search_page(
+async def search_page(
     page: UserPage,
     services: ServicesDep,
     session: SessionDep,
@@ -167,16 +174,15 @@ def search_page(
     page_number: Annotated[str, Query(alias="page")] = "1",
 ) -> Response:
     filters = Filters(q.strip(), writer, date_from, date_to, status, page_number)
+    # The writers for the filter first; then the search waits for its turn (backend/search/
+    # runner.py) holding neither a thread nor this request's connection, which goes back to the
+    # pool (the page's user stays readable, detached).
+    writers = await run_in_threadpool(_writers_then_close, services.writers, session)
     result: SearchOut | None = None
     problem: str | None = None
     if filters.q or filters.filtered:
         try:
-            params = filters.params()
-            # The search waits for its turn (backend/search/runner.py) and reads through a
-            # connection of its own: this request's goes back to the pool meanwhile (the page's
-            # user stays readable, detached; the writers below are read afresh).
-            session.close()
-            result = anyio.from_thread.run(services.searches.result, params)
+            result = await services.searches.result(filters.params())
         except ValidationError:
             problem = page.renderer.error_message(page.language, ErrorCode.INVALID_REQUEST)
         except AppError as error:
@@ -185,7 +191,8 @@ def search_page(
             problem = page.renderer.error_message(page.language, error.code)
     last_page = max(1, math.ceil(result.total / PAGE_SIZE)) if result else 1
     title = page.gettext(N_("Search")) + (f": {filters.q}" if filters.q else "")
-    return page.render(
+    return await run_in_threadpool(
+        page.render,
         "search.html",
         title=title,
         search_query=filters.q,
@@ -194,7 +201,7 @@ def search_page(
         problem=problem,
         last_page=last_page,
         page_numbers=list(page_numbers(result.page, last_page)) if result else [],
-        writers=all_writers(services.writers, session),
+        writers=writers,
         statuses=[(s.value, page.gettext(label)) for s, label in STATUS_LABELS.items()],
         status_labels={s.value: page.gettext(label) for s, label in STATUS_LABELS.items()},
         status_badges={s.value: badge for s, badge in STATUS_BADGES.items()},

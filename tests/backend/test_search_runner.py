@@ -284,3 +284,19 @@ def test_workers_that_cannot_start_stop_the_backend_from_starting(tmp_path: Path
             runner.start()
     finally:
         runner.close()
+
+
+def test_many_search_pages_at_once_wait_their_turn_without_holding_threads(actors: Actors) -> None:
+    """Forty search pages in flight: each waits for the search slot holding neither a thread of
+    the pool the other pages run in nor a pooled connection, so all are answered."""
+    _archive(actors)
+    login = actors.client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+
+    def page(_: int) -> tuple[int, bool]:
+        response = actors.client.get("/search", params={"q": "Mutter"}, headers={"Accept": "text/html"})
+        return response.status_code, "Brief an Anna" in response.text
+
+    with ThreadPoolExecutor(40) as threads:
+        answers = list(threads.map(page, range(40), timeout=60))
+    assert answers == [(200, True)] * 40
