@@ -286,9 +286,10 @@ def test_workers_that_cannot_start_stop_the_backend_from_starting(tmp_path: Path
         runner.close()
 
 
-def test_many_search_pages_at_once_wait_their_turn_without_holding_threads(actors: Actors) -> None:
-    """Forty search pages in flight: each waits for the search slot holding neither a thread of
-    the pool the other pages run in nor a pooled connection, so all are answered."""
+def test_many_search_pages_at_once_wait_their_turn_without_holding_connections(actors: Actors) -> None:
+    """Forty search pages in flight, one search at a time: a page that kept its pooled connection
+    while waiting (the pool has 15) would leave the running search none, and all would time out
+    (checked: with the page's session left open this fails after the pool's 30 s)."""
     _archive(actors)
     login = actors.client.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
     assert login.status_code == 200, login.text
