@@ -142,19 +142,45 @@ def test_a_refusal_shows_the_catalogs_message_fetched_only_then(browsing: Browsi
 
         page.on("request", note)
         open_view(page, document_id)
+        # The OCR panel's own first reads are done: a late one would fail on the trashed document too.
+        expect(page.locator("#ocr-panel")).to_have_attribute("data-loaded", "true")
         assert page.locator("#error-messages").count() == 0
         assert asked == [], "no error messages are fetched while there is no error"
         trashed = admin_api.delete(f"/api/documents/{document_id}")
         assert trashed.status_code == 204, trashed.text
         toggle(page).click()
         expected = RENDERER.error_message("de", "DOCUMENT_NOT_FOUND")
-        expect(page.locator("#notices .notice--error")).to_have_text(re.compile(re.escape(expected)))
+        notice = page.locator("#notices .notice--error")
+        expect(notice).to_have_text(re.compile(re.escape(expected)))
         expect(toggle(page)).to_have_attribute("aria-pressed", "false")
         assert len(asked) == 1 and re.search(r"/i18n/errors\.de\.json\?v=[0-9a-f]{12}$", asked[0]), asked
-        # The next error needs no second fetch.
+        # The next error needs no second fetch, and the same message is one notice, told again.
+        notice.evaluate("element => { element.dataset.first = 'yes'; }")
         toggle(page).click()
-        expect(page.locator("#notices .notice--error")).to_have_count(2)
+        expect(page.locator("#notices .notice--error:not([data-first])")).to_have_count(1)
+        expect(notice).to_have_count(1)
+        expect(notice).to_have_text(re.compile(re.escape(expected)))
         assert len(asked) == 1, asked
+
+
+def test_different_errors_each_keep_their_notice_and_the_same_one_is_not_piled_up(
+    browsing: Browsing, admin_api: httpx.Client
+) -> None:
+    document_id, _ = unreviewed_document(admin_api, "Brief mit Meldungen", lines=1)
+    with browsing.page("archivist") as page:
+        open_view(page, document_id)
+        expect(page.locator("#ocr-panel")).to_have_attribute("data-loaded", "true")
+        for text, kind in (("Erste Meldung", "error"), ("Zweite Meldung", "error"), ("Erste Meldung", "error"),
+                           ("Erste Meldung", "info")):
+            page.evaluate(
+                "async ([text, kind]) => (await import('/static/js/api.js')).announce(text, kind)", [text, kind]
+            )
+        errors = page.locator("#notices .notice--error")
+        expect(errors).to_have_count(2)
+        # The repeated message moved to the end: it is the newest.
+        expect(errors.nth(0)).to_contain_text("Zweite Meldung")
+        expect(errors.nth(1)).to_contain_text("Erste Meldung")
+        expect(page.locator("#notices .notice--info")).to_have_count(1)
 
 
 def test_without_the_error_messages_an_error_still_reads_calmly(browsing: Browsing, admin_api: httpx.Client) -> None:

@@ -139,11 +139,16 @@ export function csrfHeader() {
 
 /**
  * Tell the person something in the notices area (a polite live region). Errors stay until the
- * person closes them: someone who looked away must still find them.
+ * person closes them: someone who looked away must still find them. The same message again
+ * replaces its earlier notice (one failure seen by several parts of a page is one notice, not a
+ * pile of identical ones) and, being a new node, is read out again.
  */
 export function announce(text, kind = "info") {
   const area = document.getElementById("notices");
   if (!area) return null;
+  for (const earlier of area.querySelectorAll(`.notice--${kind}`)) {
+    if (earlier.querySelector("p")?.textContent === text) earlier.remove();
+  }
   const notice = document.createElement("div");
   notice.className = `notice notice--${kind}`;
   const message = document.createElement("p");

@@ -68,6 +68,7 @@ class OcrPanel {
 
   async load() {
     await Promise.all([this.loadModels(), this.loadJob()]);
+    this.root.dataset.loaded = "true"; // for tests that must not race the panel's first reads
   }
 
   async loadModels() {
