@@ -77,6 +77,7 @@ class ErrorCode(StrEnum):
     # search
     SEARCH_QUERY_INVALID = "SEARCH_QUERY_INVALID"
     SEARCH_UNAVAILABLE = "SEARCH_UNAVAILABLE"
+    SEARCH_BUSY = "SEARCH_BUSY"
     # export
     EXPORT_SELECTION_TOO_LARGE = "EXPORT_SELECTION_TOO_LARGE"
     # import
@@ -151,6 +152,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SEARCH_QUERY_INVALID: 422,
     # The search worker processes died twice in a row (APP_SEARCH_PROCESSES).
     ErrorCode.SEARCH_UNAVAILABLE: 503,
+    # APP_SEARCH_MAX_PENDING searches are running or waiting already.
+    ErrorCode.SEARCH_BUSY: 503,
     # More documents in one export ZIP than APP_EXPORT_MAX_DOCUMENTS.
     ErrorCode.EXPORT_SELECTION_TOO_LARGE: 422,
     ErrorCode.IMPORT_TOO_LARGE: 413,

@@ -236,6 +236,11 @@ class Settings(BaseSettings):
     # Worker processes that run searches (0: the backend's own process, one search at a time).
     # Each uses a core of its own and about 80 MB; see backend/search/runner.py.
     search_processes: int = Field(0, ge=0, le=64)
+    # Searches the backend holds at once, running and waiting for their turn; one more is
+    # answered 503 SEARCH_BUSY at once (Retry-After) rather than queued behind the others: past
+    # this a person waits seconds, and a queue without a bound grows for as long as searches come
+    # faster than they are answered.
+    search_max_pending: int = Field(100, ge=1, le=100_000)
 
     @field_validator("log_level")
     @classmethod

@@ -10,6 +10,10 @@ its own lock and database connection, let a server use its other cores.
 
 Workers only read, through their own connections: a line committed before a search starts is
 found by it (SQLite's WAL and PostgreSQL both give a new transaction every earlier commit).
+
+The searches held at once, running and waiting, are bounded (``APP_SEARCH_MAX_PENDING``): one
+more is refused at once with 503 ``SEARCH_BUSY`` and a Retry-After, so a burst beyond what the
+server answers costs those who came last a retry, not everyone a wait that only grows.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import anyio
@@ -43,6 +49,9 @@ log = logging.getLogger(__name__)
 IN_PROCESS_SLOTS = {"sqlite": 1, "postgresql": 2}
 # How often a worker checks that the backend that started it is still alive.
 PARENT_CHECK_S = 1.0
+# A refused search's Retry-After: at a hundred or more searches a second, a queue of
+# APP_SEARCH_MAX_PENDING is gone in about a second.
+BUSY_RETRY_AFTER_S = 5
 
 
 class SearchWorkersFailedError(RuntimeError):
@@ -60,11 +69,21 @@ class _Failed:
 class SearchRunner:
     """Runs ``backend.search.service.search`` for the routes; ``start`` once the database is migrated."""
 
-    def __init__(self, db: Database, database_url: str, limits: SearchLimits, processes: int) -> None:
+    def __init__(
+        self, db: Database, database_url: str, limits: SearchLimits, processes: int, max_pending: int = 100
+    ) -> None:
         self._db = db
         self._url = database_url
         self._limits = limits
         self._processes = processes
+        self._max_pending = max_pending
+        # Searches running or waiting (APP_SEARCH_MAX_PENDING); counted under a lock, as the
+        # search page and the API may call from more than one event loop's thread in tests.
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        # Refused since the last admitted search: the log says when a burst begins and how
+        # many it turned away, not a line for each.
+        self._refused = 0
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         # Set by ``close``: a search that comes later (uvicorn lets none through, but a caller
@@ -75,7 +94,13 @@ class SearchRunner:
 
     @classmethod
     def from_settings(cls, db: Database, settings: Settings) -> SearchRunner:
-        return cls(db, settings.database_url, SearchLimits.from_settings(settings), settings.search_processes)
+        return cls(
+            db,
+            settings.database_url,
+            SearchLimits.from_settings(settings),
+            settings.search_processes,
+            settings.search_max_pending,
+        )
 
     @property
     def processes(self) -> int:
@@ -105,18 +130,52 @@ class SearchRunner:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    @property
+    def pending(self) -> int:
+        """Searches running or waiting for their turn now."""
+        return self._pending
+
     async def json(self, params: SearchParams) -> str:
         """The answer of ``GET /api/search`` as JSON."""
-        if not self._processes:
-            out = await self._here(params)
-            return out.model_dump_json(by_alias=True)
-        return await self._in_worker(params)
+        with self._admitted():
+            if not self._processes:
+                out = await self._here(params)
+                return out.model_dump_json(by_alias=True)
+            return await self._in_worker(params)
 
     async def result(self, params: SearchParams) -> SearchOut:
         """The answer as a model (the search page renders it)."""
-        if not self._processes:
-            return await self._here(params)
-        return SearchOut.model_validate_json(await self._in_worker(params))
+        with self._admitted():
+            if not self._processes:
+                return await self._here(params)
+            return SearchOut.model_validate_json(await self._in_worker(params))
+
+    @contextmanager
+    def _admitted(self) -> Iterator[None]:
+        """Hold one of the APP_SEARCH_MAX_PENDING places for the search, or refuse it (503 SEARCH_BUSY)."""
+        with self._pending_lock:
+            full = self._pending >= self._max_pending
+            if full:
+                self._refused += 1
+                refused = self._refused
+            else:
+                self._pending += 1
+                refused, self._refused = self._refused, 0
+        if full:
+            if refused == 1:
+                log.warning("refusing searches: %d are running or waiting (APP_SEARCH_MAX_PENDING)", self._max_pending)
+            raise AppError(
+                ErrorCode.SEARCH_BUSY,
+                "Many people are searching just now. Please try again in a few seconds.",
+                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+            )
+        if refused:
+            log.warning("searches taken again after %d were refused (APP_SEARCH_MAX_PENDING)", refused)
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
 
     async def _here(self, params: SearchParams) -> SearchOut:
         if self._slots is None:

@@ -143,6 +143,7 @@ ERROR_MESSAGES: Mapping[str, str] = {
         "The search cannot be run like this. Please type at least one word to look for (at most 200 characters)."
     ),
     "SEARCH_UNAVAILABLE": N_("The search is not available just now. Please wait a moment and try again."),
+    "SEARCH_BUSY": N_("Many people are searching just now. Please try again in a few seconds."),
     "EXPORT_SELECTION_TOO_LARGE": N_(
         "Too many documents are chosen for one export. Please choose fewer and export them in several steps."
     ),

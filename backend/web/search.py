@@ -30,6 +30,8 @@ from backend.writers.service import Writers
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 20
+# The search's refusals the page says above its form (others are the app's error page).
+_SAID_ON_THE_PAGE = frozenset({ErrorCode.SEARCH_QUERY_INVALID, ErrorCode.SEARCH_BUSY, ErrorCode.SEARCH_UNAVAILABLE})
 # The filter's list of writers: a family archive has a few dozen; past this the rest are left out.
 MAX_WRITERS = 1000
 
@@ -180,20 +182,25 @@ async def search_page(
     writers = await run_in_threadpool(_writers_then_close, services.writers, session)
     result: SearchOut | None = None
     problem: str | None = None
+    http_status, http_headers = 200, {}
     if filters.q or filters.filtered:
         try:
             result = await services.searches.result(filters.params())
         except ValidationError:
             problem = page.renderer.error_message(page.language, ErrorCode.INVALID_REQUEST)
         except AppError as error:
-            if error.code is not ErrorCode.SEARCH_QUERY_INVALID:
+            if error.code not in _SAID_ON_THE_PAGE:
                 raise
             problem = page.renderer.error_message(page.language, error.code)
+            # Too busy or unavailable: the page with its form as typed, the reason above it.
+            if error.code is not ErrorCode.SEARCH_QUERY_INVALID:
+                http_status, http_headers = 503, error.headers or {}
     last_page = max(1, math.ceil(result.total / PAGE_SIZE)) if result else 1
     title = page.gettext(N_("Search")) + (f": {filters.q}" if filters.q else "")
-    return await run_in_threadpool(
+    response = await run_in_threadpool(
         page.render,
         "search.html",
+        status=http_status,
         title=title,
         search_query=filters.q,
         filters=filters,
@@ -208,3 +215,5 @@ async def search_page(
         marked_segments=marked_segments,
         document_date=lambda value, precision: document_date(value, precision, page.language),
     )
+    response.headers.update(http_headers)
+    return response

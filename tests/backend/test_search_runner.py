@@ -1,15 +1,19 @@
 """Where searches run (backend/search/runner.py): one at a time in the backend's process, or in
 worker processes (APP_SEARCH_PROCESSES) that answer exactly as the backend would, see what was
-committed before the search began, are replaced when they die and end when the backend dies."""
+committed before the search began, are replaced when they die and end when the backend dies;
+past APP_SEARCH_MAX_PENDING searches at once, one more is refused at once (503 SEARCH_BUSY)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -22,7 +26,7 @@ from pydantic import ValidationError
 from backend.db import Database
 from backend.errors import AppError, ErrorCode
 from backend.search.runner import SearchRunner, SearchWorkersFailedError
-from backend.search.schemas import SearchParams
+from backend.search.schemas import SearchOut, SearchParams
 from backend.search.service import SearchLimits
 from backend.settings import Settings
 from tests.backend.conftest import PASSWORD, Actors, AppFactory, FakeClock, services_of
@@ -301,3 +305,102 @@ def test_many_search_pages_at_once_wait_their_turn_without_holding_connections(a
     with ThreadPoolExecutor(40) as threads:
         answers = list(threads.map(page, range(40), timeout=60))
     assert answers == [(200, True)] * 40
+
+
+class _Held:
+    """Searches that wait inside the runner until let go (the search itself replaced)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, runner: SearchRunner) -> None:
+        self.go = threading.Event()
+        self.started = 0
+        self._lock = threading.Lock()
+
+        def held(params: SearchParams) -> SearchOut:
+            with self._lock:
+                self.started += 1
+            assert self.go.wait(30), "the test lets every held search go"
+            if params.q == "-Krieg":
+                raise AppError(ErrorCode.SEARCH_QUERY_INVALID, "only exclusions")
+            return SearchOut(query=params.q, total=0, page=1, page_size=params.page_size, capped=False, results=[])
+
+        monkeypatch.setattr(runner, "_search_here", held)
+
+
+@pytest.mark.parametrize(("max_pending", "extra"), [(1, 1), (2, 5), (5, 3), (9, 12)])
+def test_searches_past_the_pending_limit_are_refused_at_once_and_the_others_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, max_pending: int, extra: int
+) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    runner = SearchRunner(Database(url), url, SearchLimits(5, 300), processes=0, max_pending=max_pending)
+    held = _Held(monkeypatch, runner)
+    rng = random.Random(max_pending * 100 + extra)
+
+    async def scenario() -> None:
+        # Held searches of both kinds (JSON and model), some of them failing: each holds a place.
+        calls = [runner.json, runner.result]
+        queries = ["Mutter" if rng.random() < 0.7 else "-Krieg" for _ in range(max_pending)]
+        tasks = [asyncio.create_task(rng.choice(calls)(SearchParams(q=q))) for q in queries]
+        while runner.pending < max_pending:
+            await asyncio.sleep(0.01)
+        for _ in range(extra):
+            with pytest.raises(AppError) as raised:
+                await rng.choice(calls)(SearchParams(q="Vater"))
+            assert raised.value.code is ErrorCode.SEARCH_BUSY
+            assert (raised.value.status, raised.value.headers) == (503, {"Retry-After": "5"})
+        assert runner.pending == max_pending, "a refused search holds no place"
+        held.go.set()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for q, outcome in zip(queries, outcomes, strict=True):
+            if q == "-Krieg":
+                assert isinstance(outcome, AppError) and outcome.code is ErrorCode.SEARCH_QUERY_INVALID
+            else:
+                assert not isinstance(outcome, BaseException), outcome
+        # Every place is given back, by answered and by failed searches alike.
+        assert runner.pending == 0
+        again = await asyncio.gather(*(runner.json(SearchParams(q="Mutter")) for _ in range(max_pending)))
+        assert len(again) == max_pending
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        held.go.set()  # a failed assertion leaves no search held
+    assert held.started == 2 * max_pending, "no refused search ran"
+
+
+def test_a_busy_search_is_a_503_with_retry_after_in_the_api_and_a_message_on_the_page(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = app_factory(clock=clock, search_max_pending=1)
+    runner = services_of(app).searches
+    held = _Held(monkeypatch, runner)
+    login = app.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    try:
+        with ThreadPoolExecutor(1) as threads:
+            first = threads.submit(_answer, app, actors.archivist, {"q": "Mutter"})
+            deadline = time.monotonic() + 30
+            while runner.pending < 1:
+                assert time.monotonic() < deadline and not first.done(), "the first search is held"
+                time.sleep(0.01)
+            refused = app.get("/api/search", params={"q": "Vater"}, headers=actors.archivist)
+            assert refused.status_code == 503
+            assert refused.headers["Retry-After"] == "5"
+            assert refused.json()["code"] == "SEARCH_BUSY"
+            page = app.get("/search", params={"q": "Vaters Hof"}, headers={"Accept": "text/html"})
+            assert page.status_code == 503 and page.headers["Retry-After"] == "5"
+            # The reason in the person's language, above the form that keeps what was typed.
+            assert "Gerade suchen sehr viele gleichzeitig" in page.text
+            assert 'value="Vaters Hof"' in page.text
+            held.go.set()
+            assert first.result(timeout=30)[0] == 200
+    finally:
+        held.go.set()  # a failed assertion leaves no search held
+    assert runner.pending == 0
+    assert app.get("/api/search", params={"q": "Vater"}, headers=actors.archivist).status_code == 200
+
+
+def test_the_pending_limit_is_a_setting_with_a_sane_range() -> None:
+    assert Settings().search_max_pending == 100
+    for wrong in (0, -1, 100_001):
+        with pytest.raises(ValidationError, match="search_max_pending"):
+            Settings(search_max_pending=wrong)

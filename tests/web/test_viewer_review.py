@@ -170,8 +170,12 @@ def test_different_errors_each_keep_their_notice_and_the_same_one_is_not_piled_u
     with browsing.page("archivist") as page:
         open_view(page, document_id)
         expect(page.locator("#ocr-panel")).to_have_attribute("data-loaded", "true")
-        for text, kind in (("Erste Meldung", "error"), ("Zweite Meldung", "error"), ("Erste Meldung", "error"),
-                           ("Erste Meldung", "info")):
+        for text, kind in (
+            ("Erste Meldung", "error"),
+            ("Zweite Meldung", "error"),
+            ("Erste Meldung", "error"),
+            ("Erste Meldung", "info"),
+        ):
             page.evaluate(
                 "async ([text, kind]) => (await import('/static/js/api.js')).announce(text, kind)", [text, kind]
             )
