@@ -23,13 +23,15 @@ import gc
 import logging
 import multiprocessing
 import os
+import random
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -41,6 +43,7 @@ from backend.search.service import SearchLimits, search
 from backend.settings import Settings
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Searches of the backend's own process at once (see the module's docstring). PostgreSQL does
 # about two thirds of a search in its own server process, outside Python's lock: while one
@@ -49,9 +52,11 @@ log = logging.getLogger(__name__)
 IN_PROCESS_SLOTS = {"sqlite": 1, "postgresql": 2}
 # How often a worker checks that the backend that started it is still alive.
 PARENT_CHECK_S = 1.0
-# A refused search's Retry-After: at a hundred or more searches a second, a queue of
-# APP_SEARCH_MAX_PENDING is gone in about a second.
-BUSY_RETRY_AFTER_S = 5
+# A refused search's Retry-After, seconds (drawn from the range): at a hundred or more searches
+# a second, a queue of APP_SEARCH_MAX_PENDING is gone in about a second.
+BUSY_RETRY_AFTER_S = (3, 8)
+# Refusals are logged at most this often, with how many there were.
+BUSY_LOG_EVERY_S = 10
 
 
 class SearchWorkersFailedError(RuntimeError):
@@ -81,9 +86,9 @@ class SearchRunner:
         # search page and the API may call from more than one event loop's thread in tests.
         self._pending = 0
         self._pending_lock = threading.Lock()
-        # Refused since the last admitted search: the log says when a burst begins and how
-        # many it turned away, not a line for each.
+        # Refused since their last log line (see _take_place).
         self._refused = 0
+        self._refusals_logged = -float(BUSY_LOG_EVERY_S)
         self._pool: ProcessPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         # Set by ``close``: a search that comes later (uvicorn lets none through, but a caller
@@ -137,45 +142,75 @@ class SearchRunner:
 
     async def json(self, params: SearchParams) -> str:
         """The answer of ``GET /api/search`` as JSON."""
-        with self._admitted():
-            if not self._processes:
-                out = await self._here(params)
-                return out.model_dump_json(by_alias=True)
-            return await self._in_worker(params)
+        return await self._admitted(self._json, params)
 
     async def result(self, params: SearchParams) -> SearchOut:
         """The answer as a model (the search page renders it)."""
-        with self._admitted():
-            if not self._processes:
-                return await self._here(params)
-            return SearchOut.model_validate_json(await self._in_worker(params))
+        return await self._admitted(self._result, params)
 
-    @contextmanager
-    def _admitted(self) -> Iterator[None]:
-        """Hold one of the APP_SEARCH_MAX_PENDING places for the search, or refuse it (503 SEARCH_BUSY)."""
-        with self._pending_lock:
-            full = self._pending >= self._max_pending
-            if full:
-                self._refused += 1
-                refused = self._refused
-            else:
-                self._pending += 1
-                refused, self._refused = self._refused, 0
-        if full:
-            if refused == 1:
-                log.warning("refusing searches: %d are running or waiting (APP_SEARCH_MAX_PENDING)", self._max_pending)
-            raise AppError(
-                ErrorCode.SEARCH_BUSY,
-                "Many people are searching just now. Please try again in a few seconds.",
-                headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-            )
-        if refused:
-            log.warning("searches taken again after %d were refused (APP_SEARCH_MAX_PENDING)", refused)
+    async def _json(self, params: SearchParams) -> str:
+        if not self._processes:
+            out = await self._here(params)
+            return out.model_dump_json(by_alias=True)
+        return await self._in_worker(params)
+
+    async def _result(self, params: SearchParams) -> SearchOut:
+        if not self._processes:
+            return await self._here(params)
+        return SearchOut.model_validate_json(await self._in_worker(params))
+
+    async def _admitted(self, work: Callable[[SearchParams], Awaitable[_T]], params: SearchParams) -> _T:
+        """``work`` in one of the APP_SEARCH_MAX_PENDING places, or 503 SEARCH_BUSY at once.
+
+        The work runs in a task of its own that the caller's cancellation does not reach (a
+        timeout around the call, a server shutting down): a search already in a thread or a
+        worker runs on, and its place and slot are given back when it ends, not when its caller
+        stops waiting — else a burst of abandoned searches would run past every bound.
+        """
+        self._take_place()
         try:
-            yield
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
+            task = asyncio.ensure_future(work(params))
+        except BaseException:
+            self._give_back_place()
+            raise
+        task.add_done_callback(self._work_ended)
+        return await asyncio.shield(task)
+
+    def _take_place(self) -> None:
+        with self._pending_lock:
+            if self._pending < self._max_pending:
+                self._pending += 1
+                return
+            self._refused += 1
+            now = time.monotonic()
+            report = now - self._refusals_logged >= BUSY_LOG_EVERY_S
+            if report:
+                refused, self._refused, self._refusals_logged = self._refused, 0, now
+        if report:
+            # One line a while under a burst, not one a refusal.
+            log.warning(
+                "%d search(es) refused in the last %d s: %d running or waiting (APP_SEARCH_MAX_PENDING)",
+                refused,
+                BUSY_LOG_EVERY_S,
+                self._max_pending,
+            )
+        raise AppError(
+            ErrorCode.SEARCH_BUSY,
+            "Many people are searching just now. Please try again in a few seconds.",
+            # Spread: those refused together do not all come back at the same moment.
+            headers={"Retry-After": str(random.randint(*BUSY_RETRY_AFTER_S))},  # noqa: S311 (jitter, no secret)
+        )
+
+    def _give_back_place(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def _work_ended(self, task: asyncio.Future[Any]) -> None:
+        self._give_back_place()
+        if not task.cancelled():
+            # Read, so that the failure of work whose caller left is not reported as never retrieved
+            # (the caller that stayed gets it through the shield).
+            task.exception()
 
     async def _here(self, params: SearchParams) -> SearchOut:
         if self._slots is None:

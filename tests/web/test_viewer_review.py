@@ -185,6 +185,11 @@ def test_different_errors_each_keep_their_notice_and_the_same_one_is_not_piled_u
         expect(errors.nth(0)).to_contain_text("Zweite Meldung")
         expect(errors.nth(1)).to_contain_text("Erste Meldung")
         expect(page.locator("#notices .notice--info")).to_have_count(1)
+        # Keyboard focus on the notice that is told again stays with it: on the new one's close button.
+        errors.nth(1).get_by_role("button").focus()
+        page.evaluate("async () => (await import('/static/js/api.js')).announce('Erste Meldung', 'error')")
+        expect(errors).to_have_count(2)
+        expect(errors.nth(1).get_by_role("button")).to_be_focused()
 
 
 def test_without_the_error_messages_an_error_still_reads_calmly(browsing: Browsing, admin_api: httpx.Client) -> None:

@@ -146,8 +146,11 @@ export function csrfHeader() {
 export function announce(text, kind = "info") {
   const area = document.getElementById("notices");
   if (!area) return null;
-  for (const earlier of area.querySelectorAll(`.notice--${kind}`)) {
-    if (earlier.querySelector("p")?.textContent === text) earlier.remove();
+  let hadFocus = false;
+  for (const earlier of area.querySelectorAll(`:scope > .notice--${kind}`)) {
+    if (earlier.querySelector("p")?.textContent !== text) continue;
+    hadFocus ||= earlier.contains(document.activeElement);
+    earlier.remove();
   }
   const notice = document.createElement("div");
   notice.className = `notice notice--${kind}`;
@@ -161,6 +164,7 @@ export function announce(text, kind = "info") {
   close.addEventListener("click", () => notice.remove());
   notice.append(close);
   area.append(notice);
+  if (hadFocus) close.focus(); // the keyboard stays on the notice it was on, now the new one
   return notice;
 }
 
