@@ -8,7 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.deps import CSRF_HEADER
-from tests.backend.conftest import PASSWORD, Actors
+from backend.users.models import Role
+from tests.backend.conftest import PASSWORD, Actors, AppFactory, FakeClock, add_user, bearer
 
 ANONYMOUS, USER, ADMIN = "anonymous", "user", "admin"
 # The codes of a refusal by authentication, role or CSRF check (others, e.g. 404, mean it got past them).
@@ -86,6 +87,17 @@ def _call(client: TestClient, method: str, path: str, headers: dict[str, str], a
     response = client.request(method, _url(path), headers=headers, **args)
     body = response.json() if response.content else None
     return response.status_code, body.get("code", "") if isinstance(body, dict) else ""
+
+
+@pytest.fixture
+def actors(app_factory: AppFactory, clock: FakeClock) -> Actors:
+    """As conftest's, with one attempt at the (absent) OCR service: the routes that call it answer
+    503 at once instead of after its back-offs (34 s for the models route's five calls), and
+    which caller may call is all this module asks."""
+    client = app_factory(clock=clock, ocr_attempts=1, ocr_backoff_s=0)
+    add_user(client, "admin", Role.ADMIN)
+    add_user(client, "erika", Role.ARCHIVIST)
+    return Actors(client, bearer(client, "admin"), bearer(client, "erika"))
 
 
 @pytest.mark.parametrize(("method", "path", "who", "args"), ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])

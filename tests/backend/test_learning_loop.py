@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from backend.db import Database
+from tests.backend.conftest import DATABASE_KIND
 from tests.support.learning_loop import WRITER, WRITER_SLUG, LoopScale, loop_service, run_loop
 from tests.support.processes import Backend, Processes, backend_env
 
@@ -36,7 +37,18 @@ CLEARLY_BETTER = 0.5
 # 900-s default.
 GUARD_S = 2400.0
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2 * GUARD_S)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(2 * GUARD_S),
+    # Once, on the default database: what the loop asks of the database (runs, datasets, adoption,
+    # the writer's model chosen) has tests of its own in the PostgreSQL pass (test_training_runs,
+    # test_training_dataset, test_training_adoption, test_ocr_writer_model); the loop itself is
+    # minutes of real training, and run in both passes at once it took 10 min of CI's 2 cores.
+    pytest.mark.skipif(
+        DATABASE_KIND == "postgresql",
+        reason="the learning loop runs once, on SQLite; its database work has PostgreSQL tests of its own",
+    ),
+]
 
 
 def test_a_writers_corrections_train_a_model_that_reads_the_writers_next_letter_better(
