@@ -192,12 +192,9 @@ def _filter_values(params: SearchParams, writer_id: int | None) -> dict[str, Any
     return {name: value for name, value in values.items() if value is not None}
 
 
-# PostgreSQL: the candidates' plan settings (see _candidates), set and reset in one round trip
-# each (no parameters: psycopg sends the statements as one query).
-_PLAN_SETTINGS = ("enable_seqscan", "enable_indexscan", "enable_hashjoin", "enable_mergejoin")
-_BITMAP_SCANS_ONLY = text("; ".join(f"SET LOCAL {name} = off" for name in _PLAN_SETTINGS[:2]))
-_BITMAP_SCANS_NESTED_LOOPS = text("; ".join(f"SET LOCAL {name} = off" for name in _PLAN_SETTINGS))
-_ANY_SCANS = text("; ".join(f"RESET {name}" for name in _PLAN_SETTINGS))
+# PostgreSQL: two settings in one round trip each (no parameters: psycopg sends both statements as one query).
+_BITMAP_SCANS_ONLY = text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+_ANY_SCANS = text("RESET enable_seqscan; RESET enable_indexscan")
 
 
 def _simple(query: Query) -> bool:
@@ -263,14 +260,11 @@ def _candidates(
     if postgres:
         # Bitmap scans of the GIN index only. With the LIMIT, the planner expects a sequential
         # scan to stop early; for words each common but rare together it reads the whole table
-        # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive). Without a
-        # filter on the documents, also the documents joined a line at a time: at most ``limit``
-        # lines are read, but for a rare word the planner hashed every live document first
-        # (1 000 000 lines: 2.3 ms against 0.4 ms; the benchmark's mix 13.4 → 9.3 ms of the
-        # server's CPU a search). Not with one: for a filter few documents pass (status
-        # PARTIAL) the planner then went through those documents, asking the GIN index for the
-        # word's lines once for each (``Tag``: 36 → 383 ms), where it hashes the few instead.
-        connection.execute(_BITMAP_SCANS_NESTED_LOOPS if not values else _BITMAP_SCANS_ONLY)
+        # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive). (Joining
+        # the documents a line at a time as well, hash and merge joins off, was measured and left
+        # out: no gain on the benchmark's mix, and ten times slower with a filter few documents
+        # pass; README "PostgreSQL, what was tried next".)
+        connection.execute(_BITMAP_SCANS_ONLY)
     capped = read(exact=True, corrected=False) >= limit
     if not capped and fuzzy:
         capped = read(exact=False, corrected=False) >= limit
