@@ -1,7 +1,7 @@
 """CPU per search, in process: the search itself, and the whole request through the ASGI app.
 
     .venv/bin/python bench/search_cpu.py --url DATABASE_URL [--searches 140] [--repeats 3]
-        [--seed 15] [--asgi] [--profile] [--worst N]
+        [--seed 15] [--asgi] [--profile] [--worst N] [--statements]
 
 ``--url``: an archive loaded by ``bench/bench_search.py`` (its cache under ``.cache/bench-search/``:
 ``sqlite:///.cache/bench-search/sqlite-<lines>-<key>.db`` or
@@ -19,6 +19,9 @@ nanoseconds), so the two databases are compared on what a search costs the machi
 - ``--asgi``: ``GET /api/search`` into the app's ASGI callable (authentication, middleware,
   the thread-pool trip, FastAPI's validation and JSON; no sockets, no HTTP parser);
 - ``--profile``: cProfile over one pass of the mix, the functions with the most own time.
+- ``--statements`` (PostgreSQL): one pass of the mix more, the server's CPU around each SQL
+  statement, summed by statement (its first words) and divided by the searches: which of a
+  search's statements the database's time goes to.
 
 Sequential searches leave out what concurrency adds: this compares versions of the code. A
 busy machine inflates CPU time only a little (caches, frequency), unlike latency.
@@ -47,7 +50,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import select, text  # noqa: E402
+from sqlalchemy import Engine, event, select, text  # noqa: E402
 
 from bench.backend_process import CHEAP_ARGON2  # noqa: E402
 from bench.profile_api import AsgiCaller  # noqa: E402
@@ -69,6 +72,33 @@ def _server_ns(pid: int | None) -> int:
     if pid is None:
         return 0
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def _statement_costs(engine: Engine, pid: int, run: Callable[[], object], searches: int) -> None:
+    """Run ``run`` with the server's CPU read around each statement; print the sums per statement."""
+    costs: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    started: list[tuple[str, int]] = []
+
+    def before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        started.append((" ".join(statement.split())[:100], _server_ns(pid)))
+
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        name, at = started.pop()
+        costs[name][0] += 1
+        costs[name][1] += (_server_ns(pid) - at) / 1e6
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        total_before = _server_ns(pid)
+        run()
+        total = (_server_ns(pid) - total_before) / 1e6
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    print(f"database server CPU a search: {total / searches:.2f} ms, by statement:")
+    for name, (count, ms) in sorted(costs.items(), key=lambda item: -item[1][1]):
+        print(f"  {ms / searches:6.2f} ms  {int(count):5d}x  {name}")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +160,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         stats.sort_stats("tottime").print_stats(25)
         stats.sort_stats("cumulative").print_stats(r"backend|sqlalchemy/(engine|orm/session)", 25)
         print(out.getvalue())
+    if args.statements and pid is not None:
+
+        def one_pass() -> None:
+            for query in mix:
+                call(query)
+
+        _statement_costs(services.db.engine, pid, one_pass, len(mix))
     best: list[tuple[float, float]] = [(float("inf"), float("inf"))] * len(mix)
     for _ in range(args.repeats):
         for number, query in enumerate(mix):
@@ -173,6 +210,9 @@ def main() -> None:
     parser.add_argument("--asgi", action="store_true", help="through the app's ASGI callable, not the service alone")
     parser.add_argument("--worst", type=int, default=0, help="print the N searches that cost the most")
     parser.add_argument("--profile", action="store_true", help="cProfile one pass first")
+    parser.add_argument(
+        "--statements", action="store_true", help="PostgreSQL: the server's CPU per statement over one pass"
+    )
     args = parser.parse_args()
     result = measure(args)
     print(f"{'kind':<12} {'searches':>8} {'process ms':>11} {'db server ms':>13} {'total ms':>9}")
