@@ -453,3 +453,18 @@ def test_a_search_whose_caller_stops_waiting_keeps_its_place_until_it_ends(
         asyncio.run(scenario())
     finally:
         held.go.set()
+
+
+def test_a_search_that_is_unavailable_is_said_on_the_page_with_its_form(
+    actors: Actors, app_factory: AppFactory, clock: FakeClock
+) -> None:
+    app = app_factory(clock=clock, search_processes=1)
+    login = app.post("/api/auth/login", json={"username": "erika", "password": PASSWORD})
+    assert login.status_code == 200, login.text
+    services_of(app).searches.close()  # as after workers that died twice: no search can run
+    page = app.get("/search", params={"q": "Vaters Hof"}, headers={"Accept": "text/html"})
+    assert page.status_code == 503 and page.headers["Retry-After"] == "30"
+    assert "Die Suche ist gerade nicht verfügbar" in page.text
+    assert 'value="Vaters Hof"' in page.text
+    answer = app.get("/api/search", params={"q": "Vater"}, headers=actors.archivist)
+    assert (answer.status_code, answer.json()["code"]) == (503, "SEARCH_UNAVAILABLE")
