@@ -1,9 +1,10 @@
 """The search index's tables: one row per line, and the vocabulary with its one-deletion variants.
 
 What each database's own search machinery adds lives outside these models (made by migrations
-0006 and 0008): on SQLite the FTS5 table ``search_fts`` (kept in step with ``search_lines`` and
+0006, 0008 and 0009): on SQLite the FTS5 table ``search_fts`` (kept in step with ``search_lines`` and
 the documents by triggers, through the view ``search_fts_rows``), on PostgreSQL the ``tsv``
-column of ``search_lines`` (its weight-C facts set by a trigger) with its GIN indexes.
+column of ``search_lines`` (its weight-C facts set by a trigger) with its GIN indexes (the whole
+table's, the corrected lines', two samples').
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from backend.db import Base
 FTS_TABLE = "search_fts"
 TSV_COLUMN = "tsv"
 TSV_INDEX = "ix_search_lines_tsv"
-# PostgreSQL: the same over the corrected lines only (migration 0008).
+# PostgreSQL: the same over the corrected lines only (migration 0008), and over every fourth and
+# every sixteenth line (migration 0009, backend/search/sampling.py).
 TSV_CORRECTED_INDEX = "ix_search_lines_tsv_corrected"
+TSV_SAMPLE_INDEXES = ("ix_search_lines_tsv_sample_16", "ix_search_lines_tsv_sample_4")
 
 
 class SearchLine(Base):
@@ -73,4 +76,4 @@ def not_engine_owned(obj: Any, name: str | None, type_: str, reflected: bool, co
         return False
     if type_ == "column" and name == TSV_COLUMN and getattr(obj, "table", None) is not None:
         return str(obj.table.name) != SearchLine.__tablename__
-    return not (type_ == "index" and name in (TSV_INDEX, TSV_CORRECTED_INDEX))
+    return not (type_ == "index" and name in (TSV_INDEX, TSV_CORRECTED_INDEX, *TSV_SAMPLE_INDEXES))

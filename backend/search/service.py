@@ -27,6 +27,7 @@ from backend.documents.models import Document, Line, Page, Writer
 from backend.search.index import quote_lexeme
 from backend.search.models import FTS_TABLE, SearchLine
 from backend.search.query import Phrase, Query, highlights, judge, parse, widen
+from backend.search.sampling import NO_SHARES, SHARES, predicate
 from backend.search.schemas import (
     SearchDocumentOut,
     SearchHitOut,
@@ -152,11 +153,12 @@ _FILTERS: dict[str, ColumnElement[bool]] = {
 
 @lru_cache(maxsize=64)
 def _candidates_statement(
-    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool, bridge: bool
+    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool, bridge: bool, sample: int | None = None
 ) -> Select[*tuple[Any, ...]]:
     """The candidate lines' statement: one object per dialect, filters (names in _FILTERS), cap,
-    ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern) and
-    ``bridge`` (the next line's words too, to judge phrases), made once a process: building it
+    ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern),
+    ``bridge`` (the next line's words too, to judge phrases) and ``sample`` (PostgreSQL: every
+    how many lines the statement reads, by that sample's own index; see sampling.py), made once a process: building it
     and SQLAlchemy's cache key of a new one cost as much as SQLite's lookup of a rare word. Each
     pass binds its ``pattern``, and the filters their values."""
     columns = _COLUMNS if bridge else _COLUMNS[:-1]
@@ -178,6 +180,8 @@ def _candidates_statement(
     statement = statement.where(Document.deleted_at.is_(None), *(_FILTERS[name] for name in filters))
     if corrected:
         statement = statement.where(SearchLine.corrected)
+    if sample is not None:
+        statement = statement.where(text(predicate(sample)))
     return statement.limit(limit)
 
 
@@ -192,9 +196,18 @@ def _filter_values(params: SearchParams, writer_id: int | None) -> dict[str, Any
     return {name: value for name, value in values.items() if value is not None}
 
 
-# PostgreSQL: two settings in one round trip each (no parameters: psycopg sends both statements as one query).
+# PostgreSQL: the settings in one round trip each (no parameters: psycopg sends the statements as one query).
 _BITMAP_SCANS_ONLY = text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
-_ANY_SCANS = text("RESET enable_seqscan; RESET enable_indexscan")
+_AND_LINE_AT_A_TIME = text(
+    "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off; "
+    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
+)
+_ANY_SCANS = text("RESET enable_seqscan; RESET enable_indexscan; RESET enable_hashjoin; RESET enable_mergejoin")
+
+
+def word_groups(query: Query, *, exact: bool) -> list[set[str]]:
+    """The words of a pass's tsquery as groups a matching row holds one of each (sampling.py)."""
+    return [{word} if exact else query.spellings(word) for phrase in query.include for word in phrase.words]
 
 
 def _simple(query: Query) -> bool:
@@ -222,6 +235,7 @@ def _candidates(
     statement = _candidates_statement(
         connection.dialect.name, tuple(values), limit, corrected=False, bridge=not decided
     )
+    shares = SHARES.get(connection) if postgres else NO_SHARES
     pattern = tsquery if postgres else fts5_match
 
     # PostgreSQL: a person's lines by the GIN index of those lines alone (migration 0008), a
@@ -231,9 +245,20 @@ def _candidates(
     )
 
     def read(exact: bool, corrected: bool) -> int:
+        """One pass; the lines it read (at most ``limit``)."""
+        sample = None if corrected else shares.sample(word_groups(query, exact=exact), document_facts, limit)
+        if sample is not None:
+            sampled = _candidates_statement(
+                connection.dialect.name, tuple(values), limit, corrected=False, bridge=not decided, sample=sample
+            )
+            read_lines = read_from(sampled, exact, corrected)
+            if read_lines >= limit:
+                return read_lines
+        return read_from(corrected_statement if corrected else statement, exact, corrected)
+
+    def read_from(chosen: Select[*tuple[Any, ...]], exact: bool, corrected: bool) -> int:
         flagged = corrected and not postgres
         wanted = pattern(query, exact=exact, corrected=flagged, document_facts=document_facts)
-        chosen = corrected_statement if corrected else statement
         rows = connection.execute(chosen, {"pattern": wanted, **values}).all()
         # Fewer words around the match rank higher (BM25's length normalisation; the engines'
         # own scores cost ten times the lookup on common words and differ between them).
@@ -263,16 +288,19 @@ def _candidates(
         # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive). (Joining
         # the documents a line at a time as well, hash and merge joins off, was measured and left
         # out: no gain on the benchmark's mix, and ten times slower with a filter few documents
-        # pass; README "PostgreSQL, what was tried next".)
-        connection.execute(_BITMAP_SCANS_ONLY)
+        # pass; README "PostgreSQL, what was tried next".) Without a filter on the documents,
+        # though, the planner hashed every live document to join a few hundred lines (2–5 ms for
+        # a rare word); there, the lines' documents are looked up one by one.
+        connection.execute(_BITMAP_SCANS_ONLY if values else _AND_LINE_AT_A_TIME)
     capped = read(exact=True, corrected=False) >= limit
     if not capped and fuzzy:
         capped = read(exact=False, corrected=False) >= limit
         if capped:
             read(exact=False, corrected=True)
     elif capped:
-        read(exact=True, corrected=True)
-        if fuzzy:
+        # The near spellings of a person's lines only where the exact ones did not reach the cap
+        # (no weaker pass after a capped one: they would rank after all of those).
+        if read(exact=True, corrected=True) < limit and fuzzy:
             read(exact=False, corrected=True)
     if postgres:
         # Not on a failed read: it aborted the transaction, whose rollback ends the SET LOCALs

@@ -320,3 +320,33 @@ def test_0008_puts_each_line_s_writer_and_year_in_the_engine_s_index_and_goes_do
         _alembic(database.engine, "upgrade", "head")
     finally:
         database.dispose()
+
+
+def test_0009_adds_postgresql_s_sample_indexes_and_goes_down_again(fresh_url: str) -> None:
+    database = Database(fresh_url)
+    postgres = database.engine.dialect.name == "postgresql"
+
+    def indexes() -> set[str]:
+        with database.engine.connect() as connection:
+            return _index_names(connection)
+
+    try:
+        _alembic(database.engine, "upgrade", "0008")
+        before = indexes()
+        _alembic(database.engine, "upgrade", "0009")
+        added = indexes() - before
+        assert added == ({"ix_search_lines_tsv_sample_16", "ix_search_lines_tsv_sample_4"} if postgres else set())
+        _alembic(database.engine, "downgrade", "0008")
+        assert indexes() == before
+        _alembic(database.engine, "upgrade", "head")
+    finally:
+        database.dispose()
+
+
+def _index_names(connection: Connection) -> set[str]:
+    """Every index on search_lines, from the engine's own catalogue."""
+    if connection.dialect.name == "postgresql":
+        query = "SELECT indexname FROM pg_indexes WHERE tablename = 'search_lines'"
+    else:
+        query = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'search_lines'"
+    return set(connection.execute(text(query)).scalars())

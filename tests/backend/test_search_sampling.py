@@ -1,0 +1,227 @@
+"""PostgreSQL reads a very common word from a sample of the lines first (migration 0009,
+backend/search/sampling.py): where the sample has enough lines, the search reads no other; where
+it has too few, the whole index is read and the answer is the one without sampling."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import event, text
+from sqlalchemy.orm import Session
+
+from backend.search import sampling, service
+from backend.search.sampling import (
+    MARGIN,
+    NO_SHARES,
+    REFRESH_S,
+    SAMPLES,
+    SHARES,
+    LexemeShares,
+    SharesCache,
+    predicate,
+)
+from backend.search.schemas import SearchOut, SearchParams
+from backend.search.service import SearchLimits
+from backend.search.service import search as search_service
+from tests.backend.conftest import DATABASE_KIND, Actors, services_of
+from tests.backend.search_support import correct, document, line_ids
+
+postgres_only = pytest.mark.skipif(DATABASE_KIND != "postgresql", reason="the sample indexes are PostgreSQL's")
+
+_lexeme = st.sampled_from(["mutter", "vater", "tag", "brief", "w1", "y1914", "y1915"])
+_shares = st.dictionaries(_lexeme, st.floats(0.0, 1.0), max_size=7)
+_groups = st.lists(st.sets(_lexeme, min_size=1, max_size=3), max_size=3)
+
+
+@given(_shares, st.floats(0.0, 5e6), _groups, _groups, st.integers(1, 5000))
+def test_the_sparsest_sample_expected_to_hold_enough_is_chosen(
+    shares: dict[str, float], rows: float, words: list[set[str]], facts: list[set[str]], cap: int
+) -> None:
+    known = LexemeShares(rows=rows, shares=shares)
+    expected = known.expected_rows(words, facts)
+    chosen = known.sample(words, facts, cap)
+    enough = [every for every in SAMPLES if expected / every >= MARGIN * cap]
+    assert chosen == (enough[0] if enough else None)
+    assert SAMPLES == tuple(sorted(SAMPLES, reverse=True))  # sparsest first
+    # Never more rows than the rarest word has, never any without a word.
+    assert expected <= min((known.share(group) * rows for group in words), default=0.0) + 1e-6
+    if not words:
+        assert chosen is None
+
+
+def test_a_word_the_statistics_do_not_name_is_rare_and_the_facts_narrow() -> None:
+    known = LexemeShares(rows=1_000_000, shares={"tag": 0.12, "liebe": 0.02, "y1914": 0.015, "y1915": 0.015})
+    assert known.sample([{"rubensaft"}], [], 300) is None
+    assert known.sample([{"tag"}], [], 300) == 16  # 120 000 rows: 7 500 in every sixteenth line
+    # A phrase's words go together: as rare as its rarest word, not as the product.
+    assert known.expected_rows([{"liebe"}, {"tag"}]) == pytest.approx(20_000)
+    assert known.sample([{"liebe"}, {"tag"}], [], 300) == 16
+    assert known.sample([{"liebe"}, {"tag"}], [], 1000) == 4  # 1 250 in every sixteenth: too few
+    # Two years of documents: 3 % of the word's rows.
+    assert known.expected_rows([{"tag"}], [{"y1914", "y1915"}]) == pytest.approx(3_600)
+    assert known.sample([{"tag"}], [{"y1914", "y1915"}], 300) == 4
+    assert known.sample([{"tag"}], [{"y1914", "y1915"}], 1000) is None
+    assert NO_SHARES.sample([{"tag"}], [], 1) is None
+
+
+def test_the_statistics_are_read_again_only_once_they_are_old(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    cache = SharesCache(clock=lambda: now[0])
+    reads: list[str] = []
+
+    def fake_read(connection: Any) -> LexemeShares:
+        reads.append(connection.engine.url.render_as_string(hide_password=True))
+        return LexemeShares(rows=float(len(reads)))
+
+    monkeypatch.setattr(sampling, "read_shares", fake_read)
+    archive, other = _Connection("postgresql://archive"), _Connection("postgresql://other")
+    assert cache.get(archive).rows == 1  # type: ignore[arg-type]
+    now[0] = REFRESH_S - 1
+    assert cache.get(archive).rows == 1  # type: ignore[arg-type]
+    assert cache.get(other).rows == 2  # type: ignore[arg-type]  # each database its own
+    now[0] = REFRESH_S + 1
+    assert cache.get(archive).rows == 3  # type: ignore[arg-type]
+    cache.forget()
+    assert cache.get(archive).rows == 4  # type: ignore[arg-type]
+    assert reads == ["postgresql://archive", "postgresql://other", "postgresql://archive", "postgresql://archive"]
+
+
+class _Connection:
+    """What the cache asks of a connection: its engine's URL."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = SimpleNamespace(url=SimpleNamespace(render_as_string=lambda hide_password: url))
+
+
+# --- PostgreSQL ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_shares() -> Iterator[None]:
+    """The process's statistics read anew in the test, and forgotten after it (they describe its archive)."""
+    SHARES.forget()
+    yield
+    SHARES.forget()
+
+
+def _search(actors: Actors, q: str, cap: int) -> tuple[SearchOut, list[str]]:
+    """The answer, and every statement the search ran."""
+    services = services_of(actors.client)
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement)
+
+    event.listen(services.db.engine, "before_cursor_execute", record)
+    try:
+        with services.db.sessions() as session:
+            answer = search_service(session, SearchParams(q=q), SearchLimits(hits_per_document=50, candidate_lines=cap))
+    finally:
+        event.remove(services.db.engine, "before_cursor_execute", record)
+    return answer, seen
+
+
+def _sampled(statements: list[str]) -> list[str]:
+    return [s for s in statements if any(f"%% {every}) = 0" in s or f"% {every}) = 0" in s for every in SAMPLES)]
+
+
+def _answer(session: Session, q: str, cap: int) -> tuple[bool, list[tuple[int, list[tuple[int, bool, bool]]]]]:
+    """Whether the cap cut the search, and every document with its hits (line, corrected, exact)."""
+    out = search_service(session, SearchParams(q=q, pageSize=50), SearchLimits(50, cap))
+    return out.capped, [(r.document.id, [(h.line_id, h.corrected, h.exact) for h in r.hits]) for r in out.results]
+
+
+@postgres_only
+def test_the_sample_indexes_are_the_ones_the_search_reads(actors: Actors) -> None:
+    services = services_of(actors.client)
+    with services.db.engine.connect() as connection:
+        made = dict(
+            connection.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'ix_search_lines_tsv_sample%'")
+            ).all()
+        )
+        connection.rollback()
+        assert sorted(made) == sorted(f"ix_search_lines_tsv_sample_{every}" for every in SAMPLES)
+        for every in SAMPLES:
+            assert made[f"ix_search_lines_tsv_sample_{every}"].endswith(f"WHERE ((line_id % {every}) = 0)")
+            # The planner proves the search's predicate implies the index's, so it can read it.
+            with connection.begin():
+                connection.exec_driver_sql("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
+                plan = connection.execute(
+                    text(f"EXPLAIN SELECT line_id FROM search_lines WHERE tsv @@ 'mutter:A' AND {predicate(every)}")
+                ).scalars()
+                assert f"ix_search_lines_tsv_sample_{every}" in "\n".join(plan)
+    assert predicate(16) == "(search_lines.line_id % 16) = 0"
+
+
+@postgres_only
+def test_a_common_word_is_read_from_the_sample_alone_and_a_rare_one_from_the_whole_index(
+    actors: Actors, fresh_shares: None
+) -> None:
+    common = document(actors, *[[f"Liebe Mutter Nummer {n} {page}" for n in range(100)] for page in range(4)])
+    rare = document(actors, ["Der Rübensaft ist gut", "Liebe Mutter"])
+    correct(actors, line_ids(actors, rare)[1], "Liebe Mutter, schreib bald")
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        session.execute(text("ANALYZE search_lines"))
+        session.commit()
+    answer, statements = _search(actors, "Mutter", cap=5)
+    # 401 lines say "Mutter": the statistics name it, every sixteenth line holds ~25 of them.
+    assert answer.capped is True
+    assert _sampled(statements), statements
+    hits = [(hit.line_id, hit.corrected) for result in answer.results for hit in result.hits]
+    # A person's line first (read on its own, whole index), then only lines of the sample.
+    assert hits[0] == (line_ids(actors, rare)[1], True)
+    assert hits[1:] and all(line_id % 16 == 0 for line_id, _ in hits[1:]), hits
+    assert {result.document.id for result in answer.results} == {common, rare}
+
+    answer, statements = _search(actors, "Rübensaft", cap=5)
+    assert [hit.line_id for result in answer.results for hit in result.hits] == [line_ids(actors, rare)[0]]
+    assert not _sampled(statements)
+
+
+@postgres_only
+@pytest.mark.parametrize("seed", [1, 2])
+def test_where_a_sample_has_too_few_lines_the_answer_is_the_one_without_sampling(
+    actors: Actors, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Statistics that call every word common (stale, or wrong): the samples are read first and
+    mostly hold too few lines; any answer not cut by the cap is the one without sampling."""
+    rng = random.Random(seed)
+    words = ["Mutter", "Vater", "Brief", "Hof", "Weihnachten", "Krieg", "Gruss", "Grusz"]
+    for _ in range(6):
+        pages = [[" ".join(rng.choices(words, k=rng.randint(1, 4))) for _ in range(rng.randint(1, 30))]]
+        document(actors, *pages)
+    everything = {w.lower(): 1.0 for w in words}
+    services = services_of(actors.client)
+    queries = [*words, "Mutter -Krieg", '"liebe Mutter"', '"Vater Brief"', "Weihnaehten", "Hof Brief"]
+    compared = 0
+    for q in queries:
+        for cap in (3, 10, 40, 1000):
+            monkeypatch.setattr(service, "SHARES", _Fixed(NO_SHARES))
+            with services.db.sessions() as session:
+                capped, expected = _answer(session, q, cap)
+            monkeypatch.setattr(service, "SHARES", _Fixed(LexemeShares(rows=1e9, shares=everything)))
+            with services.db.sessions() as session:
+                sampled_capped, got = _answer(session, q, cap)
+            assert sampled_capped == capped, (q, cap)
+            if not capped:
+                assert got == expected, (q, cap)
+                compared += 1
+    assert compared >= len(queries)  # the large cap cuts none
+
+
+class _Fixed:
+    """Statistics as the test says they are."""
+
+    def __init__(self, shares: LexemeShares) -> None:
+        self.shares = shares
+
+    def get(self, connection: Any) -> LexemeShares:
+        return self.shares
