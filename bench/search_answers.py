@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/search_answers.py --url DATABASE_URL --out answers.jsonl [--searches 140]
         [--seed 15] [--pages 2] [--code DIR]
-    .venv/bin/python bench/search_answers.py --url DATABASE_URL --against REV [--searches 140] ...
+    .venv/bin/python bench/search_answers.py --url DATABASE_URL --against REV [--uncapped-only] [--searches 140] ...
 
 ``--url``: an archive loaded by ``bench/bench_search.py`` (see bench/search_cpu.py). Searches are
 only read; still, run them on a copy of a cached SQLite archive (a connection may write its WAL).
@@ -16,7 +16,8 @@ returns it (documents, order, hits, highlights, total, capped).
 - ``--code DIR``: import ``backend`` from ``DIR`` (a checkout of another revision) instead of here;
 - ``--against REV``: the answers of this tree and of git revision ``REV`` (its ``backend/``
   exported to a temporary folder, run with ``--code``), compared; exit 1 and the first
-  differences printed where any answer differs.
+  differences printed where any answer differs. ``--uncapped-only``: where the cap cut both
+  answers, only that both were cut is compared (for a change of which lines a cut search reads).
 """
 
 from __future__ import annotations
@@ -69,12 +70,22 @@ def _read(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def compare(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], shown: int = 5) -> int:
-    """How many answers differ (and the first ``shown`` of them printed)."""
+def _same(a: dict[str, Any], b: dict[str, Any], uncapped_only: bool) -> bool:
+    if not uncapped_only or not (a["answer"]["capped"] or b["answer"]["capped"]):
+        return a == b
+    # Both cut by the cap: which of the many lines were read may differ; that it was cut may not.
+    return bool(a["answer"]["capped"] and b["answer"]["capped"])
+
+
+def compare(
+    ours: list[dict[str, Any]], theirs: list[dict[str, Any]], shown: int = 5, uncapped_only: bool = False
+) -> int:
+    """How many answers differ (and the first ``shown`` of them printed); ``uncapped_only``: of
+    two answers the cap cut, only that both were cut is compared."""
     if len(ours) != len(theirs):
         print(f"{len(ours)} answers here, {len(theirs)} there")
         return max(len(ours), len(theirs))
-    differing = [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b]
+    differing = [(a, b) for a, b in zip(ours, theirs, strict=True) if not _same(a, b, uncapped_only)]
     for a, b in differing[:shown]:
         print(f"differs: {a['params']}")
         print(f"  here:  {json.dumps(a['answer'])[:600]}")
@@ -95,8 +106,9 @@ def against(args: argparse.Namespace) -> int:
         common += ["--pages", str(args.pages)]
         subprocess.run([sys.executable, __file__, *common, "--out", str(theirs_path), "--code", str(code)], check=True)
         ours = answers(args.url, args.searches, args.seed, args.pages)
-        differing = compare(ours, _read(theirs_path))
-    print(f"{len(ours)} answers, {differing} differ from {args.against}'s")
+        differing = compare(ours, _read(theirs_path), uncapped_only=args.uncapped_only)
+    capped = sum(1 for item in ours if item["answer"]["capped"])
+    print(f"{len(ours)} answers ({capped} cut by the cap here), {differing} differ from {args.against}'s")
     return 1 if differing else 0
 
 
@@ -110,6 +122,11 @@ def main() -> None:
     target.add_argument("--out", type=Path, help="write the answers here (JSON lines)")
     target.add_argument("--against", help="compare this tree's answers with git revision REV's")
     parser.add_argument("--code", type=Path, help="import backend from this folder (with --out)")
+    parser.add_argument(
+        "--uncapped-only",
+        action="store_true",
+        help="with --against: answers the cap cut on both sides count as the same (a change of which lines it reads)",
+    )
     args = parser.parse_args()
     # backend from --code where given (ahead of this tree); bench/, the mix, always from this tree.
     sys.path[:0] = [*([str(args.code)] if args.code is not None else []), str(ROOT)]
