@@ -383,14 +383,26 @@ def test_where_the_cap_cuts_a_person_s_text_and_exact_matches_are_still_found_fi
 
 @pytest.mark.skipif(DATABASE_KIND != "postgresql", reason="the planner settings are PostgreSQL's")
 def test_a_search_leaves_the_planner_settings_of_its_transaction_as_it_found_them(actors: Actors) -> None:
-    document_id = document(actors, ["Gruss und Kuss"])
+    document_id = document(actors, ["Gruss und Kuss", "Kuss"])
     status = actors.client.get(f"/api/documents/{document_id}", headers=actors.archivist).json()["status"]
     services = services_of(actors.client)
-    settings = ("enable_seqscan", "enable_indexscan", "enable_bitmapscan", "enable_hashjoin", "enable_mergejoin")
+    settings = (
+        "enable_seqscan",
+        "enable_indexscan",
+        "enable_bitmapscan",
+        "enable_hashjoin",
+        "enable_mergejoin",
+        "enable_nestloop",
+    )
     with services.db.sessions() as session:
         before = [session.scalar(text(f"SHOW {name}")) for name in settings]
-        # Without a filter (the joins set too) and with one.
-        for params in (SearchParams(q="Kuss"), SearchParams(q="Kuss", status=status)):
-            answer = search_service(session, params, SearchLimits(hits_per_document=3, candidate_lines=300))
-            assert answer.total == 1
+        # Without a filter (the joins set too), with one, and cut by the cap with one the index
+        # does not see (a person's lines then joined by a hash).
+        for params, cap in [
+            (SearchParams(q="Kuss"), 300),
+            (SearchParams(q="Kuss", status=status), 300),
+            (SearchParams(q="Kuss", status=status), 1),
+        ]:
+            answer = search_service(session, params, SearchLimits(hits_per_document=3, candidate_lines=cap))
+            assert (answer.total, answer.capped) == (1, cap == 1)
             assert [session.scalar(text(f"SHOW {name}")) for name in settings] == before == ["on"] * len(settings)

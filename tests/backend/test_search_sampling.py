@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from backend.search import sampling, service
 from backend.search.sampling import (
     MARGIN,
+    MAX_SHARE,
     NO_SHARES,
     REFRESH_S,
     SAMPLES,
@@ -25,6 +26,7 @@ from backend.search.sampling import (
     LexemeShares,
     SharesCache,
     predicate,
+    read_shares,
 )
 from backend.search.schemas import SearchOut, SearchParams
 from backend.search.service import SearchLimits
@@ -46,19 +48,27 @@ def test_the_sparsest_sample_expected_to_hold_enough_is_chosen(
     known = LexemeShares(rows=rows, shares=shares)
     expected = known.expected_rows(words, facts)
     chosen = known.sample(words, facts, cap)
-    enough = [every for every in SAMPLES if expected / every >= MARGIN * cap]
-    assert chosen == (enough[0] if enough else None)
     assert SAMPLES == tuple(sorted(SAMPLES, reverse=True))  # sparsest first
-    # Never more rows than the rarest word has, never any without a word.
-    assert expected <= min((known.share(group) * rows for group in words), default=0.0) + 1e-6
-    if not words:
-        assert chosen is None
+    if chosen is not None:
+        # Enough lines expected in it, and in no sparser one; not so many that a sample is slower.
+        assert expected / chosen >= MARGIN * cap
+        assert all(expected / every < MARGIN * cap for every in SAMPLES if every > chosen)
+        assert expected <= MAX_SHARE * rows
+        assert words
+    # Never more rows than the rarest word has, none where a word is no common word.
+    word_rows = [known.word_share(group) * rows for group in words]
+    assert expected <= min(word_rows, default=0.0) + 1e-6
+    if any(all(sampling._FACT.fullmatch(lexeme) for lexeme in group) for group in words):
+        assert expected == 0 and chosen is None
 
 
 def test_a_word_the_statistics_do_not_name_is_rare_and_the_facts_narrow() -> None:
-    known = LexemeShares(rows=1_000_000, shares={"tag": 0.12, "liebe": 0.02, "y1914": 0.015, "y1915": 0.015})
+    shares = {"tag": 0.12, "dass": 0.058, "liebe": 0.02, "y1914": 0.015, "y1915": 0.015, "w3": 0.11, "c": 0.05}
+    known = LexemeShares(rows=1_000_000, shares=shares)
     assert known.sample([{"rubensaft"}], [], 300) is None
-    assert known.sample([{"tag"}], [], 300) == 16  # 120 000 rows: 7 500 in every sixteenth line
+    assert known.sample([{"dass"}], [], 300) == 16  # 58 000 rows: 3 600 in every sixteenth line
+    # On more than 8 % of the lines the planner's walk of the documents stops sooner.
+    assert known.sample([{"tag"}], [], 300) is None
     # A phrase's words go together: as rare as its rarest word, not as the product.
     assert known.expected_rows([{"liebe"}, {"tag"}]) == pytest.approx(20_000)
     assert known.sample([{"liebe"}, {"tag"}], [], 300) == 16
@@ -67,7 +77,11 @@ def test_a_word_the_statistics_do_not_name_is_rare_and_the_facts_narrow() -> Non
     assert known.expected_rows([{"tag"}], [{"y1914", "y1915"}]) == pytest.approx(3_600)
     assert known.sample([{"tag"}], [{"y1914", "y1915"}], 300) == 4
     assert known.sample([{"tag"}], [{"y1914", "y1915"}], 1000) is None
-    assert NO_SHARES.sample([{"tag"}], [], 1) is None
+    # A writer's or a year's token, or the corrected flag, typed as a word: no common word.
+    for token in ("w3", "y1914", "c"):
+        assert known.expected_rows([{token}]) == 0 and known.sample([{token}], [], 1) is None
+    assert known.expected_rows([{"dass"}], [{"w3"}]) == pytest.approx(58_000 * 0.11)
+    assert NO_SHARES.sample([{"dass"}], [], 1) is None
 
 
 def test_the_statistics_are_read_again_only_once_they_are_old(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,25 +124,37 @@ def fresh_shares() -> Iterator[None]:
     SHARES.forget()
 
 
-def _search(actors: Actors, q: str, cap: int) -> tuple[SearchOut, list[str]]:
-    """The answer, and every statement the search ran."""
+def _search(actors: Actors, q: str, cap: int, **params: Any) -> tuple[SearchOut, list[str]]:
+    """The answer, and the candidate lines' statements the search ran."""
     services = services_of(actors.client)
     seen: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement)
+        if "tsv @@" in statement:
+            seen.append(statement)
 
     event.listen(services.db.engine, "before_cursor_execute", record)
     try:
         with services.db.sessions() as session:
-            answer = search_service(session, SearchParams(q=q), SearchLimits(hits_per_document=50, candidate_lines=cap))
+            answer = search_service(session, SearchParams(q=q, **params), SearchLimits(50, cap))
     finally:
         event.remove(services.db.engine, "before_cursor_execute", record)
     return answer, seen
 
 
-def _sampled(statements: list[str]) -> list[str]:
-    return [s for s in statements if any(f"%% {every}) = 0" in s or f"% {every}) = 0" in s for every in SAMPLES)]
+def _samples_read(statements: list[str]) -> list[int | None]:
+    """Each statement's sample (its ``every``), None for the whole index; a person's lines left out."""
+    read: list[int | None] = []
+    for statement in statements:
+        flat = " ".join(statement.replace("%%", "%").split())
+        if "search_lines.corrected LIMIT" in flat:
+            continue
+        read.append(next((every for every in SAMPLES if f"% {every}) = 0" in flat), None))
+    return read
+
+
+def _fake(monkeypatch: pytest.MonkeyPatch, rows: float, **shares: float) -> None:
+    monkeypatch.setattr(service, "SHARES", _Fixed(LexemeShares(rows=rows, shares=shares)))
 
 
 def _answer(session: Session, q: str, cap: int) -> tuple[bool, list[tuple[int, list[tuple[int, bool, bool]]]]]:
@@ -161,29 +187,89 @@ def test_the_sample_indexes_are_the_ones_the_search_reads(actors: Actors) -> Non
 
 
 @postgres_only
-def test_a_common_word_is_read_from_the_sample_alone_and_a_rare_one_from_the_whole_index(
-    actors: Actors, fresh_shares: None
+def test_the_planner_s_statistics_are_read_as_shares_of_the_lines(actors: Actors, fresh_shares: None) -> None:
+    document(actors, [f"Liebe Mutter Nummer {n}" if n % 4 == 0 else f"Zeile {n}" for n in range(200)])
+    services = services_of(actors.client)
+    with services.db.engine.connect() as connection:
+        connection.execute(text("ANALYZE search_lines"))
+        # Also where the search path starts with a schema of the user's name (a common hardening).
+        connection.execute(text("CREATE SCHEMA IF NOT EXISTS sampling_probe"))
+        connection.execute(text("SET LOCAL search_path = sampling_probe, public"))
+        try:
+            shares = read_shares(connection)
+        finally:
+            connection.rollback()
+    assert shares.rows == pytest.approx(200, abs=2)
+    # "mutter": 50 lines as their own word, 49 more as the next line's (the index's rows count both).
+    assert shares.shares["mutter"] == pytest.approx(99 / 200, abs=0.02)
+    assert "rubensaft" not in shares.shares
+
+
+@postgres_only
+def test_a_common_word_is_read_from_the_sparsest_sample_that_has_enough_and_a_person_s_lines_first(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     common = document(actors, *[[f"Liebe Mutter Nummer {n} {page}" for n in range(100)] for page in range(4)])
     rare = document(actors, ["Der Rübensaft ist gut", "Liebe Mutter"])
     correct(actors, line_ids(actors, rare)[1], "Liebe Mutter, schreib bald")
-    services = services_of(actors.client)
-    with services.db.sessions() as session:
-        session.execute(text("ANALYZE search_lines"))
-        session.commit()
-    answer, statements = _search(actors, "Mutter", cap=5)
-    # 401 lines say "Mutter": the statistics name it, every sixteenth line holds ~25 of them.
-    assert answer.capped is True
-    assert _sampled(statements), statements
-    hits = [(hit.line_id, hit.corrected) for result in answer.results for hit in result.hits]
-    # A person's line first (read on its own, whole index), then only lines of the sample.
-    assert hits[0] == (line_ids(actors, rare)[1], True)
-    assert hits[1:] and all(line_id % 16 == 0 for line_id, _ in hits[1:]), hits
-    assert {result.document.id for result in answer.results} == {common, rare}
+    # Said to be on 5 000 of 1 000 000 lines: 312 expected in every sixteenth line, more than
+    # three times the cap; on 100: 6 in every sixteenth, too few, 25 in every fourth.
+    for share, every in [(0.005, 16), (0.0001, 4)]:
+        _fake(monkeypatch, 1e6, mutter=share)
+        answer, statements = _search(actors, "Mutter", cap=5)
+        assert answer.capped is True
+        assert _samples_read(statements) == [every]  # the sample alone: it had enough
+        hits = [(hit.line_id, hit.corrected) for result in answer.results for hit in result.hits]
+        # A person's line first (read on its own, whole index), then only lines of the sample.
+        assert hits[0] == (line_ids(actors, rare)[1], True)
+        assert hits[1:] and all(line_id % every == 0 for line_id, _ in hits[1:]), hits
+        assert {result.document.id for result in answer.results} == {common, rare}
 
     answer, statements = _search(actors, "Rübensaft", cap=5)
     assert [hit.line_id for result in answer.results for hit in result.hits] == [line_ids(actors, rare)[0]]
-    assert not _sampled(statements)
+    assert _samples_read(statements) == [None]
+
+
+@postgres_only
+def test_a_filter_the_index_sees_is_read_from_the_sample_one_it_does_not_see_never(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [[f"Liebe Mutter Nummer {n} {page}" for n in range(100)] for page in range(4)]
+    anna = document(actors, *texts, writer="Anna Adam", date="1914-05-01")
+    document(actors, *texts, writer="Karl Berg", date="1930-05-01")
+    with services_of(actors.client).db.engine.connect() as connection:
+        writer_id = connection.execute(text("SELECT id FROM writers WHERE slug = 'anna-adam'")).scalar_one()
+    status = actors.client.get(f"/api/documents/{anna}", headers=actors.archivist).json()["status"]
+    _fake(monkeypatch, 1e6, mutter=0.01, **{f"w{writer_id}": 0.5, "y1914": 0.5})
+    for params in ({"writer": "anna-adam"}, {"dateFrom": "1914-01-01", "dateTo": "1914-12-31"}):
+        answer, statements = _search(actors, "Mutter", cap=3, **params)
+        assert _samples_read(statements) == [16], params
+        assert answer.capped is True
+        assert [result.document.id for result in answer.results] == [anna], params
+        assert all(hit.line_id % 16 == 0 for result in answer.results for hit in result.hits)
+    # A status, a date range wider than the facts cover, one end of a range: the whole index only.
+    for params in ({"status": status}, {"dateFrom": "1900-01-01", "dateTo": "1950-12-31"}, {"dateFrom": "1914-01-01"}):
+        answer, statements = _search(actors, "Mutter", cap=3, **params)
+        assert _samples_read(statements) == [None], params
+        assert answer.capped is True
+
+
+@pytest.mark.parametrize("capped_exactly", [True, False])
+def test_a_person_s_near_spellings_are_read_only_where_their_exact_lines_did_not_reach_the_cap(
+    actors: Actors, capped_exactly: bool
+) -> None:
+    exact = document(actors, ["Gruss an alle"] * 6, title="exact")
+    near = document(actors, ["Brief"], title="near")
+    ids = line_ids(actors, exact)
+    for line_id in ids[: 4 if capped_exactly else 2]:
+        correct(actors, line_id, "Gruss an alle, korrigiert")
+    correct(actors, line_ids(actors, near)[0], "Grusz an alle")
+    answer, _ = _search(actors, "Gruss", cap=3)
+    assert answer.capped is True
+    shown = [result.document.id for result in answer.results]
+    # Four of a person's exact lines reach the cap of 3: their near spellings rank after all of
+    # them and are not read; two do not, and the near one is found after them.
+    assert shown == ([exact] if capped_exactly else [exact, near])
 
 
 @postgres_only
