@@ -363,7 +363,9 @@ def test_a_document_reads_every_page_with_the_segmentation_model_version_it_star
     chosen, and the model removed, all while a 4-page document is read: every page is still cut
     by the version the document started with, and the response names it. (The store-level
     interleavings, recognition models included, are in test_model_pins.py.)"""
-    pages = [render_page(page_texts(40 + i, 2, 4), width=640, height=360, font_size=32) for i in range(4)]
+    # Tall pages: blla scales every page to 1800 px height, so its cost grows with the width it
+    # scales to (450 px here; 3200 px for the same page lying 640x360, about 9 times the time).
+    pages = [render_page(page_texts(40 + i, 2, 4), width=640, height=2560, font_size=32) for i in range(4)]
     pdf = to_tiff([p.image for p in pages])  # pages as drawn: no rasterising, the cheapest 4 pages
     cutter = packaged_as_safetensors(tmp_path / "cutter.safetensors")
     blind = blind_copy(cutter, tmp_path / "blind.safetensors")
