@@ -19,9 +19,10 @@ Where a document breaks is not left to timing: the OCR service runs as
 ``python -m tests.support.traced_ocr_service`` (the service's own ``main`` with a trace of
 the pages it reads, and a hold before one page of a chosen document until the test lets it
 go). Every wait is a poll on a condition with a generous deadline, never a fixed sleep.
-Pages are tall and narrow with three one-word lines: kraken segments a page at 1800 px high,
-so a narrow page is the cheapest one, and the tiny model reads these words exactly, so each
-stored page can be checked against the words drawn on it.
+Pages are tall and narrow (1:8) with three one-word lines: kraken segments a page at 1800 px
+high, so a narrow page is the cheapest one (3.8 s a page here against 6.0 s at 1:5), and the
+tiny model reads these words exactly, so each stored page can be checked against the words
+drawn on it.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def traced_service(processes: Processes, tmp_path: Path) -> TracedOcrService:
 
 @dataclass
 class Letter:
-    """A document of tall narrow pages, each with three one-word lines drawn on it."""
+    """A document of tall narrow pages (1:8, below the OCR service's 1:10), each with three
+    one-word lines drawn on it."""
 
     seed: int
     pages: int
@@ -123,7 +125,7 @@ class Letter:
 
     def __post_init__(self) -> None:
         self.texts = [page_texts(self.seed * 100 + n, 3, 1) for n in range(self.pages)]
-        images = [render_page(t, width=150, height=750, font_size=24, margin=16).image for t in self.texts]
+        images = [render_page(t, width=150, height=1200, font_size=24, margin=16).image for t in self.texts]
         self.pdf = to_pdf(images, dpi=DPI)
 
     @property
