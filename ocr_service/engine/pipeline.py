@@ -12,7 +12,8 @@ import shutil
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -173,6 +174,23 @@ def load_segmentation_model(configured: Path | None) -> tuple[Any, Path]:
         return _load_segmenter(configured), configured
 
 
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """torch on one thread for the block. kraken builds a network with random orthogonal
+    weights before it loads the real ones, a QR decomposition per layer on torch's thread
+    pool; workers that start side by side, each with a pool the size of the machine, spin
+    waiting on each other's threads (blla in two workers on two cores: 4.9 s each instead of
+    0.65 s on one thread)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _restore(packaged: Path, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.restoring")
     shutil.copyfile(packaged, tmp)
@@ -206,7 +224,8 @@ class PageEngine:
         # In the worker too: a worker whose GPU went away says so at start, not on each page.
         check_device(where)
 
-        segmenter, path = load_segmentation_model(segmentation_model)
+        with _one_thread():
+            segmenter, path = load_segmentation_model(segmentation_model)
         self.segmentation_model_path = path
         self._startup_segmentation = ModelRef.of_file(path.stem, path)
         self._segmenters: ModelCache[Any] = ModelCache(_segmenter_for, max_cached_models)
