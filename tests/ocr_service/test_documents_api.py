@@ -11,7 +11,7 @@ from PIL import ExifTags, Image
 
 from ocr_service.documents import Document, PageLimits
 from ocr_service.errors import AppError
-from tests.ocr_service.test_ocr_api import READABLE, letter, page_cer, read_rows
+from tests.ocr_service.test_ocr_api import LETTER_SIZE, READABLE, letter, page_cer, read_rows
 from tests.support.fuzz_inputs import VALID_DOCUMENTS
 from tests.support.mutations import mutate
 from tests.support.servers import RunningApp
@@ -88,7 +88,7 @@ def test_a_photo_stored_sideways_is_read_upright(shared_service: RunningApp) -> 
         response = client.post("/ocr", files={"file": ("photo.jpg", buffer.getvalue())}, data={"model": "tiny"})
     assert response.status_code == 200, response.text
     [result] = response.json()["pages"]
-    assert (result["width"], result["height"]) == page.image.size == (800, 600)
+    assert (result["width"], result["height"]) == page.image.size == LETTER_SIZE
     assert page_cer(read_rows(result["lines"]), [t.text for t in page.lines]) < READABLE
 
 

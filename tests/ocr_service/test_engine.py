@@ -160,7 +160,8 @@ def test_a_segmentation_model_named_per_page_is_loaded_and_a_wrong_kind_is_refus
     tmp_path: Path, tiny_model: Path
 ) -> None:
     engine = PageEngine(None)
-    page = render_page(page_texts(1, 2), width=400, height=200, font_size=24, margin=10).image
+    # Tall: blla scales pages to 1800 px height, a 400x200 page to 3600 px wide (8x the work).
+    page = render_page(page_texts(1, 2), width=400, height=1600, font_size=24, margin=10).image
     copy = tmp_path / "seg.mlmodel"
     copy.write_bytes(packaged_segmentation_model().read_bytes())
     result = engine.process(page, None, ModelRef.of_file("seg", copy))

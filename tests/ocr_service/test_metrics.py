@@ -77,7 +77,7 @@ def services_of(running: RunningApp) -> Services:
 def test_a_page_read_with_kraken_counts_a_page_and_its_seconds(shared_service: RunningApp) -> None:
     services = services_of(shared_service)
     before = scrape(services)
-    page = render_page(page_texts(71, 1, 3), width=800, height=600, font_size=36).image
+    page = render_page(page_texts(71, 1, 3), width=800, height=3200, font_size=36).image  # tall: see test_ocr_api
     with shared_service.client() as client:
         response = client.post("/ocr", files={"file": ("page.png", to_png(page))}, data={"model": "tiny"})
     assert response.status_code == 200, response.text

@@ -245,7 +245,7 @@ def test_install_default_replace_and_remove_change_what_the_next_ocr_reads_with(
     service: RunningApp, client: httpx.Client, store_dir: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
     texts = page_texts(3, 3, 5)
-    png = to_png(render_page(texts, width=800, height=600, font_size=36).image)
+    png = to_png(render_page(texts, width=800, height=3200, font_size=36).image)  # tall: see test_ocr_api.LETTER_SIZE
 
     # The operator installs the CoreML copy of the tiny model with the CLI while the service
     # runs; the admin uploads the safetensors original. Both hold the same weights.
@@ -303,7 +303,7 @@ def ocr_line_count(client: httpx.Client, png: bytes, segmentation_model: str) ->
 def test_the_chosen_segmentation_model_is_used_by_the_next_ocr_without_a_restart(
     client: httpx.Client, store_dir: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    png = to_png(render_page(page_texts(3, 3, 5), width=800, height=600, font_size=36).image)
+    png = to_png(render_page(page_texts(3, 3, 5), width=800, height=3200, font_size=36).image)  # tall: see test_ocr_api
     blla = packaged_as_safetensors(tmp_path / "blla.safetensors")
     blind = blind_copy(blla, tmp_path / "blind.safetensors")
     installed = upload(client, blind.read_bytes(), "seg-blind")

@@ -99,7 +99,7 @@ def test_a_worker_killed_while_idle_is_replaced_and_the_next_page_is_read_with_k
     victim = services.pool.info[0].pid
     os.kill(victim, signal.SIGKILL)  # as the kernel's OOM killer would
     wait_until(lambda: [w.pid for w in services.pool.info] not in ([], [victim]))
-    page = render_page(page_texts(51, 1, 5), width=800, height=600, font_size=36).image
+    page = render_page(page_texts(51, 1, 5), width=800, height=3200, font_size=36).image  # tall: see test_ocr_api
     response = post_page(running, to_png(page))
     assert response.status_code == 200, response.text
     assert len(read_rows(response.json()["pages"][0]["lines"])) == 1
