@@ -50,10 +50,12 @@ class Letter:
         return sum(len(page.lines) for page in self.pages)
 
 
-def make_letter(seed: int, pages: int, lines_per_page: int, font_file: Path = HAND_B) -> Letter:
-    """``pages`` pages of ``lines_per_page`` two-word lines in hand B (or in ``font_file``)."""
+def make_letter(seed: int, pages: int, lines_per_page: int, font_file: Path = HAND_B, *, min_height: int = 0) -> Letter:
+    """``pages`` pages of ``lines_per_page`` two-word lines in hand B (or in ``font_file``), at
+    least ``min_height`` px high: blla scales a page to 1800 px height, so a page of few lines
+    made taller (paper left blank below them) is read several times faster."""
     rng = random.Random(seed)
-    height = 2 * MARGIN + int(FONT_SIZE * LINE_GAP) * lines_per_page + FONT_SIZE
+    height = max(min_height, 2 * MARGIN + int(FONT_SIZE * LINE_GAP) * lines_per_page + FONT_SIZE)
     rendered = []
     for _ in range(pages):
         texts = [sentence(rng, 2) for _ in range(lines_per_page)]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from playwright.sync_api import FilePayload, JSHandle, Page, expect
 
-from tests.support.learning_loop import make_letter
+from tests.support.learning_loop import PAGE_WIDTH, make_letter
 from tests.support.synthetic import render_page, to_png
 from tests.web.support import (
     LANGUAGES,
@@ -206,8 +206,8 @@ def test_batch_ocr_shows_each_document_s_progress_until_read_also_after_a_reload
     with live.api("archivist") as client:
         ids = []
         for n in range(2):
-            # Five lines a page: a page the segmenter takes (not wider than tall).
-            letter = make_letter(next(_seeds), pages=1, lines_per_page=5)
+            # Five lines on a tall page: the segmenter takes it (not wider than tall), and cheaply.
+            letter = make_letter(next(_seeds), pages=1, lines_per_page=5, min_height=4 * PAGE_WIDTH)
             response = client.post(
                 "/api/documents",
                 files={"file": ("brief.pdf", letter.pdf, "application/pdf")},

@@ -15,7 +15,7 @@ import pypdfium2 as pdfium
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.learning_loop import make_letter
+from tests.support.learning_loop import PAGE_WIDTH, make_letter
 from tests.support.processes import Backend, Processes, backend_env, wait_for
 from tests.web.support import LiveSystem, check_accessibility, screenshot
 from tests.web.test_documents import drop_files
@@ -78,7 +78,7 @@ def test_the_first_day_of_an_archive(browser: Browser, fresh_backend: Backend, t
         page.wait_for_url(re.compile(r"/documents$"))
 
         # A 2-page letter dropped onto the upload zone.
-        letter = make_letter(seed=4242, pages=2, lines_per_page=5)
+        letter = make_letter(seed=4242, pages=2, lines_per_page=5, min_height=4 * PAGE_WIDTH)
         drop_files(page, [(f"{TITLE}.pdf", letter.pdf, "application/pdf")])
         expect(page.get_by_role("textbox", name="Titel", exact=True)).to_have_value(TITLE)
         page.get_by_role("button", name="Hochladen", exact=True).click()
