@@ -46,8 +46,13 @@ browser:
 	  fi; }
 	@test -x $(CHROMIUM) || { echo "missing: $(CHROMIUM) (apt-get install -y chromium failed)" >&2; exit 1; }
 
+# Two test processes (pytest-xdist), each taking whole files (module-scoped servers start once):
+# most tests wait on subprocesses, sockets and kraken, so one process kept two cores about 65 %
+# busy. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: install browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check .

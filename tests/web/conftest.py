@@ -50,13 +50,17 @@ def live(live_processes: Processes) -> LiveSystem:
     return system
 
 
-@pytest.fixture(scope="session")
+# One driver and browser per module, not per session: Playwright's sync API keeps an asyncio
+# loop running in the main thread while it is open, and `make test` runs files in two processes
+# (pytest-xdist), so a browser module may be followed in the same process by tests that call
+# asyncio.run() themselves ("cannot be called from a running event loop").
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         # Never skipped: a missing browser is a failure that says how to get it.
