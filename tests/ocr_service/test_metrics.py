@@ -28,9 +28,10 @@ from ocr_service.engine.pipeline import ModelCache, PageResult
 from ocr_service.metrics import ServiceMetrics
 from ocr_service.model_ref import ModelRef
 from tests.conftest import make_settings
+from tests.ocr_service.test_ocr_api import letter
 from tests.support.fake_engine import ENGINE, fake_png
 from tests.support.servers import RunningApp, start_app
-from tests.support.synthetic import page_texts, render_page, to_png
+from tests.support.synthetic import to_png
 
 ROOT = Path(__file__).resolve().parents[2]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -77,7 +78,7 @@ def services_of(running: RunningApp) -> Services:
 def test_a_page_read_with_kraken_counts_a_page_and_its_seconds(shared_service: RunningApp) -> None:
     services = services_of(shared_service)
     before = scrape(services)
-    page = render_page(page_texts(71, 1, 3), width=800, height=3200, font_size=36).image  # tall: see test_ocr_api
+    page = letter(71, lines=1, words=3).image
     with shared_service.client() as client:
         response = client.post("/ocr", files={"file": ("page.png", to_png(page))}, data={"model": "tiny"})
     assert response.status_code == 200, response.text

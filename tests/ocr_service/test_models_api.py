@@ -21,6 +21,7 @@ from ocr_service.cli import main as models_cli
 from ocr_service.engine.pipeline import packaged_segmentation_model
 from tests.conftest import make_settings
 from tests.ocr_service.test_models_cli import converted_to_coreml
+from tests.ocr_service.test_ocr_api import letter
 from tests.support.segmentation_models import blind_copy, packaged_as_safetensors
 from tests.support.servers import RunningApp, start_app
 from tests.support.synthetic import page_texts, render_page, to_png, to_tiff
@@ -244,8 +245,9 @@ def test_a_model_file_dropped_into_the_store_is_described_and_cached(
 def test_install_default_replace_and_remove_change_what_the_next_ocr_reads_with(
     service: RunningApp, client: httpx.Client, store_dir: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    texts = page_texts(3, 3, 5)
-    png = to_png(render_page(texts, width=800, height=3200, font_size=36).image)  # tall: see test_ocr_api.LETTER_SIZE
+    page = letter(3)
+    texts = [line.text for line in page.lines]
+    png = to_png(page.image)
 
     # The operator installs the CoreML copy of the tiny model with the CLI while the service
     # runs; the admin uploads the safetensors original. Both hold the same weights.
@@ -303,7 +305,7 @@ def ocr_line_count(client: httpx.Client, png: bytes, segmentation_model: str) ->
 def test_the_chosen_segmentation_model_is_used_by_the_next_ocr_without_a_restart(
     client: httpx.Client, store_dir: Path, tiny_model: Path, tmp_path: Path
 ) -> None:
-    png = to_png(render_page(page_texts(3, 3, 5), width=800, height=3200, font_size=36).image)  # tall: see test_ocr_api
+    png = to_png(letter(3).image)
     blla = packaged_as_safetensors(tmp_path / "blla.safetensors")
     blind = blind_copy(blla, tmp_path / "blind.safetensors")
     installed = upload(client, blind.read_bytes(), "seg-blind")

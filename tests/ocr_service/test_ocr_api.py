@@ -58,8 +58,8 @@ READABLE = 0.25
 LETTER_SIZE = (800, 3200)
 
 
-def letter(seed: int, lines: int = 3, size: tuple[int, int] = LETTER_SIZE):  # type: ignore[no-untyped-def]
-    return render_page(page_texts(seed, lines, 5), width=size[0], height=size[1], font_size=36)
+def letter(seed: int, lines: int = 3, words: int = 5, size: tuple[int, int] = LETTER_SIZE):  # type: ignore[no-untyped-def]
+    return render_page(page_texts(seed, lines, words), width=size[0], height=size[1], font_size=36)
 
 
 def stream_events(response: httpx.Response) -> Iterator[dict]:  # type: ignore[type-arg]

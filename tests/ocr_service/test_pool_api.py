@@ -18,10 +18,10 @@ import pytest
 from ocr_service.api.deps import Services
 from ocr_service.app import create_app
 from tests.conftest import make_settings
-from tests.ocr_service.test_ocr_api import read_rows
+from tests.ocr_service.test_ocr_api import letter, read_rows
 from tests.support.fake_engine import ENGINE, fake_png, tries
 from tests.support.servers import RunningApp, start_app
-from tests.support.synthetic import page_texts, render_page, to_png
+from tests.support.synthetic import to_png
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_a_worker_killed_while_idle_is_replaced_and_the_next_page_is_read_with_k
     victim = services.pool.info[0].pid
     os.kill(victim, signal.SIGKILL)  # as the kernel's OOM killer would
     wait_until(lambda: [w.pid for w in services.pool.info] not in ([], [victim]))
-    page = render_page(page_texts(51, 1, 5), width=800, height=3200, font_size=36).image  # tall: see test_ocr_api
+    page = letter(51, lines=1).image
     response = post_page(running, to_png(page))
     assert response.status_code == 200, response.text
     assert len(read_rows(response.json()["pages"][0]["lines"])) == 1
