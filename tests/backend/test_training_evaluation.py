@@ -271,7 +271,9 @@ def test_the_real_services_lines_are_matched_to_ground_truth_drawn_where_the_tex
     """Ground truth placed by hand (the rendered text's boxes, as an imported transcription
     has them) against the lines kraken's segmentation finds: each is matched to its own."""
     texts = page_texts(seed=14, lines=4, words=4)
-    rendered = render_page(texts)
+    # Tall (700x2800): blla scales a page to 1800 px height, so the default 1200x900 page was
+    # segmented 2400 px wide, twice (tests/ocr_service/test_ocr_api.py, LETTER_SIZE).
+    rendered = render_page(texts, width=700, height=2800)
     original = tmp_path / "page.png"
     original.write_bytes(to_png(rendered.image))
     response = actors.client.post(
