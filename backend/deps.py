@@ -154,6 +154,7 @@ def import_limits(settings: Settings) -> ImportLimits:
         max_pages=settings.max_pages,
         max_lines_per_page=settings.import_max_lines_per_page,
         max_points=settings.import_max_points,
+        max_text_chars=settings.import_max_text_chars,
     )
 
 

@@ -13,6 +13,12 @@ from pydantic.alias_generators import to_camel
 _UNSTORABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
+def storable(value: str) -> str:
+    """``value`` without what :data:`StorableText` refuses: for text read from files (an import),
+    where a stray control character is no reason to refuse a whole archive."""
+    return _UNSTORABLE.sub("", value)
+
+
 def _storable(value: str) -> str:
     if _UNSTORABLE.search(value):
         raise ValueError("must not contain control characters")

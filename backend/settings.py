@@ -150,6 +150,11 @@ class Settings(BaseSettings):
     # would otherwise make a small upload gigabytes (more: 422 IMPORT_UNSAFE_ARCHIVE). A
     # 1000-page Transkribus export of 40 lines a page has some 3 million.
     import_max_points: int = Field(5_000_000, ge=1)
+    # Characters of all the ZIP's lines' texts together, kept in memory the same way: a line of
+    # 8 million letters deflates to a few kilobytes (more: 422 IMPORT_UNSAFE_ARCHIVE). That
+    # 1000-page export holds about 2.4 million. One line holds at most MAX_LINE_TEXT (5000), as a
+    # correction may.
+    import_max_text_chars: int = Field(20_000_000, ge=1)
 
     # --- Page images for the UI ---------------------------------------------------------
     # A PDF page is rendered at this DPI; an image page keeps its own pixels. Either way its

@@ -45,6 +45,9 @@ def _partial_date(value: str) -> str:
 
 PartialDate = Annotated[str, AfterValidator(_partial_date)]
 
+# The most characters one line's text may hold (a correction; an imported line).
+MAX_LINE_TEXT = 5000
+
 
 class UploadFields(ApiModel):
     """The text fields of an upload (the file itself is checked by its bytes)."""
@@ -146,7 +149,7 @@ class LineOut(ApiModel):
 
 
 class LineCorrectionIn(ApiModel):
-    text: StorableText = Field(max_length=5000)
+    text: StorableText = Field(max_length=MAX_LINE_TEXT)
     version: int = Field(ge=1, le=2**31 - 1)
 
 

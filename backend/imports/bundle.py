@@ -26,6 +26,7 @@ from pathlib import PurePosixPath
 
 from lxml import etree
 
+from backend.documents.schemas import MAX_LINE_TEXT
 from backend.errors import AppError, ErrorCode
 from backend.imports.mets import MetsOrder, is_mets, mets_order
 from backend.transcripts.alto_reader import is_alto, read_alto
@@ -70,6 +71,24 @@ class ImportLimits:
     max_lines_per_page: int
     # Coordinate points of all pages' lines together (they stay in memory until the import ends).
     max_points: int = 5_000_000
+    # Characters of all pages' lines' texts together (kept in memory the same way).
+    max_text_chars: int = 20_000_000
+
+
+def _text_size(read: ReadPage, shown: str) -> int:
+    """The characters of the page's texts (a person's and the OCR's); a line longer than a
+    correction may be is refused."""
+    size = 0
+    for number, made in enumerate(read.lines, 1):
+        longest = max(len(made.text), len(made.ocr_text or ""))
+        if longest > MAX_LINE_TEXT:
+            raise AppError(
+                ErrorCode.IMPORT_INVALID_XML,
+                f"{shown}: line {number} holds {longest} characters; a line may hold at most {MAX_LINE_TEXT}.",
+                details={"file": shown, "line": number, "maxLineChars": MAX_LINE_TEXT},
+            )
+        size += len(made.text) + len(made.ocr_text or "")
+    return size
 
 
 @dataclass(frozen=True)
@@ -207,7 +226,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 images.add(path, info)
     documents: dict[PurePosixPath, BundledDocument] = {}
     orders: dict[PurePosixPath, MetsOrder] = {}
-    points = 0
+    points = characters = 0
     for path, info in sorted(xmls, key=lambda item: natural_key(str(item[0]))):
         read = _read_xml(archive, info, budget, limits)
         if read is None:
@@ -223,6 +242,14 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 f"The ZIP's PAGE and ALTO files describe their lines with more than {limits.max_points} "
                 f"coordinate points together (reached at {info.filename[:200]!r}); import it in parts.",
                 details={"maxPoints": limits.max_points},
+            )
+        characters += _text_size(read, info.filename)
+        if characters > limits.max_text_chars:
+            raise AppError(
+                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
+                f"The ZIP's PAGE and ALTO files hold more than {limits.max_text_chars} characters of text "
+                f"together (reached at {info.filename[:200]!r}); import it in parts.",
+                details={"maxTextChars": limits.max_text_chars},
             )
         image = images.find(read.image_name, path, folder)
         if image is None:

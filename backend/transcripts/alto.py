@@ -2,7 +2,8 @@
 
 Pixels as the unit; the page image's file name in ``sourceImageInformation``; one TextBlock
 holding every line in reading order; each TextLine with its box, ``BASELINE`` as ALTO 4.2+
-writes a polyline (``x1,y1 x2,y2``), its polygon as ``Shape/Polygon`` and the whole line as one
+writes a polyline (``x1 y1 x2 y2``, as kraken and eScriptorium write it: eScriptorium reads no
+other form), its polygon as ``Shape/Polygon`` (the same form) and the whole line as one
 ``String`` (eScriptorium's export does the same: the line's text, spaces and all, travels
 unsplit). Where a person changed the OCR's reading the line is marked ``CS="true"`` and the
 OCR's text is the String's ``ALTERNATIVE`` (purpose ``ocr``). The writer and date are
@@ -16,7 +17,7 @@ from datetime import datetime
 from lxml import etree
 
 from backend.documents.schemas import format_partial_date
-from backend.transcripts.geometry import Point, baseline, bounding_box, joined, outline
+from backend.transcripts.geometry import Point, baseline, bounding_box, flat, outline
 from backend.transcripts.model import TranscriptDocument, TranscriptLine, TranscriptPage
 from backend.transcripts.page_xml import CREATOR, XSI_NS, confidence, timestamp
 from backend.transcripts.text import clean_text
@@ -96,11 +97,11 @@ def _line(
 ) -> None:
     box = _box(points)
     element = etree.SubElement(
-        block, _tag("TextLine"), ID=line_id, BASELINE=joined(baseline(line, page.width, page.height)), **box
+        block, _tag("TextLine"), ID=line_id, BASELINE=flat(baseline(line, page.width, page.height)), **box
     )
     if line.ocr_text is not None:
         element.set("CS", "true")
-    etree.SubElement(etree.SubElement(element, _tag("Shape")), _tag("Polygon"), POINTS=joined(points))
+    etree.SubElement(etree.SubElement(element, _tag("Shape")), _tag("Polygon"), POINTS=flat(points))
     string = etree.SubElement(element, _tag("String"), ID=f"{line_id}_s1", CONTENT=clean_text(line.text), **box)
     if line.ocr_text is None:
         if (written := confidence(line.confidence)) is not None:

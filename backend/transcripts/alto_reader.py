@@ -19,7 +19,19 @@ from __future__ import annotations
 from lxml import etree
 
 from backend.transcripts.model import TranscriptLine
-from backend.transcripts.reading import ReadPage, box, invalid, line, number, numbers, one_line, partial_date, points
+from backend.transcripts.reading import (
+    ReadPage,
+    box,
+    invalid,
+    line,
+    number,
+    numbers,
+    one_line,
+    page_size,
+    partial_date,
+    points,
+    unplaced,
+)
 
 NAMESPACES = frozenset(
     {
@@ -45,12 +57,26 @@ def _child_text(parent: etree._Element | None, path: str) -> str | None:
     return found.text.strip() if found is not None and found.text else None
 
 
-def _box(element: etree._Element, shown: str) -> tuple[float, float, float, float] | None:
-    values = [number(element.get(name), shown, f"a TextLine's {name}") for name in ("HPOS", "VPOS", "WIDTH", "HEIGHT")]
+def _box(element: etree._Element, shown: str, what: str = "a TextLine") -> tuple[float, float, float, float] | None:
+    values = [number(element.get(name), shown, f"{what}'s {name}") for name in ("HPOS", "VPOS", "WIDTH", "HEIGHT")]
     if any(v is None for v in values):
         return None
     x, y, w, h = (v or 0.0 for v in values)
     return x, y, w, h
+
+
+def _frame(element: etree._Element, q: str, shown: str) -> tuple[float, float, float, float] | None:
+    """The TextLine's box: its own, else the box around its Strings' (all four attributes are
+    optional in ALTO; eScriptorium places such a line by its words too)."""
+    own = _box(element, shown)
+    if own is not None:
+        return own
+    words = [b for s in element.iterfind(f"{q}String") if (b := _box(s, shown, "a String")) is not None]
+    if not words:
+        return None
+    left, top = min(x for x, _, _, _ in words), min(y for _, y, _, _ in words)
+    right, bottom = max(x + w for x, _, w, _ in words), max(y + h for _, y, _, h in words)
+    return left, top, right - left, bottom - top
 
 
 def _text(element: etree._Element, q: str) -> tuple[str, str | None]:
@@ -110,7 +136,7 @@ def _reading_order(root: etree._Element, q: str) -> dict[str, int]:
 def _lines(layout: etree._Element, q: str, shown: str, height: float, order: dict[str, int]) -> list[TranscriptLine]:
     placed: list[tuple[float, int, TranscriptLine]] = []
     for position, element in enumerate(layout.iter(f"{q}TextLine")):
-        frame = _box(element, shown)
+        frame = _frame(element, q, shown)
         polygon_element = element.find(f"{q}Shape/{q}Polygon")
         polygon = points(polygon_element.get("POINTS"), shown, "a Polygon") if polygon_element is not None else ()
         if len(polygon) < 3 and frame is not None and frame[2] > 0 and frame[3] > 0:
@@ -118,6 +144,8 @@ def _lines(layout: etree._Element, q: str, shown: str, height: float, order: dic
         text, ocr_text = _text(element, q)
         made = line(_baseline(element.get("BASELINE"), frame, shown), polygon, text, ocr_text, height)
         if made is None:
+            if text.strip():
+                raise unplaced(shown, f"the TextLine {(element.get('ID') or '')[:80]!r}")
             continue
         block = element.getparent()
         place = order.get(element.get("ID") or "")
@@ -139,8 +167,8 @@ def read_alto(root: etree._Element, shown: str) -> ReadPage:
     if len(pages) != 1:
         raise invalid(shown, f"an ALTO file of one page image must hold one Page; it holds {len(pages)}.")
     page = pages[0]
-    width = number(page.get("WIDTH"), shown, "the Page's WIDTH") or 0.0
-    height = number(page.get("HEIGHT"), shown, "the Page's HEIGHT") or 0.0
+    width = page_size(page.get("WIDTH"), shown, "the Page's WIDTH")
+    height = page_size(page.get("HEIGHT"), shown, "the Page's HEIGHT")
     if unit != "pixel" and not (width and height):
         raise invalid(shown, f"coordinates in {unit} need the Page's WIDTH and HEIGHT in {unit} to place them.")
     tags = {

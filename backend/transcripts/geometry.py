@@ -81,5 +81,12 @@ def baseline(line: TranscriptLine, width: int, height: int) -> tuple[Point, ...]
 
 
 def joined(points: Sequence[Point]) -> str:
-    """``x1,y1 x2,y2 ...``: PAGE's points and ALTO 4.2+'s BASELINE and POINTS alike."""
+    """``x1,y1 x2,y2 ...``: PAGE's points."""
     return " ".join(f"{x},{y}" for x, y in points)
+
+
+def flat(points: Sequence[Point]) -> str:
+    """``x1 y1 x2 y2 ...``: ALTO 4.2+'s BASELINE and POINTS as kraken and eScriptorium write them
+    (eScriptorium's reader splits them at spaces only: given ``x,y`` pairs it drops the line's
+    baseline and outline)."""
+    return " ".join(f"{x} {y}" for x, y in points)

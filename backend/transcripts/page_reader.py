@@ -15,7 +15,17 @@ from collections.abc import Iterable
 from lxml import etree
 
 from backend.transcripts.model import TranscriptLine
-from backend.transcripts.reading import ReadPage, invalid, line, number, one_line, partial_date, points
+from backend.transcripts.page_xml import OCR_TEXT
+from backend.transcripts.reading import (
+    ReadPage,
+    invalid,
+    line,
+    one_line,
+    page_size,
+    partial_date,
+    points,
+    unplaced,
+)
 
 NAMESPACES = frozenset(
     {
@@ -27,7 +37,8 @@ NAMESPACES = frozenset(
     }
 )
 # The Creator this archive's export writes (backend/transcripts/page_xml.py): its files carry the
-# document's title, and the OCR's reading of a corrected line as the second TextEquiv.
+# document's title, and the OCR's reading of a corrected line (a UserAttribute; in exports before
+# 2026-11-27, the second TextEquiv).
 CREATOR = "Familienarchiv OCR"
 _INDEX = re.compile(r"readingOrder\s*\{[^}]*?index\s*:\s*(\d+)")
 
@@ -80,7 +91,9 @@ def _region_order(page: etree._Element, ns: str) -> dict[str, int] | None:
 
 def _text(element: etree._Element, ns: str, ours: bool) -> tuple[str, str | None]:
     """The line's text (the TextEquiv with the lowest index: the schema's main reading) and, in
-    a file this archive exported, the OCR's reading it kept as the next TextEquiv (index 1)."""
+    a file this archive exported, the OCR's reading it kept: the line's UserAttribute ``ocrText``
+    (earlier exports: the next TextEquiv, index 1)."""
+    kept = element.find(f"{{{ns}}}UserDefined/{{{ns}}}UserAttribute[@name='{OCR_TEXT}']") if ours else None
     equivs = element.findall(f"{{{ns}}}TextEquiv")
     if not equivs:
         words = [_text(word, ns, False)[0] for word in element.findall(f"{{{ns}}}Word")]
@@ -95,6 +108,8 @@ def _text(element: etree._Element, ns: str, ours: bool) -> tuple[str, str | None
         return (found.text or "") if found is not None else ""
 
     ranked = [equiv for _, equiv in sorted(enumerate(equivs), key=rank)]
+    if kept is not None:
+        return unicode_of(ranked[0]), kept.get("value") or ""
     ocr = unicode_of(ranked[1]) if ours and len(ranked) > 1 else None
     return unicode_of(ranked[0]), ocr
 
@@ -123,6 +138,8 @@ def _lines(region: etree._Element, ns: str, shown: str, height: float, ours: boo
         )
         if made is not None:
             yield made
+        elif text.strip():
+            raise unplaced(shown, f"the TextLine {(element.get('id') or '')[:80]!r}")
 
 
 def read_page(root: etree._Element, shown: str) -> ReadPage:
@@ -130,8 +147,8 @@ def read_page(root: etree._Element, shown: str) -> ReadPage:
     page = root.find(f"{{{ns}}}Page")
     if page is None:
         raise invalid(shown, "the PAGE file has no Page element.")
-    width = number(page.get("imageWidth"), shown, "imageWidth") or 0.0
-    height = number(page.get("imageHeight"), shown, "imageHeight") or 0.0
+    width = page_size(page.get("imageWidth"), shown, "imageWidth")
+    height = page_size(page.get("imageHeight"), shown, "imageHeight")
     # Every element holding TextLines is a text region, wherever it is (table cells nest them).
     regions = [r for r in page.iter(f"{{{ns}}}TextRegion") if r.find(f"{{{ns}}}TextLine") is not None]
     order = _region_order(page, ns)

@@ -2,10 +2,13 @@
 
 One text region per page holding every line (the archive keeps no regions), its outline the
 box around the lines; a ReadingOrder naming it; each line with Transkribus's
-``custom="readingOrder {index:n;}"``, its polygon, baseline and text. The current text is
-``TextEquiv index="0"``; where a person changed the OCR's reading, the OCR's text follows as
-``TextEquiv index="1"`` with its confidence (the schema: the lowest index is the main text).
-The writer and date travel as ``MetadataItem``s, the only per-item metadata the schema has.
+``custom="readingOrder {index:n;}"``, its polygon, baseline and text. The current text is the
+line's one ``TextEquiv`` (``index="0"``). Where a person changed the OCR's reading, the OCR's
+text and confidence are kept as the line's ``UserDefined/UserAttribute``s ``ocrText`` and
+``ocrConfidence``, not as a second TextEquiv: eScriptorium joins every TextEquiv of a line into
+its text (the correction and the OCR's reading one after the other), and PAGE 2013, which
+Transkribus reads, allows one. The writer and date travel as ``MetadataItem``s, the only
+per-item metadata the schema has.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ PAGE_NS = "http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 _SCHEMA_LOCATION = f"{PAGE_NS} {PAGE_NS}/pagecontent.xsd"
 CREATOR = "Familienarchiv OCR"
+# The line's UserAttributes that hold the OCR's reading of a corrected line (read back by
+# backend/transcripts/page_reader.py).
+OCR_TEXT = "ocrText"
+OCR_CONFIDENCE = "ocrConfidence"
 
 
 def _tag(name: str) -> str:
@@ -95,7 +102,18 @@ def _line(
     corrected = line.ocr_text is not None
     _equiv(element, line.text, 0, None if corrected else line.confidence)
     if line.ocr_text is not None:
-        _equiv(element, line.ocr_text, 1, line.confidence)
+        # After TextEquiv, as the schema orders a TextLine's children.
+        kept = etree.SubElement(element, _tag("UserDefined"))
+        etree.SubElement(
+            kept,
+            _tag("UserAttribute"),
+            name=OCR_TEXT,
+            description="the OCR's reading before a person corrected the line",
+            type="xsd:string",
+            value=clean_text(line.ocr_text),
+        )
+        if (written := confidence(line.confidence)) is not None:
+            etree.SubElement(kept, _tag("UserAttribute"), name=OCR_CONFIDENCE, type="xsd:float", value=written)
 
 
 def _equiv(line: etree._Element, text: str, index: int, conf: float | None) -> None:

@@ -15,11 +15,13 @@ from datetime import date
 from backend.documents.models import DatePrecision
 from backend.documents.schemas import parse_partial_date
 from backend.errors import AppError, ErrorCode
+from backend.schemas import storable
 from backend.transcripts.model import Point, TranscriptLine
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 # ALTO's PointsType is loosely specified: "x y x y", "x,y x,y", "(x, y) (x, y)" are all written.
 _SEPARATORS = re.compile(r"[\s,()]+")
+Shape = tuple[tuple[float, float], ...]
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,17 @@ def points(raw: str | None, shown: str, what: str) -> tuple[tuple[float, float],
     return tuple(zip(values[0::2], values[1::2], strict=True))
 
 
+def page_size(raw: str | None, shown: str, what: str) -> float:
+    """A page's width or height as the file declares it; 0 where it does not. A size under one
+    pixel (or unit) is refused: every coordinate is scaled by the image's size over it."""
+    value = number(raw, shown, what)
+    if value is None or value == 0:
+        return 0.0
+    if value < 1:
+        raise invalid(shown, f"{what} is {raw!r}; a page is at least 1 wide and high.")
+    return value
+
+
 def number(raw: str | None, shown: str, what: str) -> float | None:
     if raw is None or not raw.strip():
         return None
@@ -121,21 +134,52 @@ def polygon_from_baseline(
     return upper + lower
 
 
+def _from_few_points(points: tuple[tuple[float, float], ...]) -> tuple[Shape, Shape]:
+    """An outline of fewer than three points (some tools write a line's box as two corners, or
+    its extent as two points on one height): as a (baseline, polygon) pair, either may be empty."""
+    if not points:
+        return (), ()
+    xs = [x for x, _ in points]
+    ys = [y for _, y in points]
+    if max(xs) > min(xs) and max(ys) > min(ys):
+        return (), box(min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys))
+    if max(xs) > min(xs):
+        return ((min(xs), ys[0]), (max(xs), ys[0])), ()
+    return (), ()
+
+
 def line(
-    baseline: tuple[tuple[float, float], ...],
-    polygon: tuple[tuple[float, float], ...],
+    baseline: Shape,
+    polygon: Shape,
     text: str,
     ocr_text: str | None,
     page_height: float,
 ) -> TranscriptLine | None:
-    """A line from what the file gives; None when it gives no place at all (neither shape)."""
+    """A line from what the file gives; None when it gives no place at all (neither shape, nor
+    two points that span one). Its text as the database stores it (control characters dropped)."""
     if len(polygon) < 3 and len(baseline) < 2:
-        return None
+        baseline, polygon = _from_few_points(polygon + baseline)
+        if len(polygon) < 3 and len(baseline) < 2:
+            return None
     if len(baseline) < 2:
         baseline = baseline_from_polygon(polygon)
     if len(polygon) < 3:
         polygon = polygon_from_baseline(baseline, page_height)
-    return TranscriptLine(baseline=_rounded(baseline), polygon=_rounded(polygon), text=text, ocr_text=ocr_text)
+    return TranscriptLine(
+        baseline=_rounded(baseline),
+        polygon=_rounded(polygon),
+        text=storable(text),
+        ocr_text=storable(ocr_text) if ocr_text is not None else None,
+    )
+
+
+def unplaced(shown: str, which: str) -> AppError:
+    """A line with text and nothing to place it by: refused rather than imported without its text."""
+    return invalid(
+        shown,
+        f"{which} holds text but no outline or baseline to place it on the page "
+        "(Coords/Baseline in PAGE; a box, Polygon or BASELINE in ALTO).",
+    )
 
 
 def _rounded(values: tuple[tuple[float, float], ...]) -> tuple[Point, ...]:

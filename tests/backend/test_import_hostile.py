@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import itertools
 import os
 import resource
 import stat
@@ -362,3 +363,67 @@ def test_two_entries_one_name_apart_only_in_case_are_refused(actors: Actors, oth
     files = {**VALID, other: image_bytes(decoy)}
     message = refused(actors.client, actors.archivist, zip_of(files), "IMPORT_UNSAFE_ARCHIVE")
     assert "twice" in message
+
+
+# --- text and page sizes in the files ----------------------------------------------------------
+
+
+def _one_line_page(text: str, width: str = "600", height: str = "400") -> bytes:
+    """A PAGE file of one placed line holding ``text`` (escaped as XML)."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;")
+    return (
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15">'
+        f'<Page imageFilename="p.png" imageWidth="{width}" imageHeight="{height}"><TextRegion id="r1">'
+        '<TextLine id="l1"><Coords points="10,10 300,10 300,40 10,40"/><Baseline points="10,35 300,35"/>'
+        f"<TextEquiv><Unicode>{escaped}</Unicode></TextEquiv></TextLine></TextRegion></Page></PcGts>"
+    ).encode()
+
+
+# Each import its own image (the same pages twice are a duplicate, 409).
+_IMAGES = itertools.count(1000)
+
+
+def _with_line(text: str, **size: str) -> bytes:
+    image = image_bytes(gen_page(next(_IMAGES), "p.png", lines=1))
+    return zip_of({"p.png": image, "p.xml": _one_line_page(text, **size)})
+
+
+def test_a_line_longer_than_a_correction_may_be_is_refused_naming_it(actors: Actors) -> None:
+    """8 MB of one letter deflates to a few KB: a line holds at most what a correction may (5000)."""
+    message = refused(actors.client, actors.archivist, _with_line("A" * 5001), "IMPORT_INVALID_XML")
+    assert "p.xml" in message and "line 1" in message and "5000" in message
+    response = post(actors.client, actors.archivist, _with_line("A" * 5000))
+    assert response.status_code == 201, response.text
+
+
+def test_the_text_of_all_pages_together_is_bounded(app_factory: AppFactory) -> None:
+    client = app_factory(import_max_text_chars=100)
+    add_user(client, "erika", Role.ARCHIVIST)
+    headers = bearer(client, "erika")
+    files: dict[str, bytes] = {}
+    for n in range(3):
+        files[f"Brief {n}/p.png"] = image_bytes(gen_page(221 + n, "p.png", lines=1))
+        files[f"Brief {n}/p.xml"] = _one_line_page("B" * 40)
+    message = refused(client, headers, zip_of(files), "IMPORT_UNSAFE_ARCHIVE")
+    assert "100" in message
+    two = {name: data for name, data in files.items() if not name.startswith("Brief 2/")}
+    assert post(client, headers, zip_of(two)).status_code == 201
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.sampled_from(["1e-300", "1e-320", "0.5", "0.999", "-3", "0", "1", "1e7", "nan", "inf", "", "x", "5e-324"]),
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    ),
+    st.sampled_from(["400", "1e-300", "0.01"]),
+)
+def test_any_declared_page_size_gives_a_document_or_a_clear_refusal(actors: Actors, width: str, height: str) -> None:
+    """The page's declared size divides every coordinate: 1e-300 made them infinite (a 500)."""
+    response = post(actors.client, actors.archivist, _with_line("Liebe Mutter", width=width, height=height))
+    if response.status_code == 201:
+        return
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "IMPORT_INVALID_XML", response.text

@@ -75,3 +75,34 @@ def test_an_export_imported_again_has_the_same_lines(actors: Actors, fmt: str) -
     assert all(line["text"] == line["currentText"] for line in after)
     pages = actors.client.get(f"/api/documents/{document['id']}/pages", headers=actors.archivist).json()
     assert all(page["reviewedAt"] is not None for page in pages)
+
+
+def test_escriptorium_reads_the_exports_text_and_shapes(actors: Actors) -> None:
+    """What eScriptorium's importers (apps/imports/parsers.py) take from our files: a PAGE line's
+    text is every ``TextEquiv/Unicode`` of it joined by spaces (a second TextEquiv with the OCR's
+    reading doubled each corrected line there), and ALTO's BASELINE and POINTS are numbers split
+    at spaces (``x,y`` pairs were reported invalid and the lines came in without either)."""
+    from lxml import etree
+
+    original = upload_pages(actors, 320)
+    current = [line["currentText"] for line in lines_of(actors.client, actors.archivist, original)]
+    page_ns = "{http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15}"
+    with zipfile.ZipFile(io.BytesIO(exported(actors, original, "page"))) as archive:
+        texts = [
+            " ".join(u.text or "" for u in line.iterfind(f"{page_ns}TextEquiv/{page_ns}Unicode"))
+            for name in sorted(n for n in archive.namelist() if n.endswith(".xml"))
+            for line in etree.fromstring(archive.read(name)).iter(f"{page_ns}TextLine")
+        ]
+    assert texts == current
+    alto_ns = "{http://www.loc.gov/standards/alto/ns-v4#}"
+    with zipfile.ZipFile(io.BytesIO(exported(actors, original, "alto"))) as archive:
+        shapes = [
+            (line.get("BASELINE"), line.find(f"{alto_ns}Shape/{alto_ns}Polygon").get("POINTS"))
+            for name in sorted(n for n in archive.namelist() if n.endswith(".xml"))
+            for line in etree.fromstring(archive.read(name)).iter(f"{alto_ns}TextLine")
+        ]
+    assert len(shapes) == len(current)
+    for baseline, polygon in shapes:
+        for points in (baseline, polygon):
+            numbers = tuple(map(float, points.strip().split(" ")))
+            assert len(numbers) >= 4 and len(numbers) % 2 == 0

@@ -318,3 +318,88 @@ def test_imported_text_is_searchable_at_once_also_across_the_page_break(actors: 
         assert result["document"]["id"] == document["id"]
         assert [hit["pageNumber"] for hit in result["hits"]] == [page_number]
         assert result["hits"][0]["corrected"] is True
+
+
+def _page_of(lines: str, creator: str = "Transkribus") -> bytes:
+    return (
+        '<PcGts xmlns="http://schema.primaresearch.org/PAGE/gts/pagecontent/2019-07-15">'
+        f"<Metadata><Creator>{creator}</Creator></Metadata>"
+        f'<Page imageFilename="p.png" imageWidth="600" imageHeight="400"><TextRegion id="r1">{lines}'
+        "</TextRegion></Page></PcGts>"
+    ).encode()
+
+
+def _text_line(line_id: str, shapes: str, text: str) -> str:
+    return f'<TextLine id="{line_id}">{shapes}<TextEquiv><Unicode>{text}</Unicode></TextEquiv></TextLine>'
+
+
+def test_a_line_given_by_two_points_is_placed_not_dropped(actors: Actors) -> None:
+    """Two corners of a box, or two points on one height (a baseline): the line and its text are kept."""
+    lines = (
+        _text_line("box", '<Coords points="10,60 300,90"/>', "Liebe Mutter")
+        + _text_line("flat", '<Coords points="20,150 320,150"/>', "wie geht es")
+        + _text_line("empty", "", "")
+    )
+    image = image_bytes(gen_page(91, "p.png", lines=1))
+    [document] = imported(actors.client, actors.archivist, zip_of({"p.png": image, "p.xml": _page_of(lines)}))
+    box, flat = lines_of(actors.client, actors.archivist, document["id"])
+    assert (box["text"], flat["text"]) == ("Liebe Mutter", "wie geht es")
+    assert box["polygon"] == [[10, 60], [300, 60], [300, 90], [10, 90]]
+    assert box["baseline"] == [[10, 84], [300, 84]]
+    assert flat["baseline"] == [[20, 150], [320, 150]]
+    assert min(y for _, y in flat["polygon"]) < 150 < max(y for _, y in flat["polygon"])
+
+
+def test_a_line_with_text_and_nothing_to_place_it_by_is_refused_naming_it(actors: Actors) -> None:
+    lines = _text_line("r1l1", '<Coords points="10,10 300,10 300,40"/>', "da") + _text_line("r1l7", "", "verloren")
+    image = image_bytes(gen_page(92, "p.png", lines=1))
+    response = post_import(actors.client, actors.archivist, zip_of({"p.png": image, "p.xml": _page_of(lines)}))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "IMPORT_INVALID_XML"
+    assert "r1l7" in response.json()["message"] and "p.xml" in response.json()["message"]
+    with services_of(actors.client).db.sessions() as session:
+        assert session.scalar(select(func.count(Document.id))) == 0
+
+
+def test_an_alto_line_without_its_own_box_is_placed_by_its_words(actors: Actors) -> None:
+    """All of a TextLine's HPOS/VPOS/WIDTH/HEIGHT are optional in ALTO; its Strings' boxes place it."""
+    alto = (
+        b'<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#"><Description><MeasurementUnit>pixel'
+        b"</MeasurementUnit><sourceImageInformation><fileName>p.png</fileName></sourceImageInformation>"
+        b'</Description><Layout><Page WIDTH="600" HEIGHT="400"><PrintSpace><TextBlock ID="b">'
+        b'<TextLine ID="l1"><String CONTENT="Liebe" HPOS="10" VPOS="50" WIDTH="80" HEIGHT="30"/><SP/>'
+        b'<String CONTENT="Mutter" HPOS="100" VPOS="45" WIDTH="90" HEIGHT="40"/></TextLine>'
+        b"</TextBlock></PrintSpace></Page></Layout></alto>"
+    )
+    image = image_bytes(gen_page(93, "p.png", lines=1))
+    [document] = imported(actors.client, actors.archivist, zip_of({"p.png": image, "p.xml": alto}))
+    [line] = lines_of(actors.client, actors.archivist, document["id"])
+    assert line["text"] == "Liebe Mutter"
+    assert line["polygon"] == [[10, 45], [190, 45], [190, 85], [10, 85]]
+
+
+def test_control_characters_in_imported_text_are_dropped_so_it_can_be_corrected(actors: Actors) -> None:
+    """XML allows U+007F, which no correction may hold: the line would be stuck with it."""
+    lines = _text_line("r1l1", '<Coords points="10,10 300,10 300,40 10,40"/>', "Liebe&#127; Mutter")
+    image = image_bytes(gen_page(94, "p.png", lines=1))
+    [document] = imported(actors.client, actors.archivist, zip_of({"p.png": image, "p.xml": _page_of(lines)}))
+    [line] = lines_of(actors.client, actors.archivist, document["id"])
+    assert line["text"] == line["ocrText"] == "Liebe Mutter"
+    response = actors.client.patch(
+        f"/api/lines/{line['id']}", headers=actors.archivist, json={"text": "Liebe Mutter!", "version": line["version"]}
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_an_earlier_export_keeps_the_ocr_reading_of_its_second_text_equiv(actors: Actors) -> None:
+    """Exports before 2026-11-27 kept a corrected line's OCR reading as TextEquiv index 1."""
+    lines = (
+        '<TextLine id="r1l1"><Coords points="10,10 300,10 300,40 10,40"/>'
+        '<TextEquiv index="0"><Unicode>Weihnachten</Unicode></TextEquiv>'
+        '<TextEquiv index="1"><Unicode>Weihnaehten</Unicode></TextEquiv></TextLine>'
+    )
+    image = image_bytes(gen_page(95, "p.png", lines=1))
+    files = {"p.png": image, "p.xml": _page_of(lines, creator="Familienarchiv OCR")}
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    [line] = lines_of(actors.client, actors.archivist, document["id"])
+    assert (line["text"], line["ocrText"]) == ("Weihnachten", "Weihnaehten")
