@@ -102,16 +102,23 @@ def transcript_of(session: Session, document: Document) -> TranscriptDocument:
 
 _GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
 _NOT_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-# Path separators, quotes and control characters never reach a header or a ZIP entry's name.
-_NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f/\\"]+')
+# Path separators, quotes, control characters and the bidirectional controls (which make
+# "\u202etxt.exe" read "exe.txt") never reach a header or a ZIP entry's name.
+_NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f/\\"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+')
 _NAME_LENGTH = 80
+# Names Windows keeps for its devices, whatever their extension: a ZIP folder "CON" cannot be unpacked there.
+_WINDOWS_DEVICES = re.compile(r"(?i)con|prn|aux|nul|com[0-9]|lpt[0-9]")
 
 
 def ascii_name(title: str, fallback: str) -> str:
     """A file name stem from ``title`` in ASCII letters, digits, '-', '_' and '.' (``Brief an
-    Müller`` → ``Brief_an_Mueller``), never starting with a dot; ``fallback`` where none is left."""
+    Müller`` → ``Brief_an_Mueller``), never starting with a dot nor a Windows device's name
+    (``CON`` → ``CON_``); ``fallback`` where none is left."""
     folded = unicodedata.normalize("NFKD", title.translate(_GERMAN)).encode("ascii", "ignore").decode()
     name = _NOT_SAFE.sub("_", folded).strip("._-")[:_NAME_LENGTH].strip("._-")
+    stem, dot, rest = name.partition(".")
+    if _WINDOWS_DEVICES.fullmatch(stem):
+        name = f"{stem}_{dot}{rest}"
     return name or fallback
 
 

@@ -144,7 +144,11 @@ class _Images:
         self.by_path[name_key(path)] = info
         self.paths.append(path)
 
-    def find(self, named: str, xml_path: PurePosixPath, folder: PurePosixPath) -> zipfile.ZipInfo | None:
+    def find(
+        self, named: str, xml_path: PurePosixPath, folder: PurePosixPath, others: frozenset[PurePosixPath] = frozenset()
+    ) -> zipfile.ZipInfo | None:
+        """The image ``named`` by the XML at ``xml_path`` of the document in ``folder``; never one
+        inside ``others`` (the ZIP's other documents' folders: their pages, not this one's)."""
         # Windows exports name images with backslashes; a URL or absolute path keeps only its name.
         parts = [p for p in re.split(r"[\\/]", named) if p and p not in (".", "..")]
         wanted = PurePosixPath(*parts) if parts else PurePosixPath(xml_path.stem)
@@ -156,7 +160,7 @@ class _Images:
         for matches in (
             [p for p in inside if name_key(p.name) == name_key(wanted.name)],
             [p for p in inside if name_key(p.stem) == name_key(wanted.stem)],
-            [p for p in self.paths if name_key(p.name) == name_key(wanted.name)],
+            [p for p in self.paths if name_key(p.name) == name_key(wanted.name) and not _inside_any(p, others)],
         ):
             if len(matches) == 1:
                 return self.by_path[name_key(matches[0])]
@@ -165,6 +169,10 @@ class _Images:
                 nearest = min(matches, key=lambda p: (len(p.parts), natural_key(str(p))))
                 return self.by_path[name_key(nearest)]
         return None
+
+
+def _inside_any(path: PurePosixPath, folders: frozenset[PurePosixPath]) -> bool:
+    return any(folder != PurePosixPath(".") and folder in path.parents for folder in folders)
 
 
 def _read_xml(
@@ -224,6 +232,8 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
             elif suffix in IMAGE_SUFFIXES:
                 budget.declare(info.file_size)
                 images.add(path, info)
+    # Every folder that holds XML is a document's (or its METS's): an image is never taken from another's.
+    folders = frozenset(_document_folder(path) for path, _ in xmls)
     documents: dict[PurePosixPath, BundledDocument] = {}
     orders: dict[PurePosixPath, MetsOrder] = {}
     points = characters = 0
@@ -251,7 +261,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 f"together (reached at {info.filename[:200]!r}); import it in parts.",
                 details={"maxTextChars": limits.max_text_chars},
             )
-        image = images.find(read.image_name, path, folder)
+        image = images.find(read.image_name, path, folder, folders - {folder})
         if image is None:
             raise AppError(
                 ErrorCode.IMPORT_IMAGE_MISSING,

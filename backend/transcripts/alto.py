@@ -6,7 +6,7 @@ writes a polyline (``x1 y1 x2 y2``, as kraken and eScriptorium write it: eScript
 other form), its polygon as ``Shape/Polygon`` (the same form) and the whole line as one
 ``String`` (eScriptorium's export does the same: the line's text, spaces and all, travels
 unsplit). Where a person changed the OCR's reading the line is marked ``CS="true"`` and the
-OCR's text is the String's ``ALTERNATIVE`` (purpose ``ocr``). The writer and date are
+OCR's text is the String's ``ALTERNATIVE`` (purpose ``ocr``). The title, writer and date are
 ``Tags/OtherTag``s (ALTO's Description holds no free metadata).
 """
 
@@ -68,7 +68,11 @@ def _description(root: etree._Element, page: TranscriptPage, now: str) -> None:
 
 def _tags(root: etree._Element, doc: TranscriptDocument) -> None:
     written = format_partial_date(doc.date, doc.date_precision)
-    values = [("writer", clean_text(doc.writer) if doc.writer else None), ("date", written)]
+    values = [
+        ("title", clean_text(doc.title)),
+        ("writer", clean_text(doc.writer) if doc.writer else None),
+        ("date", written),
+    ]
     present = [(name, value) for name, value in values if value]
     if not present:
         return

@@ -7,8 +7,8 @@ in order, a space for each ``SP`` (and between two Strings with none), a ``HYP``
 Lines are read in the file's ReadingOrder (ElementRefs to lines or blocks, as kraken writes
 it), else as written.
 
-The writer and date: ``Tags/OtherTag``s whose ID and TYPE are ``writer`` / ``date`` (this
-archive's export writes them so).
+The title, writer and date: ``Tags/OtherTag``s whose ID and TYPE are ``title`` / ``writer`` /
+``date`` (this archive's export writes them so).
 
 Coordinates in ``mm10`` or ``inch1200`` need the page's size in the same unit (``Page``
 WIDTH/HEIGHT): the import scales them to the page image, which converts them to pixels.
@@ -182,6 +182,7 @@ def read_alto(root: etree._Element, shown: str) -> ReadPage:
         width=width,
         height=height,
         lines=tuple(_lines(page, q, shown, height, _reading_order(root, q))),
+        title=one_line(tags.get("title"), 500),
         writer=one_line(tags.get("writer"), 200),
         date=day,
         date_precision=precision,

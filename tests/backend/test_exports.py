@@ -156,7 +156,8 @@ def test_the_writer_given_at_upload_is_in_both_formats(actors: Actors) -> None:
         ("author", "Anna Müller")
     ]
     alto_root = etree.fromstring(_zip(_export(actors, document_id, "alto")).read("Brief_an_Mueller/alto/0001.xml"))
-    assert [(t.get("ID"), t.get("LABEL")) for t in alto_root.iter(f"{ALTO}OtherTag")] == [("writer", "Anna Müller")]
+    tags = [(t.get("ID"), t.get("LABEL")) for t in alto_root.iter(f"{ALTO}OtherTag")]
+    assert tags == [("title", "Brief an Müller"), ("writer", "Anna Müller")]
     strings = [s.get("CONTENT") for s in alto_root.iter(f"{ALTO}String")]
     assert strings == ["Liebe Mutter", UNUSUAL]
     assert alto_root.findtext(f".//{ALTO}ALTERNATIVE") == "Liebe Mutcr"

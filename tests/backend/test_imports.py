@@ -403,3 +403,25 @@ def test_an_earlier_export_keeps_the_ocr_reading_of_its_second_text_equiv(actors
     [document] = imported(actors.client, actors.archivist, zip_of(files))
     [line] = lines_of(actors.client, actors.archivist, document["id"])
     assert (line["text"], line["ocrText"]) == ("Weihnachten", "Weihnaehten")
+
+
+def test_a_missing_image_is_never_taken_from_another_documents_folder(actors: Actors) -> None:
+    """Two documents in one ZIP, the first one's image missing: refused, not filled with the
+    second one's page of the same name."""
+    first, second = gen_page(96, "0001.png", lines=1), gen_page(97, "0001.png", lines=1)
+    files = {
+        "Brief A/page/0001.xml": transkribus_page(first),
+        "Brief B/0001.png": image_bytes(second),
+        "Brief B/page/0001.xml": transkribus_page(second),
+    }
+    response = post_import(actors.client, actors.archivist, zip_of(files))
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "IMPORT_IMAGE_MISSING"
+    assert response.json()["details"]["file"] == "Brief A/page/0001.xml"
+
+
+def test_the_images_of_a_lone_document_may_lie_in_a_folder_of_their_own(actors: Actors) -> None:
+    page = gen_page(98, "0001.png", lines=2)
+    files = {"export/alto/0001.xml": kraken_alto(page), "bilder/0001.png": image_bytes(page)}
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert_lines(lines_of(actors.client, actors.archivist, document["id"]), [page])

@@ -9,6 +9,7 @@ import unicodedata
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -208,7 +209,7 @@ def test_writer_date_and_title_travel_as_metadata() -> None:
     assert page_root.findtext(f"{PAGE}Metadata/{PAGE}Created") == "2026-11-26T06:00:00Z"
     alto_root = etree.fromstring(alto_xml(doc, page, now=NOW))
     tags = {tag.get("ID"): tag.get("LABEL") for tag in alto_root.iter(f"{ALTO}OtherTag")}
-    assert tags == {"writer": "Anna Müller", "date": "1917-12"}
+    assert tags == {"title": "Brief", "writer": "Anna Müller", "date": "1917-12"}
     assert alto_root.findtext(f".//{ALTO}sourceImageInformation/{ALTO}fileName") == "0001.png"
 
 
@@ -251,12 +252,23 @@ def test_a_download_name_is_safe_ascii_whatever_the_title(title: str) -> None:
     plain = re.fullmatch(r'attachment; filename="([^"/\\]+)"; filename\*=UTF-8\'\'([A-Za-z0-9%._~-]+)', header)
     assert plain is not None, header
     assert plain[1] == f"{name}.zip"
+    readable = unquote(plain[2])
+    assert not re.search(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", readable), readable
+    assert not re.fullmatch(r"(?i)con|prn|aux|nul|com[0-9]|lpt[0-9]", name.partition(".")[0]), name
 
 
 def test_a_download_name_keeps_what_it_can_of_the_title() -> None:
     assert ascii_name("Brief an Müller, 1917/12", "d") == "Brief_an_Mueller_1917_12"
     assert ascii_name("../../etc/passwd", "d") == "etc_passwd"
     assert ascii_name("שלום", "document-3") == "document-3"
+    assert [ascii_name(t, "d") for t in ("CON", "nul.txt", "Com1", "Console", "LPT9.tar.gz")] == [
+        "CON_",
+        "nul_.txt",
+        "Com1_",
+        "Console",
+        "LPT9_.tar.gz",
+    ]
+    assert "%E2%80%AE" not in content_disposition("Brief \u202etxt.exe", "d", "zip")
     header = content_disposition('Grüße "aus"\r\nBerlin/Wien', "d", "txt")
     assert (
         header == 'attachment; filename="Gruesse_aus_Berlin_Wien.txt"; '
