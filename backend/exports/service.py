@@ -102,9 +102,9 @@ def transcript_of(session: Session, document: Document) -> TranscriptDocument:
 
 _GERMAN = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
 _NOT_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
-# Path separators, quotes, control characters and the bidirectional controls (which make
-# "\u202etxt.exe" read "exe.txt") never reach a header or a ZIP entry's name.
-_NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f/\\"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]+')
+# Path separators, quotes, control characters, the bidirectional controls (which make
+# "\u202etxt.exe" read "exe.txt") and invisible ones never reach a header or a ZIP entry's name.
+_NOT_IN_NAME = re.compile(r'[\x00-\x1f\x7f-\x9f/\\"\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]+')
 _NAME_LENGTH = 80
 # Names Windows keeps for its devices, whatever their extension: a ZIP folder "CON" cannot be unpacked there.
 _WINDOWS_DEVICES = re.compile(r"(?i)con|prn|aux|nul|com[0-9]|lpt[0-9]")
@@ -116,16 +116,24 @@ def ascii_name(title: str, fallback: str) -> str:
     (``CON`` → ``CON_``); ``fallback`` where none is left."""
     folded = unicodedata.normalize("NFKD", title.translate(_GERMAN)).encode("ascii", "ignore").decode()
     name = _NOT_SAFE.sub("_", folded).strip("._-")[:_NAME_LENGTH].strip("._-")
+    return _not_a_device(name) or fallback
+
+
+def _not_a_device(name: str) -> str:
+    """``name``, its stem followed by '_' where Windows would take it for a device (as it reads
+    it: compatibility forms folded, trailing spaces and dots ignored: ``COM¹``, ``CON .txt``)."""
     stem, dot, rest = name.partition(".")
-    if _WINDOWS_DEVICES.fullmatch(stem):
-        name = f"{stem}_{dot}{rest}"
-    return name or fallback
+    if _WINDOWS_DEVICES.fullmatch(unicodedata.normalize("NFKD", stem).rstrip(" .")):
+        return f"{stem.rstrip(' .')}_{dot}{rest}"
+    return name
 
 
 def content_disposition(title: str, fallback: str, extension: str) -> str:
     """``attachment`` with a safe ASCII ``filename`` and the title in UTF-8 as ``filename*`` (RFC 6266/5987)."""
     plain = f"{ascii_name(title, fallback)}.{extension}"
-    readable = _NOT_IN_NAME.sub("_", unicodedata.normalize("NFC", title)).strip(" ._")[:_NAME_LENGTH] or fallback
+    readable = _not_a_device(
+        _NOT_IN_NAME.sub("_", unicodedata.normalize("NFC", title)).strip(" ._")[:_NAME_LENGTH] or fallback
+    )
     return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(f'{readable}.{extension}', safe='')}"
 
 

@@ -139,16 +139,19 @@ class _Images:
     def __init__(self) -> None:
         self.by_path: dict[str, zipfile.ZipInfo] = {}
         self.paths: list[PurePosixPath] = []
+        self._owners: tuple[frozenset[PurePosixPath], dict[PurePosixPath, PurePosixPath | None]] | None = None
 
     def add(self, path: PurePosixPath, info: zipfile.ZipInfo) -> None:
         self.by_path[name_key(path)] = info
         self.paths.append(path)
 
     def find(
-        self, named: str, xml_path: PurePosixPath, folder: PurePosixPath, others: frozenset[PurePosixPath] = frozenset()
+        self, named: str, xml_path: PurePosixPath, folder: PurePosixPath, folders: frozenset[PurePosixPath]
     ) -> zipfile.ZipInfo | None:
-        """The image ``named`` by the XML at ``xml_path`` of the document in ``folder``; never one
-        inside ``others`` (the ZIP's other documents' folders: their pages, not this one's)."""
+        """The image ``named`` by the XML at ``xml_path`` of the document in ``folder``. Searched
+        for by name only among the images this document owns (``folders``: every document's
+        folder; an image belongs to the nearest one above it), then among those no document
+        owns: never another document's page of the same name."""
         # Windows exports name images with backslashes; a URL or absolute path keeps only its name.
         parts = [p for p in re.split(r"[\\/]", named) if p and p not in (".", "..")]
         wanted = PurePosixPath(*parts) if parts else PurePosixPath(xml_path.stem)
@@ -156,11 +159,13 @@ class _Images:
             direct = self.by_path.get(name_key(base / wanted))
             if direct is not None:
                 return direct
-        inside = [p for p in self.paths if folder in p.parents or folder == PurePosixPath(".")]
+        owners = self._owners_of(folders)
+        owned = [p for p in self.paths if owners[p] == folder]
+        unowned = [p for p in self.paths if owners[p] is None]
         for matches in (
-            [p for p in inside if name_key(p.name) == name_key(wanted.name)],
-            [p for p in inside if name_key(p.stem) == name_key(wanted.stem)],
-            [p for p in self.paths if name_key(p.name) == name_key(wanted.name) and not _inside_any(p, others)],
+            [p for p in owned if name_key(p.name) == name_key(wanted.name)],
+            [p for p in owned if name_key(p.stem) == name_key(wanted.stem)],
+            [p for p in unowned if name_key(p.name) == name_key(wanted.name)],
         ):
             if len(matches) == 1:
                 return self.by_path[name_key(matches[0])]
@@ -170,9 +175,17 @@ class _Images:
                 return self.by_path[name_key(nearest)]
         return None
 
+    def _owners_of(self, folders: frozenset[PurePosixPath]) -> dict[PurePosixPath, PurePosixPath | None]:
+        """Each image's document folder (worked out once a ZIP, not once an XML file)."""
+        if self._owners is None or self._owners[0] != folders:
+            self._owners = (folders, {p: _owner(p, folders) for p in self.paths})
+        return self._owners[1]
 
-def _inside_any(path: PurePosixPath, folders: frozenset[PurePosixPath]) -> bool:
-    return any(folder != PurePosixPath(".") and folder in path.parents for folder in folders)
+
+def _owner(path: PurePosixPath, folders: frozenset[PurePosixPath]) -> PurePosixPath | None:
+    """The document folder nearest above ``path`` (the ZIP's root '.' is above every path)."""
+    above = [f for f in folders if f == PurePosixPath(".") or f in path.parents]
+    return max(above, key=lambda f: len(f.parts) if f != PurePosixPath(".") else 0, default=None)
 
 
 def _read_xml(
@@ -245,23 +258,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
         if isinstance(read, MetsOrder):
             orders[folder] = read
             continue
-        points += sum(len(line.baseline) + len(line.polygon) for line in read.lines)
-        if points > limits.max_points:
-            raise AppError(
-                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
-                f"The ZIP's PAGE and ALTO files describe their lines with more than {limits.max_points} "
-                f"coordinate points together (reached at {info.filename[:200]!r}); import it in parts.",
-                details={"maxPoints": limits.max_points},
-            )
-        characters += _text_size(read, info.filename)
-        if characters > limits.max_text_chars:
-            raise AppError(
-                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
-                f"The ZIP's PAGE and ALTO files hold more than {limits.max_text_chars} characters of text "
-                f"together (reached at {info.filename[:200]!r}); import it in parts.",
-                details={"maxTextChars": limits.max_text_chars},
-            )
-        image = images.find(read.image_name, path, folder, folders - {folder})
+        image = images.find(read.image_name, path, folder, folders)
         if image is None:
             raise AppError(
                 ErrorCode.IMPORT_IMAGE_MISSING,
@@ -281,6 +278,23 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
             # page twice: the page is imported once, from the file first in name order.
             log.info("import: %s describes the same image as %s; left out", info.filename, described)
             continue
+        # What stays in memory until the import ends (a page described twice is left out above).
+        points += sum(len(line.baseline) + len(line.polygon) for line in read.lines)
+        if points > limits.max_points:
+            raise AppError(
+                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
+                f"The ZIP's PAGE and ALTO files describe their lines with more than {limits.max_points} "
+                f"coordinate points together (reached at {info.filename[:200]!r}); import it in parts.",
+                details={"maxPoints": limits.max_points},
+            )
+        characters += _text_size(read, info.filename)
+        if characters > limits.max_text_chars:
+            raise AppError(
+                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
+                f"The ZIP's PAGE and ALTO files hold more than {limits.max_text_chars} characters of text "
+                f"together (reached at {info.filename[:200]!r}); import it in parts.",
+                details={"maxTextChars": limits.max_text_chars},
+            )
         document.pages.append(BundledPage(xml_name=info.filename, image=image, read=read))
         if len(document.pages) > limits.max_pages:
             raise AppError(

@@ -247,7 +247,8 @@ class Imports:
             session.add(row)
             session.flush()
             read = page.read
-            # A size the file does not give (or gives as 0 or less) means its coordinates are the image's.
+            # A size the file does not give (or gives as 0) means its coordinates are the image's (one
+            # under a pixel is refused when the file is read: backend/transcripts/reading.page_size).
             scale = (
                 frame.width / read.width if read.width > 0 else 1.0,
                 frame.height / read.height if read.height > 0 else 1.0,

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 from lxml import etree
 
+from backend.schemas import storable
 from backend.transcripts.model import TranscriptLine
+from backend.transcripts.page_xml import CREATOR
 from backend.transcripts.reading import (
     ReadPage,
     box,
@@ -66,14 +68,17 @@ def _box(element: etree._Element, shown: str, what: str = "a TextLine") -> tuple
 
 
 def _frame(element: etree._Element, q: str, shown: str) -> tuple[float, float, float, float] | None:
-    """The TextLine's box: its own, else the box around its Strings' (all four attributes are
-    optional in ALTO; eScriptorium places such a line by its words too)."""
+    """The TextLine's box: its own, else (none, or one without area, as some converters write)
+    the box around its Strings' (all four attributes are optional in ALTO; eScriptorium places
+    such a line by its words too). Boxes without area are no place."""
     own = _box(element, shown)
-    if own is not None:
+    if own is not None and own[2] > 0 and own[3] > 0:
         return own
-    words = [b for s in element.iterfind(f"{q}String") if (b := _box(s, shown, "a String")) is not None]
+    words = [
+        b for s in element.iterfind(f"{q}String") if (b := _box(s, shown, "a String")) is not None and b[2] > 0 < b[3]
+    ]
     if not words:
-        return None
+        return own
     left, top = min(x for x, _, _, _ in words), min(y for _, y, _, _ in words)
     right, bottom = max(x + w for x, _, w, _ in words), max(y + h for _, y, _, h in words)
     return left, top, right - left, bottom - top
@@ -102,6 +107,12 @@ def _text(element: etree._Element, q: str) -> tuple[str, str | None]:
             parts.append(content)
             ocr_parts.append(alternative if alternative is not None else content)
     return "".join(parts), ("".join(ocr_parts) if has_alternative else None)
+
+
+def _ours(description: etree._Element | None, q: str) -> bool:
+    """Did this archive write the file? (Its export names itself as the processing software.)"""
+    software = _child_text(description, f"{q}Processing/{q}processingSoftware/{q}softwareName")
+    return software == CREATOR
 
 
 def _ocr_alternative(string: etree._Element, q: str) -> str | None:
@@ -144,7 +155,7 @@ def _lines(layout: etree._Element, q: str, shown: str, height: float, order: dic
         text, ocr_text = _text(element, q)
         made = line(_baseline(element.get("BASELINE"), frame, shown), polygon, text, ocr_text, height)
         if made is None:
-            if text.strip():
+            if storable(text).strip():
                 raise unplaced(shown, f"the TextLine {(element.get('ID') or '')[:80]!r}")
             continue
         block = element.getparent()
@@ -182,7 +193,8 @@ def read_alto(root: etree._Element, shown: str) -> ReadPage:
         width=width,
         height=height,
         lines=tuple(_lines(page, q, shown, height, _reading_order(root, q))),
-        title=one_line(tags.get("title"), 500),
+        # The title only from this archive's own files (as in PAGE): another tool's "title" tag may name anything.
+        title=one_line(tags.get("title"), 500) if _ours(description, q) else None,
         writer=one_line(tags.get("writer"), 200),
         date=day,
         date_precision=precision,

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from lxml import etree
 
+from backend.schemas import storable
 from backend.transcripts.model import TranscriptLine
 from backend.transcripts.page_xml import OCR_TEXT
 from backend.transcripts.reading import (
@@ -138,7 +139,7 @@ def _lines(region: etree._Element, ns: str, shown: str, height: float, ours: boo
         )
         if made is not None:
             yield made
-        elif text.strip():
+        elif storable(text).strip():
             raise unplaced(shown, f"the TextLine {(element.get('id') or '')[:80]!r}")
 
 

@@ -378,6 +378,25 @@ def test_an_alto_line_without_its_own_box_is_placed_by_its_words(actors: Actors)
     assert line["polygon"] == [[10, 45], [190, 45], [190, 85], [10, 85]]
 
 
+@pytest.mark.parametrize(
+    "own", ["", 'HPOS="0" VPOS="0" WIDTH="0" HEIGHT="0"', 'HPOS="10" VPOS="45" WIDTH="180" HEIGHT="0"']
+)
+def test_an_alto_line_whose_own_box_has_no_area_is_placed_by_its_words(actors: Actors, own: str) -> None:
+    alto = (
+        '<alto xmlns="http://www.loc.gov/standards/alto/ns-v4#"><Description><MeasurementUnit>pixel'
+        "</MeasurementUnit><sourceImageInformation><fileName>p.png</fileName></sourceImageInformation>"
+        '</Description><Layout><Page WIDTH="600" HEIGHT="400"><PrintSpace><TextBlock ID="b">'
+        f'<TextLine ID="l1" {own}><String CONTENT="Liebe" HPOS="10" VPOS="50" WIDTH="80" HEIGHT="30"/><SP/>'
+        '<String CONTENT="Mutter" HPOS="100" VPOS="45" WIDTH="90" HEIGHT="40"/>'
+        '<String CONTENT="" HPOS="500" VPOS="300" WIDTH="-50" HEIGHT="10"/></TextLine>'
+        "</TextBlock></PrintSpace></Page></Layout></alto>"
+    ).encode()
+    image = image_bytes(gen_page(99 + len(own), "p.png", lines=1))
+    [document] = imported(actors.client, actors.archivist, zip_of({"p.png": image, "p.xml": alto}))
+    [line] = lines_of(actors.client, actors.archivist, document["id"])
+    assert line["polygon"] == [[10, 45], [190, 45], [190, 85], [10, 85]]
+
+
 def test_control_characters_in_imported_text_are_dropped_so_it_can_be_corrected(actors: Actors) -> None:
     """XML allows U+007F, which no correction may hold: the line would be stuck with it."""
     lines = _text_line("r1l1", '<Coords points="10,10 300,10 300,40 10,40"/>', "Liebe&#127; Mutter")
@@ -405,19 +424,36 @@ def test_an_earlier_export_keeps_the_ocr_reading_of_its_second_text_equiv(actors
     assert (line["text"], line["ocrText"]) == ("Weihnachten", "Weihnaehten")
 
 
-def test_a_missing_image_is_never_taken_from_another_documents_folder(actors: Actors) -> None:
-    """Two documents in one ZIP, the first one's image missing: refused, not filled with the
-    second one's page of the same name."""
+@pytest.mark.parametrize(
+    ("missing", "other"),
+    [
+        ("Brief A", "Brief B"),  # side by side
+        ("", "Brief B"),  # the document at the ZIP's root
+        ("Brief A", ""),  # beside the document at the root
+        ("Brief A", "Brief A/Beilage"),  # a document inside the other's folder
+        ("Brief A/Beilage", "Brief A"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])  # the other's image found by name, or by stem
+def test_a_missing_image_is_never_taken_from_another_documents_folder(
+    actors: Actors, missing: str, other: str, fmt: str
+) -> None:
+    """Two documents in one ZIP, one's image missing: refused, not filled with the other's page of
+    the same name (by name or by stem)."""
     first, second = gen_page(96, "0001.png", lines=1), gen_page(97, "0001.png", lines=1)
+
+    def under(folder: str, name: str) -> str:
+        return f"{folder}/{name}" if folder else name
+
     files = {
-        "Brief A/page/0001.xml": transkribus_page(first),
-        "Brief B/0001.png": image_bytes(second),
-        "Brief B/page/0001.xml": transkribus_page(second),
+        under(missing, "page/0001.xml"): transkribus_page(first),
+        under(other, f"0001.{fmt.lower()}"): image_bytes(second, fmt),
+        under(other, "page/0001.xml"): transkribus_page(second, image_name=f"0001.{fmt.lower()}"),
     }
     response = post_import(actors.client, actors.archivist, zip_of(files))
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "IMPORT_IMAGE_MISSING"
-    assert response.json()["details"]["file"] == "Brief A/page/0001.xml"
+    assert response.json()["details"]["file"] == under(missing, "page/0001.xml")
 
 
 def test_the_images_of_a_lone_document_may_lie_in_a_folder_of_their_own(actors: Actors) -> None:

@@ -9,7 +9,7 @@ import unicodedata
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -253,8 +253,10 @@ def test_a_download_name_is_safe_ascii_whatever_the_title(title: str) -> None:
     assert plain is not None, header
     assert plain[1] == f"{name}.zip"
     readable = unquote(plain[2])
-    assert not re.search(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]", readable), readable
-    assert not re.fullmatch(r"(?i)con|prn|aux|nul|com[0-9]|lpt[0-9]", name.partition(".")[0]), name
+    assert not re.search(r"[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]", readable), readable
+    for shown in (name, readable):
+        stem = unicodedata.normalize("NFKD", shown.partition(".")[0]).rstrip(" .")
+        assert not re.fullmatch(r"(?i)con|prn|aux|nul|com[0-9]|lpt[0-9]", stem), shown
 
 
 def test_a_download_name_keeps_what_it_can_of_the_title() -> None:
@@ -269,6 +271,14 @@ def test_a_download_name_keeps_what_it_can_of_the_title() -> None:
         "LPT9_.tar.gz",
     ]
     assert "%E2%80%AE" not in content_disposition("Brief \u202etxt.exe", "d", "zip")
+    # What browsers save as: filename*, its stem no device either.
+    for title, saved in [
+        ("CON", "CON_.zip"),
+        ("COM¹", "COM¹_.zip"),
+        ("AUX_", "AUX_.zip"),
+        ("CON .txt", "CON_.txt.zip"),
+    ]:
+        assert content_disposition(title, "d", "zip").endswith("filename*=UTF-8''" + quote(saved, safe="")), title
     header = content_disposition('Grüße "aus"\r\nBerlin/Wien', "d", "txt")
     assert (
         header == 'attachment; filename="Gruesse_aus_Berlin_Wien.txt"; '
