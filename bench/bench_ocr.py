@@ -51,9 +51,11 @@ from tests.support.synthetic import page_texts, render_page, to_pdf  # noqa: E40
 DPI = 150
 
 
-def make_pdf(pages: int, lines: int) -> bytes:
+def make_pdf(pages: int, lines: int, *, width: int = 1240, words: int = 6) -> bytes:
+    """A4 pages at 150 dpi (``width`` narrower for a quick run: blla reads every page at 1800 px
+    high, so its time grows with the width)."""
     images = [
-        render_page(page_texts(100 + i, lines, 6), width=1240, height=1754, font_size=34, line_gap=2.0).image
+        render_page(page_texts(100 + i, lines, words), width=width, height=1754, font_size=34, line_gap=2.0).image
         for i in range(pages)
     ]
     return to_pdf(images, dpi=DPI)
