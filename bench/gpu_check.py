@@ -63,7 +63,7 @@ from ocr_service.engine.train import (  # noqa: E402
     fit,
 )
 from ocr_service.training.checkpoints import best_checkpoint  # noqa: E402
-from tests.support.synthetic import _DEJAVU, RenderedPage, page_texts, render_page, to_png  # noqa: E402
+from tests.support.synthetic import _DEJAVU, RenderedPage, edit_distance, page_texts, render_page, to_png  # noqa: E402
 from tests.support.training_data import page_xml  # noqa: E402
 
 log = logging.getLogger("gpu_check")
@@ -225,16 +225,6 @@ def write_training_pages(folder: Path, count: int, seed: int, font: Path) -> lis
 
 
 # --- comparing readings ------------------------------------------------------------------------
-
-
-def edit_distance(a: str, b: str) -> int:
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
 
 
 def _mean_y(points: list[list[int]] | list[tuple[int, int]]) -> float:

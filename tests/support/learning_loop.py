@@ -21,7 +21,16 @@ import httpx
 
 from tests.support.models import tiny_baseline_model
 from tests.support.processes import DPI, GUARD_S, OcrService, Process, Processes, wait_for
-from tests.support.synthetic import HAND_B, RenderedLine, RenderedPage, render_page, sentence, to_pdf, to_png
+from tests.support.synthetic import (
+    HAND_B,
+    RenderedLine,
+    RenderedPage,
+    edit_distance,
+    render_page,
+    sentence,
+    to_pdf,
+    to_png,
+)
 from tests.support.training_data import page_xml
 
 PAGE_WIDTH = 340  # the widest two words take 276 px at 26 px in hand A, 301 px in hand B
@@ -96,17 +105,6 @@ def match_lines(drawn: Sequence[RenderedLine], read: Sequence[dict[str, Any]]) -
             raise AssertionError(f"drawn line {best} ({drawn[best].text!r}) was found as two lines")
         matched[best] = line
     return matched
-
-
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insertions, deletions, substitutions each cost 1)."""
-    previous = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        current = [i]
-        for j, y in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
-        previous = current
-    return previous[-1]
 
 
 def cer(pairs: Sequence[tuple[str, str | None]]) -> float:

@@ -127,3 +127,14 @@ def to_tiff(pages: Sequence[Image.Image]) -> bytes:
     first, *rest = pages
     first.save(buffer, format="TIFF", save_all=True, append_images=list(rest), compression="tiff_lzw")
     return buffer.getvalue()
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions each cost 1)."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
