@@ -14,18 +14,12 @@ from PIL import Image
 
 from tests.conftest import make_settings
 from tests.support.servers import FileServer, RunningApp, send_bytes, start_file_server
-from tests.support.synthetic import page_texts, render_page, to_pdf, to_png, to_tiff
+from tests.support.synthetic import edit_distance, page_texts, render_page, to_pdf, to_png, to_tiff
 
 
 def cer(predicted: str, truth: str) -> float:
     """Character error rate: edit distance over the truth's length."""
-    previous = list(range(len(truth) + 1))
-    for i, p in enumerate(predicted, 1):
-        current = [i]
-        for j, t in enumerate(truth, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (p != t)))
-        previous = current
-    return previous[-1] / max(1, len(truth))
+    return edit_distance(predicted, truth) / max(1, len(truth))
 
 
 def read_rows(lines: list[dict]) -> list[str]:  # type: ignore[type-arg]
