@@ -91,6 +91,17 @@ def _text_size(read: ReadPage, shown: str) -> int:
     return size
 
 
+def _within(total: int, limit: int, name: str, what: str, reached: zipfile.ZipInfo) -> None:
+    """Refuse the ZIP once a whole-archive budget (``what`` with '{}' for the limit) is passed."""
+    if total > limit:
+        raise AppError(
+            ErrorCode.IMPORT_UNSAFE_ARCHIVE,
+            f"The ZIP's PAGE and ALTO files {what.format(limit)} together "
+            f"(reached at {reached.filename[:200]!r}); import it in parts.",
+            details={name: limit},
+        )
+
+
 @dataclass(frozen=True)
 class BundledPage:
     xml_name: str
@@ -139,19 +150,21 @@ class _Images:
     def __init__(self) -> None:
         self.by_path: dict[str, zipfile.ZipInfo] = {}
         self.paths: list[PurePosixPath] = []
-        self._owners: tuple[frozenset[PurePosixPath], dict[PurePosixPath, PurePosixPath | None]] | None = None
+        # Each image's document folder (None: no document's), once the documents' folders are known.
+        self.owners: dict[PurePosixPath, PurePosixPath | None] = {}
 
     def add(self, path: PurePosixPath, info: zipfile.ZipInfo) -> None:
         self.by_path[name_key(path)] = info
         self.paths.append(path)
 
-    def find(
-        self, named: str, xml_path: PurePosixPath, folder: PurePosixPath, folders: frozenset[PurePosixPath]
-    ) -> zipfile.ZipInfo | None:
+    def assign(self, folders: frozenset[PurePosixPath]) -> None:
+        """Give each image to its document: the nearest of ``folders`` (every document's) above it."""
+        self.owners = {p: _owner(p, folders) for p in self.paths}
+
+    def find(self, named: str, xml_path: PurePosixPath, folder: PurePosixPath) -> zipfile.ZipInfo | None:
         """The image ``named`` by the XML at ``xml_path`` of the document in ``folder``. Searched
-        for by name only among the images this document owns (``folders``: every document's
-        folder; an image belongs to the nearest one above it), then among those no document
-        owns: never another document's page of the same name."""
+        for by name only among the images this document owns (see ``assign``), then among those
+        no document owns: never another document's page of the same name."""
         # Windows exports name images with backslashes; a URL or absolute path keeps only its name.
         parts = [p for p in re.split(r"[\\/]", named) if p and p not in (".", "..")]
         wanted = PurePosixPath(*parts) if parts else PurePosixPath(xml_path.stem)
@@ -159,9 +172,8 @@ class _Images:
             direct = self.by_path.get(name_key(base / wanted))
             if direct is not None:
                 return direct
-        owners = self._owners_of(folders)
-        owned = [p for p in self.paths if owners[p] == folder]
-        unowned = [p for p in self.paths if owners[p] is None]
+        owned = [p for p in self.paths if self.owners.get(p) == folder]
+        unowned = [p for p in self.paths if self.owners.get(p) is None]
         for matches in (
             [p for p in owned if name_key(p.name) == name_key(wanted.name)],
             [p for p in owned if name_key(p.stem) == name_key(wanted.stem)],
@@ -174,12 +186,6 @@ class _Images:
                 nearest = min(matches, key=lambda p: (len(p.parts), natural_key(str(p))))
                 return self.by_path[name_key(nearest)]
         return None
-
-    def _owners_of(self, folders: frozenset[PurePosixPath]) -> dict[PurePosixPath, PurePosixPath | None]:
-        """Each image's document folder (worked out once a ZIP, not once an XML file)."""
-        if self._owners is None or self._owners[0] != folders:
-            self._owners = (folders, {p: _owner(p, folders) for p in self.paths})
-        return self._owners[1]
 
 
 def _owner(path: PurePosixPath, folders: frozenset[PurePosixPath]) -> PurePosixPath | None:
@@ -246,7 +252,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
                 budget.declare(info.file_size)
                 images.add(path, info)
     # Every folder that holds XML is a document's (or its METS's): an image is never taken from another's.
-    folders = frozenset(_document_folder(path) for path, _ in xmls)
+    images.assign(frozenset(_document_folder(path) for path, _ in xmls))
     documents: dict[PurePosixPath, BundledDocument] = {}
     orders: dict[PurePosixPath, MetsOrder] = {}
     points = characters = 0
@@ -258,7 +264,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
         if isinstance(read, MetsOrder):
             orders[folder] = read
             continue
-        image = images.find(read.image_name, path, folder, folders)
+        image = images.find(read.image_name, path, folder)
         if image is None:
             raise AppError(
                 ErrorCode.IMPORT_IMAGE_MISSING,
@@ -280,21 +286,9 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
             continue
         # What stays in memory until the import ends (a page described twice is left out above).
         points += sum(len(line.baseline) + len(line.polygon) for line in read.lines)
-        if points > limits.max_points:
-            raise AppError(
-                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
-                f"The ZIP's PAGE and ALTO files describe their lines with more than {limits.max_points} "
-                f"coordinate points together (reached at {info.filename[:200]!r}); import it in parts.",
-                details={"maxPoints": limits.max_points},
-            )
+        _within(points, limits.max_points, "maxPoints", "describe lines with more than {} coordinate points", info)
         characters += _text_size(read, info.filename)
-        if characters > limits.max_text_chars:
-            raise AppError(
-                ErrorCode.IMPORT_UNSAFE_ARCHIVE,
-                f"The ZIP's PAGE and ALTO files hold more than {limits.max_text_chars} characters of text "
-                f"together (reached at {info.filename[:200]!r}); import it in parts.",
-                details={"maxTextChars": limits.max_text_chars},
-            )
+        _within(characters, limits.max_text_chars, "maxTextChars", "hold more than {} characters of text", info)
         document.pages.append(BundledPage(xml_name=info.filename, image=image, read=read))
         if len(document.pages) > limits.max_pages:
             raise AppError(

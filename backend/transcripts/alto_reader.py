@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from lxml import etree
 
-from backend.schemas import storable
 from backend.transcripts.model import TranscriptLine
 from backend.transcripts.page_xml import CREATOR
 from backend.transcripts.reading import (
@@ -32,7 +31,6 @@ from backend.transcripts.reading import (
     page_size,
     partial_date,
     points,
-    unplaced,
 )
 
 NAMESPACES = frozenset(
@@ -153,10 +151,9 @@ def _lines(layout: etree._Element, q: str, shown: str, height: float, order: dic
         if len(polygon) < 3 and frame is not None and frame[2] > 0 and frame[3] > 0:
             polygon = box(*frame)
         text, ocr_text = _text(element, q)
-        made = line(_baseline(element.get("BASELINE"), frame, shown), polygon, text, ocr_text, height)
+        which = f"the TextLine {(element.get('ID') or '')[:80]!r}"
+        made = line(_baseline(element.get("BASELINE"), frame, shown), polygon, text, ocr_text, height, (shown, which))
         if made is None:
-            if storable(text).strip():
-                raise unplaced(shown, f"the TextLine {(element.get('ID') or '')[:80]!r}")
             continue
         block = element.getparent()
         place = order.get(element.get("ID") or "")

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 
 from lxml import etree
 
-from backend.schemas import storable
 from backend.transcripts.model import TranscriptLine
 from backend.transcripts.page_xml import OCR_TEXT
 from backend.transcripts.reading import (
@@ -25,7 +24,6 @@ from backend.transcripts.reading import (
     page_size,
     partial_date,
     points,
-    unplaced,
 )
 
 NAMESPACES = frozenset(
@@ -136,11 +134,10 @@ def _lines(region: etree._Element, ns: str, shown: str, height: float, ours: boo
             text,
             ocr_text,
             height,
+            (shown, f"the TextLine {(element.get('id') or '')[:80]!r}"),
         )
         if made is not None:
             yield made
-        elif storable(text).strip():
-            raise unplaced(shown, f"the TextLine {(element.get('id') or '')[:80]!r}")
 
 
 def read_page(root: etree._Element, shown: str) -> ReadPage:

@@ -154,12 +154,18 @@ def line(
     text: str,
     ocr_text: str | None,
     page_height: float,
+    where: tuple[str, str],
 ) -> TranscriptLine | None:
-    """A line from what the file gives; None when it gives no place at all (neither shape, nor
-    two points that span one). Its text as the database stores it (control characters dropped)."""
+    """A line from what the file gives, its text as the database stores it (control characters
+    dropped). ``where``: the file and the line, as a refusal names them. Without a place (neither
+    shape, nor two points that span one) it is None if it holds no text, and refused if it does:
+    never imported without its text."""
+    text = storable(text)
     if len(polygon) < 3 and len(baseline) < 2:
         baseline, polygon = _from_few_points(polygon + baseline)
         if len(polygon) < 3 and len(baseline) < 2:
+            if text.strip():
+                raise _unplaced(*where)
             return None
     if len(baseline) < 2:
         baseline = baseline_from_polygon(polygon)
@@ -168,13 +174,12 @@ def line(
     return TranscriptLine(
         baseline=_rounded(baseline),
         polygon=_rounded(polygon),
-        text=storable(text),
+        text=text,
         ocr_text=storable(ocr_text) if ocr_text is not None else None,
     )
 
 
-def unplaced(shown: str, which: str) -> AppError:
-    """A line with text and nothing to place it by: refused rather than imported without its text."""
+def _unplaced(shown: str, which: str) -> AppError:
     return invalid(
         shown,
         f"{which} holds text but no outline or baseline to place it on the page "

@@ -17,11 +17,13 @@ from hypothesis import strategies as st
 from lxml import etree
 
 from backend.documents.models import DatePrecision
+from backend.errors import AppError, ErrorCode
 from backend.exports.service import ascii_name, content_disposition
 from backend.transcripts.alto import alto_xml
 from backend.transcripts.geometry import baseline, clamp_points, outline
 from backend.transcripts.model import TranscriptDocument, TranscriptLine, TranscriptPage
 from backend.transcripts.page_xml import page_xml
+from backend.transcripts.reading import line as read_line
 from backend.transcripts.text import PAGE_BREAK, clean_text, document_text
 
 SCHEMAS = Path(__file__).parents[1] / "schemas"
@@ -284,3 +286,31 @@ def test_a_download_name_keeps_what_it_can_of_the_title() -> None:
         header == 'attachment; filename="Gruesse_aus_Berlin_Wien.txt"; '
         "filename*=UTF-8''Gr%C3%BC%C3%9Fe%20_aus_Berlin_Wien.txt"
     )
+
+
+_COORD = st.integers(min_value=0, max_value=2000).map(float)
+_FEW = st.lists(st.tuples(_COORD, _COORD), max_size=2).map(tuple)
+
+
+@SETTINGS
+@given(_FEW, st.lists(st.tuples(_COORD, _COORD), max_size=1).map(tuple), st.sampled_from(["", " ", "\x7f", "Mutter"]))
+def test_a_line_of_few_points_is_placed_where_they_span_and_else_never_loses_text(
+    polygon: tuple[tuple[float, float], ...], base: tuple[tuple[float, float], ...], text: str
+) -> None:
+    """Two corners make a box, two points on one height a baseline; what spans nothing is passed
+    over when it holds no text and refused, naming the line, when it does."""
+    given_points = polygon + base
+    spans = len({x for x, _ in given_points}) > 1
+    try:
+        made = read_line(base, polygon, text, None, 400.0, ("p.xml", "the TextLine 'l9'"))
+    except AppError as refused:
+        assert refused.code is ErrorCode.IMPORT_INVALID_XML and "'l9'" in refused.message and "p.xml" in refused.message
+        assert not spans and text.strip("\x7f ").strip()
+        return
+    if made is None:
+        assert not spans and not text.strip("\x7f ").strip()
+        return
+    assert spans and len(made.polygon) >= 3 and len(made.baseline) >= 2
+    xs = [x for x, _ in given_points]
+    assert all(min(xs) <= x <= max(xs) for x, _ in (*made.polygon, *made.baseline))
+    assert made.text == text.replace("\x7f", "")
