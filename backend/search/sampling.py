@@ -13,7 +13,6 @@ cap, the whole index is read.
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,18 +30,14 @@ def predicate(every: int) -> str:
     return f"(search_lines.line_id % {every}) = 0"
 
 
-# The statistics count a lexeme wherever a row holds it, also among the next line's words (weight
-# B), which a query's first word does not match: about half of a common word's rows (`tag`: 52 %).
-# So a sample must be expected to hold this many times the cap.
+# A sample must be expected to hold this many times the cap (the statistics are an estimate from
+# a sample of the rows; a guess too high costs a read of the sample in vain).
 MARGIN = 3.0
 # Above this share of the lines a sample's bitmap is no longer small (`wir`, on 39 % of the lines:
 # 10 ms), while the planner's own plan — the documents one by one, each one's lines, until the
 # cap — stops after a few dozen documents (1–2 ms). Measured on the benchmark's 1 000 000 lines:
 # `dass` (5.8 %) 11.1 → 2.6 ms from the sample, `tag` (12 %) 1.8 → 5.5 ms.
 MAX_SHARE = 0.08
-# The document facts' lexemes (migration 0008: ``c``, ``w<writer>``, ``y<year>``) are counted in
-# the same statistics, whatever their weight: as a word typed in a query they are no common word.
-_FACT = re.compile(r"c|[wy][0-9]+")
 # How long a process trusts the statistics it read. ANALYZE (autovacuum's, after a tenth of the
 # table changed) renews them far less often.
 REFRESH_S = 300.0
@@ -69,17 +64,13 @@ class LexemeShares:
         as none: a rare word is never read from a sample."""
         return min(1.0, math.fsum(self.shares.get(lexeme, 0.0) for lexeme in group))
 
-    def word_share(self, group: Iterable[str]) -> float:
-        """The same for a query's word and its spellings: a fact's token typed as a word counts as none."""
-        return self.share(lexeme for lexeme in group if not _FACT.fullmatch(lexeme))
-
     def expected_rows(self, words: Sequence[Iterable[str]], facts: Sequence[Iterable[str]] = ()) -> float:
         """Rows holding one lexeme of every group: the words' groups as the rarest of them (the
         words of a phrase go together: taken as independent, "nach Hause" would look rare), the
         document's facts as independent of the words and of each other."""
         if not words:
             return 0.0
-        share = min(self.word_share(group) for group in words)
+        share = min(self.share(group) for group in words)
         for group in facts:
             share *= self.share(group)
         return share * self.rows

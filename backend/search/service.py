@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -24,7 +25,7 @@ from sqlalchemy.dialects.postgresql import TSQUERY
 from sqlalchemy.orm import Session
 
 from backend.documents.models import Document, Line, Page, Writer
-from backend.search.index import quote_lexeme
+from backend.search.index import BRIDGE_MARK, FACT_MARK, quote_lexeme
 from backend.search.models import FTS_TABLE, SearchLine
 from backend.search.query import Phrase, Query, highlights, judge, parse, widen
 from backend.search.sampling import NO_SHARES, SHARES, predicate
@@ -104,6 +105,16 @@ def _facts_filters(params: SearchParams, writer_id: int | None) -> set[str]:
     return expressed
 
 
+def _exact_facts_filters(params: SearchParams, writer_id: int | None) -> set[str]:
+    """The filters the facts express exactly (PostgreSQL then reads no document): the writer, and
+    a date range of whole years (the year facts know no months)."""
+    exact = {"writer_id"} if writer_id is not None else set()
+    years = _fact_years(params)
+    if years is not None and params.date_from == date(years[0], 1, 1) and params.date_to == date(years[-1], 12, 31):
+        exact |= {"date_from", "date_to"}
+    return exact
+
+
 def _fts5_group(words: Iterable[str], columns: str) -> str:
     quoted = " OR ".join('"' + w.replace('"', '""') + '"' for w in sorted(words))
     return f"{columns} : ({quoted})"
@@ -127,20 +138,31 @@ def fts5_match(query: Query, *, exact: bool, corrected: bool, document_facts: Se
     return expression
 
 
+def fact_lexeme(token: str) -> str:
+    """A document fact's token (``w7``, ``y1914``, ``c``) as PostgreSQL's index holds it (migration 0010)."""
+    return FACT_MARK + token
+
+
+# PostgreSQL: a trashed document's lines (migration 0010), never found.
+_NOT_TRASHED = "!" + quote_lexeme(fact_lexeme("t"))
+
+
 def tsquery(query: Query, *, exact: bool, corrected: bool, document_facts: Sequence[Sequence[str]] = ()) -> str:
-    """The same for PostgreSQL: weight A the line's own words, B the next line's, C the flag and the facts."""
+    """The same for PostgreSQL: a phrase's first word among the line's own words, its other words
+    there or marked as the next line's, the facts marked as facts; never a trashed document's line."""
     groups = []
     for phrase in query.include:
         for index, word in enumerate(phrase.words):
-            spellings = {word} if exact else query.spellings(word)
-            weights = "A" if index == 0 else "AB"
-            groups.append("(" + " | ".join(f"{quote_lexeme(w)}:{weights}" for w in sorted(spellings)) + ")")
+            spellings = sorted({word} if exact else query.spellings(word))
+            lexemes = spellings if index == 0 else [*spellings, *(BRIDGE_MARK + w for w in spellings)]
+            groups.append("(" + " | ".join(quote_lexeme(w) for w in lexemes) + ")")
     if corrected:
-        groups.append("'c':C")
+        groups.append(quote_lexeme(fact_lexeme("c")))
     for tokens in document_facts:
-        groups.append("(" + " | ".join(f"{quote_lexeme(t)}:C" for t in tokens) + ")")
+        groups.append("(" + " | ".join(quote_lexeme(fact_lexeme(t)) for t in tokens) + ")")
     for phrase in _single_words(query.exclude):
-        groups.append(f"!{quote_lexeme(phrase.words[0])}:A")
+        groups.append("!" + quote_lexeme(phrase.words[0]))
+    groups.append(_NOT_TRASHED)
     return " & ".join(groups)
 
 
@@ -170,12 +192,20 @@ _FILTERS: dict[str, ColumnElement[bool]] = {
 
 @lru_cache(maxsize=256)
 def _candidates_statement(
-    dialect: str, filters: tuple[str, ...], limit: int, corrected: bool, bridge: bool, sample: int | None = None
+    dialect: str,
+    filters: tuple[str, ...],
+    limit: int,
+    corrected: bool,
+    bridge: bool,
+    sample: int | None = None,
+    documents: bool = True,
 ) -> Select[*tuple[Any, ...]]:
     """The candidate lines' statement: one object per dialect, filters (names in _FILTERS), cap,
     ``corrected`` (PostgreSQL: a person's lines only; SQLite has a flag in the pattern),
     ``bridge`` (the next line's words too, to judge phrases) and ``sample`` (PostgreSQL: every
-    how many lines the statement reads, by that sample's own index; see sampling.py), made once a process: building it
+    how many lines the statement reads, by that sample's own index; see sampling.py) and
+    ``documents`` (PostgreSQL: False where the facts express every filter and the trashed
+    documents, so no document is read and ``filters`` is empty), made once a process: building it
     and SQLAlchemy's cache key of a new one cost as much as SQLite's lookup of a rare word. Each
     pass binds its ``pattern``, and the filters their values."""
     columns = _COLUMNS if bridge else _COLUMNS[:-1]
@@ -192,9 +222,12 @@ def _candidates_statement(
     else:
         tsv: ColumnElement[Any] = literal_column("search_lines.tsv")
         wanted = cast(bindparam("pattern", type_=String), TSQUERY)
-        statement = select(*columns).join(Document, Document.id == SearchLine.document_id).where(tsv.op("@@")(wanted))
-    # Trashed documents are never found.
-    statement = statement.where(Document.deleted_at.is_(None), *(_FILTERS[name] for name in filters))
+        statement = select(*columns).where(tsv.op("@@")(wanted))
+        if documents:
+            statement = statement.join(Document, Document.id == SearchLine.document_id)
+    if documents:
+        # Trashed documents are never found.
+        statement = statement.where(Document.deleted_at.is_(None), *(_FILTERS[name] for name in filters))
     if corrected:
         statement = statement.where(SearchLine.corrected)
     if sample is not None:
@@ -215,14 +248,8 @@ def _filter_values(params: SearchParams, writer_id: int | None) -> dict[str, Any
 
 # PostgreSQL: the settings in one round trip each (no parameters: psycopg sends the statements as one query).
 _BITMAP_SCANS_ONLY = text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off")
-_AND_LINE_AT_A_TIME = text(
-    "SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off; "
-    "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off"
-)
 _NO_NESTED_LOOPS = text("SET LOCAL enable_nestloop = off")
-_ANY_SCANS = text(
-    "RESET enable_seqscan; RESET enable_indexscan; RESET enable_hashjoin; RESET enable_mergejoin; RESET enable_nestloop"
-)
+_ANY_SCANS = text("RESET enable_seqscan; RESET enable_indexscan; RESET enable_nestloop")
 
 
 def word_groups(query: Query, *, exact: bool) -> list[set[str]]:
@@ -251,30 +278,35 @@ def _candidates(
     fuzzy = any(query.variants.values())
     seen: dict[int, _Candidate] = {}
     connection = session.connection()
-    postgres = connection.dialect.name == "postgresql"
-    statement = _candidates_statement(
-        connection.dialect.name, tuple(values), limit, corrected=False, bridge=not decided
-    )
+    dialect = connection.dialect.name
+    postgres = dialect == "postgresql"
+    # PostgreSQL: no document read where the facts in the index say all the filters say (and
+    # which documents are trashed, migration 0010): a lookup a line saved.
+    documents = not postgres or not set(values) <= _exact_facts_filters(params, writer_id)
+    if not documents:
+        values = {}
+    statement = _candidates_statement(dialect, tuple(values), limit, False, not decided, documents=documents)
     shares = SHARES.get(connection) if postgres else NO_SHARES
     # A sample only where the engine sees every filter as a fact: a filter it does not see (a
     # status, a wide date range) may pass few of a sample's lines, and the sample's then read in vain.
     expressed = set(values) <= _facts_filters(params, writer_id)
     pattern = tsquery if postgres else fts5_match
+    fact_lexemes = [[fact_lexeme(t) for t in tokens] for tokens in document_facts]
 
     # PostgreSQL: a person's lines by the GIN index of those lines alone (migration 0008), a
     # twentieth of the whole one, rather than by intersecting a common word's entries with the flag's.
     corrected_statement = _candidates_statement(
-        connection.dialect.name, tuple(values), limit, corrected=postgres, bridge=not decided
+        dialect, tuple(values), limit, postgres, not decided, documents=documents
     )
 
     def read(exact: bool, corrected: bool) -> int:
         """One pass; the lines it read (at most ``limit``)."""
         sample = None
         if not corrected and expressed:
-            sample = shares.sample(word_groups(query, exact=exact), document_facts, limit)
+            sample = shares.sample(word_groups(query, exact=exact), fact_lexemes, limit)
         if sample is not None:
             sampled = _candidates_statement(
-                connection.dialect.name, tuple(values), limit, corrected=False, bridge=not decided, sample=sample
+                dialect, tuple(values), limit, False, not decided, sample=sample, documents=documents
             )
             read_lines = read_from(sampled, exact, corrected)
             if read_lines >= limit:
@@ -310,13 +342,8 @@ def _candidates(
     if postgres:
         # Bitmap scans of the GIN index only. With the LIMIT, the planner expects a sequential
         # scan to stop early; for words each common but rare together it reads the whole table
-        # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive). (Joining
-        # the documents a line at a time as well, hash and merge joins off, was measured and left
-        # out: no gain on the benchmark's mix, and ten times slower with a filter few documents
-        # pass; README "PostgreSQL, what was tried next".) Without a filter on the documents,
-        # though, the planner hashed every live document to join a few hundred lines (2–5 ms for
-        # a rare word); there, the lines' documents are looked up one by one.
-        connection.execute(_BITMAP_SCANS_ONLY if values else _AND_LINE_AT_A_TIME)
+        # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive).
+        connection.execute(_BITMAP_SCANS_ONLY)
     # A person's lines of a common word with a filter the index does not see (a status): the
     # planner walked the documents that pass, intersecting the word's bitmap in the corrected
     # lines' index with each one's lines — that whole bitmap once a document (`ist`, status

@@ -343,6 +343,89 @@ def test_0009_adds_postgresql_s_sample_indexes_and_goes_down_again(fresh_url: st
         database.dispose()
 
 
+def _lexemes(connection: Connection) -> list[set[str]]:
+    """Per indexed line in order: the lexemes of its row in PostgreSQL's index."""
+    rows = connection.execute(
+        text("SELECT array_to_string(tsvector_to_array(tsv), ' ') FROM search_lines ORDER BY line_id")
+    )
+    return [set(row[0].split()) for row in rows]
+
+
+@pytest.mark.skipif(DATABASE_KIND != "postgresql", reason="PostgreSQL's index only")
+def test_0010_marks_the_next_line_s_words_and_the_facts_and_the_trash_and_goes_down_again(fresh_url: str) -> None:
+    from backend.search.index import rebuild
+
+    database = Database(fresh_url)
+    try:
+        _alembic(database.engine, "upgrade", "0006")
+        with database.sessions() as session:
+            kept = _user_and_document(session, DocumentStatus.DONE)
+            writer = Writer(name="Anna", slug="anna", created_at=NOW)
+            session.add(writer)
+            session.flush()
+            kept.writer_id, kept.date = writer.id, date(1914, 12, 1)
+            trashed = Document(
+                title="Alt",
+                title_folded="alt",
+                media_type="application/pdf",
+                storage_key="k2",
+                sha256="1" * 64,
+                size_bytes=1,
+                page_count=1,
+                status=DocumentStatus.DONE,
+                created_by=kept.created_by,
+                created_at=NOW,
+                deleted_at=NOW,
+            )
+            session.add(trashed)
+            session.flush()
+            for document, texts in ((kept, ["Liebe Weih-", "nachten Mutter"]), (trashed, ["Gruss"])):
+                page = Page(document_id=document.id, number=1)
+                session.add(page)
+                session.flush()
+                for index, ocr in enumerate(texts):
+                    line = Line(page_id=page.id, order_index=index, baseline=[], polygon=[], ocr_text=ocr)
+                    line.text, line.version = (ocr if index == 1 else None), 1
+                    session.add(line)
+            session.commit()
+            writer_id, trashed_id = writer.id, trashed.id
+        # The lines were stored before 0006 indexes them: indexed in 0006's format, 0008's facts added.
+        _alembic(database.engine, "downgrade", "0005")
+        _alembic(database.engine, "upgrade", "0009")
+        with database.engine.connect() as connection:
+            assert _facts(connection, writer_id) == [(True, True, False), (True, True, True), (False, False, False)]
+        _alembic(database.engine, "upgrade", "0010")
+        with database.engine.connect() as connection:
+            migrated = _lexemes(connection)
+        assert migrated == [
+            {"liebe", "weih", "weihnachten", ">nachten", ">mutter", f"#w{writer_id}", "#y1914"},
+            {"nachten", "mutter", "#c", f"#w{writer_id}", "#y1914"},
+            {"gruss", "#t"},
+        ]
+        # What the migration wrote is what the code writes.
+        rebuild(database.sessions)
+        with database.engine.connect() as connection:
+            assert _lexemes(connection) == migrated
+        with database.sessions() as session:  # restored: no longer marked
+            session.get_one(Document, trashed_id).deleted_at = None
+            session.commit()
+        with database.engine.connect() as connection:
+            assert _lexemes(connection)[2] == {"gruss"}
+        _alembic(database.engine, "downgrade", "0009")
+        with database.engine.connect() as connection:
+            assert _facts(connection, writer_id) == [(True, True, False), (True, True, True), (False, False, False)]
+            found = connection.execute(
+                text("SELECT count(*) FROM search_lines WHERE tsv @@ CAST(:q AS tsquery)"),
+                {"q": "'liebe':A & 'mutter':B & 'weihnachten':A"},
+            )
+            assert found.scalar_one() == 1
+        _alembic(database.engine, "upgrade", "head")
+        with database.engine.connect() as connection:
+            assert _lexemes(connection) == [*migrated[:2], {"gruss"}]
+    finally:
+        database.dispose()
+
+
 def _index_names(connection: Connection) -> set[str]:
     """Every index on search_lines, from the engine's own catalogue."""
     if connection.dialect.name == "postgresql":

@@ -221,9 +221,10 @@ def test_filters_by_writer_date_and_status(actors: Actors) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_filters_find_what_the_documents_say_also_after_their_writer_and_date_change(actors: Actors, seed: int) -> None:
-    """The engines' copy of each document's writer and year (migration 0008) narrows a filtered
-    search; it must follow the document whatever changes it, so every filter finds exactly the
-    documents a plain reading of the documents table gives, with ranges narrow, wide and open."""
+    """The engines' copy of each document's writer and year (migration 0008) and whether it is
+    trashed (0010) narrows a filtered search; it must follow the document whatever changes it, so
+    every filter finds exactly the documents a plain reading of the documents table gives, with
+    ranges narrow, wide, open and of whole years (PostgreSQL then reads no document at all)."""
     rng = random.Random(seed)
 
     def some_date(early: bool = False) -> date:
@@ -248,10 +249,17 @@ def test_filters_find_what_the_documents_say_also_after_their_writer_and_date_ch
             changed.writer_id = rng.choice([*(w.id for w in writers), None])
             changed.date = rng.choice([None, some_date(early=True)])
         session.commit()
+    # Two in the trash, one of them restored again.
+    trashed = rng.sample(ids, 2)
+    for document_id in trashed:
+        assert actors.client.delete(f"/api/documents/{document_id}", headers=actors.archivist).status_code == 204
+    restored = rng.choice(trashed)
+    assert actors.client.post(f"/api/trash/{restored}/restore", headers=actors.admin).status_code == 200
+    with services.db.sessions() as session:
         slugs = {w.id: w.slug for w in writers}
         truth = {
             d.id: (slugs.get(d.writer_id or 0), d.date)
-            for d in session.scalars(select(Document).where(Document.id.in_(ids)))
+            for d in session.scalars(select(Document).where(Document.id.in_(ids), Document.deleted_at.is_(None)))
         }
     for _ in range(30):
         params: dict[str, str] = {}
@@ -264,6 +272,9 @@ def test_filters_find_what_the_documents_say_also_after_their_writer_and_date_ch
             # Around a document's own date, so narrow ranges find something too.
             start = max(date(1, 1, 1), rng.choice(dated) - timedelta(days=rng.randint(0, 400)))
         end = start + timedelta(days=rng.choice([0, 200, 2000, 8000, 30000])) if start else None
+        if start is not None and end is not None and rng.random() < 0.4:
+            # Whole years, as the facts hold them.
+            start, end = date(start.year, 1, 1), date(min(end.year, start.year + rng.randint(0, 20)), 12, 31)
         if start is not None and rng.random() < 0.2:
             start = None  # open at the start
         if start is not None:
@@ -286,6 +297,13 @@ def test_filters_find_what_the_documents_say_also_after_their_writer_and_date_ch
             params["writer"] = slug
         found = [result["document"]["id"] for result in search(actors, "Gruss", **params)["results"]]
         assert document_id in found, params
+        if when is not None and (when.month, when.day) != (12, 31):
+            # The next day, in the same year: the year alone must not let it through.
+            params.update(
+                dateFrom=(when + timedelta(days=1)).isoformat(), dateTo=(when + timedelta(days=1)).isoformat()
+            )
+            found = [result["document"]["id"] for result in search(actors, "Gruss", **params)["results"]]
+            assert document_id not in found, params
 
 
 def test_documents_in_the_trash_are_never_found_and_purged_ones_leave_nothing(actors: Actors, clock: FakeClock) -> None:

@@ -36,7 +36,7 @@ from tests.backend.search_support import correct, document, line_ids
 
 postgres_only = pytest.mark.skipif(DATABASE_KIND != "postgresql", reason="the sample indexes are PostgreSQL's")
 
-_lexeme = st.sampled_from(["mutter", "vater", "tag", "brief", "w1", "y1914", "y1915"])
+_lexeme = st.sampled_from(["mutter", "vater", "tag", "brief", "w1", "#w1", "#y1914", "#y1915"])
 _shares = st.dictionaries(_lexeme, st.floats(0.0, 1.0), max_size=7)
 _groups = st.lists(st.sets(_lexeme, min_size=1, max_size=3), max_size=3)
 
@@ -56,14 +56,12 @@ def test_the_sparsest_sample_expected_to_hold_enough_is_chosen(
         assert expected <= MAX_SHARE * rows
         assert words
     # Never more rows than the rarest word has, none where a word is no common word.
-    word_rows = [known.word_share(group) * rows for group in words]
+    word_rows = [known.share(group) * rows for group in words]
     assert expected <= min(word_rows, default=0.0) + 1e-6
-    if any(all(sampling._FACT.fullmatch(lexeme) for lexeme in group) for group in words):
-        assert expected == 0 and chosen is None
 
 
 def test_a_word_the_statistics_do_not_name_is_rare_and_the_facts_narrow() -> None:
-    shares = {"tag": 0.12, "dass": 0.058, "liebe": 0.02, "y1914": 0.015, "y1915": 0.015, "w3": 0.11, "c": 0.05}
+    shares = {"tag": 0.12, "dass": 0.058, "liebe": 0.02, "#y1914": 0.015, "#y1915": 0.015, "#w3": 0.11, "#c": 0.05}
     known = LexemeShares(rows=1_000_000, shares=shares)
     assert known.sample([{"rubensaft"}], [], 300) is None
     assert known.sample([{"dass"}], [], 300) == 16  # 58 000 rows: 3 600 in every sixteenth line
@@ -74,13 +72,13 @@ def test_a_word_the_statistics_do_not_name_is_rare_and_the_facts_narrow() -> Non
     assert known.sample([{"liebe"}, {"tag"}], [], 300) == 16
     assert known.sample([{"liebe"}, {"tag"}], [], 1000) == 4  # 1 250 in every sixteenth: too few
     # Two years of documents: 3 % of the word's rows.
-    assert known.expected_rows([{"tag"}], [{"y1914", "y1915"}]) == pytest.approx(3_600)
-    assert known.sample([{"tag"}], [{"y1914", "y1915"}], 300) == 4
-    assert known.sample([{"tag"}], [{"y1914", "y1915"}], 1000) is None
-    # A writer's or a year's token, or the corrected flag, typed as a word: no common word.
+    assert known.expected_rows([{"tag"}], [{"#y1914", "#y1915"}]) == pytest.approx(3_600)
+    assert known.sample([{"tag"}], [{"#y1914", "#y1915"}], 300) == 4
+    assert known.sample([{"tag"}], [{"#y1914", "#y1915"}], 1000) is None
+    # A word spelt like a writer's or a year's token, or the corrected flag: not counted as the fact.
     for token in ("w3", "y1914", "c"):
         assert known.expected_rows([{token}]) == 0 and known.sample([{token}], [], 1) is None
-    assert known.expected_rows([{"dass"}], [{"w3"}]) == pytest.approx(58_000 * 0.11)
+    assert known.expected_rows([{"dass"}], [{"#w3"}]) == pytest.approx(58_000 * 0.11)
     assert NO_SHARES.sample([{"dass"}], [], 1) is None
 
 
@@ -200,8 +198,9 @@ def test_the_planner_s_statistics_are_read_as_shares_of_the_lines(actors: Actors
         finally:
             connection.rollback()
     assert shares.rows == pytest.approx(200, abs=2)
-    # "mutter": 50 lines as their own word, 49 more as the next line's (the index's rows count both).
-    assert shares.shares["mutter"] == pytest.approx(99 / 200, abs=0.02)
+    # "mutter": 50 lines as their own word; 49 more as the next line's, a lexeme of its own.
+    assert shares.shares["mutter"] == pytest.approx(50 / 200, abs=0.02)
+    assert shares.shares[">mutter"] == pytest.approx(49 / 200, abs=0.02)
     assert "rubensaft" not in shares.shares
 
 
@@ -240,7 +239,7 @@ def test_a_filter_the_index_sees_is_read_from_the_sample_one_it_does_not_see_nev
     with services_of(actors.client).db.engine.connect() as connection:
         writer_id = connection.execute(text("SELECT id FROM writers WHERE slug = 'anna-adam'")).scalar_one()
     status = actors.client.get(f"/api/documents/{anna}", headers=actors.archivist).json()["status"]
-    _fake(monkeypatch, 1e6, mutter=0.01, **{f"w{writer_id}": 0.5, "y1914": 0.5})
+    _fake(monkeypatch, 1e6, mutter=0.01, **{f"#w{writer_id}": 0.5, "#y1914": 0.5})
     for params in ({"writer": "anna-adam"}, {"dateFrom": "1914-01-01", "dateTo": "1914-12-31"}):
         answer, statements = _search(actors, "Mutter", cap=3, **params)
         assert _samples_read(statements) == [16], params

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from backend.migrations.search_rows import REWRITE_WEIGHTED
+
 revision: str = "0006"
 down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
@@ -74,6 +76,10 @@ def upgrade() -> None:
     from backend.search.index import index_everything_on
 
     index_everything_on(op.get_bind())
+    if op.get_bind().dialect.name == "postgresql":
+        # This revision's format (the code of the day writes the newest; see search_rows.py).
+        op.get_bind().exec_driver_sql(REWRITE_WEIGHTED)
+        op.get_bind().exec_driver_sql("UPDATE search_lines SET tsv = tsv || 'c:1C'::tsvector WHERE corrected")
 
 
 def downgrade() -> None:
