@@ -1,10 +1,11 @@
 """The search index's tables: one row per line, and the vocabulary with its one-deletion variants.
 
 What each database's own search machinery adds lives outside these models (made by migrations
-0006, 0008 and 0009): on SQLite the FTS5 table ``search_fts`` (kept in step with ``search_lines`` and
-the documents by triggers, through the view ``search_fts_rows``), on PostgreSQL the ``tsv``
-column of ``search_lines`` (its weight-C facts set by a trigger) with its GIN indexes (the whole
-table's, the corrected lines', two samples').
+0006, 0008, 0009 and 0010): on SQLite the FTS5 table ``search_fts`` (kept in step with
+``search_lines`` and the documents by triggers, through the view ``search_fts_rows``), on
+PostgreSQL the ``tsv`` column of ``search_lines`` (the next line's words marked ``>``, the facts
+marked ``#`` and set by a trigger) with its GIN indexes (the whole table's, the corrected
+lines', two samples').
 """
 
 from __future__ import annotations
