@@ -18,7 +18,7 @@ from sqlalchemy import Connection, Table, delete, func, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from backend.documents.models import Line, Page
+from backend.documents.models import Document, Line, Page
 from backend.search.folding import MAX_WORD_LENGTH, ends_hyphenated, terms
 from backend.search.models import SearchLine, SearchVariant, SearchWord
 
@@ -229,6 +229,23 @@ def _following(lines: list[_Line], position: int) -> _Line | None:
     return after if after.page_number in (here.page_number, here.page_number + 1) else None
 
 
+def lock_documents(session: Session, document_ids: Collection[int]) -> None:
+    """PostgreSQL: lock the documents' rows before their lines' rows are written (as a change of a
+    document does), in key order. The facts' trigger locks a line's document too (migration 0010),
+    but only as each row is written: a document changed meanwhile would wait for a row this
+    transaction already holds, and this one for the document — a deadlock. Taken first, either
+    side simply waits for the other. (SQLite has one writer at a time.)"""
+    if not document_ids or session.get_bind().dialect.name != "postgresql":
+        return
+    for chunk in _chunks(sorted(document_ids)):
+        session.execute(
+            select(Document.id)
+            .where(Document.id.in_(chunk))
+            .order_by(Document.id)
+            .with_for_update(key_share=True)  # FOR NO KEY UPDATE
+        )
+
+
 def _reindex(session: Session, ordered: dict[int, list[_Line]], chosen: Callable[[int, list[_Line]], bool]) -> None:
     entries: list[Entry] = []
     for lines in ordered.values():
@@ -236,6 +253,7 @@ def _reindex(session: Session, ordered: dict[int, list[_Line]], chosen: Callable
             if chosen(position, lines):
                 entries.append(make_entry(line, _following(lines, position)))
     if session.get_bind().dialect.name == "postgresql":
+        lock_documents(session, {e.document_id for e in entries})
         _remove(session, [e.line_id for e in entries if not (e.own or e.joined)])
     else:
         _remove(session, [e.line_id for e in entries])
@@ -343,6 +361,7 @@ def index_everything(session: Session, *, batch: int = 5000, commit: Callable[[]
             # End the read above: the slice's transaction must begin with its write (SQLite
             # cannot turn a read that another writer overtook into a write).
             commit()
+        lock_documents(session, documents)
         session.execute(delete(SearchLine).where(SearchLine.document_id.in_(documents)))
         rows = session.execute(
             select(*_LINE_COLUMNS)

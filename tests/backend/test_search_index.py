@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from backend.db import Database
 from backend.documents.models import Document, Writer
+from backend.search import index as index_module
 from backend.search.index import index_everything, index_lines, rebuild
 from tests.backend.conftest import DATABASE_KIND, Actors, services_of
 from tests.backend.search_support import correct, document, hit_lines, line_ids, search, store_page
@@ -124,6 +126,86 @@ def test_two_transactions_indexing_one_line_at_once_both_succeed(actors: Actors)
     thread.join(timeout=30)
     assert not thread.is_alive() and failures == []
     assert hit_lines(search(actors, "Weihnachten")) == [first]
+
+
+@pytest.mark.parametrize("trashed_first", [True, False])
+def test_a_line_indexed_while_its_document_is_trashed_is_never_found(actors: Actors, trashed_first: bool) -> None:
+    """PostgreSQL decides a search without a filter by the facts in the line's row (``#t``, migration
+    0010), not by reading the document: a line written while another transaction trashes the
+    document must carry the fact, whichever of the two writes first and commits last."""
+    document_id = document(actors, ["Gruss aus Graz"])
+    line = line_ids(actors, document_id)[0]
+    services = services_of(actors.client)
+    with services.db.engine.begin() as connection:  # the line's row is written anew below
+        connection.execute(text("DELETE FROM search_lines WHERE line_id = :l"), {"l": line})
+    failures: list[SQLAlchemyError] = []
+
+    def trash(session: Session) -> None:
+        session.get_one(Document, document_id).deleted_at = services.clock()
+        session.flush()
+
+    def index(session: Session) -> None:
+        index_lines(session, [line])
+
+    first, second = (trash, index) if trashed_first else (index, trash)
+
+    def other() -> None:
+        try:
+            with services.db.sessions() as session:
+                second(session)
+                session.commit()
+        except SQLAlchemyError as exc:  # reported to the test's thread
+            failures.append(exc)
+
+    with services.db.sessions() as holding:
+        first(holding)  # not committed yet
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(timeout=0.5)  # it waits for the first transaction
+        holding.commit()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+    assert search(actors, "Graz")["total"] == 0
+    assert actors.client.post(f"/api/trash/{document_id}/restore", headers=actors.admin).status_code == 200
+    assert hit_lines(search(actors, "Graz")) == [line]
+
+
+def test_a_document_changed_while_a_rebuild_writes_its_lines_waits_and_its_lines_follow(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild removes a slice's rows, then writes them anew; a change of a document of the
+    slice in between (its writer) must neither deadlock with it (it waited for a removed row while
+    the rebuild waited for the document) nor leave the rows with the old writer."""
+    document_id = document(actors, ["Gruss aus Graz"], writer="Anna Adam")
+    other = document(actors, ["Brief"], writer="Karl Berg")
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        karl = session.get_one(Document, other).writer_id
+    failures: list[SQLAlchemyError] = []
+
+    def change() -> None:
+        try:
+            with services.db.sessions() as session:
+                session.get_one(Document, document_id).writer_id = karl
+                session.commit()
+        except SQLAlchemyError as exc:  # reported to the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=change)
+    write = index_module._write
+
+    def write_after_the_change_began(*args: Any, **kwargs: Any) -> None:
+        if not thread.is_alive() and thread.ident is None:
+            thread.start()
+            thread.join(timeout=1.5)  # it waits for the rebuild (or, unlocked, takes the document)
+        write(*args, **kwargs)
+
+    monkeypatch.setattr(index_module, "_write", write_after_the_change_began)
+    rebuild(services.db.sessions)
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+    assert hit_lines(search(actors, "Graz", writer="karl-berg")) == line_ids(actors, document_id)
+    assert search(actors, "Graz", writer="anna-adam")["total"] == 0
 
 
 def test_a_rebuild_beside_people_correcting_keeps_their_text_and_finds_everything_meanwhile(

@@ -43,19 +43,27 @@ _INDEXES = {
     "ix_search_lines_tsv_sample_4": "WHERE (line_id %% 4) = 0",
 }
 
+# The document's row is locked while its lines are indexed (the lock a change of its own row
+# takes): a line written while another transaction trashes the document (or changes its writer
+# or year) waits for that one and reads what it committed; a change of the document made while
+# its lines are written waits for them, and its trigger then renews them too. Without the lock
+# each side would miss the other's uncommitted rows, and a trashed document's new line would be
+# found (a search that the facts decide reads no document).
 _FACTS = """CREATE OR REPLACE FUNCTION search_lines_facts() RETURNS trigger LANGUAGE plpgsql AS $$
     DECLARE
-        facts text[];
+        writer integer;
+        written date;
+        trashed boolean;
     BEGIN
-        SELECT array_remove(ARRAY[
-            CASE WHEN new.corrected THEN '#c' END,
-            '#w' || d.writer_id,
-            '#y' || extract(year FROM d.date)::int,
-            CASE WHEN d.deleted_at IS NOT NULL THEN '#t' END], NULL)
-        INTO facts
-        FROM (SELECT 1) AS one LEFT JOIN documents d ON d.id = new.document_id;
+        SELECT d.writer_id, d.date, d.deleted_at IS NOT NULL INTO writer, written, trashed
+        FROM documents d WHERE d.id = new.document_id FOR NO KEY UPDATE;
         new.tsv := array_to_tsvector(
-            ARRAY(SELECT lexeme FROM unnest(new.tsv) WHERE left(lexeme, 1) <> '#') || facts);
+            ARRAY(SELECT lexeme FROM unnest(new.tsv) WHERE left(lexeme, 1) <> '#')
+            || array_remove(ARRAY[
+                CASE WHEN new.corrected THEN '#c' END,
+                '#w' || writer,
+                '#y' || extract(year FROM written)::int,
+                CASE WHEN trashed THEN '#t' END], NULL));
         RETURN new;
     END $$"""
 
