@@ -19,7 +19,7 @@ from backend.documents.models import DiscardedCorrection, Document, Line, LineCo
 from backend.documents.schemas import CorrectionOut, DiscardedCorrectionOut, DiscardedCorrectionPage, LineOut
 from backend.errors import AppError, ErrorCode
 from backend.schemas import Keyset
-from backend.search.index import index_lines, index_pages
+from backend.search.index import index_lines, index_pages, lock_documents
 from backend.users.models import User
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,11 @@ class Lines:
                 select(Line).where(Line.page_id == page.id).with_for_update().execution_options(populate_existing=True)
             )
         }
+        # The document's row next (PostgreSQL), before a line goes: deleting one deletes its
+        # search row, and a change of the document meanwhile would wait for that row while the
+        # index below waits for the document (see lock_documents). Not before the lines: a
+        # person's save holds its line, then the document, and would wait the other way round.
+        lock_documents(session, [document_id])
         reading = {int(item["index"]): item for item in lines}
         discarded, cleared = 0, set[int]()
         corrected = {index: line for index, line in present.items() if line.text is not None}

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from backend.db import Database
 from backend.documents.models import Document, Writer
+from backend.documents import lines as lines_module
 from backend.search import index as index_module
 from backend.search.index import index_everything, index_lines, rebuild
 from tests.backend.conftest import DATABASE_KIND, Actors, services_of
@@ -206,6 +207,42 @@ def test_a_document_changed_while_a_rebuild_writes_its_lines_waits_and_its_lines
     assert not thread.is_alive() and failures == []
     assert hit_lines(search(actors, "Graz", writer="karl-berg")) == line_ids(actors, document_id)
     assert search(actors, "Graz", writer="anna-adam")["total"] == 0
+
+
+def test_a_document_changed_while_a_new_reading_of_its_page_is_stored_waits_for_it(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new OCR reading with fewer lines deletes the lines it lacks (their index rows go with
+    them, locked) before it indexes the page: a change of the document in between waited for those
+    rows while the store waited for the document — a deadlock, the page store failed."""
+    document_id = document(actors, ["Gruss aus Graz", "zweite Zeile"], writer="Anna Adam")
+    other = document(actors, ["Brief"], writer="Karl Berg")
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        karl = session.get_one(Document, other).writer_id
+    failures: list[SQLAlchemyError] = []
+
+    def change() -> None:
+        try:
+            with services.db.sessions() as session:
+                session.get_one(Document, document_id).writer_id = karl
+                session.commit()
+        except SQLAlchemyError as exc:  # reported to the test's thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=change)
+    index = lines_module.index_pages
+
+    def index_after_the_change_began(session: Session, page_ids: Any) -> None:
+        thread.start()
+        thread.join(timeout=1.5)  # it waits for the store (or, unlocked, takes the document)
+        index(session, page_ids)
+
+    monkeypatch.setattr(lines_module, "index_pages", index_after_the_change_began)
+    store_page(actors.client, document_id, 1, ["Gruss aus Graz"])  # one line fewer
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failures == []
+    assert hit_lines(search(actors, "Graz", writer="karl-berg")) == line_ids(actors, document_id)
 
 
 def test_a_rebuild_beside_people_correcting_keeps_their_text_and_finds_everything_meanwhile(
