@@ -18,8 +18,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from backend.db import Database
-from backend.documents.models import Document, Writer
 from backend.documents import lines as lines_module
+from backend.documents.models import Document, Writer
 from backend.search import index as index_module
 from backend.search.index import index_everything, index_lines, rebuild
 from tests.backend.conftest import DATABASE_KIND, Actors, services_of
