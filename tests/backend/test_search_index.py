@@ -171,6 +171,23 @@ def test_a_line_indexed_while_its_document_is_trashed_is_never_found(actors: Act
     assert hit_lines(search(actors, "Graz")) == [line]
 
 
+def _writer_change(actors: Actors, document_id: int, other: int, failures: list[SQLAlchemyError]) -> threading.Thread:
+    """A thread (not started) that gives ``document_id`` the writer of ``other`` in a transaction of its own."""
+    services = services_of(actors.client)
+    with services.db.sessions() as session:
+        writer_id = session.get_one(Document, other).writer_id
+
+    def change() -> None:
+        try:
+            with services.db.sessions() as session:
+                session.get_one(Document, document_id).writer_id = writer_id
+                session.commit()
+        except SQLAlchemyError as exc:  # reported to the test's thread
+            failures.append(exc)
+
+    return threading.Thread(target=change)
+
+
 def test_a_document_changed_while_a_rebuild_writes_its_lines_waits_and_its_lines_follow(
     actors: Actors, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,19 +197,8 @@ def test_a_document_changed_while_a_rebuild_writes_its_lines_waits_and_its_lines
     document_id = document(actors, ["Gruss aus Graz"], writer="Anna Adam")
     other = document(actors, ["Brief"], writer="Karl Berg")
     services = services_of(actors.client)
-    with services.db.sessions() as session:
-        karl = session.get_one(Document, other).writer_id
     failures: list[SQLAlchemyError] = []
-
-    def change() -> None:
-        try:
-            with services.db.sessions() as session:
-                session.get_one(Document, document_id).writer_id = karl
-                session.commit()
-        except SQLAlchemyError as exc:  # reported to the test's thread
-            failures.append(exc)
-
-    thread = threading.Thread(target=change)
+    thread = _writer_change(actors, document_id, other, failures)
     write = index_module._write
 
     def write_after_the_change_began(*args: Any, **kwargs: Any) -> None:
@@ -217,20 +223,8 @@ def test_a_document_changed_while_a_new_reading_of_its_page_is_stored_waits_for_
     rows while the store waited for the document — a deadlock, the page store failed."""
     document_id = document(actors, ["Gruss aus Graz", "zweite Zeile"], writer="Anna Adam")
     other = document(actors, ["Brief"], writer="Karl Berg")
-    services = services_of(actors.client)
-    with services.db.sessions() as session:
-        karl = session.get_one(Document, other).writer_id
     failures: list[SQLAlchemyError] = []
-
-    def change() -> None:
-        try:
-            with services.db.sessions() as session:
-                session.get_one(Document, document_id).writer_id = karl
-                session.commit()
-        except SQLAlchemyError as exc:  # reported to the test's thread
-            failures.append(exc)
-
-    thread = threading.Thread(target=change)
+    thread = _writer_change(actors, document_id, other, failures)
     index = lines_module.index_pages
 
     def index_after_the_change_began(session: Session, page_ids: Any) -> None:
