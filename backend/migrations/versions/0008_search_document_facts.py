@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from backend.migrations.search_rows import DOCUMENT_TRIGGER_0008, FACTS_FUNCTION_0008
+
 revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
@@ -71,19 +73,7 @@ _SQLITE_DOWN = [
 ]
 
 _POSTGRES_UP = [
-    """CREATE FUNCTION search_lines_facts() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        facts text;
-    BEGIN
-        SELECT concat_ws(' ',
-            CASE WHEN new.corrected THEN 'c:1C' END,
-            'w' || d.writer_id || ':1C',
-            'y' || extract(year FROM d.date)::int || ':1C')
-        INTO facts
-        FROM (SELECT 1) AS one LEFT JOIN documents d ON d.id = new.document_id;
-        new.tsv := ts_filter(new.tsv, '{a,b}') || facts::tsvector;
-        RETURN new;
-    END $$""",
+    FACTS_FUNCTION_0008,
     """CREATE TRIGGER search_lines_facts BEFORE INSERT OR UPDATE OF tsv, corrected, document_id ON search_lines
         FOR EACH ROW EXECUTE FUNCTION search_lines_facts()""",
     """CREATE FUNCTION documents_search_facts() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -91,10 +81,7 @@ _POSTGRES_UP = [
         UPDATE search_lines SET tsv = tsv WHERE document_id = new.id;
         RETURN NULL;
     END $$""",
-    """CREATE TRIGGER documents_search_facts AFTER UPDATE OF writer_id, date ON documents
-        FOR EACH ROW WHEN (old.writer_id IS DISTINCT FROM new.writer_id
-            OR extract(year FROM old.date) IS DISTINCT FROM extract(year FROM new.date))
-        EXECUTE FUNCTION documents_search_facts()""",
+    DOCUMENT_TRIGGER_0008,
     # The rows already indexed, through the trigger; the GIN index made again after (faster
     # than a million updates of it).
     "DROP INDEX ix_search_lines_tsv",

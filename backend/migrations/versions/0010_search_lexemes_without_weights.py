@@ -27,7 +27,12 @@ from collections.abc import Sequence
 
 from alembic import op
 
-from backend.migrations.search_rows import REWRITE_MARKED, REWRITE_WEIGHTED
+from backend.migrations.search_rows import (
+    DOCUMENT_TRIGGER_0008,
+    FACTS_FUNCTION_0008,
+    REWRITE_MARKED,
+    REWRITE_WEIGHTED,
+)
 
 revision: str = "0010"
 down_revision: str | None = "0009"
@@ -73,26 +78,6 @@ _DOCUMENT_TRIGGER = """CREATE TRIGGER documents_search_facts AFTER UPDATE OF wri
             OR (old.deleted_at IS NULL) <> (new.deleted_at IS NULL))
         EXECUTE FUNCTION documents_search_facts()"""
 
-# 0008's trigger, for the way down.
-_FACTS_0008 = """CREATE OR REPLACE FUNCTION search_lines_facts() RETURNS trigger LANGUAGE plpgsql AS $$
-    DECLARE
-        facts text;
-    BEGIN
-        SELECT concat_ws(' ',
-            CASE WHEN new.corrected THEN 'c:1C' END,
-            'w' || d.writer_id || ':1C',
-            'y' || extract(year FROM d.date)::int || ':1C')
-        INTO facts
-        FROM (SELECT 1) AS one LEFT JOIN documents d ON d.id = new.document_id;
-        new.tsv := ts_filter(new.tsv, '{a,b}') || facts::tsvector;
-        RETURN new;
-    END $$"""
-
-_DOCUMENT_TRIGGER_0008 = """CREATE TRIGGER documents_search_facts AFTER UPDATE OF writer_id, date ON documents
-        FOR EACH ROW WHEN (old.writer_id IS DISTINCT FROM new.writer_id
-            OR extract(year FROM old.date) IS DISTINCT FROM extract(year FROM new.date))
-        EXECUTE FUNCTION documents_search_facts()"""
-
 
 def _rebuild(statements: list[str]) -> None:
     # Straight to the driver (``%%``: psycopg's escape of ``%``).
@@ -123,9 +108,9 @@ def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         _rebuild(
             [
-                _FACTS_0008,
+                FACTS_FUNCTION_0008,
                 "DROP TRIGGER documents_search_facts ON documents",
-                _DOCUMENT_TRIGGER_0008,
+                DOCUMENT_TRIGGER_0008,
                 REWRITE_WEIGHTED,
             ]
         )
