@@ -101,7 +101,7 @@ class _CountByStatus(Collector):
         family = self._family()
         try:
             with self._engine.connect() as connection:
-                rows = connection.execute(select(self._column, func.count()).group_by(self._column)).tuples().all()
+                rows = connection.execute(select(self._column, func.count()).group_by(self._column)).all()
         except SQLAlchemyError:
             # Left out of this scrape rather than failing it: the breaker's state and the rest
             # matter most exactly when the database is in trouble (/health says so).

@@ -205,7 +205,7 @@ def _neighbourhood(session: Session, page_ids: Collection[int]) -> tuple[set[tup
     session.flush()
     pages: set[tuple[int, int]] = set()
     for chunk in _chunks(sorted(page_ids)):
-        pages.update(session.execute(select(Page.document_id, Page.number).where(Page.id.in_(chunk))).tuples())
+        pages.update(session.execute(select(Page.document_id, Page.number).where(Page.id.in_(chunk))).all())
     wanted: dict[int, set[int]] = defaultdict(set)
     for document_id, number in pages:
         wanted[document_id].update((number - 1, number, number + 1))
@@ -326,7 +326,7 @@ def _next_slice(session: Session, after: int, batch: int) -> list[int]:
         .join(Line, Line.page_id == Page.id)
         .where(Page.document_id.in_(following))
         .group_by(Page.document_id)
-    ).tuples()
+    )
     counts = {document_id: count for document_id, count in counted}
     chosen: list[int] = []
     lines = 0

@@ -28,7 +28,7 @@ def _summaries() -> Select[Writer, int, int | None]:
 
 
 def _summary(row: Row[Writer, int, int | None]) -> WriterSummaryOut:
-    writer, documents, sequence = row.tuple()
+    writer, documents, sequence = row
     model = None
     if writer.model_name is not None:
         model = WriterModelOut(

@@ -365,7 +365,7 @@ def test_two_runners_never_take_the_same_job(actors: Actors, seed: int) -> None:
     assert set(a).isdisjoint(b)
     with services.db.sessions() as session:
         all_jobs = session.scalars(select(OcrJob.id)).all()
-        owners = dict(session.execute(select(OcrJob.id, OcrJob.lease_owner)).tuples().all())
+        owners = dict(session.execute(select(OcrJob.id, OcrJob.lease_owner)).all())
     assert sorted(a + b) == sorted(all_jobs)
     assert all(owners[i] == "runner-0" for i in a) and all(owners[i] == "runner-1" for i in b)
 
