@@ -17,12 +17,16 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from backend.errors import AppError, ErrorCode
-from backend.search.folding import Word, terms, words
+from backend.search.folding import Word, words
 from backend.search.index import deletions, fuzzy_candidate
 from backend.search.models import SearchVariant
 
 MAX_QUERY_LENGTH = 200
 MAX_QUERY_TERMS = 10
+# A word ending in * stands for every word that begins so (``Weihn*``); a shorter beginning would
+# stand for a good part of the archive's words.
+PREFIX_MARK = "*"
+MIN_PREFIX_LENGTH = 3
 # Near spellings a query word is widened to, closest first.
 MAX_VARIANTS = 12
 # A quoted phrase (closing quote implied at the end), or a run of anything but space and quotes.
@@ -31,9 +35,31 @@ _TOKEN = re.compile(r'(-?)"([^"]*)"?|(-?)([^\s"]+)')
 
 @dataclass(frozen=True)
 class Phrase:
-    """Words that must follow each other (one word: a phrase of one)."""
+    """Words that must follow each other (one word: a phrase of one); a word ending in
+    PREFIX_MARK is a beginning (folded words are letters and digits only, so none else ends so)."""
 
     words: tuple[str, ...]
+
+
+def is_prefix(word: str) -> bool:
+    """Does ``word`` (a query's) stand for every word that begins with ``word[:-1]``?"""
+    return word.endswith(PREFIX_MARK)
+
+
+def _query_words(text: str) -> list[str]:
+    """The folded words of a query's token, a word followed by a * marked as a beginning."""
+    found = []
+    for word in words(text):
+        if text[word.end : word.end + 1] == PREFIX_MARK:
+            if len(word.folded) < MIN_PREFIX_LENGTH:
+                raise _invalid(
+                    f"Give at least {MIN_PREFIX_LENGTH} letters before the {PREFIX_MARK}"
+                    f" (“{text[word.start : word.end + 1]}”)."
+                )
+            found.append(word.folded + PREFIX_MARK)
+        else:
+            found.append(word.folded)
+    return found
 
 
 @dataclass
@@ -53,10 +79,12 @@ def _invalid(message: str) -> AppError:
 
 
 def parse(text: str) -> Query:
-    """``text`` as a query: words, "quoted phrases", -excluded words and -"phrases".
+    """``text`` as a query: words, "quoted phrases", -excluded words and -"phrases"; a word
+    followed by ``*`` (``Weihn*``, also in a phrase or an exclusion) stands for every word that begins so.
 
     A word that folds to several (``Weih-nachten``, ``d'Arc``) is a phrase of them. Refused
-    (422 SEARCH_QUERY_INVALID): nothing to search for, over 200 characters or 10 words, only exclusions.
+    (422 SEARCH_QUERY_INVALID): nothing to search for, over 200 characters or 10 words, only
+    exclusions, fewer than MIN_PREFIX_LENGTH letters before a ``*``.
     """
     if len(text) > MAX_QUERY_LENGTH:
         raise _invalid(f"The search is too long; use at most {MAX_QUERY_LENGTH} characters.")
@@ -64,7 +92,7 @@ def parse(text: str) -> Query:
     exclude: list[Phrase] = []
     for match in _TOKEN.finditer(text):
         negated = bool(match.group(1) or match.group(3))
-        folded = terms(match.group(2) if match.group(2) is not None else match.group(4))
+        folded = _query_words(match.group(2) if match.group(2) is not None else match.group(4))
         if folded:
             (exclude if negated else include).append(Phrase(tuple(folded)))
     count = sum(len(p.words) for p in [*include, *exclude])
@@ -119,10 +147,12 @@ def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Qu
     found: list[tuple[int, bool]] = []
     words = phrase.words
     first, first_near = words[0], query.variants.get(words[0], _NO_VARIANTS)
+    # A beginning (``weihn*``) matches every word that starts with it, exactly; no word equals it.
+    first_begins = first[:-1] if is_prefix(first) else None
     # The first word picks the starts (most positions fail there); the rest are checked after.
     for start in range(min(starts, len(sequence) - len(words) + 1)):
         seen = sequence[start]
-        if seen == first:
+        if seen == first or (first_begins is not None and seen.startswith(first_begins)):
             exact = True
         elif seen in first_near:
             exact = False
@@ -132,7 +162,7 @@ def _occurrences(sequence: Sequence[str], starts: int, phrase: Phrase, query: Qu
         for word in words[1:]:
             offset += 1
             seen = sequence[offset]
-            if seen == word:
+            if seen == word or (is_prefix(word) and seen.startswith(word[:-1])):
                 continue
             if seen not in query.variants.get(word, _NO_VARIANTS):
                 break

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from backend.documents.models import Document, Line, Page, Writer
 from backend.search.index import BRIDGE_MARK, FACT_MARK, quote_lexeme
 from backend.search.models import FTS_TABLE, SearchLine
-from backend.search.query import Phrase, Query, highlights, judge, parse, widen
+from backend.search.query import Phrase, Query, highlights, is_prefix, judge, parse, widen
 from backend.search.sampling import NO_SHARES, SHARES, predicate
 from backend.search.schemas import (
     SearchDocumentOut,
@@ -115,8 +115,15 @@ def _exact_facts_filters(params: SearchParams, writer_id: int | None) -> set[str
     return exact
 
 
+def _fts5_term(word: str) -> str:
+    """A word as an FTS5 string; a beginning (``weihn*``) as FTS5's prefix query of it."""
+    if is_prefix(word):
+        return '"' + word[:-1].replace('"', '""') + '"*'
+    return '"' + word.replace('"', '""') + '"'
+
+
 def _fts5_group(words: Iterable[str], columns: str) -> str:
-    quoted = " OR ".join('"' + w.replace('"', '""') + '"' for w in sorted(words))
+    quoted = " OR ".join(_fts5_term(w) for w in sorted(words))
     return f"{columns} : ({quoted})"
 
 
@@ -147,6 +154,13 @@ def fact_lexeme(token: str) -> str:
 _NOT_TRASHED = "!" + quote_lexeme(fact_lexeme("t"))
 
 
+def _lexeme(word: str) -> str:
+    """A word as a tsquery lexeme; a beginning (``weihn*``, ``>weihn*``) as a prefix match of it."""
+    if is_prefix(word):
+        return quote_lexeme(word[:-1]) + ":*"
+    return quote_lexeme(word)
+
+
 def tsquery(query: Query, *, exact: bool, corrected: bool, document_facts: Sequence[Sequence[str]] = ()) -> str:
     """The same for PostgreSQL: a phrase's first word among the line's own words, its other words
     there or marked as the next line's, the facts marked as facts; never a trashed document's line."""
@@ -155,13 +169,13 @@ def tsquery(query: Query, *, exact: bool, corrected: bool, document_facts: Seque
         for index, word in enumerate(phrase.words):
             spellings = sorted({word} if exact else query.spellings(word))
             lexemes = spellings if index == 0 else [*spellings, *(BRIDGE_MARK + w for w in spellings)]
-            groups.append("(" + " | ".join(quote_lexeme(w) for w in lexemes) + ")")
+            groups.append("(" + " | ".join(_lexeme(w) for w in lexemes) + ")")
     if corrected:
         groups.append(quote_lexeme(fact_lexeme("c")))
     for tokens in document_facts:
         groups.append("(" + " | ".join(quote_lexeme(fact_lexeme(t)) for t in tokens) + ")")
     for phrase in _single_words(query.exclude):
-        groups.append("!" + quote_lexeme(phrase.words[0]))
+        groups.append("!" + _lexeme(phrase.words[0]))
     groups.append(_NOT_TRASHED)
     return " & ".join(groups)
 

@@ -85,6 +85,87 @@ def test_an_excluded_word_rules_out_the_lines_that_have_it(actors: Actors) -> No
     assert hit_lines(search(actors, 'Mutter -"vom Garten"')) == [lines[0]]
 
 
+def test_a_word_ending_in_a_star_finds_every_word_that_begins_so(actors: Actors) -> None:
+    document_id = document(
+        actors,
+        [
+            "Frohe Weihnachten euch",
+            "am Weihnachtsabend",
+            "die Weihe der Kirche",
+            "viele Grüße und Grussworte",
+            "liebe Mutti, liebe gute Mutter",
+            "Brief vom Kriegsende",
+            "Brief vom Garten",
+            "zur Weih-",
+            "nachtszeit",
+        ],
+    )
+    lines = line_ids(actors, document_id)
+    answer = search(actors, "Weihn*")
+    assert sorted(hit_lines(answer)) == [lines[0], lines[1], lines[7]]
+    assert all(hit["exact"] for hit in answer["results"][0]["hits"])
+    assert _spans(answer, lines[0]) == ["Weihnachten"]
+    assert _spans(answer, lines[1]) == ["Weihnachtsabend"]
+    # The word broken across lines is found where it starts, as a whole word is.
+    assert _spans(answer, lines[7]) == ["Weih"]
+    assert sorted(hit_lines(search(actors, "weih*"))) == [lines[0], lines[1], lines[2], lines[7]]
+    # Folded like every word: the beginning of Grüße is that of Grusse.
+    answer = search(actors, "GRÜß*")
+    assert _spans(answer, lines[3]) == ["Grüße", "Grussworte"]
+    # In a phrase, and left out.
+    answer = search(actors, '"liebe Mut*"')
+    assert _spans(answer, lines[4]) == ["liebe Mutti"]
+    assert sorted(hit_lines(search(actors, "Brief -Krieg*"))) == [lines[6]]
+    assert sorted(hit_lines(search(actors, "Brief -Kriegsende*"))) == [lines[6]]
+    # A beginning is taken as typed: no near spellings of it (Weihm* is not Weihn*).
+    assert hit_lines(search(actors, "Weihm*")) == []
+
+
+@pytest.mark.parametrize("q", ["We*", '"liebe Mu*"', "Brief -Kr*", "*"])
+def test_a_beginning_of_fewer_than_three_letters_is_refused_or_ignored(actors: Actors, q: str) -> None:
+    document(actors, ["Weihnachten", "liebe Mutter", "Brief vom Krieg"])
+    response = actors.client.get("/api/search", params={"q": q}, headers=actors.archivist)
+    assert (response.status_code, response.json()["code"]) == (422, "SEARCH_QUERY_INVALID")
+    expected = "Type a word" if q == "*" else "at least 3 letters before the *"
+    assert expected in response.json()["message"]
+
+
+_SYLLABLES = ("ba", "bra", "da", "dra", "ka", "kra", "ta", "tra", "ban", "dan")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_a_beginning_finds_exactly_the_lines_with_a_word_that_begins_so(actors: Actors, data: st.DataObject) -> None:
+    """Seeded lines of made-up words that share their beginnings; each beginning's hits are the lines
+    (brute force over their folded words) that have a word beginning so, no more and no fewer."""
+    rng = random.Random(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    texts = [
+        " ".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 4)))
+        for _ in range(rng.randint(1, 12))
+    ]
+    # A word of its own marks this example's document: the beginnings are searched with it.
+    mark = f"zeichen{rng.randrange(10**9)}"
+    document_id = document(actors, [f"{text} {mark}" for text in texts])
+    lines = line_ids(actors, document_id)
+    services = services_of(actors.client)
+    limits = SearchLimits(hits_per_document=len(lines), candidate_lines=1000)
+    for _ in range(4):
+        syllables = "".join(rng.choice(_SYLLABLES) for _ in range(3))
+        beginning = syllables[: rng.randint(3, 6)]
+        with services.db.sessions() as session:
+            answer = search_service(session, SearchParams(q=f"{beginning}* {mark}"), limits)
+        found = sorted(hit.line_id for result in answer.results for hit in result.hits)
+        expected = [
+            line for line, text in zip(lines, texts, strict=True) if any(w.startswith(beginning) for w in text.split())
+        ]
+        assert found == expected, (beginning, texts)
+        # Each hit shows the words that begin so, and the mark.
+        for hit in (hit for result in answer.results for hit in result.hits):
+            shown = {hit.text[start:end] for start, end in hit.highlights}
+            assert mark in shown and all(w == mark or w.startswith(beginning) for w in shown), (beginning, hit.text)
+            assert any(w.startswith(beginning) for w in shown), (beginning, hit.text)
+
+
 def test_a_word_hyphenated_across_lines_is_found_on_the_line_where_it_starts(actors: Actors) -> None:
     document_id = document(actors, ["frohe Weih-", "nachten euch allen", "und gute Ernte¬", "zeit wünscht"])
     lines = line_ids(actors, document_id)
