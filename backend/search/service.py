@@ -353,11 +353,26 @@ def _candidates(
                 )
         return len(rows)
 
-    if postgres:
-        # Bitmap scans of the GIN index only. With the LIMIT, the planner expects a sequential
-        # scan to stop early; for words each common but rare together it reads the whole table
-        # (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive).
-        connection.execute(_BITMAP_SCANS_ONLY)
+    # PostgreSQL, a very common word (more than sampling.MAX_SHARE of the lines, no filter): its
+    # lines read in the table's order, stopping at the cap, as the planner plans it by itself.
+    # PostgreSQL, a very common word (more than sampling.MAX_SHARE of the lines, no filter): its
+    # lines read in the table's order until the cap, as the planner plans it left to itself; every
+    # other read by bitmap scans of the GIN indexes only. With the LIMIT, the planner expects a
+    # sequential scan to stop early; for words each common but rare together it reads the whole
+    # table (measured on 100 000 lines: 39 ms against 8.5 ms, growing with the archive).
+    table_order = (
+        postgres and not documents and not document_facts and shares.very_common(word_groups(query, exact=True))
+    )
+    bitmaps_only = False
+
+    def only_bitmaps() -> None:
+        nonlocal bitmaps_only
+        if postgres and not bitmaps_only:
+            connection.execute(_BITMAP_SCANS_ONLY)
+            bitmaps_only = True
+
+    if not table_order:
+        only_bitmaps()
     # A person's lines of a common word with a filter the index does not see (a status): the
     # planner walked the documents that pass, intersecting the word's bitmap in the corrected
     # lines' index with each one's lines — that whole bitmap once a document (`ist`, status
@@ -366,6 +381,8 @@ def _candidates(
 
     def read_persons(exact: bool) -> int:
         nonlocal hash_the_documents
+        # A person's lines, a twentieth of all, by their own GIN index, also for a very common word.
+        only_bitmaps()
         if hash_the_documents:
             connection.execute(_NO_NESTED_LOOPS)
             hash_the_documents = False
@@ -373,6 +390,9 @@ def _candidates(
 
     capped = read(exact=True, corrected=False) >= limit
     if not capped and fuzzy:
+        # Statistics older than the lines called the word very common, and the cap was not
+        # reached: its near spellings by the index (in the table's order they would be read to its end).
+        only_bitmaps()
         capped = read(exact=False, corrected=False) >= limit
         if capped:
             read_persons(exact=False)

@@ -82,6 +82,25 @@ def test_a_word_the_statistics_do_not_name_is_rare_and_the_facts_narrow() -> Non
     assert NO_SHARES.sample([{"dass"}], [], 1) is None
 
 
+def test_a_beginning_counts_as_its_most_common_words_and_one_word_on_many_lines_is_very_common() -> None:
+    shares = {"mutter": 0.04, "mutti": 0.01, "mut": 0.002, "muster": 0.01, ">mutter": 0.04, "und": 0.22, "#w3": 0.5}
+    known = LexemeShares(rows=1_000_000, shares=shares)
+    # mut* stands for mutter, mutti and mut; not for muster, nor for the next line's >mutter.
+    assert known.share({"mut*"}) == pytest.approx(0.052)
+    assert known.share({"mutt*"}) == pytest.approx(0.05)
+    assert known.share({"mutz*"}) == 0 and known.share({"zzz*"}) == 0
+    assert known.sample([{"mut*"}], [], 300) == 16
+    assert known.share({">mut*"}) == pytest.approx(0.04)
+    # Very common: one group on more than MAX_SHARE of the lines.
+    assert known.very_common([{"und"}]) and known.very_common([{"un*"}])
+    assert known.very_common([{"und", "mutter"}])
+    assert not known.very_common([{"mutter"}]) and not known.very_common([{"mut*"}])
+    # Two words each common may be rare together; a fact is never a word.
+    assert not known.very_common([{"und"}, {"und"}])
+    assert not known.very_common([{"w3"}]) and not known.very_common([])
+    assert not NO_SHARES.very_common([{"und"}])
+
+
 def test_the_statistics_are_read_again_only_once_they_are_old(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
     cache = SharesCache(clock=lambda: now[0])
@@ -300,6 +319,48 @@ def test_where_a_sample_has_too_few_lines_the_answer_is_the_one_without_sampling
                 assert got == expected, (q, cap)
                 compared += 1
     assert compared >= len(queries)  # the large cap cuts none
+
+
+@postgres_only
+def test_a_very_common_word_is_read_in_the_table_s_order_and_a_person_s_lines_by_their_index(
+    actors: Actors, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a filter the first exact pass runs with the planner left to itself (it reads the
+    table until the cap); a person's lines, and near spellings after an uncapped pass, by bitmaps."""
+    texts = [[f"Liebe Mutter Nummer {n} {page}" for n in range(50)] for page in range(2)]
+    document(actors, *texts)
+    person = document(actors, ["Brief", "an die Muttcr"])  # a near spelling: a pass of its own
+    correct(actors, line_ids(actors, person)[0], "Liebe Mutter, schreib bald")
+    services = services_of(actors.client)
+    for q, cap in [("Mutter", 5), ("Mutter", 500), ("Mutter -Brief", 5), ("Mutt*", 5), ("Liebe Mutter", 5)]:
+        monkeypatch.setattr(service, "SHARES", _Fixed(NO_SHARES))
+        with services.db.sessions() as session:
+            expected = _answer(session, q, cap)
+        _fake(monkeypatch, 1e6, mutter=0.5, liebe=0.5)
+        statements: list[str] = []
+
+        def record(conn: Any, cursor: Any, statement: str, *_: Any, seen: list[str] = statements) -> None:
+            seen.append(" ".join(statement.split()))
+
+        event.listen(services.db.engine, "before_cursor_execute", record)
+        try:
+            with services.db.sessions() as session:
+                got = _answer(session, q, cap)
+        finally:
+            event.remove(services.db.engine, "before_cursor_execute", record)
+        assert got == expected, (q, cap)
+        reads = [n for n, statement in enumerate(statements) if "tsv @@" in statement]
+        settings = [n for n, statement in enumerate(statements) if statement.startswith("SET LOCAL enable_seqscan")]
+        if q == "Liebe Mutter":  # two words: the bitmaps before any read
+            assert settings and settings[0] < reads[0], statements
+            continue
+        # The exact pass alone before the bitmaps' settings: every later read (a person's lines when
+        # capped, the near spellings when not) after them.
+        assert all(reads[0] < n for n in settings), (q, cap)
+        assert all(settings and settings[0] < n for n in reads[1:]), (q, cap)
+        assert len(reads) > 1, (q, cap)
+        person_reads = [statements[n] for n in reads if "search_lines.corrected LIMIT" in statements[n]]
+        assert bool(person_reads) == got[0], (q, cap)
 
 
 class _Fixed:
