@@ -29,6 +29,7 @@ from lxml import etree
 from backend.documents.schemas import MAX_LINE_TEXT
 from backend.errors import AppError, ErrorCode
 from backend.imports.mets import MetsOrder, is_mets, mets_order
+from backend.imports.transkribus import DocumentFacts, embedded, is_trp_metadata, read_facts
 from backend.transcripts.alto_reader import is_alto, read_alto
 from backend.transcripts.page_reader import is_page, read_page
 from backend.transcripts.reading import ReadPage
@@ -54,9 +55,9 @@ from untrusted.xml import parse_xml
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"})
 # Folders Transkribus (page/) and eScriptorium or kraken users (alto/, xml/) keep the XML in.
 XML_FOLDERS = frozenset({"page", "alto", "xml"})
-# XML that travels with an export and is not a page: Transkribus' document metadata, METS
-# without its namespace (a METS file in its namespace gives the page order).
-_COMPANIONS = frozenset({"mets", "trpDocMetadata", "TrpDocMetadata"})
+# XML that travels with an export and is not a page: METS without its namespace (a METS file in
+# its namespace gives the page order; Transkribus' document metadata, alone or in the METS, its facts).
+_COMPANIONS = frozenset({"mets"})
 _DIGITS = re.compile(r"(\d+)")
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,16 @@ class BundledPage:
 class BundledDocument:
     folder: str  # the document's folder in the ZIP ('' for its root)
     pages: list[BundledPage] = field(default_factory=list)
+    # What Transkribus' metadata of the document says (its title, writer, date), if the ZIP has it.
+    facts: DocumentFacts | None = None
+
+
+@dataclass(frozen=True)
+class _Companion:
+    """A file beside the pages: a METS file's page order, Transkribus' facts of the document."""
+
+    order: MetsOrder | None
+    facts: DocumentFacts | None
 
 
 def _code(exc: UntrustedInputError) -> ErrorCode:
@@ -196,9 +207,9 @@ def _owner(path: PurePosixPath, folders: frozenset[PurePosixPath]) -> PurePosixP
 
 def _read_xml(
     archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: UnpackBudget, limits: ImportLimits
-) -> ReadPage | MetsOrder | None:
-    """The page a PAGE or ALTO file describes, the page order a METS file gives, or None for
-    another known companion file (Transkribus' document metadata)."""
+) -> ReadPage | _Companion | None:
+    """The page a PAGE or ALTO file describes, what a METS file or Transkribus' metadata says
+    of the document, or None for another known companion file."""
     shown = info.filename
     with as_app_error():
         data = read_entry(archive, info, budget, max_bytes=limits.max_xml_bytes, what="PAGE or ALTO file")
@@ -208,7 +219,10 @@ def _read_xml(
     elif is_alto(root):
         read = read_alto(root, shown)
     elif is_mets(root):
-        return mets_order(root)
+        metadata = embedded(root)
+        return _Companion(mets_order(root), read_facts(metadata) if metadata is not None else None)
+    elif is_trp_metadata(root):
+        return _Companion(None, read_facts(root))
     elif etree.QName(root).localname in _COMPANIONS:
         return None
     else:
@@ -255,14 +269,19 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
     images.assign(frozenset(_document_folder(path) for path, _ in xmls))
     documents: dict[PurePosixPath, BundledDocument] = {}
     orders: dict[PurePosixPath, MetsOrder] = {}
+    facts: dict[PurePosixPath, DocumentFacts] = {}
     points = characters = 0
     for path, info in sorted(xmls, key=lambda item: natural_key(str(item[0]))):
         read = _read_xml(archive, info, budget, limits)
         if read is None:
             continue
         folder = _document_folder(path)
-        if isinstance(read, MetsOrder):
-            orders[folder] = read
+        if isinstance(read, _Companion):
+            if read.order is not None:
+                orders[folder] = read.order
+            if read.facts is not None:
+                # metadata.xml (first in name order) over the copy in mets.xml.
+                facts.setdefault(folder, read.facts)
             continue
         image = images.find(read.image_name, path, folder)
         if image is None:
@@ -300,4 +319,7 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
     for folder, order in orders.items():
         if folder in documents:
             documents[folder].pages.sort(key=lambda page: _mets_place(order, page))
+    for folder, known in facts.items():
+        if folder in documents:
+            documents[folder].facts = known
     return [documents[key] for key in sorted(documents, key=lambda f: natural_key(str(f)))]

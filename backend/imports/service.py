@@ -14,7 +14,7 @@ import tempfile
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import PurePosixPath
 from typing import BinaryIO
 
@@ -22,13 +22,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.documents.models import Document, DocumentStatus, Line, Page
+from backend.documents.models import DatePrecision, Document, DocumentStatus, Line, Page
 from backend.documents.schemas import parse_partial_date
 from backend.documents.service import Documents, safe_filename
 from backend.errors import AppError, ErrorCode
 from backend.imports.bundle import BundledDocument, ImportLimits, as_app_error, read_bundle
 from backend.imports.original import Frame, TiffOriginal
 from backend.imports.schemas import ImportFields
+from backend.imports.transkribus import DocumentFacts
 from backend.search.index import index_pages
 from backend.storage import Storage
 from backend.transcripts.model import Point, TranscriptLine
@@ -170,6 +171,8 @@ class Imports:
             return fields.title
         if built.bundled.pages[0].read.title:
             return built.bundled.pages[0].read.title
+        if built.bundled.facts is not None and built.bundled.facts.title:
+            return built.bundled.facts.title
         folder = PurePosixPath(built.bundled.folder).name if built.bundled.folder else ""
         stem = PurePosixPath(safe_filename(filename) or "").stem
         first = PurePosixPath(built.bundled.pages[0].image.filename).stem
@@ -215,8 +218,17 @@ class Imports:
         now: datetime,
     ) -> Document:
         first = item.bundled.pages[0].read
-        writer_name = fields.writer or first.writer
-        day, precision = parse_partial_date(fields.date) if fields.date else (first.date, first.date_precision)
+        # Each fact from the form, else from this archive's own export, else from Transkribus' metadata.
+        known = item.bundled.facts or DocumentFacts()
+        writer_name = fields.writer or first.writer or known.writer
+        day: date | None
+        precision: DatePrecision | None
+        if fields.date:
+            day, precision = parse_partial_date(fields.date)
+        elif first.date is not None:
+            day, precision = first.date, first.date_precision
+        else:
+            day, precision = known.date, known.date_precision
         document = Document(
             title=self._title(fields, item, filename),
             writer=self.documents.writer_named(session, writer_name, now) if writer_name else None,

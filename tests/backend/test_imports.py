@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from tests.backend.transcript_files import (
     gen_page,
     image_bytes,
     kraken_alto,
+    transkribus_metadata,
     transkribus_mets,
     transkribus_page,
     transkribus_zip,
@@ -296,6 +298,86 @@ def test_a_mets_file_orders_the_pages(actors: Actors) -> None:
     [document] = imported(actors.client, actors.archivist, zip_of(files))
     lines = lines_of(actors.client, actors.archivist, document["id"])
     assert [line["text"] for line in lines] == [page.lines[0].text for page in pages]
+
+
+def _midnight_ms(day: date, utc_offset_hours: int = 1) -> int:
+    """Milliseconds since 1970 of ``day``'s midnight in a zone ``utc_offset_hours`` east of UTC
+    (how Transkribus keeps a day; before 1970 the number is negative)."""
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=utc_offset_hours)
+    return round((moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
+
+
+@pytest.mark.parametrize("embedded", [False, True])
+def test_transkribus_metadata_gives_the_title_writer_and_date(actors: Actors, embedded: bool) -> None:
+    pages = [gen_page(151, "0001.png", lines=1), gen_page(152, "0002.png", lines=1)]
+    metadata = transkribus_metadata(
+        title="Brief an Mutter, Weihnachten 1917",
+        author="Karl Müller",
+        writer="Anna  Müller",
+        createdFromTimestamp=_midnight_ms(date(1917, 12, 24)),
+        createdToTimestamp=_midnight_ms(date(1917, 12, 24)),
+        uploader="someone@example.org",
+    )
+    files = {"4711/Brief_1917/mets.xml": transkribus_mets(pages, metadata if embedded else None)}
+    if not embedded:
+        files["4711/Brief_1917/metadata.xml"] = metadata
+    for page in pages:
+        files[f"4711/Brief_1917/{page.image_name}"] = image_bytes(page)
+        files[f"4711/Brief_1917/page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert document["title"] == "Brief an Mutter, Weihnachten 1917"
+    # The hand (writer) over the author; whitespace collapsed as in every name.
+    assert document["writer"]["name"] == "Anna Müller"
+    assert document["date"] == "1917-12-24"
+    assert_lines(lines_of(actors.client, actors.archivist, document["id"]), pages)
+    # What the person gives in the form comes first.
+    again = [gen_page(153, "0001.png", lines=1)]
+    files = {"Brief/metadata.xml": metadata}
+    for page in again:
+        files[f"Brief/{page.image_name}"] = image_bytes(page)
+        files[f"Brief/page/{page.image_name[:-4]}.xml"] = transkribus_page(page)
+    [document] = imported(
+        actors.client, actors.archivist, zip_of(files), title="Weihnachtsbrief", writer="Karl", date="1917-12"
+    )
+    assert (document["title"], document["writer"]["name"], document["date"]) == ("Weihnachtsbrief", "Karl", "1917-12")
+
+
+@pytest.mark.parametrize(
+    ("fields", "title", "writer", "when"),
+    [
+        # A whole month, a whole year (the last day, or the first after it), in zones east and west.
+        ({"createdFromTimestamp": (1916, 5, 1, 2), "createdToTimestamp": (1916, 5, 31, 2)}, None, None, "1916-05"),
+        ({"createdFromTimestamp": (1902, 1, 1, -5), "createdToTimestamp": (1903, 1, 1, -5)}, None, None, "1902"),
+        ({"createdFromTimestamp": (1899, 2, 1, 1), "createdToTimestamp": (1899, 2, 28, 1)}, None, None, "1899-02"),
+        # Only the first day: that day.
+        ({"createdFromTimestamp": (1944, 6, 6, 2)}, None, None, "1944-06-06"),
+        # A span the archive cannot keep, only the last day, not a number: no date.
+        ({"createdFromTimestamp": (1916, 5, 3, 1), "createdToTimestamp": (1916, 5, 9, 1)}, None, None, None),
+        ({"createdToTimestamp": (1916, 5, 3, 1)}, None, None, None),
+        ({"createdFromTimestamp": "gestern", "createdToTimestamp": "9" * 30}, None, None, None),
+        ({"createdFromTimestamp": "-99999999999999"}, None, None, None),
+        # The author where no hand is named; empty fields are none; a long title is cut.
+        ({"author": "Karl Müller", "title": "  "}, None, "Karl Müller", None),
+        ({"title": "T" * 800, "writer": "\tAnna\n"}, "T" * 500, "Anna", None),
+    ],
+)
+def test_transkribus_metadata_is_a_hint_what_it_does_not_say_is_left_out(
+    actors: Actors, fields: dict[str, object], title: str | None, writer: str | None, when: str | None
+) -> None:
+    values = {
+        name: _midnight_ms(date(*value[:3]), value[3]) if isinstance(value, tuple) else value
+        for name, value in fields.items()
+    }
+    page = gen_page(161, "0001.png", lines=1)
+    files = {
+        "Akte/metadata.xml": transkribus_metadata(**values),
+        "Akte/0001.png": image_bytes(page),
+        "Akte/page/0001.xml": transkribus_page(page),
+    }
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert document["title"] == (title or "Akte")
+    assert (document["writer"] or {}).get("name") == writer
+    assert document["date"] == when
 
 
 def test_imported_text_is_searchable_at_once_also_across_the_page_break(actors: Actors) -> None:

@@ -16,7 +16,7 @@ import random
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from PIL import Image
 
@@ -228,9 +228,18 @@ def transkribus_zip(pages: Sequence[GenPage], folder: str = "Brief an Anna", nam
     return zip_of(files)
 
 
-def transkribus_mets(pages: Sequence[GenPage]) -> bytes:
+def transkribus_metadata(**fields: object) -> bytes:
+    """Transkribus' metadata.xml (``trpDocMetadata``, JAXB's field names), with a docId and these fields."""
+    inner = "".join(f"<{name}>{escape(str(value))}</{name}>" for name, value in {"docId": 4711, **fields}.items())
+    return (
+        f'<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<trpDocMetadata>{inner}</trpDocMetadata>\n'.encode()
+    )
+
+
+def transkribus_mets(pages: Sequence[GenPage], metadata: bytes | None = None) -> bytes:
     """Transkribus' mets.xml: a fileSec of images and PAGE files, a PHYSICAL structMap in ``pages``' order.
-    The divs are written in reverse, their ORDER attributes say the order."""
+    The divs are written in reverse, their ORDER attributes say the order. ``metadata`` (a
+    ``transkribus_metadata``) is embedded in a dmdSec, in the METS namespace, as Transkribus does."""
     images, xmls, divs = [], [], []
     for n, page in enumerate(pages, start=1):
         stem = page.image_name.rsplit(".", 1)[0]
@@ -249,7 +258,16 @@ def transkribus_mets(pages: Sequence[GenPage]) -> bytes:
     return (
         '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
         '<mets xmlns="http://www.loc.gov/METS/" xmlns:xlink="http://www.w3.org/1999/xlink">'
-        '<fileSec><fileGrp ID="MASTER"><fileGrp ID="IMG">' + "".join(images) + "</fileGrp>"
+        + (
+            '<dmdSec ID="MD_ORIG"><mdWrap MDTYPE="OTHER"><xmlData>'
+            + metadata.decode().split("?>", 1)[-1].strip()
+            + "</xmlData></mdWrap></dmdSec>"
+            if metadata is not None
+            else ""
+        )
+        + '<fileSec><fileGrp ID="MASTER"><fileGrp ID="IMG">'
+        + "".join(images)
+        + "</fileGrp>"
         '<fileGrp ID="PAGEXML">' + "".join(xmls) + "</fileGrp></fileGrp></fileSec>"
         '<structMap ID="TRANSKRIBUS_STRUCTMAP_1" TYPE="PHYSICAL"><div ID="PHYSICAL_1" TYPE="physSequence">'
         + "".join(reversed(divs))
