@@ -76,6 +76,8 @@ CACHE = ROOT / ".cache" / "bench-search"
 # The last revision before search: what the search migration(s) added is the index.
 BEFORE_SEARCH = "0005"
 OVERALL = "overall"
+# Documents a page of results asks for.
+PAGE_SIZE = 20
 # What decides the index's rows: the tables, the folding of words, the building of rows.
 INDEX_SOURCES = ("models.py", "folding.py", "index.py")
 
@@ -308,11 +310,28 @@ class Sample:
     server_cpu_s: float | None
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """An answer as received: parsed and checked after the timed searches (see Searcher)."""
+
+    query: Query
+    seconds: float
+    body: bytes
+    server_cpu_s: float | None
+
+    def sample(self) -> Sample:
+        body = json.loads(self.body)
+        _check(self.query, body, PAGE_SIZE)
+        return Sample(self.query.kind, self.seconds, body["total"] > 0, bool(body.get("capped")), self.server_cpu_s)
+
+
 class Searcher:
     """One client with its own login; searches one after another, latencies kept per kind.
 
     With ``server``, the server's CPU time is read around each search: meaningful only while
-    this is the only client (the serial phase).
+    this is the only client (the serial phase). Each answer's status is checked at once, its body
+    parsed and checked afterwards (``samples``): the clients share the server's two cores, and
+    their CPU during the timed searches is then only sending and receiving.
     """
 
     def __init__(
@@ -328,11 +347,11 @@ class Searcher:
         self.think_s = think_s
         self.rng = random.Random(seed * 1000 + number)
         self.server = server
-        self.samples: list[Sample] = []
+        self.answers: list[_Answer] = []
         self.ready = False
 
     async def _search(self, client: httpx.AsyncClient, query: Query, record: bool) -> None:
-        params = {"pageSize": "20", **query.params}
+        params = {"pageSize": str(PAGE_SIZE), **query.params}
         cpu_before = cpu_seconds(self.server) if self.server is not None else 0.0
         started = time.perf_counter()
         response = await client.get("/api/search", params=params)
@@ -340,10 +359,11 @@ class Searcher:
         cpu_s = cpu_seconds(self.server) - cpu_before if self.server is not None else None
         if response.status_code != 200:
             raise RuntimeError(f"search {query.params}: {response.status_code} {response.text[:300]}")
-        body = response.json()
-        _check(query, body, 20)
+        answer = _Answer(query, elapsed, response.content, cpu_s)
         if record:
-            self.samples.append(Sample(query.kind, elapsed, body["total"] > 0, bool(body.get("capped")), cpu_s))
+            self.answers.append(answer)
+        else:
+            answer.sample()  # a warm-up's answer is checked, not kept
         if self.think_s > 0:
             await asyncio.sleep(self.rng.uniform(0, 2 * self.think_s))
 
@@ -359,6 +379,10 @@ class Searcher:
                 await start.wait()
             for query in self.timed:
                 await self._search(client, query, record=True)
+
+    def samples(self) -> list[Sample]:
+        """The timed searches, each answer checked."""
+        return [answer.sample() for answer in self.answers]
 
 
 async def load(
@@ -395,7 +419,7 @@ async def load(
     serial = Searcher(0, [], queries(rng, writer_list, args.serial), 0, args.seed, server)
     if args.serial:
         await serial.run(url, asyncio.Event(), wait=False)
-    return [sample for s in searchers for sample in s.samples], serial.samples, seconds, cpu_s
+    return [sample for s in searchers for sample in s.samples()], serial.samples(), seconds, cpu_s
 
 
 def _per_kind(samples: list[Sample]) -> dict[str, dict[str, float]]:

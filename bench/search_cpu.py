@@ -1,7 +1,7 @@
 """CPU per search, in process: the search itself, and the whole request through the ASGI app.
 
     .venv/bin/python bench/search_cpu.py --url DATABASE_URL [--searches 140] [--repeats 3]
-        [--seed 15] [--asgi] [--profile] [--worst N] [--statements]
+        [--seed 15] [--asgi] [--profile] [--worst N] [--statements] [--q QUERY ...]
 
 ``--url``: an archive loaded by ``bench/bench_search.py`` (its cache under ``.cache/bench-search/``:
 ``sqlite:///.cache/bench-search/sqlite-<lines>-<key>.db`` or
@@ -19,6 +19,7 @@ nanoseconds), so the two databases are compared on what a search costs the machi
 - ``--asgi``: ``GET /api/search`` into the app's ASGI callable (authentication, middleware,
   the thread-pool trip, FastAPI's validation and JSON; no sockets, no HTTP parser);
 - ``--profile``: cProfile over one pass of the mix, the functions with the most own time.
+- ``--q QUERY`` (repeatable): these searches instead of the mix, each a kind of its own;
 - ``--statements`` (PostgreSQL): one pass of the mix more, the server's CPU around each SQL
   statement, summed by statement (its first words) and divided by the searches: which of a
   search's statements the database's time goes to.
@@ -116,6 +117,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     services = app.state.services
     limits = SearchLimits.from_settings(settings)
     mix = queries(random.Random(args.seed), writers(WRITERS), args.searches)
+    if args.q:
+        # Given searches instead of the mix, each its own kind.
+        mix = [Query(q, {"q": q}) for q in args.q]
     postgres = services.db.engine.dialect.name == "postgresql"
     # One pooled connection, so one server process serves every search (and is the one measured).
     with services.db.engine.connect() as connection:
@@ -150,7 +154,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     for query in mix[:10]:  # warm: the statement caches, the pages the searches read
         call(query)
     if args.profile:
-        profiler = cProfile.Profile()
+        # CPU time, not the wall's: the waits for the database server drop out (its CPU is --statements').
+        profiler = cProfile.Profile(time.process_time)
         profiler.enable()
         for query in mix:
             call(query)
@@ -208,6 +213,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="passes over the mix; the lowest CPU of each search")
     parser.add_argument("--seed", type=int, default=15)
     parser.add_argument("--asgi", action="store_true", help="through the app's ASGI callable, not the service alone")
+    parser.add_argument("--q", action="append", help="search this instead of the mix (repeatable)")
     parser.add_argument("--worst", type=int, default=0, help="print the N searches that cost the most")
     parser.add_argument("--profile", action="store_true", help="cProfile one pass first")
     parser.add_argument(
