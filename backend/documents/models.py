@@ -54,13 +54,23 @@ class Writer(Base):
     model_run_id: Mapped[int | None] = mapped_column(Integer)
 
 
+# A title's characters (the column's length).
+TITLE_LENGTH = 500
+
+
+def folded_title(title: str) -> str:
+    """``title`` casefolded for the title filter, cut to the column: casefolding lengthens some
+    characters (ß, ﬁ: two; ΐ: three), and PostgreSQL refuses a value longer than its column."""
+    return title.casefold()[:TITLE_LENGTH]
+
+
 class Document(Base):
     __tablename__ = "documents"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(500))
+    title: Mapped[str] = mapped_column(String(TITLE_LENGTH))
     # casefold()ed title for the title filter: SQLite's lower() knows only ASCII ("Überweisung").
-    title_folded: Mapped[str] = mapped_column(String(500))
+    title_folded: Mapped[str] = mapped_column(String(TITLE_LENGTH))
     writer_id: Mapped[int | None] = mapped_column(ForeignKey("writers.id", ondelete="RESTRICT"), index=True)
     # Letters are often dated to the year or month only: the first day of that span, and its precision.
     date: Mapped[date | None] = mapped_column(index=True)

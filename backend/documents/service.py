@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from backend.db import keyset_rows
 from backend.documents.inspect import inspect
-from backend.documents.models import Document, DocumentStatus, Page, Writer
+from backend.documents.models import Document, DocumentStatus, Page, Writer, folded_title
 from backend.documents.schemas import (
     DocumentFilter,
     DocumentOut,
@@ -176,7 +176,7 @@ class Documents:
         try:
             document = Document(
                 title=fields.title,
-                title_folded=fields.title.casefold(),
+                title_folded=folded_title(fields.title),
                 writer=self.writer_named(session, fields.writer, now) if fields.writer else None,
                 date=day,
                 date_precision=precision,

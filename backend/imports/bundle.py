@@ -280,8 +280,8 @@ def read_bundle(archive: zipfile.ZipFile, limits: ImportLimits, budget: UnpackBu
             if read.order is not None:
                 orders[folder] = read.order
             if read.facts is not None:
-                # metadata.xml (first in name order) over the copy in mets.xml.
-                facts.setdefault(folder, read.facts)
+                # metadata.xml (first in name order) over the copy in mets.xml, fact by fact.
+                facts[folder] = facts[folder].or_else(read.facts) if folder in facts else read.facts
             continue
         image = images.find(read.image_name, path, folder)
         if image is None:

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from backend.documents.models import DatePrecision, Document, DocumentStatus, Line, Page
+from backend.documents.models import DatePrecision, Document, DocumentStatus, Line, Page, folded_title
 from backend.documents.schemas import parse_partial_date
 from backend.documents.service import Documents, safe_filename
 from backend.errors import AppError, ErrorCode
@@ -244,7 +244,7 @@ class Imports:
             created_by=user.id,
             created_at=now,
         )
-        document.title_folded = document.title.casefold()
+        document.title_folded = folded_title(document.title)
         session.add(document)
         session.flush()
         for number, (page, frame) in enumerate(zip(item.bundled.pages, item.frames, strict=True), start=1):

@@ -17,12 +17,12 @@ from datetime import UTC, date, datetime, timedelta
 
 from lxml import etree
 
-from backend.documents.models import DatePrecision
+from backend.documents.models import TITLE_LENGTH, DatePrecision
 from backend.transcripts.reading import one_line
 
 # The root element's names (JAXB writes the class name with a small first letter; some tools do not).
 ROOTS = frozenset({"trpDocMetadata", "TrpDocMetadata"})
-TITLE_CHARS = 500
+TITLE_CHARS = TITLE_LENGTH
 WRITER_CHARS = 200
 _MILLISECONDS = re.compile(r"-?\d{1,15}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -37,6 +37,11 @@ class DocumentFacts:
     writer: str | None = None
     date: date | None = None
     date_precision: DatePrecision | None = None
+
+    def or_else(self, other: DocumentFacts) -> DocumentFacts:
+        """Each fact from these, else from ``other`` (metadata.xml, else its copy in mets.xml)."""
+        dated = self if self.date is not None else other
+        return DocumentFacts(self.title or other.title, self.writer or other.writer, dated.date, dated.date_precision)
 
 
 def is_trp_metadata(root: etree._Element) -> bool:
@@ -54,26 +59,35 @@ def _child_text(element: etree._Element, name: str) -> str | None:
 
 
 def _day(raw: str | None) -> date | None:
-    """The day a Transkribus timestamp names; None where it is no number or no day there is."""
+    """The day a Transkribus timestamp names; None where it is no number, no day there is, or
+    1970-01-01: Transkribus writes 0 (and tools a few hours past it) for a document never dated."""
     if raw is None or not _MILLISECONDS.fullmatch(raw.strip()):
         return None
     try:
-        return (_EPOCH + timedelta(milliseconds=int(raw.strip())) + _HALF_DAY).date()
+        day = (_EPOCH + timedelta(milliseconds=int(raw.strip())) + _HALF_DAY).date()
     except OverflowError:  # before year 1 or after 9999
         return None
+    return None if day == _EPOCH.date() else day
 
 
 def _span(first: date | None, last: date | None) -> tuple[date | None, DatePrecision | None]:
     """A day, or the first day of a whole month or year, as the archive keeps dates; a range of
-    other days cannot be kept and is left to the person."""
-    if first is None or last is None or last == first:
-        return first, DatePrecision.DAY if first is not None else None
-    # The last day of the span, or the first day after it.
-    month_end = date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
-    if first.day == 1 and last in (month_end, month_end + timedelta(days=1)):
-        return first, DatePrecision.MONTH
-    if (first.month, first.day) == (1, 1) and last in (date(first.year, 12, 31), date(first.year + 1, 1, 1)):
-        return first, DatePrecision.YEAR
+    other days cannot be kept and is left to the person. A span ends on its last day or on the
+    first day after it (an end given as the next midnight)."""
+    if first is None:
+        return None, None
+    if last is None or last == first:
+        return first, DatePrecision.DAY
+    try:
+        if last == first + timedelta(days=1):
+            return first, DatePrecision.DAY
+        month_end = date(first.year, first.month, calendar.monthrange(first.year, first.month)[1])
+        if first.day == 1 and last in (month_end, month_end + timedelta(days=1)):
+            return first, DatePrecision.MONTH
+        if (first.month, first.day) == (1, 1) and last in (date(first.year, 12, 31), date(first.year + 1, 1, 1)):
+            return first, DatePrecision.YEAR
+    except (OverflowError, ValueError):  # the day after 9999-12-31 does not exist
+        pass
     return None, None
 
 

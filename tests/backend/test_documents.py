@@ -65,6 +65,15 @@ def test_an_upload_is_sniffed_counted_hashed_and_stored(actors: Actors, kind: st
     assert actors.client.get(f"/api/documents/{body['id']}", headers=actors.admin).json() == body
 
 
+@pytest.mark.parametrize("title", ["ß" * 500, "ﬁ" * 500, "ΐ" * 500, "Straße " * 71 + "ß"])
+def test_a_title_that_casefolds_longer_than_the_column_is_stored_and_filtered_by(actors: Actors, title: str) -> None:
+    status, body = upload(actors, make_document("pdf", seed=8, pages=1), title=title)
+    assert status == 201, body
+    assert body["title"] == title
+    found = actors.client.get("/api/documents", params={"title": title[:20]}, headers=actors.archivist).json()
+    assert [item["id"] for item in found["items"]] == [body["id"]]
+
+
 @pytest.mark.parametrize(
     ("content", "code", "storage_kind"),
     [

@@ -356,9 +356,24 @@ def test_transkribus_metadata_gives_the_title_writer_and_date(actors: Actors, em
         ({"createdToTimestamp": (1916, 5, 3, 1)}, None, None, None),
         ({"createdFromTimestamp": "gestern", "createdToTimestamp": "9" * 30}, None, None, None),
         ({"createdFromTimestamp": "-99999999999999"}, None, None, None),
-        # The author where no hand is named; empty fields are none; a long title is cut.
+        # One day ending at the next midnight; Transkribus' "never dated" (0, or hours past it).
+        (
+            {"createdFromTimestamp": (1917, 12, 24, 1), "createdToTimestamp": (1917, 12, 25, 1)},
+            None,
+            None,
+            "1917-12-24",
+        ),
+        ({"createdFromTimestamp": 0, "createdToTimestamp": 0}, None, None, None),
+        ({"createdFromTimestamp": 33175290}, None, None, None),
+        # Spans at the calendar's end (the day after 9999-12-31 does not exist): no date, no error.
+        ({"createdFromTimestamp": (9999, 12, 1, 0), "createdToTimestamp": (9999, 12, 5, 0)}, None, None, None),
+        ({"createdFromTimestamp": (9999, 1, 1, 0), "createdToTimestamp": (9999, 6, 1, 0)}, None, None, None),
+        ({"createdFromTimestamp": (9999, 12, 31, 0)}, None, None, "9999-12-31"),
+        # The author where no hand is named; empty fields are none; a long title is cut (also one
+        # whose casefolded form is longer: ß folds to ss).
         ({"author": "Karl Müller", "title": "  "}, None, "Karl Müller", None),
         ({"title": "T" * 800, "writer": "\tAnna\n"}, "T" * 500, "Anna", None),
+        ({"title": "ß" * 800}, "ß" * 500, None, None),
     ],
 )
 def test_transkribus_metadata_is_a_hint_what_it_does_not_say_is_left_out(
@@ -378,6 +393,20 @@ def test_transkribus_metadata_is_a_hint_what_it_does_not_say_is_left_out(
     assert document["title"] == (title or "Akte")
     assert (document["writer"] or {}).get("name") == writer
     assert document["date"] == when
+
+
+def test_an_empty_metadata_file_leaves_each_fact_to_the_copy_in_the_mets_file(actors: Actors) -> None:
+    pages = [gen_page(171, "0001.png", lines=1)]
+    dated = _midnight_ms(date(1916, 3, 2))
+    metadata = transkribus_metadata(title="Feldpostbrief", writer="Karl", createdFromTimestamp=dated)
+    files = {
+        "Akte/metadata.xml": transkribus_metadata(title="", writer="Anna"),
+        "Akte/mets.xml": transkribus_mets(pages, metadata),
+        "Akte/0001.png": image_bytes(pages[0]),
+        "Akte/page/0001.xml": transkribus_page(pages[0]),
+    }
+    [document] = imported(actors.client, actors.archivist, zip_of(files))
+    assert (document["title"], document["writer"]["name"], document["date"]) == ("Feldpostbrief", "Anna", "1916-03-02")
 
 
 def test_imported_text_is_searchable_at_once_also_across_the_page_break(actors: Actors) -> None:

@@ -332,7 +332,14 @@ def test_a_very_common_word_is_read_in_the_table_s_order_and_a_person_s_lines_by
     person = document(actors, ["Brief", "an die Muttcr"])  # a near spelling: a pass of its own
     correct(actors, line_ids(actors, person)[0], "Liebe Mutter, schreib bald")
     services = services_of(actors.client)
-    for q, cap in [("Mutter", 5), ("Mutter", 500), ("Mutter -Brief", 5), ("Mutt*", 5), ("Liebe Mutter", 5)]:
+    for q, cap in [
+        ("Mutter", 5),
+        ("Mutter", 500),
+        ("Mutter -Brief", 5),
+        ("Mutter -Mutter", 5),
+        ("Mutt*", 5),
+        ("Liebe Mutter", 5),
+    ]:
         monkeypatch.setattr(service, "SHARES", _Fixed(NO_SHARES))
         with services.db.sessions() as session:
             expected = _answer(session, q, cap)
@@ -351,7 +358,9 @@ def test_a_very_common_word_is_read_in_the_table_s_order_and_a_person_s_lines_by
         assert got == expected, (q, cap)
         reads = [n for n, statement in enumerate(statements) if "tsv @@" in statement]
         settings = [n for n, statement in enumerate(statements) if statement.startswith("SET LOCAL enable_seqscan")]
-        if q == "Liebe Mutter":  # two words: the bitmaps before any read
+        if q in ("Liebe Mutter", "Mutter -Brief", "Mutter -Mutter"):
+            # Two words, or an excluded one (which the planner does not count: `Mutter -Mutter` would
+            # be read to the table's end): the bitmaps before any read.
             assert settings and settings[0] < reads[0], statements
             continue
         # The exact pass alone before the bitmaps' settings: every later read (a person's lines when
