@@ -22,8 +22,8 @@ from backend.transcripts.reading import one_line
 
 # The root element's names (JAXB writes the class name with a small first letter; some tools do not).
 ROOTS = frozenset({"trpDocMetadata", "TrpDocMetadata"})
-TITLE_CHARS = TITLE_LENGTH
-WRITER_CHARS = 200
+# A writer's name's characters (as PAGE's and ALTO's readers take it).
+WRITER_LENGTH = 200
 _MILLISECONDS = re.compile(r"-?\d{1,15}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Transkribus keeps a day as its midnight in the user's zone (in Central Europe 22:00 or 23:00 UTC
@@ -96,7 +96,7 @@ def read_facts(element: etree._Element) -> DocumentFacts:
     first = _day(_child_text(element, "createdFromTimestamp"))
     last = _day(_child_text(element, "createdToTimestamp"))
     day, precision = _span(first, last)
-    writer = one_line(_child_text(element, "writer"), WRITER_CHARS) or one_line(
-        _child_text(element, "author"), WRITER_CHARS
+    writer = one_line(_child_text(element, "writer"), WRITER_LENGTH) or one_line(
+        _child_text(element, "author"), WRITER_LENGTH
     )
-    return DocumentFacts(one_line(_child_text(element, "title"), TITLE_CHARS), writer, day, precision)
+    return DocumentFacts(one_line(_child_text(element, "title"), TITLE_LENGTH), writer, day, precision)

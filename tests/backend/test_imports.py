@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from typing import Any
 
 import pytest
@@ -27,6 +27,7 @@ from tests.backend.transcript_files import (
     kraken_alto,
     transkribus_metadata,
     transkribus_mets,
+    transkribus_midnight_ms,
     transkribus_page,
     transkribus_zip,
     zip_of,
@@ -300,13 +301,6 @@ def test_a_mets_file_orders_the_pages(actors: Actors) -> None:
     assert [line["text"] for line in lines] == [page.lines[0].text for page in pages]
 
 
-def _midnight_ms(day: date, utc_offset_hours: int = 1) -> int:
-    """Milliseconds since 1970 of ``day``'s midnight in a zone ``utc_offset_hours`` east of UTC
-    (how Transkribus keeps a day; before 1970 the number is negative)."""
-    moment = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=utc_offset_hours)
-    return round((moment - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1000)
-
-
 @pytest.mark.parametrize("embedded", [False, True])
 def test_transkribus_metadata_gives_the_title_writer_and_date(actors: Actors, embedded: bool) -> None:
     pages = [gen_page(151, "0001.png", lines=1), gen_page(152, "0002.png", lines=1)]
@@ -314,8 +308,8 @@ def test_transkribus_metadata_gives_the_title_writer_and_date(actors: Actors, em
         title="Brief an Mutter, Weihnachten 1917",
         author="Karl Müller",
         writer="Anna  Müller",
-        createdFromTimestamp=_midnight_ms(date(1917, 12, 24)),
-        createdToTimestamp=_midnight_ms(date(1917, 12, 24)),
+        createdFromTimestamp=transkribus_midnight_ms(date(1917, 12, 24)),
+        createdToTimestamp=transkribus_midnight_ms(date(1917, 12, 24)),
         uploader="someone@example.org",
     )
     files = {"4711/Brief_1917/mets.xml": transkribus_mets(pages, metadata if embedded else None)}
@@ -380,7 +374,7 @@ def test_transkribus_metadata_is_a_hint_what_it_does_not_say_is_left_out(
     actors: Actors, fields: dict[str, object], title: str | None, writer: str | None, when: str | None
 ) -> None:
     values = {
-        name: _midnight_ms(date(*value[:3]), value[3]) if isinstance(value, tuple) else value
+        name: transkribus_midnight_ms(date(*value[:3]), value[3]) if isinstance(value, tuple) else value
         for name, value in fields.items()
     }
     page = gen_page(161, "0001.png", lines=1)
@@ -397,7 +391,7 @@ def test_transkribus_metadata_is_a_hint_what_it_does_not_say_is_left_out(
 
 def test_an_empty_metadata_file_leaves_each_fact_to_the_copy_in_the_mets_file(actors: Actors) -> None:
     pages = [gen_page(171, "0001.png", lines=1)]
-    dated = _midnight_ms(date(1916, 3, 2))
+    dated = transkribus_midnight_ms(date(1916, 3, 2))
     metadata = transkribus_metadata(title="Feldpostbrief", writer="Karl", createdFromTimestamp=dated)
     files = {
         "Akte/metadata.xml": transkribus_metadata(title="", writer="Anna"),

@@ -16,6 +16,7 @@ import random
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
 from PIL import Image
@@ -226,6 +227,13 @@ def transkribus_zip(pages: Sequence[GenPage], folder: str = "Brief an Anna", nam
         files[f"{folder}/{page.image_name}"] = image_bytes(page, "JPEG" if page.image_name.endswith(".jpg") else "PNG")
         files[f"{folder}/page/{stem}.xml"] = transkribus_page(page, namespace)
     return zip_of(files)
+
+
+def transkribus_midnight_ms(day: date, utc_offset_hours: int = 1) -> int:
+    """Milliseconds since 1970 of ``day``'s midnight in a zone ``utc_offset_hours`` east of UTC
+    (how Transkribus keeps a day; before 1970 the number is negative)."""
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC) - timedelta(hours=utc_offset_hours)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def transkribus_metadata(**fields: object) -> bytes:
